@@ -1,0 +1,141 @@
+//! The one table from errors to HTTP statuses. Every error answer is JSON of the protocol's
+//! form, `{"error": "..."}`, and names the problem; unexpected errors are logged here, once,
+//! where they become a response.
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use crate::{
+    batch::BatchError,
+    model::{InputError, ModelError},
+    protocol::RequestError,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("cannot read the request body: {0}")]
+    Body(String),
+    #[error("{}; this server serves {served}", describe_model(name, version.as_deref()))]
+    ModelNotFound {
+        name: String,
+        version: Option<String>,
+        served: String,
+    },
+    #[error("no route for {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    #[error("method {method} is not allowed for {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("model '{model}' version '{version}' is not ready: {phase}")]
+    NotReady {
+        model: String,
+        version: String,
+        phase: &'static str,
+    },
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+}
+
+fn describe_model(name: &str, version: Option<&str>) -> String {
+    match version {
+        Some(version) => format!("unknown model '{name}' version '{version}'"),
+        None => format!("unknown model '{name}'"),
+    }
+}
+
+impl From<InputError> for ApiError {
+    fn from(err: InputError) -> Self {
+        ApiError::Request(RequestError::Input(err))
+    }
+}
+
+/// Seconds a client should wait before retrying a request refused for load or loading.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Request(_) | ApiError::Body(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::ModelNotFound { .. } | ApiError::RouteNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Batch(BatchError::QueueFull { .. } | BatchError::Stopped) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Batch(BatchError::Model(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn retry_after(&self) -> bool {
+        matches!(
+            self,
+            ApiError::NotReady { .. }
+                | ApiError::Batch(BatchError::QueueFull { .. } | BatchError::Stopped)
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let ApiError::Batch(BatchError::Model(err)) = &self {
+            log_unexpected(err);
+        }
+        let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        if self.retry_after() {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
+    }
+}
+
+fn log_unexpected(err: &ModelError) {
+    tracing::error!(error = %err, "inference failed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_protocol() {
+        let input = ApiError::from(InputError::DuplicateInput("x".into()));
+        assert_eq!(input.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            ApiError::PayloadTooLarge { limit: 1 }.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        let queue_full = ApiError::Batch(BatchError::QueueFull { capacity: 1 });
+        assert_eq!(queue_full.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let response = queue_full.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let failed = ApiError::Batch(BatchError::Model(ModelError::Inference("boom".into())));
+        assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn unknown_models_say_what_is_served() {
+        let err = ApiError::ModelNotFound {
+            name: "iris".into(),
+            version: Some("2".into()),
+            served: "'iris' version '1'".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "unknown model 'iris' version '2'; this server serves 'iris' version '1'"
+        );
+    }
+}

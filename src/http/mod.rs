@@ -1,0 +1,62 @@
+//! HTTP: the route table and thin handlers (decode, submit to the batcher, encode). The only
+//! status-code table is in [`error`].
+
+pub mod body;
+pub mod error;
+pub mod observe;
+pub mod ops;
+pub mod predict;
+pub mod state;
+pub mod v2;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    middleware,
+    routing::{get, post},
+};
+
+pub use self::state::{AppState, Phase, ServingModel};
+
+/// The v1 route: matchit cannot split `{name}:predict`, so the handler does.
+pub(crate) const V1_PREDICT_ROUTE: &str = "/v1/models/{model_and_verb}";
+
+/// The whole HTTP surface. API routes are measured; probe and scrape routes are not.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/v2", get(v2::server_metadata))
+        .route("/v2/models/{name}", get(v2::model_metadata))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(v2::model_metadata),
+        )
+        .route("/v2/models/{name}/ready", get(v2::model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(v2::model_ready),
+        )
+        .route("/v2/models/{name}/infer", post(v2::infer))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(v2::infer),
+        )
+        .route("/predict", post(predict::predict))
+        .route(V1_PREDICT_ROUTE, post(predict::predict_v1))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            observe::record,
+        ));
+    let operations = Router::new()
+        .route("/health", get(ops::health))
+        .route("/livez", get(ops::livez))
+        .route("/v2/health/live", get(ops::v2_live))
+        .route("/v2/health/ready", get(ops::v2_ready))
+        .route("/metrics", get(ops::metrics));
+    api.merge(operations)
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .with_state(state)
+}

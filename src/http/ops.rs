@@ -1,0 +1,92 @@
+//! Endpoints for Kubernetes and Prometheus rather than for clients: health, liveness and
+//! metrics. They are not counted in the request metrics, so probes answering 503 while the
+//! model loads never count as errors against a canary.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::{OriginalUri, State},
+    http::{Method, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use super::{
+    error::ApiError,
+    state::{AppState, Phase},
+};
+
+/// `GET /health`: 200 only once the model has loaded and answered its warm-up inference.
+pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let labels = &state.labels;
+    let phase = state.phase();
+    let mut body = json!({
+        "status": phase.name(),
+        "model": labels.model,
+        "version": labels.version,
+    });
+    match (&phase, state.loaded_model()) {
+        (Phase::Ready, Some(model)) => {
+            body["device"] = json!(model.device.to_string());
+            body["load_seconds"] = json!(model.load_seconds);
+        }
+        (Phase::Failed(error), _) => body["error"] = json!(error),
+        _ => {}
+    }
+    (phase_status(&phase), Json(body)).into_response()
+}
+
+fn phase_status(phase: &Phase) -> StatusCode {
+    match phase {
+        Phase::Ready => StatusCode::OK,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// `GET /livez`: the process runs and its HTTP stack answers.
+pub async fn livez() -> Json<serde_json::Value> {
+    Json(json!({ "status": "alive" }))
+}
+
+/// `GET /v2/health/live`.
+pub async fn v2_live() -> Json<serde_json::Value> {
+    Json(json!({ "live": true }))
+}
+
+/// `GET /v2/health/ready`: follows the same phase as `/health`.
+pub async fn v2_ready(State(state): State<Arc<AppState>>) -> Response {
+    let phase = state.phase();
+    let ready = phase == Phase::Ready;
+    (phase_status(&phase), Json(json!({ "ready": ready }))).into_response()
+}
+
+/// `GET /metrics`: Prometheus text exposition format.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let text = state.metrics.as_ref().map_or_else(String::new, |handle| {
+        handle.run_upkeep();
+        handle.render()
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+pub async fn not_found(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::RouteNotFound {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+pub async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}

@@ -1,0 +1,57 @@
+//! `/predict` and `/v1/models/{name}:predict` handlers.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{OriginalUri, Path, State},
+    http::Method,
+    response::Response,
+};
+
+use super::{body::RequestBody, error::ApiError, state::AppState, v2::json_response};
+use crate::protocol::predict::{self, Outputs};
+
+pub async fn predict(
+    State(state): State<Arc<AppState>>,
+    RequestBody(body): RequestBody,
+) -> Result<Response, ApiError> {
+    run(&state, &body).await
+}
+
+/// The route captures `{name}:predict` as one segment; anything else there is not a route.
+pub async fn predict_v1(
+    State(state): State<Arc<AppState>>,
+    Path(segment): Path<String>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    RequestBody(body): RequestBody,
+) -> Result<Response, ApiError> {
+    let name = segment
+        .strip_suffix(":predict")
+        .ok_or_else(|| ApiError::RouteNotFound {
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+        })?;
+    state.check_model(name, None)?;
+    run(&state, &body).await
+}
+
+async fn run(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
+    let model = state.serving_model()?;
+    let signature = model.batcher.signature();
+    let request = predict::decode_request(body, signature)?;
+    let all_outputs = (0..signature.outputs.len()).collect();
+    let tensors = model.batcher.infer(request.inputs, all_outputs).await?;
+    let outputs = Outputs {
+        names: signature
+            .outputs
+            .iter()
+            .map(|spec| spec.name.as_str())
+            .collect(),
+        tensors: &tensors,
+    };
+    Ok(json_response(predict::encode_response(
+        request.form,
+        &outputs,
+    )?))
+}

@@ -1,0 +1,111 @@
+//! `pinserve inspect`: a model's inputs and outputs, as a table or as the v2 metadata's JSON.
+
+use std::{fmt::Write as _, sync::Arc};
+
+use crate::{
+    config::InspectArgs,
+    model::{Model, ModelError, OnnxModel, SessionOptions, Signature, TensorSpec},
+    protocol::v2::TensorMetadata,
+};
+
+pub fn run(args: &InspectArgs) -> Result<String, ModelError> {
+    let options = SessionOptions {
+        library: args.onnxruntime_lib.clone(),
+        intra_op_threads: 1,
+        ..SessionOptions::default()
+    };
+    let model = OnnxModel::load(&args.path, &options)?;
+    let signature = Arc::clone(model.signature());
+    Ok(if args.json {
+        to_json(&signature)
+    } else {
+        to_table(&signature)
+    })
+}
+
+fn to_json(signature: &Signature) -> String {
+    fn tensors(specs: &[TensorSpec]) -> Vec<TensorMetadata<'_>> {
+        specs.iter().map(TensorMetadata::from).collect()
+    }
+    let document = serde_json::json!({
+        "inputs": tensors(&signature.inputs),
+        "outputs": tensors(&signature.outputs),
+    });
+    serde_json::to_string_pretty(&document).expect("serialising to memory does not fail")
+}
+
+fn to_table(signature: &Signature) -> String {
+    let rows: Vec<[String; 4]> = [("input", &signature.inputs), ("output", &signature.outputs)]
+        .into_iter()
+        .flat_map(|(role, specs)| {
+            specs.iter().map(move |spec| {
+                [
+                    role.to_owned(),
+                    spec.name.clone(),
+                    spec.datatype.to_string(),
+                    format!("{:?}", spec.protocol_shape()),
+                ]
+            })
+        })
+        .collect();
+    let header = ["ROLE", "NAME", "DATATYPE", "SHAPE"].map(str::to_owned);
+    let widths: Vec<usize> = (0..4)
+        .map(|column| {
+            std::iter::once(&header)
+                .chain(&rows)
+                .map(|row| row[column].len())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut table = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        let _ = writeln!(table, "{}", cells.join("  ").trim_end());
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DataType, Dim};
+
+    fn signature() -> Signature {
+        Signature {
+            inputs: vec![TensorSpec {
+                name: "features".into(),
+                datatype: DataType::Fp32,
+                dims: vec![Dim::Dynamic(Some("batch".into())), Dim::Fixed(32)],
+            }],
+            outputs: vec![TensorSpec {
+                name: "probability".into(),
+                datatype: DataType::Fp32,
+                dims: vec![Dim::Dynamic(None), Dim::Fixed(1)],
+            }],
+        }
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        assert_eq!(
+            to_table(&signature()),
+            "ROLE    NAME         DATATYPE  SHAPE\n\
+             input   features     FP32      [-1, 32]\n\
+             output  probability  FP32      [-1, 1]\n"
+        );
+    }
+
+    #[test]
+    fn json_matches_the_v2_metadata_form() {
+        let value: serde_json::Value = serde_json::from_str(&to_json(&signature())).unwrap();
+        assert_eq!(
+            value["inputs"][0],
+            serde_json::json!({"name": "features", "datatype": "FP32", "shape": [-1, 32]})
+        );
+    }
+}

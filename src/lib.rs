@@ -1,0 +1,26 @@
+//! pinserve serves one pinned ONNX model version over HTTP.
+//!
+//! A request flows `http -> protocol -> batch -> model`:
+//!
+//! - [`http`] holds the route table and thin handlers. [`http::error`] is the one place errors
+//!   become statuses; [`http::state`] holds the serving phase `/health` reports.
+//! - [`protocol`] decodes and encodes the wire formats (Open Inference Protocol v2 and the
+//!   `/predict` form) and checks each request against the model's signature.
+//! - [`batch`] is the async handle that queues requests for the model's worker thread.
+//! - [`model`] owns ONNX Runtime: loading the shared library, sessions, tensors, signatures.
+//!
+//! Around them, [`registry`] resolves a model reference to files on disk, [`app`] wires
+//! everything and runs the lifecycle (bind, load, warm up, ready, drain, stop), [`config`]
+//! parses the command line, and [`metrics`] declares every exported metric.
+
+pub mod app;
+pub mod batch;
+pub mod config;
+pub mod http;
+pub mod inspect;
+pub mod metrics;
+pub mod model;
+pub mod protocol;
+pub mod registry;
+pub mod shutdown;
+pub mod telemetry;

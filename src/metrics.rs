@@ -1,0 +1,133 @@
+//! Every metric pinserve exports: names, labels, help text and buckets, declared once.
+//!
+//! The names and labels are a contract: canary analyses (Argo Rollouts `AnalysisTemplate`s),
+//! dashboards and alerts query them. Change them only with a migration note.
+
+use metrics::{Histogram, Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const REQUEST_DURATION: &str = "pinserve_request_duration_seconds";
+pub const REQUESTS_TOTAL: &str = "pinserve_requests_total";
+pub const INFERENCE_DURATION: &str = "pinserve_inference_duration_seconds";
+pub const MODEL_LOAD_SECONDS: &str = "pinserve_model_load_seconds";
+pub const MODEL_INFO: &str = "pinserve_model_info";
+pub const READY: &str = "pinserve_ready";
+
+/// Latency buckets: fine below a millisecond (tabular models answer in tens of microseconds)
+/// and with an edge exactly at 0.5 s, the p99 threshold canary analyses use.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5,
+    0.75, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Builds the Prometheus recorder with pinserve's buckets and installs it as the process's
+/// global recorder. Call once, before any metric is recorded.
+pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_owned()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(INFERENCE_DURATION.to_owned()),
+            LATENCY_BUCKETS,
+        )?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+/// Drains histogram samples into their buckets periodically, so memory stays bounded between
+/// scrapes (the recorder leaves this to its owner when it runs no HTTP listener of its own).
+pub async fn run_upkeep(handle: PrometheusHandle) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        interval.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+fn describe() {
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from request received to response written, by model, version, route template and HTTP status code."
+    );
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "Requests answered, by model, version, route template and HTTP status code."
+    );
+    describe_histogram!(
+        INFERENCE_DURATION,
+        Unit::Seconds,
+        "Time spent inside ONNX Runtime per inference call."
+    );
+    describe_gauge!(
+        MODEL_LOAD_SECONDS,
+        Unit::Seconds,
+        "Seconds it took to load the model and run the warm-up inference."
+    );
+    describe_gauge!(
+        MODEL_INFO,
+        "Always 1; labels say which model version is served on which device."
+    );
+    describe_gauge!(
+        READY,
+        "1 when the model is loaded, warmed up and serving; 0 while loading, after a failure and while draining."
+    );
+}
+
+/// The labels that identify the model version being served; every series carries them so that
+/// a canary's series can be told apart from the stable version's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelLabels {
+    pub model: String,
+    pub version: String,
+}
+
+impl ModelLabels {
+    fn pairs(&self) -> [(&'static str, String); 2] {
+        [
+            ("model", self.model.clone()),
+            ("version", self.version.clone()),
+        ]
+    }
+
+    pub fn record_request(&self, route: &str, code: u16, seconds: f64) {
+        let labels = [
+            ("model", self.model.clone()),
+            ("version", self.version.clone()),
+            ("route", route.to_owned()),
+            ("code", code.to_string()),
+        ];
+        metrics::histogram!(REQUEST_DURATION, &labels).record(seconds);
+        metrics::counter!(REQUESTS_TOTAL, &labels).increment(1);
+    }
+
+    pub fn inference_duration(&self) -> Histogram {
+        metrics::histogram!(INFERENCE_DURATION, &self.pairs())
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        metrics::gauge!(READY, &self.pairs()).set(if ready { 1.0 } else { 0.0 });
+    }
+
+    pub fn set_loaded(&self, device: &str, load_seconds: f64) {
+        metrics::gauge!(MODEL_LOAD_SECONDS, &self.pairs()).set(load_seconds);
+        let info = [
+            ("model", self.model.clone()),
+            ("version", self.version.clone()),
+            ("device", device.to_owned()),
+        ];
+        metrics::gauge!(MODEL_INFO, &info).set(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_resolve_sub_millisecond_and_have_an_edge_at_half_a_second() {
+        assert!(LATENCY_BUCKETS.iter().filter(|&&b| b < 0.001).count() >= 2);
+        assert!(LATENCY_BUCKETS.contains(&0.5));
+        assert!(LATENCY_BUCKETS.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+}

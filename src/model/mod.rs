@@ -1,0 +1,56 @@
+//! Models as the batcher sees them: a synchronous [`Model`] that owns its runtime session and
+//! runs on a dedicated thread. Nothing here knows about HTTP or JSON.
+
+pub mod onnx;
+pub mod runtime;
+pub mod signature;
+pub mod tensor;
+
+use std::{path::PathBuf, sync::Arc};
+
+pub use self::{
+    onnx::OnnxModel,
+    runtime::{Device, GraphOptimization, SessionOptions},
+    signature::{Dim, InputError, Signature, TensorSpec},
+    tensor::{DataType, Tensor, TensorData},
+};
+
+/// A loaded model. `run` takes `&mut self` because ONNX Runtime sessions do; one instance
+/// therefore serves one thread.
+pub trait Model: Send + 'static {
+    fn signature(&self) -> &Arc<Signature>;
+
+    /// Runs inference on inputs bound in signature order, returning the outputs at the given
+    /// signature indices, in that order.
+    fn run(&mut self, inputs: Vec<Tensor>, outputs: &[usize]) -> Result<Vec<Tensor>, ModelError>;
+}
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error("cannot load model {}: {message}", path.display())]
+    Load { path: PathBuf, message: String },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("cannot run on device {device}: {message}")]
+    Device { device: Device, message: String },
+    #[error("ONNX Runtime failed: {0}")]
+    Inference(String),
+}
+
+/// Loads the model and runs one inference on generated inputs, so that the first real request
+/// pays no lazy-initialisation cost and a model that cannot run is caught before readiness.
+pub fn load_and_warm_up(
+    path: &std::path::Path,
+    options: &SessionOptions,
+) -> Result<OnnxModel, ModelError> {
+    let mut model = OnnxModel::load(path, options)?;
+    let signature = Arc::clone(model.signature());
+    let all_outputs: Vec<usize> = (0..signature.outputs.len()).collect();
+    model
+        .run(signature.warmup_inputs(), &all_outputs)
+        .map_err(|err| ModelError::Inference(format!("warm-up inference failed: {err}")))?;
+    Ok(model)
+}

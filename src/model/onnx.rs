@@ -1,0 +1,235 @@
+//! The ONNX Runtime implementation of [`Model`]: one `ort` session, owned by the thread that
+//! runs it (`Session::run` takes `&mut self`).
+
+use std::{path::Path, sync::Arc};
+
+use ort::{
+    session::{OutputSelector, RunOptions, Session, SessionInputValue, builder::SessionBuilder},
+    value::{DynValue, Outlet, TensorElementType, ValueType},
+};
+
+use super::{
+    Model, ModelError,
+    runtime::{self, Device, SessionOptions},
+    signature::{Dim, Signature, TensorSpec},
+    tensor::{DataType, Tensor, TensorData},
+};
+
+/// A model loaded into an ONNX Runtime session.
+pub struct OnnxModel {
+    session: Session,
+    signature: Arc<Signature>,
+}
+
+impl OnnxModel {
+    /// Builds a session for the model file at `path` on the requested device. Asking for CUDA
+    /// where it cannot be used is an error, never a silent fall-back to the CPU.
+    pub fn load(path: &Path, options: &SessionOptions) -> Result<OnnxModel, ModelError> {
+        let environment = runtime::environment(options.library.as_deref())?;
+        let load_error = |err: ort::Error| ModelError::Load {
+            path: path.to_path_buf(),
+            message: err.to_string(),
+        };
+        let builder = Session::builder(environment)
+            .and_then(|builder| {
+                Ok(builder.with_optimization_level(options.graph_optimization.into())?)
+            })
+            .and_then(|builder| Ok(builder.with_intra_threads(options.intra_op_threads)?))
+            .map_err(load_error)?;
+        let mut builder = with_device(builder, options.device)?;
+        let session = builder.commit_from_file(path).map_err(load_error)?;
+        let signature = Arc::new(signature_of(&session)?);
+        Ok(OnnxModel { session, signature })
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn with_device(builder: SessionBuilder, device: Device) -> Result<SessionBuilder, ModelError> {
+    let Device::Cuda(ordinal) = device else {
+        return Ok(builder);
+    };
+    let device_id = i32::try_from(ordinal).map_err(|_| ModelError::Device {
+        device,
+        message: "device ordinal out of range".to_owned(),
+    })?;
+    let cuda = ort::ep::CUDA::default()
+        .with_device_id(device_id)
+        .build()
+        .error_on_failure();
+    builder
+        .with_execution_providers([cuda])
+        .map_err(|err| ModelError::Device {
+            device,
+            message: format!(
+                "ONNX Runtime's CUDA execution provider could not be registered: {err}. It needs \
+                 the onnxruntime-gpu library (CUDA 13 build), CUDA 13 and cuDNN 9 libraries on the \
+                 loader path, and a visible GPU"
+            ),
+        })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn with_device(builder: SessionBuilder, device: Device) -> Result<SessionBuilder, ModelError> {
+    match device {
+        Device::Cpu => Ok(builder),
+        Device::Cuda(_) => Err(ModelError::Device {
+            device,
+            message: "this pinserve binary was built without CUDA support (cargo feature `cuda`)"
+                .to_owned(),
+        }),
+    }
+}
+
+fn signature_of(session: &Session) -> Result<Signature, ModelError> {
+    let specs = |outlets: &[Outlet], role: &str| -> Result<Vec<TensorSpec>, ModelError> {
+        outlets.iter().map(|outlet| spec_of(outlet, role)).collect()
+    };
+    Ok(Signature {
+        inputs: specs(session.inputs(), "input")?,
+        outputs: specs(session.outputs(), "output")?,
+    })
+}
+
+fn spec_of(outlet: &Outlet, role: &str) -> Result<TensorSpec, ModelError> {
+    let unsupported =
+        |what: String| ModelError::Unsupported(format!("{role} '{}' {what}", outlet.name()));
+    let ValueType::Tensor {
+        ty,
+        shape,
+        dimension_symbols,
+    } = outlet.dtype()
+    else {
+        return Err(unsupported(format!(
+            "has type {}; pinserve serves tensors only (convert scikit-learn classifiers with \
+             skl2onnx's zipmap option disabled)",
+            outlet.dtype()
+        )));
+    };
+    let datatype = datatype_of(*ty).ok_or_else(|| {
+        unsupported(format!(
+            "has element type {ty}, which pinserve does not serve"
+        ))
+    })?;
+    let dims = shape
+        .iter()
+        .zip(dimension_symbols.iter())
+        .map(|(&size, symbol)| match usize::try_from(size) {
+            Ok(size) => Dim::Fixed(size),
+            Err(_) => Dim::Dynamic(Some(symbol.clone()).filter(|s| !s.is_empty())),
+        })
+        .collect();
+    Ok(TensorSpec {
+        name: outlet.name().to_owned(),
+        datatype,
+        dims,
+    })
+}
+
+fn datatype_of(ty: TensorElementType) -> Option<DataType> {
+    Some(match ty {
+        TensorElementType::Bool => DataType::Bool,
+        TensorElementType::Uint8 => DataType::Uint8,
+        TensorElementType::Uint16 => DataType::Uint16,
+        TensorElementType::Uint32 => DataType::Uint32,
+        TensorElementType::Uint64 => DataType::Uint64,
+        TensorElementType::Int8 => DataType::Int8,
+        TensorElementType::Int16 => DataType::Int16,
+        TensorElementType::Int32 => DataType::Int32,
+        TensorElementType::Int64 => DataType::Int64,
+        TensorElementType::Float16 => DataType::Fp16,
+        TensorElementType::Bfloat16 => DataType::Bf16,
+        TensorElementType::Float32 => DataType::Fp32,
+        TensorElementType::Float64 => DataType::Fp64,
+        TensorElementType::String => DataType::Bytes,
+        _ => return None,
+    })
+}
+
+/// Lists the numeric variants once, so conversions to and from `ort` values cannot miss one.
+macro_rules! for_numeric_variants {
+    ($mac:ident!($($args:tt)*)) => {
+        $mac!($($args)*; Bool bool, Uint8 u8, Uint16 u16, Uint32 u32, Uint64 u64, Int8 i8,
+            Int16 i16, Int32 i32, Int64 i64, Fp16 half::f16, Bf16 half::bf16, Fp32 f32, Fp64 f64)
+    };
+}
+
+fn to_ort_value(tensor: Tensor) -> ort::Result<DynValue> {
+    let (shape, data) = tensor.into_parts();
+    macro_rules! convert {
+        ($data:expr, $shape:expr; $($variant:ident $ty:ty),*) => {
+            match $data {
+                $(TensorData::$variant(values) => ort::value::Tensor::from_array(($shape, values))?.into_dyn(),)*
+                TensorData::Bytes(strings) => ort::value::Tensor::from_string_array(($shape, &strings[..]))?.into_dyn(),
+            }
+        };
+    }
+    Ok(for_numeric_variants!(convert!(data, shape)))
+}
+
+fn from_ort_value(name: &str, value: &DynValue) -> Result<Tensor, ModelError> {
+    let ValueType::Tensor { ty, .. } = value.dtype() else {
+        return Err(ModelError::Inference(format!(
+            "output '{name}' is not a tensor"
+        )));
+    };
+    let to_usize = |shape: &[i64]| {
+        shape
+            .iter()
+            .map(|&d| usize::try_from(d).unwrap_or(0))
+            .collect()
+    };
+    let inference = |err: ort::Error| ModelError::Inference(format!("output '{name}': {err}"));
+    macro_rules! extract {
+        ($ty_value:expr; $($variant:ident $ty:ty),*) => {
+            match datatype_of($ty_value) {
+                $(Some(DataType::$variant) => {
+                    let (shape, values) = value.try_extract_tensor::<$ty>().map_err(inference)?;
+                    (to_usize(shape), TensorData::$variant(values.to_vec()))
+                })*
+                Some(DataType::Bytes) => {
+                    let (shape, strings) = value.try_extract_strings().map_err(inference)?;
+                    (to_usize(shape), TensorData::Bytes(strings))
+                }
+                None => return Err(ModelError::Inference(format!("output '{name}' has element type {ty}"))),
+            }
+        };
+    }
+    let (shape, data) = for_numeric_variants!(extract!(*ty));
+    Tensor::new(shape, data).map_err(|err| ModelError::Inference(format!("output '{name}': {err}")))
+}
+
+impl Model for OnnxModel {
+    fn signature(&self) -> &Arc<Signature> {
+        &self.signature
+    }
+
+    fn run(&mut self, inputs: Vec<Tensor>, outputs: &[usize]) -> Result<Vec<Tensor>, ModelError> {
+        let inference = |err: ort::Error| ModelError::Inference(err.to_string());
+        let values = inputs
+            .into_iter()
+            .map(|tensor| to_ort_value(tensor).map(SessionInputValue::from))
+            .collect::<ort::Result<Vec<_>>>()
+            .map_err(inference)?;
+        let names: Vec<&str> = outputs
+            .iter()
+            .map(|&i| self.signature.outputs[i].name.as_str())
+            .collect();
+        let selector = names
+            .iter()
+            .fold(OutputSelector::no_default(), |sel, name| sel.with(*name));
+        let options = RunOptions::new().map_err(inference)?.with_outputs(selector);
+        let results = self
+            .session
+            .run_with_options(&values[..], &options)
+            .map_err(inference)?;
+        names
+            .iter()
+            .map(|name| {
+                let value = results.get(name).ok_or_else(|| {
+                    ModelError::Inference(format!("ONNX Runtime returned no output '{name}'"))
+                })?;
+                from_ort_value(name, value)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,27 @@
+//! Wire formats: the Open Inference Protocol v2 ([`v2`]) and the TF Serving / KServe V1 form
+//! of `/predict` ([`predict`]). Decoders check every request against the model's signature, so
+//! what reaches the batcher is always well-formed.
+
+pub mod json;
+pub mod predict;
+pub mod v2;
+
+use crate::model::InputError;
+
+/// A request body that cannot become model inputs.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("malformed request body: {0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The outputs cannot be answered in the form the request asked for.
+    #[error("{0}")]
+    UnsupportedForm(String),
+}
+
+impl RequestError {
+    fn malformed(err: impl std::fmt::Display) -> RequestError {
+        RequestError::Malformed(err.to_string())
+    }
+}
