@@ -17,7 +17,8 @@ They are built this way because:
   with a held-out split (breast_cancer), several string and numeric inputs
   (churn_pipeline), the common dense MLP with a named dynamic batch dimension
   (tabular_mlp), a fixed batch dimension (fixed_batch), every protocol datatype
-  (all_dtypes), a model large enough to make compute dominate (compute_mlp, not
+  (all_dtypes), a lookup that ONNX Runtime itself fails on out-of-range ids
+  (embedding_lookup), a model large enough to make compute dominate (compute_mlp, not
   committed; ``--heavy``), and a truncated file that must fail to load (broken).
 * Models are saved with IR version 10 and opsets ONNX Runtime 1.31 accepts: onnx
   1.23 would otherwise stamp IR version 14, which that release rejects.
@@ -576,6 +577,35 @@ def build_churn_pipeline() -> Fixture:
 
 
 # --------------------------------------------------------------------------- #
+# embedding_lookup: a Gather that ONNX Runtime itself rejects for unknown ids
+# --------------------------------------------------------------------------- #
+
+VOCABULARY, EMBEDDING_WIDTH = 100, 4
+
+
+def build_embedding_lookup() -> Fixture:
+    """Ids in [0, 100) index an embedding table; any other id makes Gather fail at run time.
+
+    Every request that fits the signature passes pinserve's checks, so this is the fixture
+    for a genuine ONNX Runtime failure (an out-of-vocabulary id in a recommender).
+    """
+    table = np.random.default_rng(3).standard_normal((VOCABULARY, EMBEDDING_WIDTH)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["embeddings"], axis=0)],
+        "embedding_lookup",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch"])],
+        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["batch", EMBEDDING_WIDTH])],
+        initializer=[numpy_helper.from_array(table, "table")],
+    )
+    doc = f"Gather rows of a fixed-seed {VOCABULARY}x{EMBEDDING_WIDTH} embedding table by id."
+    cases = [
+        Case("batch_1", {"ids": np.array([7], dtype=np.int64)}),
+        Case("batch_4", {"ids": np.array([0, 99, 42, 42], dtype=np.int64)}),
+    ]
+    return Fixture("embedding_lookup", serialize(make_model(graph, doc)), cases)
+
+
+# --------------------------------------------------------------------------- #
 # Driver
 # --------------------------------------------------------------------------- #
 
@@ -585,6 +615,7 @@ BUILDERS: dict[str, Callable[[], Fixture]] = {
     "tabular_mlp": build_tabular_mlp,
     "fixed_batch": build_fixed_batch,
     "all_dtypes": build_all_dtypes,
+    "embedding_lookup": build_embedding_lookup,
     "broken": build_broken,
     "compute_mlp": build_compute_mlp,
 }

@@ -24,9 +24,9 @@ pub const FAILED_EXIT_DELAY: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("HTTP server: {0}")]
+    #[error("HTTP server")]
     Io(#[from] std::io::Error),
-    #[error("the model failed to load: {0}")]
+    #[error("the model failed to load")]
     Load(#[from] LoadError),
 }
 

@@ -61,9 +61,10 @@ fn with_device(builder: SessionBuilder, device: Device) -> Result<SessionBuilder
         .map_err(|err| ModelError::Device {
             device,
             message: format!(
-                "ONNX Runtime's CUDA execution provider could not be registered: {err}. It needs \
+                "ONNX Runtime's CUDA execution provider could not be registered: {}. It needs \
                  the onnxruntime-gpu library (CUDA 13 build), CUDA 13 and cuDNN 9 libraries on the \
-                 loader path, and a visible GPU"
+                 loader path, and a visible GPU",
+                err.message().trim_end_matches('.')
             ),
         })
 }

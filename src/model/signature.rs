@@ -201,17 +201,31 @@ impl Signature {
         Ok(tensors)
     }
 
+    /// Whether requests can be stacked along dimension 0: every input and output has a dynamic
+    /// first dimension. Such models treat dimension 0 as one shared batch dimension, as Triton
+    /// does, even where the graph leaves it unnamed (skl2onnx does).
+    pub fn is_batchable(&self) -> bool {
+        self.inputs
+            .iter()
+            .chain(&self.outputs)
+            .all(TensorSpec::has_dynamic_batch)
+    }
+
     fn check_named_dimensions(&self, tensors: &[Tensor]) -> Result<(), InputError> {
+        const BATCH: &str = "batch (dimension 0)";
+        let batchable = self.is_batchable();
         let mut seen: HashMap<&str, (&str, usize)> = HashMap::new();
         for (spec, tensor) in self.inputs.iter().zip(tensors) {
-            for (dim, &size) in spec.dims.iter().zip(tensor.shape()) {
-                let Dim::Dynamic(Some(symbol)) = dim else {
-                    continue;
+            for (axis, (dim, &size)) in spec.dims.iter().zip(tensor.shape()).enumerate() {
+                let symbol = match dim {
+                    Dim::Dynamic(_) if axis == 0 && batchable => BATCH,
+                    Dim::Dynamic(Some(symbol)) => symbol.as_str(),
+                    _ => continue,
                 };
-                match seen.get(symbol.as_str()) {
+                match seen.get(symbol) {
                     Some(&(first, first_size)) if first_size != size => {
                         return Err(InputError::InconsistentDimension {
-                            symbol: symbol.clone(),
+                            symbol: symbol.to_owned(),
                             first: first.to_owned(),
                             first_size,
                             second: spec.name.clone(),
@@ -361,7 +375,67 @@ mod tests {
             .bind_inputs(vec![("plan".into(), plan(2)), ("tenure".into(), tenure(3))])
             .unwrap_err();
         assert!(
-            matches!(err, InputError::InconsistentDimension { ref symbol, .. } if symbol == "batch")
+            matches!(err, InputError::InconsistentDimension { ref symbol, .. } if symbol == "batch (dimension 0)")
+        );
+    }
+
+    #[test]
+    fn named_dimensions_beyond_the_batch_must_agree_too() {
+        let seq = || Dim::Dynamic(Some("seq".into()));
+        let sig = Signature {
+            inputs: vec![
+                spec("ids", DataType::Int64, vec![Dim::Fixed(1), seq()]),
+                spec("mask", DataType::Int64, vec![Dim::Fixed(1), seq()]),
+            ],
+            outputs: vec![spec(
+                "logits",
+                DataType::Fp32,
+                vec![Dim::Fixed(1), Dim::Fixed(2)],
+            )],
+        };
+        let ids = |len: usize| Tensor::new(vec![1, len], TensorData::Int64(vec![0; len])).unwrap();
+        assert!(
+            sig.bind_inputs(vec![("ids".into(), ids(5)), ("mask".into(), ids(5))])
+                .is_ok()
+        );
+        let err = sig
+            .bind_inputs(vec![("ids".into(), ids(5)), ("mask".into(), ids(4))])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "inputs 'ids' and 'mask' disagree on dimension 'seq': 5 vs 4"
+        );
+    }
+
+    #[test]
+    fn unnamed_batch_dimensions_must_agree_when_the_model_is_batchable() {
+        let unnamed = || Dim::Dynamic(None);
+        let sig = Signature {
+            inputs: vec![
+                spec("plan", DataType::Bytes, vec![unnamed(), Dim::Fixed(1)]),
+                spec("tenure", DataType::Fp32, vec![unnamed(), Dim::Fixed(1)]),
+            ],
+            outputs: vec![spec("label", DataType::Int64, vec![unnamed()])],
+        };
+        assert!(sig.is_batchable());
+        let err = sig
+            .bind_inputs(vec![("plan".into(), plan(2)), ("tenure".into(), tenure(1))])
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("disagree on dimension 'batch (dimension 0)'"),
+            "{err}"
+        );
+
+        let fixed_output = Signature {
+            outputs: vec![spec("total", DataType::Fp32, vec![Dim::Fixed(1)])],
+            ..sig
+        };
+        assert!(!fixed_output.is_batchable());
+        assert!(
+            fixed_output
+                .bind_inputs(vec![("plan".into(), plan(2)), ("tenure".into(), tenure(1))])
+                .is_ok()
         );
     }
 

@@ -18,7 +18,9 @@ pub fn locate(
     check_component("name", name)?;
     check_component("version", version)?;
     let model_file = repository.join(name).join(version).join(MODEL_FILE);
-    if !model_file.is_file() {
+    // Anything readable but a directory: a regular file, a symlink (Kubernetes volumes are full
+    // of them) or a pipe a sidecar streams the model through.
+    if !model_file.exists() || model_file.is_dir() {
         return Err(RegistryError::NotFound {
             name: name.to_owned(),
             version: version.to_owned(),

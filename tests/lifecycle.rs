@@ -1,0 +1,296 @@
+//! The health state machine (loading, ready, failed, draining) and shutdown, against the real
+//! binary and real signals.
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::{Server, find_log, fixtures};
+use futures_util::{StreamExt, stream};
+use serde_json::{Value, json};
+
+fn tabular_request() -> Value {
+    json!({"inputs": [{"name": "features", "shape": [1, 32], "datatype": "FP32", "data": vec![0.5; 32]}]})
+}
+
+/// A model repository whose tabular_mlp/1/model.onnx is a named pipe: the loader blocks on it
+/// until the test writes the model, which holds the server in `loading` for as long as needed.
+struct PipedRepository {
+    dir: tempfile::TempDir,
+}
+
+impl PipedRepository {
+    fn new() -> PipedRepository {
+        let dir = tempfile::tempdir().unwrap();
+        let version_dir = dir.path().join("tabular_mlp/1");
+        std::fs::create_dir_all(&version_dir).unwrap();
+        let status = Command::new("mkfifo")
+            .arg(version_dir.join("model.onnx"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "mkfifo failed");
+        PipedRepository { dir }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Feeds the model through the pipe (blocks until the server reads it).
+    fn release_model(&self) -> std::thread::JoinHandle<()> {
+        let pipe: PathBuf = self.dir.path().join("tabular_mlp/1/model.onnx");
+        let model = std::fs::read(fixtures().join("tabular_mlp/1/model.onnx")).unwrap();
+        std::thread::spawn(move || std::fs::write(pipe, model).unwrap())
+    }
+
+    fn server(&self, extra: &[&str]) -> Server {
+        let mut args = vec![
+            "--model-repository",
+            self.root().to_str().unwrap(),
+            "--model",
+            "tabular_mlp",
+            "--version",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+}
+
+#[tokio::test]
+async fn probes_see_loading_until_the_model_has_loaded_and_warmed_up() {
+    let repository = PipedRepository::new();
+    let server = repository.server(&[]);
+
+    let (status, health) = server.get("/health").await;
+    assert_eq!(status, 503, "the listener is up before the model: {health}");
+    assert_eq!(
+        health,
+        json!({"status": "loading", "model": "tabular_mlp", "version": "1"})
+    );
+    assert_eq!(
+        server.get("/v2/health/ready").await,
+        (503, json!({"ready": false}))
+    );
+    assert_eq!(server.get("/v2/health/live").await.0, 200);
+    assert_eq!(server.get("/livez").await.0, 200);
+    let (status, body) = server.get("/v2/models/tabular_mlp/ready").await;
+    assert_eq!((status, &body["ready"]), (503, &json!(false)));
+    let (status, body) = server.get("/v2/models/tabular_mlp").await;
+    assert_eq!(status, 503, "{body}");
+
+    let response = server
+        .client()
+        .post(server.url("/v2/models/tabular_mlp/infer"))
+        .json(&tabular_request())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error"],
+        "model 'tabular_mlp' version '1' is not ready: loading"
+    );
+    assert!(
+        server
+            .metrics()
+            .await
+            .contains(r#"pinserve_ready{model="tabular_mlp",version="1"} 0"#)
+    );
+
+    let writer = repository.release_model();
+    server.wait_ready().await;
+    writer.join().unwrap();
+    assert_eq!(
+        server
+            .post_json("/v2/models/tabular_mlp/infer", &tabular_request())
+            .await
+            .0,
+        200
+    );
+    assert!(
+        server
+            .metrics()
+            .await
+            .contains(r#"pinserve_ready{model="tabular_mlp",version="1"} 1"#)
+    );
+    let logs = server.logs();
+    let listening = logs
+        .iter()
+        .position(|e| e["message"] == "listening")
+        .unwrap();
+    let ready = logs
+        .iter()
+        .position(|e| e["message"] == "model loaded and warmed up; ready")
+        .unwrap();
+    assert!(listening < ready);
+}
+
+#[tokio::test]
+async fn a_model_that_cannot_load_reports_failed_then_exits_non_zero() {
+    let repository = fixtures();
+    let mut server = Server::start(&[
+        "--model-repository",
+        repository.to_str().unwrap(),
+        "--model",
+        "broken",
+        "--version",
+        "1",
+    ]);
+    let health = server.wait_for_health("failed").await;
+    let error = health["error"].as_str().unwrap();
+    assert!(
+        error.contains("broken/1/model.onnx") && error.contains("Protobuf parsing failed"),
+        "{error}"
+    );
+    let (status, _) = server.get("/health").await;
+    assert_eq!(status, 503);
+    assert_eq!(server.get("/v2/health/ready").await.0, 503);
+    let (status, body) = server
+        .post_json("/v2/models/broken/infer", &tabular_request())
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (503, "model 'broken' version '1' is not ready: failed")
+    );
+
+    let exit = server.wait_exit(Duration::from_secs(20));
+    assert_eq!(
+        exit.code(),
+        Some(1),
+        "a failed load exits non-zero so the pod restarts"
+    );
+    let logs = server.logs();
+    let logged = find_log(&logs, "model failed to load; exiting").expect("the failure is logged");
+    assert_eq!(logged["level"], "ERROR");
+}
+
+#[tokio::test]
+async fn a_missing_version_fails_and_names_the_path() {
+    let repository = fixtures();
+    let mut server = Server::start(&[
+        "--model-repository",
+        repository.to_str().unwrap(),
+        "--model",
+        "tabular_mlp",
+        "--version",
+        "9",
+    ]);
+    let health = server.wait_for_health("failed").await;
+    assert!(
+        health["error"]
+            .as_str()
+            .unwrap()
+            .contains("tabular_mlp/9/model.onnx"),
+        "{health}"
+    );
+    assert_eq!(server.wait_exit(Duration::from_secs(20)).code(), Some(1));
+}
+
+#[tokio::test]
+async fn sigterm_turns_health_to_draining_keeps_serving_then_exits_zero() {
+    let mut server = Server::fixture("tabular_mlp", &["--drain-seconds", "2"]).await;
+    server.signal("TERM");
+    let signalled = Instant::now();
+    let health = server.wait_for_health("draining").await;
+    assert!(
+        signalled.elapsed() < Duration::from_secs(1),
+        "health turns at once"
+    );
+    assert_eq!(health["model"], "tabular_mlp");
+    assert_eq!(server.get("/health").await.0, 503);
+    assert_eq!(
+        server.get("/v2/health/ready").await,
+        (503, json!({"ready": false}))
+    );
+    let (status, body) = server
+        .post_json("/v2/models/tabular_mlp/infer", &tabular_request())
+        .await;
+    assert_eq!(
+        status, 200,
+        "requests are still served while draining: {body}"
+    );
+
+    let exit = server.wait_exit(Duration::from_secs(20));
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(2),
+        "kept serving for --drain-seconds"
+    );
+    assert_eq!(exit.code(), Some(0));
+    assert!(find_log(&server.logs(), "shutdown complete").is_some());
+}
+
+/// Requests whose bodies are still arriving when the listener closes all get their answers.
+#[tokio::test]
+async fn requests_in_flight_when_sigterm_arrives_all_complete() {
+    let mut server = Server::fixture("tabular_mlp", &["--drain-seconds", "1"]).await;
+    let body = serde_json::to_vec(&tabular_request()).unwrap();
+    let (head, tail) = body.split_at(body.len() / 2);
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let chunks = vec![head.to_vec(), tail.to_vec()];
+            // The second half arrives after SIGTERM and after the listener has closed.
+            let slow = stream::iter(chunks)
+                .enumerate()
+                .then(|(index, chunk)| async move {
+                    if index == 1 {
+                        tokio::time::sleep(Duration::from_millis(2500)).await;
+                    }
+                    Ok::<_, std::io::Error>(chunk)
+                });
+            let request = server
+                .client()
+                .post(server.url("/v2/models/tabular_mlp/infer"))
+                .body(reqwest::Body::wrap_stream(slow))
+                .send();
+            tokio::spawn(request)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let refused = reqwest::Client::new()
+        .get(server.url("/livez"))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "new connections are refused once the drain period is over"
+    );
+
+    for request in requests {
+        let response = request
+            .await
+            .unwrap()
+            .expect("an in-flight request was dropped");
+        assert_eq!(response.status(), 200);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["outputs"][0]["shape"], json!([1, 1]));
+    }
+    assert_eq!(server.wait_exit(Duration::from_secs(20)).code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    let mut server = Server::fixture("tabular_mlp", &["--drain-seconds", "60"]).await;
+    server.signal("TERM");
+    server.wait_for_health("draining").await;
+    server.signal("INT");
+    let exit = server.wait_exit(Duration::from_secs(10));
+    assert_eq!(exit.code(), Some(130));
+}
+
+#[tokio::test]
+async fn sigterm_while_loading_exits_cleanly() {
+    let repository = PipedRepository::new();
+    let mut server = repository.server(&[]);
+    assert_eq!(server.get("/health").await.1["status"], "loading");
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(20)).code(), Some(0));
+}
