@@ -36,6 +36,8 @@ pub enum LoadError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error("cannot start the loader thread: {0}")]
+    Thread(std::io::Error),
     #[error("the loader thread panicked")]
     Panicked,
 }
@@ -129,11 +131,7 @@ async fn load(config: &ServeConfig) -> Result<Loaded, LoadError> {
                 });
             let _ = reply.send(result);
         })
-        .map_err(|err| {
-            LoadError::Model(ModelError::Inference(format!(
-                "cannot start the loader thread: {err}"
-            )))
-        })?;
+        .map_err(LoadError::Thread)?;
     let model = loaded.await.map_err(|_| LoadError::Panicked)??;
     Ok(Loaded {
         model,

@@ -1,4 +1,4 @@
-use std::process::ExitCode;
+use std::{io::Write, process::ExitCode};
 
 use anyhow::Context;
 use clap::Parser;
@@ -14,7 +14,18 @@ fn main() -> ExitCode {
         eprintln!("error: {err}");
         return ExitCode::from(2);
     }
-    match run(cli) {
+    match cli.command {
+        Command::Serve(config) => exit_now(report(serve(config))),
+        Command::Inspect(args) => report(
+            inspect::run(&args)
+                .map(|table| print!("{table}"))
+                .map_err(Into::into),
+        ),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "pinserve stopped with an error");
@@ -23,14 +34,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Serve(config) => serve(config),
-        Command::Inspect(args) => {
-            print!("{}", inspect::run(&args)?);
-            Ok(())
-        }
-    }
+/// Ends the process without running exit handlers. A loader thread can still be inside ONNX
+/// Runtime when shutdown completes (a model read from a slow volume, say), and ONNX Runtime's
+/// C++ static destructors, which `exit` runs, crash under it. Logs go to stderr, which is
+/// unbuffered; stdout is flushed first.
+fn exit_now(code: ExitCode) -> ! {
+    let _ = std::io::stdout().flush();
+    let status = if code == ExitCode::SUCCESS { 0 } else { 1 };
+    // SAFETY: `_exit` only ends the process; nothing runs after it.
+    unsafe { libc::_exit(status) }
 }
 
 fn serve(config: ServeConfig) -> anyhow::Result<()> {
@@ -40,12 +52,13 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let shutdown = shutdown::signal_received();
         let metrics = metrics::install_recorder().context("cannot install the metrics recorder")?;
         tokio::spawn(metrics::run_upkeep(metrics.clone()));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        app::run(config, listener, Some(metrics), shutdown::signal_received()).await?;
+        app::run(config, listener, Some(metrics), shutdown).await?;
         Ok(())
     })
 }

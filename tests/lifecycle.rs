@@ -240,7 +240,7 @@ async fn requests_in_flight_when_sigterm_arrives_all_complete() {
                 .enumerate()
                 .then(|(index, chunk)| async move {
                     if index == 1 {
-                        tokio::time::sleep(Duration::from_millis(2500)).await;
+                        tokio::time::sleep(Duration::from_millis(4000)).await;
                     }
                     Ok::<_, std::io::Error>(chunk)
                 });
@@ -254,7 +254,7 @@ async fn requests_in_flight_when_sigterm_arrives_all_complete() {
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(1800)).await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     let refused = reqwest::Client::new()
         .get(server.url("/livez"))
         .send()
@@ -292,5 +292,13 @@ async fn sigterm_while_loading_exits_cleanly() {
     let mut server = repository.server(&[]);
     assert_eq!(server.get("/health").await.1["status"], "loading");
     server.signal("TERM");
-    assert_eq!(server.wait_exit(Duration::from_secs(20)).code(), Some(0));
+    let exit = server.wait_exit(Duration::from_secs(20));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "signal {:?}; logs {:?}",
+        exit.signal(),
+        server.logs()
+    );
 }

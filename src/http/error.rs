@@ -19,8 +19,9 @@ use crate::{
 pub enum ApiError {
     #[error(transparent)]
     Request(#[from] RequestError),
+    /// `drained`: the rest of the body was read, so the connection can carry another request.
     #[error("request body exceeds the limit of {limit} bytes")]
-    PayloadTooLarge { limit: usize },
+    PayloadTooLarge { limit: usize, drained: bool },
     #[error("cannot read the request body: {0}")]
     Body(String),
     #[error("{}; this server serves {served}", describe_model(name, version.as_deref()))]
@@ -98,6 +99,13 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(RETRY_AFTER_SECONDS),
             );
         }
+        if let ApiError::PayloadTooLarge { drained: false, .. } = self {
+            // The rest of the body was not read, so the connection cannot carry another request;
+            // saying so keeps clients from reusing it and failing their next request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
@@ -114,9 +122,24 @@ mod tests {
     fn statuses_follow_the_protocol() {
         let input = ApiError::from(InputError::DuplicateInput("x".into()));
         assert_eq!(input.status(), StatusCode::BAD_REQUEST);
+        let cut_short = ApiError::PayloadTooLarge {
+            limit: 1,
+            drained: false,
+        };
+        assert_eq!(cut_short.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(
-            ApiError::PayloadTooLarge { limit: 1 }.status(),
-            StatusCode::PAYLOAD_TOO_LARGE
+            cut_short.into_response().headers()[header::CONNECTION],
+            "close"
+        );
+        let drained = ApiError::PayloadTooLarge {
+            limit: 1,
+            drained: true,
+        };
+        assert!(
+            !drained
+                .into_response()
+                .headers()
+                .contains_key(header::CONNECTION)
         );
         let queue_full = ApiError::Batch(BatchError::QueueFull { capacity: 1 });
         assert_eq!(queue_full.status(), StatusCode::SERVICE_UNAVAILABLE);

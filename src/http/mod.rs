@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use axum::{
     Router,
-    extract::DefaultBodyLimit,
+    http::header,
     middleware,
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 
@@ -57,6 +58,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     api.merge(operations)
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
+}
+
+/// A response whose JSON body is already serialised.
+fn json_response(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

@@ -8,7 +8,7 @@ use axum::{
     response::Response,
 };
 
-use super::{body::RequestBody, error::ApiError, state::AppState, v2::json_response};
+use super::{body::RequestBody, error::ApiError, json_response, state::AppState};
 use crate::protocol::predict::{self, Outputs};
 
 pub async fn predict(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::{
     Json,
     extract::{Path, State},
-    http::{StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
@@ -14,6 +14,7 @@ use serde_json::json;
 use super::{
     body::RequestBody,
     error::ApiError,
+    json_response,
     state::{AppState, Phase},
 };
 use crate::protocol::v2::{self, ModelMetadata, ServerMetadata};
@@ -78,9 +79,4 @@ pub async fn infer(
         &outputs,
     );
     Ok(json_response(body))
-}
-
-/// A response whose JSON body is already serialised.
-pub fn json_response(body: Vec<u8>) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

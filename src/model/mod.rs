@@ -38,6 +38,8 @@ pub enum ModelError {
     Device { device: Device, message: String },
     #[error("ONNX Runtime failed: {0}")]
     Inference(String),
+    #[error("the warm-up inference failed: {0}")]
+    WarmUp(String),
 }
 
 /// Loads the model and runs one inference on generated inputs, so that the first real request
@@ -51,6 +53,6 @@ pub fn load_and_warm_up(
     let all_outputs: Vec<usize> = (0..signature.outputs.len()).collect();
     model
         .run(signature.warmup_inputs(), &all_outputs)
-        .map_err(|err| ModelError::Inference(format!("warm-up inference failed: {err}")))?;
+        .map_err(|err| ModelError::WarmUp(err.to_string()))?;
     Ok(model)
 }
