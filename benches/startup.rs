@@ -28,16 +28,8 @@ fn peak_resident_kib(pid: u32) -> u64 {
 }
 
 async fn measure(model: &str, requests: usize) -> Run {
-    let repository = common::fixtures();
     let started = Instant::now();
-    let server = Server::start(&[
-        "--model-repository",
-        repository.to_str().unwrap(),
-        "--model",
-        model,
-        "--version",
-        "1",
-    ]);
+    let server = Server::start_fixture(model, "1", &[]);
     loop {
         if server.get("/health").await.0 == 200 {
             break;

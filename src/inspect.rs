@@ -76,17 +76,18 @@ mod tests {
     use crate::model::{DataType, Dim};
 
     fn signature() -> Signature {
+        let batch = Dim::Dynamic(Some("batch".into()));
         Signature {
-            inputs: vec![TensorSpec {
-                name: "features".into(),
-                datatype: DataType::Fp32,
-                dims: vec![Dim::Dynamic(Some("batch".into())), Dim::Fixed(32)],
-            }],
-            outputs: vec![TensorSpec {
-                name: "probability".into(),
-                datatype: DataType::Fp32,
-                dims: vec![Dim::Dynamic(None), Dim::Fixed(1)],
-            }],
+            inputs: vec![TensorSpec::new(
+                "features",
+                DataType::Fp32,
+                vec![batch, Dim::Fixed(32)],
+            )],
+            outputs: vec![TensorSpec::new(
+                "probability",
+                DataType::Fp32,
+                vec![Dim::Dynamic(None), Dim::Fixed(1)],
+            )],
         }
     }
 

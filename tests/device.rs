@@ -8,20 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, fixtures};
+use common::Server;
 
 fn start_on(device: &str) -> Server {
-    let repository = fixtures();
-    Server::start(&[
-        "--model-repository",
-        repository.to_str().unwrap(),
-        "--model",
-        "tabular_mlp",
-        "--version",
-        "1",
-        "--device",
-        device,
-    ])
+    Server::start_fixture("tabular_mlp", "1", &["--device", device])
 }
 
 async fn expect_startup_failure(device: &str, reason: &str) {

@@ -134,15 +134,7 @@ async fn probes_see_loading_until_the_model_has_loaded_and_warmed_up() {
 
 #[tokio::test]
 async fn a_model_that_cannot_load_reports_failed_then_exits_non_zero() {
-    let repository = fixtures();
-    let mut server = Server::start(&[
-        "--model-repository",
-        repository.to_str().unwrap(),
-        "--model",
-        "broken",
-        "--version",
-        "1",
-    ]);
+    let mut server = Server::start_fixture("broken", "1", &[]);
     let health = server.wait_for_health("failed").await;
     let error = health["error"].as_str().unwrap();
     assert!(
@@ -173,15 +165,7 @@ async fn a_model_that_cannot_load_reports_failed_then_exits_non_zero() {
 
 #[tokio::test]
 async fn a_missing_version_fails_and_names_the_path() {
-    let repository = fixtures();
-    let mut server = Server::start(&[
-        "--model-repository",
-        repository.to_str().unwrap(),
-        "--model",
-        "tabular_mlp",
-        "--version",
-        "9",
-    ]);
+    let mut server = Server::start_fixture("tabular_mlp", "9", &[]);
     let health = server.wait_for_health("failed").await;
     assert!(
         health["error"]

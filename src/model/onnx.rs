@@ -119,11 +119,7 @@ fn spec_of(outlet: &Outlet, role: &str) -> Result<TensorSpec, ModelError> {
             Err(_) => Dim::Dynamic(Some(symbol.clone()).filter(|s| !s.is_empty())),
         })
         .collect();
-    Ok(TensorSpec {
-        name: outlet.name().to_owned(),
-        datatype,
-        dims,
-    })
+    Ok(TensorSpec::new(outlet.name(), datatype, dims))
 }
 
 fn datatype_of(ty: TensorElementType) -> Option<DataType> {

@@ -23,6 +23,14 @@ pub struct TensorSpec {
 }
 
 impl TensorSpec {
+    pub fn new(name: impl Into<String>, datatype: DataType, dims: Vec<Dim>) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            datatype,
+            dims,
+        }
+    }
+
     /// The shape as the protocol reports it: `-1` for a dynamic dimension.
     pub fn protocol_shape(&self) -> Vec<i64> {
         self.dims
@@ -289,31 +297,25 @@ impl Signature {
     }
 }
 
+/// Signatures shared by the unit tests of the modules that check requests against one.
 #[cfg(test)]
-mod tests {
+pub(crate) mod examples {
     use super::*;
 
-    fn spec(name: &str, datatype: DataType, dims: Vec<Dim>) -> TensorSpec {
-        TensorSpec {
-            name: name.to_owned(),
-            datatype,
-            dims,
-        }
-    }
-
-    fn batch() -> Dim {
+    pub fn batch() -> Dim {
         Dim::Dynamic(Some("batch".to_owned()))
     }
 
-    fn two_inputs() -> Signature {
+    /// A churn model: a string and a number in, a label and class probabilities out.
+    pub fn two_inputs() -> Signature {
         Signature {
             inputs: vec![
-                spec("plan", DataType::Bytes, vec![batch(), Dim::Fixed(1)]),
-                spec("tenure", DataType::Fp32, vec![batch(), Dim::Fixed(1)]),
+                TensorSpec::new("plan", DataType::Bytes, vec![batch(), Dim::Fixed(1)]),
+                TensorSpec::new("tenure", DataType::Fp32, vec![batch(), Dim::Fixed(1)]),
             ],
             outputs: vec![
-                spec("label", DataType::Int64, vec![batch()]),
-                spec(
+                TensorSpec::new("label", DataType::Int64, vec![batch()]),
+                TensorSpec::new(
                     "probabilities",
                     DataType::Fp32,
                     vec![batch(), Dim::Fixed(2)],
@@ -321,6 +323,11 @@ mod tests {
             ],
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{examples::two_inputs, *};
 
     fn plan(rows: usize) -> Tensor {
         Tensor::new(vec![rows, 1], TensorData::Bytes(vec!["basic".into(); rows])).unwrap()
@@ -384,10 +391,10 @@ mod tests {
         let seq = || Dim::Dynamic(Some("seq".into()));
         let sig = Signature {
             inputs: vec![
-                spec("ids", DataType::Int64, vec![Dim::Fixed(1), seq()]),
-                spec("mask", DataType::Int64, vec![Dim::Fixed(1), seq()]),
+                TensorSpec::new("ids", DataType::Int64, vec![Dim::Fixed(1), seq()]),
+                TensorSpec::new("mask", DataType::Int64, vec![Dim::Fixed(1), seq()]),
             ],
-            outputs: vec![spec(
+            outputs: vec![TensorSpec::new(
                 "logits",
                 DataType::Fp32,
                 vec![Dim::Fixed(1), Dim::Fixed(2)],
@@ -412,10 +419,10 @@ mod tests {
         let unnamed = || Dim::Dynamic(None);
         let sig = Signature {
             inputs: vec![
-                spec("plan", DataType::Bytes, vec![unnamed(), Dim::Fixed(1)]),
-                spec("tenure", DataType::Fp32, vec![unnamed(), Dim::Fixed(1)]),
+                TensorSpec::new("plan", DataType::Bytes, vec![unnamed(), Dim::Fixed(1)]),
+                TensorSpec::new("tenure", DataType::Fp32, vec![unnamed(), Dim::Fixed(1)]),
             ],
-            outputs: vec![spec("label", DataType::Int64, vec![unnamed()])],
+            outputs: vec![TensorSpec::new("label", DataType::Int64, vec![unnamed()])],
         };
         assert!(sig.is_batchable());
         let err = sig
@@ -428,7 +435,11 @@ mod tests {
         );
 
         let fixed_output = Signature {
-            outputs: vec![spec("total", DataType::Fp32, vec![Dim::Fixed(1)])],
+            outputs: vec![TensorSpec::new(
+                "total",
+                DataType::Fp32,
+                vec![Dim::Fixed(1)],
+            )],
             ..sig
         };
         assert!(!fixed_output.is_batchable());

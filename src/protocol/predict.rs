@@ -277,41 +277,23 @@ impl Serialize for ColumnOutputs<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DataType, Dim, TensorData};
-
-    fn spec(name: &str, datatype: DataType, dims: Vec<Dim>) -> TensorSpec {
-        TensorSpec {
-            name: name.into(),
-            datatype,
-            dims,
-        }
-    }
-
-    fn batch() -> Dim {
-        Dim::Dynamic(Some("N".into()))
-    }
+    use crate::model::{
+        DataType, Dim, TensorData,
+        signature::examples::{batch, two_inputs},
+    };
 
     fn single_input() -> Signature {
         Signature {
-            inputs: vec![spec("x", DataType::Fp32, vec![batch(), Dim::Fixed(2)])],
-            outputs: vec![spec("y", DataType::Fp32, vec![batch(), Dim::Fixed(1)])],
-        }
-    }
-
-    fn two_inputs() -> Signature {
-        Signature {
-            inputs: vec![
-                spec("plan", DataType::Bytes, vec![batch(), Dim::Fixed(1)]),
-                spec("tenure", DataType::Fp32, vec![batch(), Dim::Fixed(1)]),
-            ],
-            outputs: vec![
-                spec("label", DataType::Int64, vec![batch()]),
-                spec(
-                    "probabilities",
-                    DataType::Fp32,
-                    vec![batch(), Dim::Fixed(2)],
-                ),
-            ],
+            inputs: vec![TensorSpec::new(
+                "x",
+                DataType::Fp32,
+                vec![batch(), Dim::Fixed(2)],
+            )],
+            outputs: vec![TensorSpec::new(
+                "y",
+                DataType::Fp32,
+                vec![batch(), Dim::Fixed(1)],
+            )],
         }
     }
 

@@ -204,27 +204,18 @@ impl<'a> ModelMetadata<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Dim, TensorData};
+    use crate::model::{Dim, TensorData, signature::examples::batch};
 
     fn signature() -> Signature {
-        let batch = || Dim::Dynamic(Some("batch".to_owned()));
         Signature {
-            inputs: vec![TensorSpec {
-                name: "features".into(),
-                datatype: DataType::Fp32,
-                dims: vec![batch(), Dim::Fixed(2)],
-            }],
+            inputs: vec![TensorSpec::new(
+                "features",
+                DataType::Fp32,
+                vec![batch(), Dim::Fixed(2)],
+            )],
             outputs: vec![
-                TensorSpec {
-                    name: "label".into(),
-                    datatype: DataType::Int64,
-                    dims: vec![batch()],
-                },
-                TensorSpec {
-                    name: "score".into(),
-                    datatype: DataType::Fp32,
-                    dims: vec![batch(), Dim::Fixed(1)],
-                },
+                TensorSpec::new("label", DataType::Int64, vec![batch()]),
+                TensorSpec::new("score", DataType::Fp32, vec![batch(), Dim::Fixed(1)]),
             ],
         }
     }

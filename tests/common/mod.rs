@@ -81,8 +81,8 @@ impl Server {
         }
     }
 
-    /// Serves a fixture from models-fixtures/ and waits until it is ready.
-    pub async fn fixture(model: &str, extra: &[&str]) -> Server {
+    /// Starts serving `version` of a model from models-fixtures/ (not waiting for readiness).
+    pub fn start_fixture(model: &str, version: &str, extra: &[&str]) -> Server {
         let repository = fixtures();
         let mut args = vec![
             "--model-repository",
@@ -90,10 +90,15 @@ impl Server {
             "--model",
             model,
             "--version",
-            "1",
+            version,
         ];
         args.extend_from_slice(extra);
-        let server = Server::start(&args);
+        Server::start(&args)
+    }
+
+    /// Serves version 1 of a fixture and waits until it is ready.
+    pub async fn fixture(model: &str, extra: &[&str]) -> Server {
+        let server = Server::start_fixture(model, "1", extra);
         server.wait_ready().await;
         server
     }
