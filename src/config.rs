@@ -32,15 +32,14 @@ pub enum Command {
     Inspect(InspectArgs),
 }
 
+const MODEL: &str = "Model";
+const HTTP: &str = "HTTP";
+const LOGGING: &str = "Logging";
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
-    /// Address to listen on. It is bound before the model loads, so probes get 503 rather
-    /// than a refused connection while loading.
-    #[arg(long, env = "PINSERVE_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
-
     /// Model repository root, laid out DIR/NAME/VERSION/model.onnx (as Triton and TF Serving).
-    #[arg(long, env = "PINSERVE_MODEL_REPOSITORY", value_name = "DIR")]
+    #[arg(long, env = "PINSERVE_MODEL_REPOSITORY", value_name = "DIR", help_heading = MODEL)]
     pub model_repository: PathBuf,
 
     /// Name of the model to serve (a directory in the model repository).
@@ -48,7 +47,8 @@ pub struct ServeConfig {
         long = "model-name",
         visible_alias = "model",
         env = "PINSERVE_MODEL_NAME",
-        value_name = "NAME"
+        value_name = "NAME",
+        help_heading = MODEL
     )]
     pub model_name: String,
 
@@ -58,15 +58,33 @@ pub struct ServeConfig {
         long = "model-version",
         visible_alias = "version",
         env = "PINSERVE_MODEL_VERSION",
-        value_name = "VERSION"
+        value_name = "VERSION",
+        help_heading = MODEL
     )]
     pub model_version: String,
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 
+    /// Address to listen on. It is bound before the model loads, so probes get 503 rather
+    /// than a refused connection while loading.
+    #[arg(
+        long,
+        env = "PINSERVE_LISTEN",
+        default_value = "0.0.0.0:8080",
+        value_name = "ADDR",
+        help_heading = HTTP
+    )]
+    pub listen: SocketAddr,
+
     /// Largest request body accepted, in bytes; larger bodies are answered 413.
-    #[arg(long, env = "PINSERVE_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
+    #[arg(
+        long,
+        env = "PINSERVE_MAX_BODY_BYTES",
+        default_value_t = 64 * 1024 * 1024,
+        value_name = "BYTES",
+        help_heading = HTTP
+    )]
     pub max_body_bytes: usize,
 
     /// Seconds to keep serving after SIGTERM while /health answers 503, so that Kubernetes
@@ -75,7 +93,8 @@ pub struct ServeConfig {
         long,
         env = "PINSERVE_DRAIN_SECONDS",
         default_value_t = 5,
-        value_name = "SECONDS"
+        value_name = "SECONDS",
+        help_heading = HTTP
     )]
     pub drain_seconds: u64,
 
@@ -85,7 +104,8 @@ pub struct ServeConfig {
         long,
         env = "PINSERVE_SHUTDOWN_GRACE_SECONDS",
         default_value_t = 30,
-        value_name = "SECONDS"
+        value_name = "SECONDS",
+        help_heading = HTTP
     )]
     pub shutdown_grace_seconds: u64,
 }
@@ -102,6 +122,7 @@ impl ServeConfig {
 
 /// How ONNX Runtime is found and how its sessions are built.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "ONNX Runtime")]
 pub struct RuntimeArgs {
     /// Where inference runs: cpu, cuda (device 0) or cuda:N. Asking for CUDA where it cannot be
     /// used fails start-up with the reason; pinserve never falls back to the CPU silently.
@@ -118,7 +139,13 @@ pub struct RuntimeArgs {
     pub intra_op_threads: Option<u16>,
 
     /// ONNX Runtime graph optimizations applied when the session is created.
-    #[arg(long, env = "PINSERVE_GRAPH_OPTIMIZATION_LEVEL", value_enum, default_value_t = GraphOptimization::All)]
+    #[arg(
+        long,
+        env = "PINSERVE_GRAPH_OPTIMIZATION_LEVEL",
+        value_enum,
+        default_value_t = GraphOptimization::All,
+        value_name = "LEVEL"
+    )]
     pub graph_optimization_level: GraphOptimization,
 
     /// Path to libonnxruntime.so. Without it pinserve reads ORT_DYLIB_PATH, then looks beside
@@ -164,7 +191,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
     /// Log line format.
-    #[arg(long, global = true, env = "PINSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, env = "PINSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, help_heading = LOGGING)]
     pub log_format: LogFormat,
 
     /// Log filter, in tracing's EnvFilter syntax (e.g. `debug`, `pinserve=debug,ort=info`). ONNX
@@ -174,7 +201,8 @@ pub struct LogArgs {
         global = true,
         env = "PINSERVE_LOG_LEVEL",
         default_value = "info,ort=warn",
-        value_name = "FILTER"
+        value_name = "FILTER",
+        help_heading = LOGGING
     )]
     pub log_level: String,
 }
