@@ -272,6 +272,8 @@ async fn metrics_carry_model_version_route_template_and_code() {
         .await;
     assert_eq!(status, 404);
     server.get("/health").await;
+    server.get("/v2/health/ready").await;
+    server.get("/v2/models/tabular_mlp/ready").await;
     let text = server.metrics().await;
 
     let infer = r#"model="tabular_mlp",version="1",route="/v2/models/{name}/infer""#;
@@ -323,7 +325,7 @@ async fn metrics_carry_model_version_route_template_and_code() {
         "raw paths never become labels"
     );
     assert!(
-        !text.contains("route=\"/health\""),
+        !text.contains("route=\"/health\"") && !text.contains("/ready\""),
         "probes are not counted"
     );
 }

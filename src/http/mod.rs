@@ -24,7 +24,9 @@ pub use self::state::{AppState, Phase, ServingModel};
 /// The v1 route: matchit cannot split `{name}:predict`, so the handler does.
 pub(crate) const V1_PREDICT_ROUTE: &str = "/v1/models/{model_and_verb}";
 
-/// The whole HTTP surface. API routes are measured; probe and scrape routes are not.
+/// The whole HTTP surface. API routes are measured; probe and scrape routes (readiness of the
+/// server or the model, liveness, metrics) are not, so probes answered 503 while a model loads
+/// never count as errors against a canary.
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/v2", get(v2::server_metadata))
@@ -32,11 +34,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v2/models/{name}/versions/{version}",
             get(v2::model_metadata),
-        )
-        .route("/v2/models/{name}/ready", get(v2::model_ready))
-        .route(
-            "/v2/models/{name}/versions/{version}/ready",
-            get(v2::model_ready),
         )
         .route("/v2/models/{name}/infer", post(v2::infer))
         .route(
@@ -54,6 +51,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/livez", get(ops::livez))
         .route("/v2/health/live", get(ops::v2_live))
         .route("/v2/health/ready", get(ops::v2_ready))
+        .route("/v2/models/{name}/ready", get(v2::model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(v2::model_ready),
+        )
         .route("/metrics", get(ops::metrics));
     api.merge(operations)
         .fallback(ops::not_found)

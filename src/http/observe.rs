@@ -57,7 +57,13 @@ pub async fn record(
         started: Instant::now(),
         status: CLIENT_CLOSED_REQUEST,
     };
-    let response = next.run(request).instrument(span).await;
+    let response = async {
+        let response = next.run(request).await;
+        tracing::debug!(status = response.status().as_u16(), "answered");
+        response
+    }
+    .instrument(span)
+    .await;
     observation.status = response.status().as_u16();
     response
 }
