@@ -76,12 +76,7 @@ pub async fn run(
             Some(worker)
         }
         Some(Err(err)) => {
-            tracing::error!(error = %err, delay = ?FAILED_EXIT_DELAY, "model failed to load; exiting");
-            state.set_failed(err.to_string());
-            tokio::select! {
-                () = tokio::time::sleep(FAILED_EXIT_DELAY) => {}
-                () = shutdown => {}
-            }
+            report_failure(&state, &err, shutdown).await;
             stop_accepting.cancel();
             let _ = timeout(Duration::from_secs(1), server).await;
             return Err(err.into());
@@ -89,6 +84,16 @@ pub async fn run(
         None => None,
     };
     drain_and_stop(state, server, stop_accepting, worker, &config).await
+}
+
+/// Shows the failure on `/health` for [`FAILED_EXIT_DELAY`] (or until a shutdown signal).
+async fn report_failure(state: &AppState, err: &LoadError, shutdown: impl Future<Output = ()>) {
+    tracing::error!(error = %err, delay = ?FAILED_EXIT_DELAY, "model failed to load; exiting");
+    state.set_failed(err.to_string());
+    tokio::select! {
+        () = tokio::time::sleep(FAILED_EXIT_DELAY) => {}
+        () = shutdown => {}
+    }
 }
 
 async fn serve(
