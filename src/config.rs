@@ -173,7 +173,7 @@ pub struct InspectArgs {
     pub path: PathBuf,
 
     /// Print JSON (the v2 metadata's inputs and outputs) instead of a table.
-    #[arg(long)]
+    #[arg(long, env = "PINSERVE_JSON")]
     pub json: bool,
 
     /// Path to libonnxruntime.so (see `pinserve serve --help`).
@@ -224,9 +224,7 @@ mod tests {
         commands.extend(command.get_subcommands());
         for cmd in commands {
             for arg in cmd.get_arguments() {
-                if arg.is_positional()
-                    || ["help", "version", "json"].contains(&arg.get_id().as_str())
-                {
+                if arg.is_positional() || ["help", "version"].contains(&arg.get_id().as_str()) {
                     continue;
                 }
                 let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
