@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs pinserve's whole test suite, on a fresh machine too: installs what the tests need (the
 # ONNX Runtime library, the pinned Python environment that generates fixtures, promtool), builds
-# the compute-heavy fixture, then runs the unit, integration and property tests, and the device
-# test again with the `cuda` feature.
+# the compute-heavy fixture, starts the model registries the registry tests talk to (MLflow and
+# S3 on loopback, see tests/support/services.sh; stopped on exit), then runs the unit,
+# integration and property tests, and the device test again with the `cuda` feature.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,10 @@ scripts/install-onnxruntime.sh
 python_environment
 .venv/bin/python models-fixtures/generate.py --only compute_mlp
 command -v promtool >/dev/null || install_packages prometheus
+trap 'tests/support/services.sh stop' EXIT
+tests/support/services.sh start
+# shellcheck source=/dev/null
+source target/test-services/env
 
 if cargo nextest --version >/dev/null 2>&1; then
     run_tests=(cargo nextest run --no-fail-fast)

@@ -2,7 +2,7 @@
 //! the async runtime, turn ready, and on shutdown drain, stop accepting, let in-flight requests
 //! finish within a grace period and stop the model worker after its queue is empty.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -11,11 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     batch::{Batcher, DEFAULT_QUEUE_CAPACITY, WorkerHandle},
-    config::ServeConfig,
+    config::{FetchConfig, ServeConfig},
     http::{self, AppState, ServingModel},
     metrics::ModelLabels,
-    model::{self, ModelError, OnnxModel},
-    registry::{self, RegistryError},
+    model::{self, Model, ModelError, OnnxModel, SessionOptions},
+    registry::{Manifest, ModelArtifact, ModelReference, RegistryError, mlflow, obtain},
 };
 
 /// How long a failed load stays visible on `/health` before the process exits non-zero, so a
@@ -24,6 +24,8 @@ pub const FAILED_EXIT_DELAY: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    #[error("invalid model configuration")]
+    Config(#[source] RegistryError),
     #[error("HTTP server")]
     Io(#[from] std::io::Error),
     #[error("the model failed to load")]
@@ -36,6 +38,8 @@ pub enum LoadError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error("{0}")]
+    Signature(String),
     #[error("cannot start the loader thread: {0}")]
     Thread(std::io::Error),
     #[error("the loader thread panicked")]
@@ -50,11 +54,12 @@ pub async fn run(
     metrics: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
-    let labels = ModelLabels {
-        model: config.model_name.clone(),
-        version: config.model_version.clone(),
-    };
-    let state = Arc::new(AppState::new(labels, config.max_body_bytes, metrics));
+    let source = ServeSource::from_config(&config).map_err(AppError::Config)?;
+    let state = Arc::new(AppState::new(
+        source.initial_labels(),
+        config.max_body_bytes,
+        metrics,
+    ));
     let address = listener.local_addr()?;
     let stop_accepting = CancellationToken::new();
     let server = tokio::spawn(serve(
@@ -66,7 +71,7 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     let loaded = tokio::select! {
-        loaded = load(&config) => Some(loaded),
+        loaded = load(&config, &source, &state) => Some(loaded),
         () = &mut shutdown => None,
     };
     let worker = match loaded {
@@ -112,36 +117,102 @@ async fn serve(
         .await
 }
 
+/// What `serve` loads: a directory `pinserve fetch` filled, or a reference it resolves itself.
+enum ServeSource {
+    Fetched(PathBuf),
+    Reference(ModelReference),
+}
+
+impl ServeSource {
+    fn from_config(config: &ServeConfig) -> Result<ServeSource, RegistryError> {
+        match &config.model_dir {
+            Some(dir) => Ok(ServeSource::Fetched(dir.clone())),
+            None => config.source.reference().map(ServeSource::Reference),
+        }
+    }
+
+    /// The identity to report until the model is resolved: the version stays empty until an
+    /// alias or stage has been resolved.
+    fn initial_labels(&self) -> ModelLabels {
+        match self {
+            ServeSource::Fetched(dir) => match Manifest::read(dir) {
+                Ok(Some(manifest)) => ModelLabels {
+                    model: manifest.model,
+                    version: manifest.version,
+                },
+                _ => ModelLabels {
+                    model: String::new(),
+                    version: String::new(),
+                },
+            },
+            ServeSource::Reference(reference) => ModelLabels {
+                model: reference.name().to_owned(),
+                version: reference.pinned_version().unwrap_or_default().to_owned(),
+            },
+        }
+    }
+}
+
 struct Loaded {
     model: OnnxModel,
+    artifact: ModelArtifact,
     load_seconds: f64,
 }
 
-/// Resolves, loads and warms up the model on a thread of its own: session creation can take
-/// seconds of CPU, and a plain thread (unlike `spawn_blocking`) never holds up process exit.
-async fn load(config: &ServeConfig) -> Result<Loaded, LoadError> {
-    let repository = config.model_repository.clone();
-    let (name, version) = (config.model_name.clone(), config.model_version.clone());
-    let options = config.runtime.session_options();
-    let (reply, loaded) = oneshot::channel();
+/// Gets the model's files (fetching them if they are remote), then loads and warms it up.
+async fn load(
+    config: &ServeConfig,
+    source: &ServeSource,
+    state: &AppState,
+) -> Result<Loaded, LoadError> {
+    let artifact = match source {
+        ServeSource::Fetched(dir) => obtain::from_fetched(dir, config.fetch.model_sha256)?,
+        ServeSource::Reference(reference) => {
+            obtain::for_serving(
+                reference,
+                &config.cache_dir,
+                &config.fetch.resolver(),
+                &config.fetch.options(),
+            )
+            .await?
+        }
+    };
+    state.identify(ModelLabels {
+        model: artifact.name.clone(),
+        version: artifact.version.clone(),
+    });
     let started = std::time::Instant::now();
+    let model = load_on_thread(artifact.clone(), config.runtime.session_options()).await?;
+    Ok(Loaded {
+        model,
+        artifact,
+        load_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Loads and warms up the model on a thread of its own: session creation can take seconds of
+/// CPU, and a plain thread (unlike `spawn_blocking`) never holds up process exit.
+async fn load_on_thread(
+    artifact: ModelArtifact,
+    options: SessionOptions,
+) -> Result<OnnxModel, LoadError> {
+    let (reply, loaded) = oneshot::channel();
     std::thread::Builder::new()
         .name("pinserve-loader".to_owned())
         .spawn(move || {
-            let result = registry::locate(&repository, &name, &version)
+            tracing::info!(file = %artifact.model_file.display(), "loading model");
+            let result = model::load_and_warm_up(&artifact.model_file, &options)
                 .map_err(LoadError::from)
-                .and_then(|artifact| {
-                    tracing::info!(file = %artifact.model_file.display(), "loading model");
-                    Ok(model::load_and_warm_up(&artifact.model_file, &options)?)
+                .and_then(|model| match &artifact.signature {
+                    Some(signature) => mlflow::check_signature(signature, model.signature())
+                        .map(|()| model)
+                        .map_err(LoadError::Signature),
+                    None => Ok(model),
                 });
             let _ = reply.send(result);
         })
         .map_err(LoadError::Thread)?;
-    let model = loaded.await.map_err(|_| LoadError::Panicked)??;
-    Ok(Loaded {
-        model,
-        load_seconds: started.elapsed().as_secs_f64(),
-    })
+    loaded.await.map_err(|_| LoadError::Panicked)?
 }
 
 fn publish(
@@ -151,17 +222,37 @@ fn publish(
 ) -> Result<WorkerHandle, AppError> {
     let (batcher, worker) = Batcher::start(
         Box::new(loaded.model),
-        &state.labels,
+        &state.labels(),
         DEFAULT_QUEUE_CAPACITY,
     )?;
     let device = config.runtime.device;
-    tracing::info!(load_seconds = loaded.load_seconds, %device, "model loaded and warmed up; ready");
+    let sha256 = loaded.artifact.sha256;
+    tracing::info!(
+        load_seconds = loaded.load_seconds,
+        %device,
+        sha256 = sha256.map(|digest| digest.to_string()).unwrap_or_default(),
+        "model loaded and warmed up; ready"
+    );
     state.set_ready(ServingModel {
         batcher,
         device,
         load_seconds: loaded.load_seconds,
+        sha256,
+        mlflow_signature: loaded.artifact.signature,
     });
     Ok(worker)
+}
+
+/// `pinserve fetch`: resolve, download and verify into `--dest`.
+pub async fn fetch(config: &FetchConfig) -> Result<Manifest, RegistryError> {
+    let reference = config.source.reference()?;
+    obtain::into_directory(
+        &reference,
+        &config.dest,
+        &config.fetch.resolver(),
+        &config.fetch.options(),
+    )
+    .await
 }
 
 async fn drain_and_stop(

@@ -5,7 +5,15 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::model::{Device, GraphOptimization, SessionOptions, runtime};
+use url::Url;
+
+use crate::{
+    model::{Device, GraphOptimization, SessionOptions, runtime},
+    registry::{
+        Digest, FetchOptions, Location, ModelReference, RegistryError, Resolver, Selector,
+        check_component, retry::RetryPolicy, store::StoreOptions,
+    },
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,23 +34,48 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Load a model version from a model repository and serve it over HTTP.
+    /// Serve one model version over HTTP: from a model repository, a registry, or a directory
+    /// `pinserve fetch` filled.
     Serve(ServeConfig),
+    /// Resolve, download and verify a model version into a directory, then exit (the init
+    /// container of a Kubernetes pod).
+    Fetch(FetchConfig),
     /// Print a model's inputs and outputs (name, datatype, shape; -1 marks a dynamic dimension).
     Inspect(InspectArgs),
 }
 
 const MODEL: &str = "Model";
+const FETCH: &str = "Fetching";
 const HTTP: &str = "HTTP";
 const LOGGING: &str = "Logging";
 
+/// Which model version to serve or fetch.
 #[derive(Debug, Clone, Args)]
-pub struct ServeConfig {
-    /// Model repository root, laid out DIR/NAME/VERSION/model.onnx (as Triton and TF Serving).
-    #[arg(long, env = "PINSERVE_MODEL_REPOSITORY", value_name = "DIR", help_heading = MODEL)]
-    pub model_repository: PathBuf,
+pub struct ModelSource {
+    /// The model: models:/NAME/VERSION, models:/NAME@ALIAS or models:/NAME/STAGE (MLflow Model
+    /// Registry), or a version directory or model file as a path or file://, s3://, gs://,
+    /// az:// or https:// URL (named by its last two directories unless --model and --version
+    /// say otherwise).
+    #[arg(long, env = "PINSERVE_MODEL_URI", value_name = "URI", help_heading = MODEL)]
+    pub model_uri: Option<String>,
 
-    /// Name of the model to serve (a directory in the model repository).
+    /// Model repository root (a path, or a file://, s3://, gs://, az:// or https:// URL), laid
+    /// out ROOT/NAME/VERSION/model.onnx as Triton and TF Serving lay theirs out.
+    #[arg(
+        long,
+        env = "PINSERVE_MODEL_REPOSITORY",
+        value_name = "ROOT",
+        conflicts_with = "model_uri",
+        help_heading = MODEL
+    )]
+    pub model_repository: Option<String>,
+
+    /// MLflow tracking server holding the Model Registry, for models:/ URIs and for --model
+    /// with --version when no repository is given [default: MLFLOW_TRACKING_URI].
+    #[arg(long, env = "PINSERVE_REGISTRY_URI", value_name = "URL", help_heading = MODEL)]
+    pub registry_uri: Option<String>,
+
+    /// Name of the model (a directory in the repository, or a registered model).
     #[arg(
         long = "model-name",
         visible_alias = "model",
@@ -50,10 +83,10 @@ pub struct ServeConfig {
         value_name = "NAME",
         help_heading = MODEL
     )]
-    pub model_name: String,
+    pub model_name: Option<String>,
 
-    /// Version of the model to serve (a directory under the model's name). Pin it: the version
-    /// is what /health, the v2 metadata and every metric's `version` label report.
+    /// Version of the model. Pin it: the version is what /health, the v2 metadata and every
+    /// metric's `version` label report.
     #[arg(
         long = "model-version",
         visible_alias = "version",
@@ -61,7 +94,175 @@ pub struct ServeConfig {
         value_name = "VERSION",
         help_heading = MODEL
     )]
-    pub model_version: String,
+    pub model_version: Option<String>,
+}
+
+impl ModelSource {
+    /// The reference these flags describe.
+    pub fn reference(&self) -> Result<ModelReference, RegistryError> {
+        let tracking = self.tracking_uri()?;
+        let name = self.model_name.as_deref();
+        let version = self.model_version.as_deref();
+        if let Some(uri) = &self.model_uri {
+            return ModelReference::parse(uri, name, version, tracking.as_ref());
+        }
+        let (Some(name), Some(version)) = (name, version) else {
+            return Err(RegistryError::Config(
+                "say which model to serve: --model-uri URI, --model-repository ROOT with --model and \
+                 --version, --registry-uri (or MLFLOW_TRACKING_URI) with --model and --version, or \
+                 --model-dir DIR"
+                    .to_owned(),
+            ));
+        };
+        check_component("name", name)?;
+        check_component("version", version)?;
+        if let Some(root) = &self.model_repository {
+            return Ok(ModelReference::Repository {
+                root: Location::parse(root)?,
+                name: name.to_owned(),
+                version: version.to_owned(),
+            });
+        }
+        let tracking = tracking.ok_or_else(|| {
+            RegistryError::Config(format!(
+                "--model {name} --version {version}: give --model-repository, or a registry with \
+                 --registry-uri or MLFLOW_TRACKING_URI"
+            ))
+        })?;
+        Ok(ModelReference::Registry {
+            tracking,
+            name: name.to_owned(),
+            selector: Selector::Version(version.to_owned()),
+        })
+    }
+
+    /// `--registry-uri`, else MLflow's own `MLFLOW_TRACKING_URI`, as MLflow clients read it.
+    fn tracking_uri(&self) -> Result<Option<Url>, RegistryError> {
+        let text = self
+            .registry_uri
+            .clone()
+            .or_else(|| std::env::var("MLFLOW_TRACKING_URI").ok())
+            .filter(|text| !text.is_empty());
+        text.map(|text| {
+            Url::parse(&text).map_err(|err| RegistryError::InvalidReference {
+                reference: "the registry URI".to_owned(),
+                reason: err.to_string(),
+            })
+        })
+        .transpose()
+    }
+}
+
+/// How downloads are verified, retried and bounded.
+#[derive(Debug, Clone, Args)]
+pub struct FetchArgs {
+    /// The model file's expected SHA-256 (hex), pinned in the manifest. It takes precedence over
+    /// an MLflow `sha256` model-version tag and a `model.onnx.sha256` sidecar.
+    #[arg(long, env = "PINSERVE_MODEL_SHA256", value_name = "HEX", help_heading = FETCH)]
+    pub model_sha256: Option<Digest>,
+
+    /// Retries of a failed request (connection errors, timeouts, 429, 5xx, stalled bodies).
+    #[arg(long, env = "PINSERVE_FETCH_RETRIES", default_value_t = 5, value_name = "N", help_heading = FETCH)]
+    pub fetch_retries: usize,
+
+    /// Bound on the whole fetch, retries included (e.g. 600, 10m, 1h).
+    #[arg(
+        long,
+        env = "PINSERVE_FETCH_TIMEOUT",
+        default_value = "30m",
+        value_parser = parse_duration,
+        value_name = "DURATION",
+        help_heading = FETCH
+    )]
+    pub fetch_timeout: Duration,
+
+    /// A download that receives no bytes for this long is abandoned and resumed (e.g. 30s).
+    #[arg(
+        long,
+        env = "PINSERVE_FETCH_STALL_TIMEOUT",
+        default_value = "30s",
+        value_parser = parse_duration,
+        value_name = "DURATION",
+        help_heading = FETCH
+    )]
+    pub fetch_stall_timeout: Duration,
+
+    /// Endpoint of an S3-compatible store (MinIO, Ceph) or of an Azure emulator.
+    #[arg(long, env = "PINSERVE_STORAGE_ENDPOINT", value_name = "URL", help_heading = FETCH)]
+    pub storage_endpoint: Option<String>,
+}
+
+impl FetchArgs {
+    pub fn resolver(&self) -> Resolver {
+        Resolver {
+            retry: RetryPolicy::new(self.fetch_retries),
+            store: StoreOptions {
+                endpoint: self.storage_endpoint.clone(),
+            },
+            model_sha256: self.model_sha256,
+        }
+    }
+
+    pub fn options(&self) -> FetchOptions {
+        FetchOptions {
+            retry: RetryPolicy::new(self.fetch_retries),
+            timeout: self.fetch_timeout,
+            stall_timeout: self.fetch_stall_timeout,
+        }
+    }
+}
+
+/// A number of seconds, or a duration with units (`90s`, `10m`, `1h30m`).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match text.parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => humantime::parse_duration(text).map_err(|err| err.to_string()),
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FetchConfig {
+    #[command(flatten)]
+    pub source: ModelSource,
+
+    /// Directory to fetch into (an emptyDir shared with the serving container). A complete,
+    /// verified earlier fetch of the same version there is reused.
+    #[arg(long, env = "PINSERVE_DEST", value_name = "DIR", help_heading = MODEL)]
+    pub dest: PathBuf,
+
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub source: ModelSource,
+
+    /// Serve what `pinserve fetch` wrote into DIR, named by its pinserve.json, without
+    /// contacting any registry.
+    #[arg(
+        long,
+        env = "PINSERVE_MODEL_DIR",
+        value_name = "DIR",
+        conflicts_with_all = ["model_uri", "model_repository"],
+        help_heading = MODEL
+    )]
+    pub model_dir: Option<PathBuf>,
+
+    /// Where `serve` keeps models it fetches itself (from a registry or object store); a
+    /// verified copy of the same version there is reused after a restart.
+    #[arg(
+        long,
+        env = "PINSERVE_CACHE_DIR",
+        value_name = "DIR",
+        default_value_os_t = default_cache_dir(),
+        help_heading = FETCH
+    )]
+    pub cache_dir: PathBuf,
+
+    #[command(flatten)]
+    pub fetch: FetchArgs,
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -108,6 +309,15 @@ pub struct ServeConfig {
         help_heading = HTTP
     )]
     pub shutdown_grace_seconds: u64,
+}
+
+/// `${XDG_CACHE_HOME:-$HOME/.cache}/pinserve`, or the temporary directory without a home.
+fn default_cache_dir() -> PathBuf {
+    match (std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME")) {
+        (Some(cache), _) if !cache.is_empty() => PathBuf::from(cache).join("pinserve"),
+        (_, Some(home)) if !home.is_empty() => PathBuf::from(home).join(".cache/pinserve"),
+        _ => std::env::temp_dir().join("pinserve"),
+    }
 }
 
 impl ServeConfig {
@@ -258,11 +468,93 @@ mod tests {
         let Command::Serve(config) = cli.command else {
             panic!("not serve")
         };
-        assert_eq!(config.model_name, "iris");
-        assert_eq!(config.model_version, "3");
+        assert_eq!(config.source.model_name.as_deref(), Some("iris"));
+        assert_eq!(config.source.model_version.as_deref(), Some("3"));
+        assert!(matches!(
+            config.source.reference(),
+            Ok(ModelReference::Repository { .. })
+        ));
         assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(config.runtime.device, Device::Cpu);
         assert_eq!(config.drain(), Duration::from_secs(5));
+    }
+
+    fn source(args: &[&str]) -> ModelSource {
+        let mut argv = vec!["pinserve", "fetch", "--dest", "d"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Fetch(config) => config.source,
+            _ => panic!("not fetch"),
+        }
+    }
+
+    #[test]
+    fn model_flags_name_a_repository_a_uri_or_a_registry_version() {
+        let uri = source(&[
+            "--model-uri",
+            "models:/fraud@champion",
+            "--registry-uri",
+            "http://mlflow:5000",
+        ]);
+        assert!(matches!(
+            uri.reference(),
+            Ok(ModelReference::Registry {
+                selector: Selector::Alias(_),
+                ..
+            })
+        ));
+        let registry = source(&[
+            "--registry-uri",
+            "http://mlflow:5000",
+            "--model",
+            "fraud",
+            "--version",
+            "7",
+        ]);
+        assert!(matches!(
+            registry.reference(),
+            Ok(ModelReference::Registry {
+                selector: Selector::Version(_),
+                ..
+            })
+        ));
+        let s3 = source(&[
+            "--model-repository",
+            "s3://bucket/models",
+            "--model",
+            "fraud",
+            "--version",
+            "7",
+        ]);
+        let reference = s3.reference().unwrap();
+        assert_eq!(
+            reference.to_string(),
+            "s3://bucket/models (model 'fraud' version '7')"
+        );
+        let escaping = source(&[
+            "--model-repository",
+            "/m",
+            "--model",
+            "..",
+            "--version",
+            "7",
+        ]);
+        assert!(escaping.reference().is_err());
+        let nothing = source(&[]);
+        assert!(
+            nothing
+                .reference()
+                .unwrap_err()
+                .to_string()
+                .contains("say which model")
+        );
+    }
+
+    #[test]
+    fn durations_take_seconds_or_units() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use pinserve::{
     app,
-    config::{Cli, Command, ServeConfig},
+    config::{Cli, Command, FetchConfig, ServeConfig},
     inspect, metrics, shutdown, telemetry,
 };
 
@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Serve(config) => exit_now(report(serve(config))),
+        Command::Fetch(config) => report(fetch(&config)),
         Command::Inspect(args) => report(
             inspect::run(&args)
                 .map(|table| print!("{table}"))
@@ -45,13 +46,31 @@ fn exit_now(code: ExitCode) -> ! {
     unsafe { libc::_exit(status) }
 }
 
-fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .thread_name("pinserve-http")
+        .thread_name("pinserve-io")
         .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+        .context("cannot start the async runtime")
+}
+
+/// `pinserve fetch`: a summary line on stdout once the directory is complete and verified.
+fn fetch(config: &FetchConfig) -> anyhow::Result<()> {
+    let manifest = runtime()?.block_on(app::fetch(config))?;
+    let bytes: u64 = manifest.files.iter().map(|file| file.size).sum();
+    println!(
+        "fetched {} version {} into {} ({} files, {bytes} bytes, verified)",
+        manifest.model,
+        manifest.version,
+        config.dest.display(),
+        manifest.files.len()
+    );
+    Ok(())
+}
+
+fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let runtime = runtime()?;
+    let result = runtime.block_on(async {
         let shutdown = shutdown::signal_received();
         let metrics = metrics::install_recorder().context("cannot install the metrics recorder")?;
         tokio::spawn(metrics::run_upkeep(metrics.clone()));
@@ -60,5 +79,9 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         app::run(config, listener, Some(metrics), shutdown).await?;
         Ok(())
-    })
+    });
+    // A blocking task may still be reading a model (from a slow volume, say); the process is
+    // ending, so it is not waited for.
+    runtime.shutdown_background();
+    result
 }

@@ -12,12 +12,19 @@ pub const INFERENCE_DURATION: &str = "pinserve_inference_duration_seconds";
 pub const MODEL_LOAD_SECONDS: &str = "pinserve_model_load_seconds";
 pub const MODEL_INFO: &str = "pinserve_model_info";
 pub const READY: &str = "pinserve_ready";
+pub const FETCH_BYTES: &str = "pinserve_fetch_bytes_total";
+pub const FETCH_DURATION: &str = "pinserve_fetch_duration_seconds";
 
 /// Latency buckets: fine below a millisecond (tabular models answer in tens of microseconds)
 /// and with an edge exactly at 0.5 s, the p99 threshold canary analyses use.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5,
     0.75, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Fetch durations: from a cached hit (well under a second) to multi-gigabyte downloads.
+pub const FETCH_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
 ];
 
 /// Builds the Prometheus recorder with pinserve's buckets and installs it as the process's
@@ -66,7 +73,17 @@ fn describe() {
     );
     describe_gauge!(
         MODEL_INFO,
-        "Always 1; labels say which model version is served on which device."
+        "Always 1; labels say which model version is served on which device, and the model file's sha256."
+    );
+    describe_counter!(
+        FETCH_BYTES,
+        Unit::Bytes,
+        "Bytes of model files received from a registry or object store."
+    );
+    describe_histogram!(
+        FETCH_DURATION,
+        Unit::Seconds,
+        "Time to resolve, download and verify a model version, by outcome (ok or error)."
     );
     describe_gauge!(
         READY,
@@ -109,14 +126,29 @@ impl ModelLabels {
         metrics::gauge!(READY, &self.pairs()).set(if ready { 1.0 } else { 0.0 });
     }
 
-    pub fn set_loaded(&self, device: &str, load_seconds: f64) {
+    /// `sha256` is the model file's digest (empty when it was not computed).
+    pub fn set_loaded(&self, device: &str, sha256: &str, load_seconds: f64) {
         metrics::gauge!(MODEL_LOAD_SECONDS, &self.pairs()).set(load_seconds);
         let info = [
             ("model", self.model.clone()),
             ("version", self.version.clone()),
             ("device", device.to_owned()),
+            ("sha256", sha256.to_owned()),
         ];
         metrics::gauge!(MODEL_INFO, &info).set(1.0);
+    }
+
+    pub fn fetch_bytes(&self) -> metrics::Counter {
+        metrics::counter!(FETCH_BYTES, &self.pairs())
+    }
+
+    pub fn record_fetch(&self, seconds: f64, outcome: &'static str) {
+        let labels = [
+            ("model", self.model.clone()),
+            ("version", self.version.clone()),
+            ("outcome", outcome.to_owned()),
+        ];
+        metrics::histogram!(FETCH_DURATION, &labels).record(seconds);
     }
 }
 

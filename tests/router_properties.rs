@@ -56,6 +56,8 @@ fn serving(model_name: &str) -> Router {
         batcher,
         device: Device::Cpu,
         load_seconds: 0.0,
+        sha256: None,
+        mlflow_signature: None,
     });
     router(state)
 }

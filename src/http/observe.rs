@@ -38,7 +38,7 @@ impl Drop for Observation<'_> {
     fn drop(&mut self) {
         let seconds = self.started.elapsed().as_secs_f64();
         self.state
-            .labels
+            .labels()
             .record_request(self.route, self.status, seconds);
     }
 }

@@ -19,7 +19,7 @@ use super::{
 
 /// `GET /health`: 200 only once the model has loaded and answered its warm-up inference.
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
-    let labels = &state.labels;
+    let labels = state.labels();
     let phase = state.phase();
     let mut body = json!({
         "status": phase.name(),

@@ -1,17 +1,18 @@
 //! What the HTTP layer shares between requests: the model identity, the serving phase that
 //! `/health` reports, and (once loaded) the batcher that reaches the model.
 
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::error::ApiError;
-use crate::{batch::Batcher, metrics::ModelLabels, model::Device};
+use crate::{batch::Batcher, metrics::ModelLabels, model::Device, registry::Digest};
 
 /// Where the server is in its life; `/health` and the v2 ready endpoints report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
-    /// Loading the model and running the warm-up inference.
+    /// Fetching (when the model comes from a registry), loading the model and running the
+    /// warm-up inference.
     Loading,
     Ready,
     /// Loading failed; the process exits shortly so that the pod restarts.
@@ -36,12 +37,17 @@ pub struct ServingModel {
     pub batcher: Batcher,
     pub device: Device,
     pub load_seconds: f64,
+    /// The model file's digest, verified when an expected one was known.
+    pub sha256: Option<Digest>,
+    /// The MLflow signature from the model's MLmodel file, when it came from MLflow.
+    pub mlflow_signature: Option<serde_json::Value>,
 }
 
 pub struct AppState {
-    pub labels: ModelLabels,
     pub max_body_bytes: usize,
     pub metrics: Option<PrometheusHandle>,
+    /// Until an alias or stage is resolved the version may be unknown; then it is replaced.
+    labels: RwLock<Arc<ModelLabels>>,
     phase: RwLock<Phase>,
     model: OnceLock<ServingModel>,
 }
@@ -54,12 +60,31 @@ impl AppState {
     ) -> AppState {
         labels.set_ready(false);
         AppState {
-            labels,
             max_body_bytes,
             metrics,
+            labels: RwLock::new(Arc::new(labels)),
             phase: RwLock::new(Phase::Loading),
             model: OnceLock::new(),
         }
+    }
+
+    /// The model name and version every metric and answer carries.
+    pub fn labels(&self) -> Arc<ModelLabels> {
+        Arc::clone(
+            &self
+                .labels
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
+    /// Records the resolved identity (an alias resolved to its version).
+    pub fn identify(&self, labels: ModelLabels) {
+        labels.set_ready(false);
+        *self
+            .labels
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(labels);
     }
 
     pub fn phase(&self) -> Phase {
@@ -70,7 +95,7 @@ impl AppState {
     }
 
     fn set_phase(&self, phase: Phase) {
-        self.labels.set_ready(phase == Phase::Ready);
+        self.labels().set_ready(phase == Phase::Ready);
         *self
             .phase
             .write()
@@ -79,8 +104,12 @@ impl AppState {
 
     /// Publishes the loaded model and turns ready, unless shutdown has already begun.
     pub fn set_ready(&self, model: ServingModel) {
-        self.labels
-            .set_loaded(&model.device.to_string(), model.load_seconds);
+        let labels = self.labels();
+        let digest = model
+            .sha256
+            .map(|digest| digest.to_string())
+            .unwrap_or_default();
+        labels.set_loaded(&model.device.to_string(), &digest, model.load_seconds);
         if self.model.set(model).is_err() {
             return;
         }
@@ -90,7 +119,7 @@ impl AppState {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if *phase == Phase::Loading {
             *phase = Phase::Ready;
-            self.labels.set_ready(true);
+            labels.set_ready(true);
         }
     }
 
@@ -106,11 +135,14 @@ impl AppState {
     pub fn serving_model(&self) -> Result<&ServingModel, ApiError> {
         match (self.phase(), self.model.get()) {
             (Phase::Ready | Phase::Draining, Some(model)) => Ok(model),
-            (phase, _) => Err(ApiError::NotReady {
-                model: self.labels.model.clone(),
-                version: self.labels.version.clone(),
-                phase: phase.name(),
-            }),
+            (phase, _) => {
+                let labels = self.labels();
+                Err(ApiError::NotReady {
+                    model: labels.model.clone(),
+                    version: labels.version.clone(),
+                    phase: phase.name(),
+                })
+            }
         }
     }
 
@@ -120,14 +152,15 @@ impl AppState {
 
     /// Checks that a request addresses the model served here (any version when none is named).
     pub fn check_model(&self, name: &str, version: Option<&str>) -> Result<(), ApiError> {
-        let version_matches = version.is_none_or(|v| v == self.labels.version);
-        if name == self.labels.model && version_matches {
+        let labels = self.labels();
+        let version_matches = version.is_none_or(|v| v == labels.version);
+        if name == labels.model && version_matches {
             return Ok(());
         }
         Err(ApiError::ModelNotFound {
             name: name.to_owned(),
             version: version.map(str::to_owned),
-            served: format!("'{}' version '{}'", self.labels.model, self.labels.version),
+            served: format!("'{}' version '{}'", labels.model, labels.version),
         })
     }
 }

@@ -36,8 +36,9 @@ pub async fn model_metadata(
 ) -> Result<Response, ApiError> {
     state.check_model(&path.name, path.version.as_deref())?;
     let model = state.serving_model()?;
-    let labels = &state.labels;
-    let metadata = ModelMetadata::new(&labels.model, &labels.version, model.batcher.signature());
+    let labels = state.labels();
+    let metadata = ModelMetadata::new(&labels.model, &labels.version, model.batcher.signature())
+        .with_mlflow_signature(model.mlflow_signature.as_ref());
     Ok(Json(metadata).into_response())
 }
 
@@ -47,13 +48,13 @@ pub async fn model_ready(
 ) -> Result<Response, ApiError> {
     state.check_model(&path.name, path.version.as_deref())?;
     let ready = state.phase() == Phase::Ready;
+    let labels = state.labels();
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body =
-        json!({ "name": state.labels.model, "version": state.labels.version, "ready": ready });
+    let body = json!({ "name": labels.model, "version": labels.version, "ready": ready });
     Ok((status, Json(body)).into_response())
 }
 
@@ -70,7 +71,7 @@ pub async fn infer(
         .batcher
         .infer(request.inputs, request.outputs.clone())
         .await?;
-    let labels = &state.labels;
+    let labels = state.labels();
     let body = v2::encode_response(
         (&labels.model, &labels.version),
         request.id.as_deref(),

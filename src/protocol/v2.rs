@@ -170,6 +170,9 @@ pub struct ModelMetadata<'a> {
     pub platform: &'static str,
     pub inputs: Vec<TensorMetadata<'a>>,
     pub outputs: Vec<TensorMetadata<'a>>,
+    /// Extra facts about the model, such as its MLflow signature.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub parameters: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -197,7 +200,17 @@ impl<'a> ModelMetadata<'a> {
             platform: PLATFORM,
             inputs: signature.inputs.iter().map(TensorMetadata::from).collect(),
             outputs: signature.outputs.iter().map(TensorMetadata::from).collect(),
+            parameters: serde_json::Map::new(),
         }
+    }
+
+    /// Adds the signature from the model's MLmodel file as `parameters.mlflow_signature`.
+    pub fn with_mlflow_signature(mut self, signature: Option<&serde_json::Value>) -> Self {
+        if let Some(signature) = signature {
+            self.parameters
+                .insert("mlflow_signature".to_owned(), signature.clone());
+        }
+        self
     }
 }
 

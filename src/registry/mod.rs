@@ -1,26 +1,95 @@
-//! Where model artifacts come from: a reference (repository, name, version) resolved to files
-//! on local disk that the model layer can load. Model repositories on disk are resolved by
-//! [`local`]; registries and object stores fetch into the same shape.
+//! Where model artifacts come from. A reference ([`reference`]) is resolved into a [`Plan`]
+//! ([`resolve`]): the files of one model version, their sources (local disk, an object store,
+//! the MLflow Model Registry) and the digests they must have. [`fetch`] then downloads a plan
+//! into a directory, verified, atomically and resumably, and records it in a manifest
+//! ([`manifest`]) that later starts trust instead of the network.
 
+pub mod digest;
+pub mod fetch;
 pub mod local;
+pub mod manifest;
+pub mod mlflow;
+pub mod obtain;
+pub mod progress;
+pub mod redact;
+pub mod reference;
+pub mod relpath;
+pub mod resolve;
+pub mod retry;
+pub mod source;
+pub mod store;
 
 use std::path::PathBuf;
 
-pub use self::local::locate;
+pub use self::{
+    digest::Digest,
+    fetch::{FetchError, FetchOptions},
+    local::check_component,
+    manifest::Manifest,
+    reference::{Location, ModelReference, Selector},
+    relpath::RelativePath,
+    resolve::Resolver,
+    source::FileSource,
+};
 
-/// A model version resolved to a file on local disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A model version resolved to a file on local disk, ready to load.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelArtifact {
     pub name: String,
     pub version: String,
     pub model_file: PathBuf,
+    /// The model file's digest, verified against the expected one when there was one.
+    pub sha256: Option<Digest>,
+    /// The MLflow model signature, when the registry had one.
+    pub signature: Option<serde_json::Value>,
 }
 
-/// Why a model reference could not be resolved.
+/// A digest a file must have, and who said so (for the error message when it does not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub digest: Digest,
+    pub origin: String,
+}
+
+/// One file of a model version.
+#[derive(Debug, Clone)]
+pub struct PlannedFile {
+    pub path: RelativePath,
+    pub source: FileSource,
+    pub size: Option<u64>,
+    pub expected: Option<Expected>,
+}
+
+/// The files of one resolved model version.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    /// The resolved version (an alias or stage resolves to a number).
+    pub version: String,
+    /// What was asked for, credentials redacted.
+    pub reference: String,
+    /// Where the files come from, credentials redacted.
+    pub source: String,
+    pub model_file: RelativePath,
+    pub files: Vec<PlannedFile>,
+    pub signature: Option<serde_json::Value>,
+    /// The directory holding the files when they are on local disk already.
+    pub local_dir: Option<PathBuf>,
+}
+
+impl Plan {
+    pub fn total_size(&self) -> u64 {
+        self.files.iter().filter_map(|file| file.size).sum()
+    }
+}
+
+/// Why a model reference could not be resolved or fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    #[error("invalid model reference '{reference}': {reason}")]
+    InvalidReference { reference: String, reason: String },
     #[error("invalid model {what} '{value}': {reason}")]
-    InvalidReference {
+    InvalidName {
         what: &'static str,
         value: String,
         reason: &'static str,
@@ -31,4 +100,18 @@ pub enum RegistryError {
         version: String,
         path: PathBuf,
     },
+    #[error("cannot resolve {reference} in the MLflow registry at {registry}: {message}")]
+    Registry {
+        reference: String,
+        registry: String,
+        message: String,
+    },
+    #[error("{location}: {message}")]
+    Transfer { location: String, message: String },
+    #[error("{location}: no ONNX model (no model.onnx, and not exactly one .onnx file)")]
+    NoModelFile { location: String },
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
 }

@@ -1,0 +1,476 @@
+//! Downloading a plan into a directory so that the directory only ever holds a complete,
+//! verified model or nothing pinserve will load:
+//!
+//! - each file streams into a temporary name while its SHA-256 is computed, is fsynced, checked
+//!   against the expected digest, and only then renamed into place;
+//! - `pinserve.json` is written last; without it the directory is incomplete and is discarded
+//!   by the next fetch;
+//! - connection errors, 429 and 5xx are retried with backoff, and a body that stalls or breaks
+//!   off resumes with a range request where the server supports one;
+//! - the whole fetch is bounded by a timeout, so an init container never hangs.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
+
+use super::{
+    Plan, PlannedFile,
+    digest::Digest,
+    manifest::{Manifest, ManifestError, ManifestFile, sync_dir},
+    progress::Progress,
+    retry::{RetryPolicy, gave_up},
+    source::TransferError,
+};
+use crate::metrics::ModelLabels;
+
+/// Marks a directory as a fetch in progress, so the next fetch knows it may clear it.
+const IN_PROGRESS: &str = ".pinserve-fetch";
+const PARTIAL_PREFIX: &str = ".pinserve-partial-";
+const WRITE_BUFFER: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    pub retry: RetryPolicy,
+    /// Bound on the whole fetch, listings and retries included.
+    pub timeout: Duration,
+    /// A body that delivers no bytes for this long is abandoned and resumed.
+    pub stall_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{path}: {message}")]
+    Transfer { path: String, message: String },
+    #[error(
+        "{path}: sha256 {found} does not match the expected {expected} (from {origin}); refusing to serve it"
+    )]
+    DigestMismatch {
+        path: String,
+        expected: Digest,
+        found: Digest,
+        origin: String,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{}: not empty and not a pinserve download; refusing to clear it (fetch into an empty directory)",
+        dir.display()
+    )]
+    NotOurs { dir: PathBuf },
+    #[error("the fetch did not finish within {0:?} (--fetch-timeout)")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
+    move |source| FetchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A complete, verified download in `dest` that `accept` agrees is the wanted one.
+pub fn cached(dest: &Path, accept: impl Fn(&Manifest) -> bool) -> Option<Manifest> {
+    let manifest = match Manifest::read(dest) {
+        Ok(Some(manifest)) if accept(&manifest) => manifest,
+        Ok(Some(manifest)) => {
+            tracing::info!(
+                dir = %dest.display(),
+                cached = format!("{} {}", manifest.model, manifest.version),
+                "the cache holds another model version; fetching"
+            );
+            return None;
+        }
+        Ok(None) => return None,
+        Err(err) => {
+            tracing::warn!(error = %err, "unreadable cache manifest; fetching again");
+            return None;
+        }
+    };
+    match manifest.verify(dest, true) {
+        Ok(()) => Some(manifest),
+        Err(err) => {
+            tracing::warn!(error = %err, "the cache does not match its manifest; fetching again");
+            None
+        }
+    }
+}
+
+/// Downloads every file of `plan` into `dest` and writes the manifest.
+pub async fn fetch(
+    plan: &Plan,
+    dest: &Path,
+    options: &FetchOptions,
+    labels: &ModelLabels,
+) -> Result<Manifest, FetchError> {
+    let started = Instant::now();
+    let result = tokio::time::timeout(options.timeout, fetch_all(plan, dest, options, labels))
+        .await
+        .unwrap_or(Err(FetchError::Timeout(options.timeout)));
+    labels.record_fetch(
+        started.elapsed().as_secs_f64(),
+        if result.is_ok() { "ok" } else { "error" },
+    );
+    result
+}
+
+async fn fetch_all(
+    plan: &Plan,
+    dest: &Path,
+    options: &FetchOptions,
+    labels: &ModelLabels,
+) -> Result<Manifest, FetchError> {
+    prepare_destination(dest)?;
+    let marker = dest.join(IN_PROGRESS);
+    std::fs::write(&marker, plan.reference.as_bytes()).map_err(io_error(&marker))?;
+    let progress = Progress::new(labels, plan.total_size());
+    let mut manifest = Manifest::new(
+        plan.name.clone(),
+        plan.version.clone(),
+        plan.reference.clone(),
+        plan.source.clone(),
+        plan.model_file.to_string(),
+    );
+    manifest.signature = plan.signature.clone();
+    for (index, file) in plan.files.iter().enumerate() {
+        manifest
+            .files
+            .push(download(file, dest, index, options, &progress).await?);
+    }
+    progress.finish();
+    manifest.write(dest)?;
+    std::fs::remove_file(&marker).map_err(io_error(&marker))?;
+    sync_dir(dest).map_err(io_error(dest))?;
+    Ok(manifest)
+}
+
+/// Creates `dest`, or clears a previous (partial or outdated) pinserve download in it. A
+/// directory with other contents is never touched.
+fn prepare_destination(dest: &Path) -> Result<(), FetchError> {
+    std::fs::create_dir_all(dest).map_err(io_error(dest))?;
+    let entries: Vec<_> = std::fs::read_dir(dest)
+        .map_err(io_error(dest))?
+        .collect::<Result<_, _>>()
+        .map_err(io_error(dest))?;
+    let ours = entries.iter().any(|entry| {
+        let name = entry.file_name();
+        name == super::manifest::MANIFEST_FILE || name == IN_PROGRESS
+    });
+    if entries.is_empty() {
+        return Ok(());
+    }
+    if !ours {
+        return Err(FetchError::NotOurs {
+            dir: dest.to_path_buf(),
+        });
+    }
+    for entry in entries {
+        let path = entry.path();
+        let is_dir = entry.file_type().map_err(io_error(&path))?.is_dir();
+        let removed = if is_dir {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(io_error(&path))?;
+    }
+    Ok(())
+}
+
+/// The state of one file's download, kept across attempts so an attempt can resume.
+struct Partial {
+    out: BufWriter<tokio::fs::File>,
+    hasher: Sha256,
+    written: u64,
+}
+
+async fn download(
+    file: &PlannedFile,
+    dest: &Path,
+    index: usize,
+    options: &FetchOptions,
+    progress: &Progress,
+) -> Result<ManifestFile, FetchError> {
+    let shown = file.path.to_string();
+    let temporary = dest.join(format!("{PARTIAL_PREFIX}{index}"));
+    let created = tokio::fs::File::create(&temporary)
+        .await
+        .map_err(io_error(&temporary))?;
+    let mut partial = Partial {
+        out: BufWriter::with_capacity(WRITE_BUFFER, created),
+        hasher: Sha256::new(),
+        written: 0,
+    };
+    let mut delays = options.retry.delays();
+    loop {
+        match transfer(file, &mut partial, options.stall_timeout, progress).await {
+            Ok(()) => break,
+            Err(TransferError::Transient {
+                message,
+                retry_after,
+            }) => {
+                let Some(delay) = options.retry.next_delay(&mut delays, retry_after) else {
+                    return Err(transfer_error(&shown, gave_up(&message, &options.retry)));
+                };
+                tracing::warn!(file = %shown, error = %message, resume_at = partial.written, retry_in = ?delay, "download interrupted; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            Err(fatal) => return Err(transfer_error(&shown, fatal)),
+        }
+    }
+    partial.out.flush().await.map_err(io_error(&temporary))?;
+    partial
+        .out
+        .get_ref()
+        .sync_all()
+        .await
+        .map_err(io_error(&temporary))?;
+    let found = Digest::from(partial.hasher);
+    if let Some(expected) = &file.expected
+        && expected.digest != found
+    {
+        let _ = std::fs::remove_file(&temporary);
+        let err = FetchError::DigestMismatch {
+            path: shown,
+            expected: expected.digest,
+            found,
+            origin: expected.origin.clone(),
+        };
+        tracing::error!(error = %err, "digest mismatch");
+        return Err(err);
+    }
+    let target = file.path.under(dest);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+    }
+    std::fs::rename(&temporary, &target).map_err(io_error(&target))?;
+    sync_dir(target.parent().unwrap_or(dest)).map_err(io_error(dest))?;
+    if file.expected.is_none() {
+        tracing::info!(file = %shown, sha256 = %found, "no expected digest for this file; recorded the computed one");
+    }
+    Ok(ManifestFile {
+        path: shown,
+        size: partial.written,
+        sha256: found,
+    })
+}
+
+fn transfer_error(path: &str, err: TransferError) -> FetchError {
+    FetchError::Transfer {
+        path: path.to_owned(),
+        message: err.to_string(),
+    }
+}
+
+/// One attempt: continues from `partial.written` (or from zero when the server ignores the
+/// range) until the body ends, it breaks off, or no byte arrives within `stall`.
+async fn transfer(
+    file: &PlannedFile,
+    partial: &mut Partial,
+    stall: Duration,
+    progress: &Progress,
+) -> Result<(), TransferError> {
+    if file
+        .size
+        .is_some_and(|size| size > 0 && partial.written == size)
+    {
+        return Ok(());
+    }
+    let stalled =
+        || TransferError::transient(format!("no bytes for {stall:?}; the download stalled"));
+    let opened = tokio::time::timeout(stall, file.source.open(partial.written))
+        .await
+        .map_err(|_| stalled())??;
+    if opened.offset != partial.written {
+        if opened.offset != 0 {
+            return Err(TransferError::transient(format!(
+                "asked to resume at byte {}, the server answered from byte {}",
+                partial.written, opened.offset
+            )));
+        }
+        restart(partial, progress).await?;
+    }
+    let mut bytes = opened.bytes;
+    while let Some(chunk) = tokio::time::timeout(stall, bytes.next())
+        .await
+        .map_err(|_| stalled())?
+    {
+        let chunk = chunk?;
+        partial
+            .out
+            .write_all(&chunk)
+            .await
+            .map_err(|err| TransferError::Fatal(format!("cannot write the download: {err}")))?;
+        partial.hasher.update(&chunk);
+        partial.written += chunk.len() as u64;
+        progress.received(chunk.len() as u64);
+    }
+    match file.size {
+        Some(size) if partial.written < size => Err(TransferError::transient(format!(
+            "the body ended after {} of {size} bytes",
+            partial.written
+        ))),
+        Some(size) if partial.written > size => Err(TransferError::Fatal(format!(
+            "received {} bytes, but the listing said {size}",
+            partial.written
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Starts a file over (the server ignored a range request).
+async fn restart(partial: &mut Partial, progress: &Progress) -> Result<(), TransferError> {
+    let write_error =
+        |err: std::io::Error| TransferError::Fatal(format!("cannot restart the download: {err}"));
+    partial.out.flush().await.map_err(write_error)?;
+    let file = partial.out.get_mut();
+    file.set_len(0).await.map_err(write_error)?;
+    file.seek(std::io::SeekFrom::Start(0))
+        .await
+        .map_err(write_error)?;
+    progress.restarted(partial.written);
+    partial.hasher = Sha256::new();
+    partial.written = 0;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{Expected, RelativePath, source::FileSource};
+
+    fn labels() -> ModelLabels {
+        ModelLabels {
+            model: "m".into(),
+            version: "1".into(),
+        }
+    }
+
+    fn options() -> FetchOptions {
+        FetchOptions {
+            retry: RetryPolicy::new(0),
+            timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn local_plan(source_dir: &Path, files: &[(&str, &[u8])], expected: Option<Digest>) -> Plan {
+        let files = files
+            .iter()
+            .map(|(name, content)| {
+                std::fs::write(source_dir.join(name), content).unwrap();
+                PlannedFile {
+                    path: RelativePath::new(name).unwrap(),
+                    source: FileSource::Local(source_dir.join(name)),
+                    size: Some(content.len() as u64),
+                    expected: expected
+                        .filter(|_| *name == "model.onnx")
+                        .map(|digest| Expected {
+                            digest,
+                            origin: "test".into(),
+                        }),
+                }
+            })
+            .collect();
+        Plan {
+            name: "m".into(),
+            version: "1".into(),
+            reference: "m/1".into(),
+            source: source_dir.display().to_string(),
+            model_file: RelativePath::new("model.onnx").unwrap(),
+            files,
+            signature: None,
+            local_dir: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn downloads_verifies_and_writes_the_manifest_last() {
+        let source = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let plan = local_plan(
+            source.path(),
+            &[("model.onnx", b"graph"), ("weights.bin", b"w")],
+            Some(Digest::of_bytes(b"graph")),
+        );
+        let manifest = fetch(&plan, dest.path(), &options(), &labels())
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dest.path().join("model.onnx")).unwrap(),
+            b"graph"
+        );
+        assert_eq!(Manifest::read(dest.path()).unwrap().unwrap(), manifest);
+        assert_eq!(manifest.files.len(), 2);
+        assert!(!dest.path().join(IN_PROGRESS).exists());
+        assert!(cached(dest.path(), |m| m.version == "1").is_some());
+        assert!(cached(dest.path(), |m| m.version == "2").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_digest_mismatch_leaves_no_model_behind() {
+        let source = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let plan = local_plan(
+            source.path(),
+            &[("model.onnx", b"tampered")],
+            Some(Digest::of_bytes(b"graph")),
+        );
+        let err = fetch(&plan, dest.path(), &options(), &labels())
+            .await
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains(&Digest::of_bytes(b"graph").to_string()),
+            "{message}"
+        );
+        assert!(
+            message.contains(&Digest::of_bytes(b"tampered").to_string()),
+            "{message}"
+        );
+        assert!(!dest.path().join("model.onnx").exists());
+        assert!(Manifest::read(dest.path()).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_partial_download_is_cleared_but_foreign_directories_are_not() {
+        let source = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        std::fs::write(dest.path().join(IN_PROGRESS), b"earlier").unwrap();
+        std::fs::write(dest.path().join("stale.bin"), b"half").unwrap();
+        let plan = local_plan(source.path(), &[("model.onnx", b"graph")], None);
+        fetch(&plan, dest.path(), &options(), &labels())
+            .await
+            .unwrap();
+        assert!(!dest.path().join("stale.bin").exists());
+
+        let foreign = tempfile::tempdir().unwrap();
+        std::fs::write(foreign.path().join("precious.txt"), b"keep me").unwrap();
+        let err = fetch(&plan, foreign.path(), &options(), &labels())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::NotOurs { .. }), "{err}");
+        assert!(foreign.path().join("precious.txt").exists());
+    }
+
+    #[tokio::test]
+    async fn a_tampered_cache_is_not_reused() {
+        let source = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let plan = local_plan(source.path(), &[("model.onnx", b"graph")], None);
+        fetch(&plan, dest.path(), &options(), &labels())
+            .await
+            .unwrap();
+        std::fs::write(dest.path().join("model.onnx"), b"GRAPH").unwrap();
+        assert!(cached(dest.path(), |_| true).is_none());
+    }
+}

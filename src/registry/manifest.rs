@@ -1,0 +1,256 @@
+//! `pinserve.json`, written last into a fetched model directory: what was fetched, from where,
+//! and every file's size and digest. Its presence means the directory is complete; `serve
+//! --model-dir` trusts nothing else, and a restarted fetch reuses the directory only if every
+//! file still matches it.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{digest::Digest, relpath::RelativePath};
+
+pub const MANIFEST_FILE: &str = "pinserve.json";
+const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub model: String,
+    pub version: String,
+    /// What was asked for (e.g. `models:/fraud@champion`), credentials redacted.
+    pub reference: String,
+    /// Where the bytes came from, credentials redacted.
+    pub source: String,
+    /// The file ONNX Runtime loads, relative to the directory.
+    pub model_file: String,
+    /// RFC 3339, UTC.
+    pub resolved_at: String,
+    pub files: Vec<ManifestFile>,
+    /// The MLflow model signature, when the registry had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    pub path: String,
+    pub size: u64,
+    pub sha256: Digest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a pinserve manifest: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+    #[error("{path}: expected {expected} bytes, found {found}")]
+    Size {
+        path: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error("{path}: sha256 {found} does not match the manifest's {expected}")]
+    Digest {
+        path: String,
+        expected: Digest,
+        found: Digest,
+    },
+}
+
+impl Manifest {
+    pub fn new(
+        model: String,
+        version: String,
+        reference: String,
+        source: String,
+        model_file: String,
+    ) -> Manifest {
+        Manifest {
+            format: FORMAT,
+            model,
+            version,
+            reference,
+            source,
+            model_file,
+            resolved_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                .to_string(),
+            files: Vec::new(),
+            signature: None,
+        }
+    }
+
+    /// Reads `DIR/pinserve.json`; `Ok(None)` when there is none.
+    pub fn read(dir: &Path) -> Result<Option<Manifest>, ManifestError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(ManifestError::Io { path, source }),
+        };
+        let manifest: Manifest =
+            serde_json::from_str(&text).map_err(|err| ManifestError::Invalid {
+                path: path.clone(),
+                reason: err.to_string(),
+            })?;
+        manifest
+            .check_paths()
+            .map_err(|reason| ManifestError::Invalid { path, reason })?;
+        Ok(Some(manifest))
+    }
+
+    fn check_paths(&self) -> Result<(), String> {
+        if self.format != FORMAT {
+            return Err(format!("format {} is not {FORMAT}", self.format));
+        }
+        for file in &self.files {
+            RelativePath::new(&file.path).map_err(|err| err.to_string())?;
+        }
+        if !self.files.iter().any(|file| file.path == self.model_file) {
+            return Err(format!(
+                "the model file '{}' is not among its files",
+                self.model_file
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes `DIR/pinserve.json` atomically: a temporary file, fsynced, renamed, and the
+    /// directory fsynced so the rename itself survives a crash.
+    pub fn write(&self, dir: &Path) -> Result<(), ManifestError> {
+        let path = dir.join(MANIFEST_FILE);
+        let temporary = dir.join(format!(".pinserve-partial-{MANIFEST_FILE}"));
+        let io = |source| ManifestError::Io {
+            path: path.clone(),
+            source,
+        };
+        let text = serde_json::to_vec_pretty(self).expect("serialising to memory does not fail");
+        let mut file = std::fs::File::create(&temporary).map_err(io)?;
+        file.write_all(&text)
+            .and_then(|()| file.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&temporary, &path).map_err(io)?;
+        sync_dir(dir).map_err(io)
+    }
+
+    /// Checks that every file exists with its recorded size; with `hash`, also its digest.
+    pub fn verify(&self, dir: &Path, hash: bool) -> Result<(), ManifestError> {
+        for file in &self.files {
+            let path = dir.join(&file.path);
+            let io = |source| ManifestError::Io {
+                path: path.clone(),
+                source,
+            };
+            let found = std::fs::symlink_metadata(&path).map_err(io)?.len();
+            if found != file.size {
+                return Err(ManifestError::Size {
+                    path: file.path.clone(),
+                    expected: file.size,
+                    found,
+                });
+            }
+            if hash {
+                let found = Digest::of_file(&path).map_err(io)?;
+                if found != file.sha256 {
+                    return Err(ManifestError::Digest {
+                        path: file.path.clone(),
+                        expected: file.sha256,
+                        found,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn model_file_digest(&self) -> Option<Digest> {
+        self.files
+            .iter()
+            .find(|file| file.path == self.model_file)
+            .map(|file| file.sha256)
+    }
+}
+
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest_for(dir: &Path, content: &[u8]) -> Manifest {
+        std::fs::write(dir.join("model.onnx"), content).unwrap();
+        let mut manifest = Manifest::new(
+            "m".into(),
+            "1".into(),
+            "models:/m/1".into(),
+            "here".into(),
+            "model.onnx".into(),
+        );
+        manifest.files.push(ManifestFile {
+            path: "model.onnx".into(),
+            size: content.len() as u64,
+            sha256: Digest::of_bytes(content),
+        });
+        manifest
+    }
+
+    #[test]
+    fn round_trips_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = manifest_for(dir.path(), b"weights");
+        manifest.write(dir.path()).unwrap();
+        let read = Manifest::read(dir.path()).unwrap().unwrap();
+        assert_eq!(read, manifest);
+        read.verify(dir.path(), true).unwrap();
+        assert_eq!(read.model_file_digest(), Some(Digest::of_bytes(b"weights")));
+    }
+
+    #[test]
+    fn detects_truncated_and_altered_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = manifest_for(dir.path(), b"weights");
+        std::fs::write(dir.path().join("model.onnx"), b"weight").unwrap();
+        assert!(matches!(
+            manifest.verify(dir.path(), false),
+            Err(ManifestError::Size { .. })
+        ));
+        std::fs::write(dir.path().join("model.onnx"), b"WEIGHTS").unwrap();
+        assert!(
+            manifest.verify(dir.path(), false).is_ok(),
+            "sizes alone cannot see it"
+        );
+        assert!(matches!(
+            manifest.verify(dir.path(), true),
+            Err(ManifestError::Digest { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_manifests_with_unsafe_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut manifest = manifest_for(dir.path(), b"x");
+        manifest.files[0].path = "../outside".into();
+        manifest.model_file = "../outside".into();
+        std::fs::write(
+            dir.path().join(MANIFEST_FILE),
+            serde_json::to_vec(&manifest).unwrap(),
+        )
+        .unwrap();
+        let err = Manifest::read(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("unsafe artifact path"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_manifest_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Manifest::read(dir.path()).unwrap().is_none());
+    }
+}

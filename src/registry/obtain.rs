@@ -1,0 +1,191 @@
+//! The two ways a model reaches local disk: `fetch` fills a directory for a serving container to
+//! load later, and `serve` prepares one for itself (loading local files in place, fetching
+//! remote ones into its cache). Both reuse a complete, verified earlier download of the same
+//! version instead of downloading again.
+
+use std::path::{Path, PathBuf};
+
+use super::{
+    Digest, ModelArtifact, ModelReference, Plan, RegistryError, Resolver,
+    fetch::{FetchError, FetchOptions, cached, fetch},
+    manifest::Manifest,
+};
+use crate::metrics::ModelLabels;
+
+/// Fetches `reference` into `dest` (the init container's job).
+pub async fn into_directory(
+    reference: &ModelReference,
+    dest: &Path,
+    resolver: &Resolver,
+    options: &FetchOptions,
+) -> Result<Manifest, RegistryError> {
+    let key = reference.cache_key();
+    if reference.is_pinned()
+        && let Some(manifest) = reuse(dest, move |m| m.reference == key).await
+    {
+        return Ok(manifest);
+    }
+    let plan = resolver.plan(reference).await?;
+    download(&plan, dest, options).await
+}
+
+/// Prepares `reference` for loading: local files in place, remote ones in `cache_dir`.
+pub async fn for_serving(
+    reference: &ModelReference,
+    cache_dir: &Path,
+    resolver: &Resolver,
+    options: &FetchOptions,
+) -> Result<ModelArtifact, RegistryError> {
+    if reference.is_pinned()
+        && let Some(version) = reference.pinned_version()
+        && !reference.is_local()
+    {
+        let key = reference.cache_key();
+        let dest = cache_path(cache_dir, reference.name(), version);
+        if let Some(manifest) = reuse(&dest, move |m| m.reference == key).await {
+            return artifact_from(&dest, &manifest);
+        }
+    }
+    let plan = resolver.plan(reference).await?;
+    if let Some(dir) = &plan.local_dir {
+        return verify_in_place(&plan, dir).await;
+    }
+    let dest = cache_path(cache_dir, &plan.name, &plan.version);
+    let manifest = download(&plan, &dest, options).await?;
+    artifact_from(&dest, &manifest)
+}
+
+/// What `pinserve fetch` wrote into `dir`, checked against its manifest (sizes; the digests
+/// were verified when it was written) and, when given, against the pinned model digest.
+pub fn from_fetched(dir: &Path, pinned: Option<Digest>) -> Result<ModelArtifact, RegistryError> {
+    let manifest = Manifest::read(dir)
+        .map_err(FetchError::from)?
+        .ok_or_else(|| {
+            RegistryError::Config(format!(
+                "{}: no pinserve.json; run `pinserve fetch --dest {}` first",
+                dir.display(),
+                dir.display()
+            ))
+        })?;
+    manifest.verify(dir, false).map_err(FetchError::from)?;
+    if let (Some(expected), Some(found)) = (pinned, manifest.model_file_digest())
+        && expected != found
+    {
+        return Err(FetchError::DigestMismatch {
+            path: manifest.model_file.clone(),
+            expected,
+            found,
+            origin: "--model-sha256".to_owned(),
+        }
+        .into());
+    }
+    artifact_from(dir, &manifest)
+}
+
+/// Reuses `dest` when its plan matches, or downloads into it.
+async fn download(
+    plan: &Plan,
+    dest: &Path,
+    options: &FetchOptions,
+) -> Result<Manifest, RegistryError> {
+    let (name, version, source) = (plan.name.clone(), plan.version.clone(), plan.source.clone());
+    let same = move |m: &Manifest| m.model == name && m.version == version && m.source == source;
+    if let Some(manifest) = reuse(dest, same).await {
+        return Ok(manifest);
+    }
+    let labels = ModelLabels {
+        model: plan.name.clone(),
+        version: plan.version.clone(),
+    };
+    tracing::info!(
+        model = %plan.name,
+        version = %plan.version,
+        source = %plan.source,
+        files = plan.files.len(),
+        bytes = plan.total_size(),
+        dest = %dest.display(),
+        "fetching"
+    );
+    let manifest = fetch(plan, dest, options, &labels).await?;
+    tracing::info!(model = %manifest.model, version = %manifest.version, dest = %dest.display(), "fetched and verified");
+    Ok(manifest)
+}
+
+/// A verified earlier download in `dest` that `accept` agrees is the wanted one. Hashing large
+/// files blocks, so it runs off the async runtime.
+async fn reuse(
+    dest: &Path,
+    accept: impl Fn(&Manifest) -> bool + Send + 'static,
+) -> Option<Manifest> {
+    let dest = dest.to_path_buf();
+    let shown = dest.display().to_string();
+    let manifest = tokio::task::spawn_blocking(move || cached(&dest, accept))
+        .await
+        .ok()
+        .flatten()?;
+    tracing::info!(dir = %shown, model = %manifest.model, version = %manifest.version, "reusing the verified earlier download");
+    Some(manifest)
+}
+
+/// Local files are served where they are: each file with an expected digest is checked, and the
+/// model file's digest is computed for `pinserve_model_info`. Only regular files are hashed: a
+/// pipe (a sidecar streaming the model in) can be read once, by ONNX Runtime.
+async fn verify_in_place(plan: &Plan, dir: &Path) -> Result<ModelArtifact, RegistryError> {
+    let plan = plan.clone();
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut model_digest = None;
+        for file in &plan.files {
+            let is_model = file.path == plan.model_file;
+            let path = file.path.under(&dir);
+            let regular = std::fs::metadata(&path).is_ok_and(|meta| meta.is_file());
+            if file.expected.is_none() && !(is_model && regular) {
+                continue;
+            }
+            let found = Digest::of_file(&path).map_err(|source| FetchError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            if let Some(expected) = &file.expected
+                && expected.digest != found
+            {
+                return Err(FetchError::DigestMismatch {
+                    path: path.display().to_string(),
+                    expected: expected.digest,
+                    found,
+                    origin: expected.origin.clone(),
+                }
+                .into());
+            }
+            if is_model {
+                model_digest = Some(found);
+            }
+        }
+        Ok(ModelArtifact {
+            name: plan.name.clone(),
+            version: plan.version.clone(),
+            model_file: plan.model_file.under(&dir),
+            sha256: model_digest,
+            signature: plan.signature.clone(),
+        })
+    })
+    .await
+    .map_err(|err| RegistryError::Config(format!("verifying the model files failed: {err}")))?
+}
+
+fn artifact_from(dir: &Path, manifest: &Manifest) -> Result<ModelArtifact, RegistryError> {
+    Ok(ModelArtifact {
+        name: manifest.model.clone(),
+        version: manifest.version.clone(),
+        model_file: dir.join(&manifest.model_file),
+        sha256: manifest.model_file_digest(),
+        signature: manifest.signature.clone(),
+    })
+}
+
+/// `CACHE/NAME/VERSION`; names and versions are single path components (checked when the
+/// reference was built, or by the registry's own naming rules).
+fn cache_path(cache_dir: &Path, name: &str, version: &str) -> PathBuf {
+    let safe = |part: &str| part.replace(['/', '\\'], "_").replace("..", "_");
+    cache_dir.join(safe(name)).join(safe(version))
+}

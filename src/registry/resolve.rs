@@ -1,0 +1,617 @@
+//! From a reference to a plan: the files of one model version, where each comes from, and the
+//! digest each must have. Nothing is downloaded here except small metadata (listings, the
+//! `MLmodel` file, `.sha256` sidecars).
+
+use std::path::{Path, PathBuf};
+
+use futures_util::TryStreamExt;
+use url::Url;
+
+use super::{
+    Expected, Plan, PlannedFile, RegistryError,
+    digest::Digest,
+    mlflow::{MlModel, MlflowClient},
+    redact::redact_url,
+    reference::{Location, ModelReference, Selector},
+    relpath::RelativePath,
+    retry::{RetryPolicy, with_retries},
+    source::{FileSource, TransferError, check_status, describe_reqwest},
+    store::{Store, StoreOptions, is_plain_http},
+};
+
+/// The file a model repository version directory serves when no MLmodel names another.
+pub const DEFAULT_MODEL_FILE: &str = "model.onnx";
+const SIDECAR_SUFFIX: &str = ".sha256";
+/// Sidecars and MLmodel files are tiny; anything larger is not what it claims to be.
+const SMALL_FILE_LIMIT: usize = 1 << 20;
+
+pub struct Resolver {
+    pub retry: RetryPolicy,
+    pub store: StoreOptions,
+    /// `--model-sha256`: the model file's digest as the manifest pins it.
+    pub model_sha256: Option<Digest>,
+}
+
+/// A file found at a location, before digests are attached.
+struct Found {
+    path: RelativePath,
+    source: FileSource,
+    size: Option<u64>,
+}
+
+impl Resolver {
+    pub async fn plan(&self, reference: &ModelReference) -> Result<Plan, RegistryError> {
+        let shown = reference.cache_key();
+        let mut plan = match reference {
+            ModelReference::Repository {
+                root,
+                name,
+                version,
+            } => {
+                self.plan_location(&root.join(name).join(version), name, version)
+                    .await?
+            }
+            ModelReference::Direct {
+                location,
+                name,
+                version,
+            } => self.plan_location(location, name, version).await?,
+            ModelReference::Registry {
+                tracking,
+                name,
+                selector,
+            } => self
+                .plan_registry(tracking, name, selector)
+                .await
+                .map_err(|err| RegistryError::Registry {
+                    reference: reference.to_string(),
+                    registry: redact_url(tracking),
+                    message: err.to_string(),
+                })?,
+        };
+        plan.reference = shown;
+        if let Some(digest) = self.model_sha256 {
+            plan.expect_model_digest(digest, "--model-sha256");
+        }
+        Ok(plan)
+    }
+
+    async fn plan_location(
+        &self,
+        location: &Location,
+        name: &str,
+        version: &str,
+    ) -> Result<Plan, RegistryError> {
+        let transfer = |err: TransferError| RegistryError::Transfer {
+            location: location.to_string(),
+            message: err.to_string(),
+        };
+        let found = match location {
+            Location::Local(path) if !path.exists() => {
+                return Err(RegistryError::NotFound {
+                    name: name.to_owned(),
+                    version: version.to_owned(),
+                    path: path.clone(),
+                });
+            }
+            Location::Local(path) => list_local(path).map_err(transfer)?,
+            Location::Remote(url) if is_plain_http(url) => {
+                self.list_http(url).await.map_err(transfer)?
+            }
+            Location::Remote(url) => self
+                .list_store(url, location.is_model_file())
+                .await
+                .map_err(transfer)?,
+        };
+        let (files, sidecars) = split_sidecars(found);
+        let model_file =
+            choose_model_file(&files, None).ok_or_else(|| RegistryError::NoModelFile {
+                location: location.to_string(),
+            })?;
+        let mut plan = Plan {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            reference: String::new(),
+            source: location.to_string(),
+            model_file,
+            files: files.into_iter().map(PlannedFile::from).collect(),
+            signature: None,
+            local_dir: match location {
+                Location::Local(path) if path.is_dir() => Some(path.clone()),
+                Location::Local(path) => path.parent().map(Path::to_path_buf),
+                Location::Remote(_) => None,
+            },
+        };
+        for (target, sidecar) in sidecars {
+            let text = read_small(&sidecar.source, &self.retry)
+                .await
+                .map_err(transfer)?;
+            let digest = Digest::from_sidecar(&text).map_err(|reason| RegistryError::Transfer {
+                location: sidecar.source.to_string(),
+                message: reason,
+            })?;
+            plan.expect_digest(&target, digest, &format!("sidecar {}", sidecar.path));
+        }
+        Ok(plan)
+    }
+
+    async fn list_store(&self, url: &Url, single_file: bool) -> Result<Vec<Found>, TransferError> {
+        let store =
+            Store::open(url, &self.store).map_err(|err| TransferError::Fatal(err.to_string()))?;
+        if !single_file {
+            let listed = with_retries(&self.retry, "list", || store.list()).await?;
+            return Ok(listed
+                .into_iter()
+                .map(|(path, size)| Found {
+                    source: store.source(path.as_str()),
+                    path,
+                    size: Some(size),
+                })
+                .collect());
+        }
+        let file_name = last_segment(url);
+        let size = with_retries(&self.retry, "head", || store.size("")).await?;
+        let size = size
+            .ok_or_else(|| TransferError::Fatal(format!("{} does not exist", redact_url(url))))?;
+        let mut found = vec![Found {
+            path: RelativePath::new(&file_name)
+                .map_err(|err| TransferError::Fatal(err.to_string()))?,
+            source: store.source(""),
+            size: Some(size),
+        }];
+        let sidecar_url = Url::parse(&format!("{url}{SIDECAR_SUFFIX}"))
+            .map_err(|err| TransferError::Fatal(err.to_string()))?;
+        let sidecar_store = Store::open(&sidecar_url, &self.store)
+            .map_err(|err| TransferError::Fatal(err.to_string()))?;
+        if let Some(size) = with_retries(&self.retry, "head", || sidecar_store.size("")).await? {
+            found.push(Found {
+                path: RelativePath::new(&format!("{file_name}{SIDECAR_SUFFIX}"))
+                    .map_err(|err| TransferError::Fatal(err.to_string()))?,
+                source: sidecar_store.source(""),
+                size: Some(size),
+            });
+        }
+        Ok(found)
+    }
+
+    /// Plain HTTP cannot list a directory: a version directory serves `model.onnx`, and a
+    /// `.sha256` sidecar is used when the server has one.
+    async fn list_http(&self, url: &Url) -> Result<Vec<Found>, TransferError> {
+        let file_url = if Location::Remote(url.clone()).is_model_file() {
+            url.clone()
+        } else {
+            match Location::Remote(url.clone()).join(DEFAULT_MODEL_FILE) {
+                Location::Remote(url) => url,
+                Location::Local(_) => unreachable!("joining a URL gives a URL"),
+            }
+        };
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|err| TransferError::Fatal(err.to_string()))?;
+        let file_name = last_segment(&file_url);
+        let mut found = vec![Found {
+            path: RelativePath::new(&file_name)
+                .map_err(|err| TransferError::Fatal(err.to_string()))?,
+            source: FileSource::Http {
+                client: client.clone(),
+                url: file_url.clone(),
+            },
+            size: None,
+        }];
+        let sidecar_url = Url::parse(&format!("{file_url}{SIDECAR_SUFFIX}"))
+            .map_err(|err| TransferError::Fatal(err.to_string()))?;
+        let exists = with_retries(&self.retry, "sidecar", || {
+            http_exists(&client, &sidecar_url)
+        })
+        .await?;
+        if exists {
+            found.push(Found {
+                path: RelativePath::new(&format!("{file_name}{SIDECAR_SUFFIX}"))
+                    .map_err(|err| TransferError::Fatal(err.to_string()))?,
+                source: FileSource::Http {
+                    client,
+                    url: sidecar_url,
+                },
+                size: None,
+            });
+        }
+        Ok(found)
+    }
+
+    async fn plan_registry(
+        &self,
+        tracking: &Url,
+        name: &str,
+        selector: &Selector,
+    ) -> Result<Plan, TransferError> {
+        let client = MlflowClient::from_env(tracking.clone(), self.retry.clone())
+            .map_err(|err| TransferError::Fatal(err.to_string()))?;
+        let version = client.resolve(name, selector).await?;
+        if !selector.is_pinned() {
+            tracing::warn!(
+                model = name,
+                resolved_version = %version.version,
+                "an alias or stage is not a reproducible pin: it was resolved once, at start-up; pin models:/{name}/{} for reproducible deployments",
+                version.version
+            );
+        }
+        let artifact_uri = client.download_uri(name, &version.version).await?;
+        let found = self.list_artifacts(&client, &artifact_uri).await?;
+        let mlmodel = match found.iter().find(|file| file.path.as_str() == "MLmodel") {
+            Some(file) => {
+                let text = read_small(&file.source, &self.retry).await?;
+                MlModel::parse(&text).map_err(TransferError::Fatal)?
+            }
+            None => MlModel::default(),
+        };
+        let (files, _) = split_sidecars(found);
+        let model_file = choose_model_file(&files, mlmodel.onnx_data()).ok_or_else(|| {
+            TransferError::Fatal(format!(
+                "version {} has no ONNX model (its MLmodel has no onnx flavor, and there is no model.onnx)",
+                version.version
+            ))
+        })?;
+        let mut plan = Plan {
+            name: name.to_owned(),
+            version: version.version.clone(),
+            reference: String::new(),
+            source: format!("{} ({artifact_uri})", redact_url(client.tracking())),
+            model_file,
+            files: files.into_iter().map(PlannedFile::from).collect(),
+            signature: mlmodel.signature().map_err(TransferError::Fatal)?,
+            local_dir: None,
+        };
+        self.expect_tagged_digests(&mut plan, &version.tags)?;
+        Ok(plan)
+    }
+
+    async fn list_artifacts(
+        &self,
+        client: &MlflowClient,
+        artifact_uri: &str,
+    ) -> Result<Vec<Found>, TransferError> {
+        if let Some(path) = artifact_uri.strip_prefix("mlflow-artifacts:") {
+            let path = strip_authority(path);
+            let listed = client.list_artifacts(path).await?;
+            return listed
+                .into_iter()
+                .map(|file| {
+                    let relative = RelativePath::new(&file.path)
+                        .map_err(|err| TransferError::Fatal(err.to_string()))?;
+                    Ok(Found {
+                        source: client.artifact_source(path, relative.as_str()),
+                        path: relative,
+                        size: file.size,
+                    })
+                })
+                .collect();
+        }
+        match Location::parse(artifact_uri).map_err(|err| TransferError::Fatal(err.to_string()))? {
+            Location::Remote(url) if !is_plain_http(&url) => self.list_store(&url, false).await,
+            location => Err(TransferError::Fatal(format!(
+                "the artifacts are at {location}, which pinserve cannot reach: serve MLflow with proxied artifacts (--artifacts-destination) or an object store"
+            ))),
+        }
+    }
+
+    /// MLflow model-version tags `sha256` (the model file) and `sha256:PATH` (any other file).
+    fn expect_tagged_digests(
+        &self,
+        plan: &mut Plan,
+        tags: &[super::mlflow::Tag],
+    ) -> Result<(), TransferError> {
+        for tag in tags {
+            let target = match tag.key.as_str() {
+                "sha256" => plan.model_file.as_str().to_owned(),
+                key => match key.strip_prefix("sha256:") {
+                    Some(path) => path.to_owned(),
+                    None => continue,
+                },
+            };
+            let digest: Digest = tag.value.parse().map_err(|reason| {
+                TransferError::Fatal(format!("model-version tag '{}': {reason}", tag.key))
+            })?;
+            let target =
+                RelativePath::new(&target).map_err(|err| TransferError::Fatal(err.to_string()))?;
+            plan.expect_digest(
+                &target,
+                digest,
+                &format!("MLflow model-version tag '{}'", tag.key),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `mlflow-artifacts://host:port/path` and `mlflow-artifacts:/path` both name `path` on the
+/// tracking server itself.
+fn strip_authority(path: &str) -> &str {
+    match path.strip_prefix("//") {
+        Some(rest) => rest.find('/').map_or("", |slash| &rest[slash..]),
+        None => path,
+    }
+}
+
+fn last_segment(url: &Url) -> String {
+    url.path_segments()
+        .and_then(|mut segments| segments.next_back().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+async fn http_exists(client: &reqwest::Client, url: &Url) -> Result<bool, TransferError> {
+    let response = client
+        .head(url.clone())
+        .send()
+        .await
+        .map_err(|err| describe_reqwest(url, &err))?;
+    if response.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(false);
+    }
+    check_status(url, &response).map(|()| true)
+}
+
+/// Reads a small file (sidecar, MLmodel) whole, as text.
+async fn read_small(source: &FileSource, retry: &RetryPolicy) -> Result<String, TransferError> {
+    with_retries(retry, "read", || async {
+        let opened = source.open(0).await?;
+        let chunks: Vec<bytes::Bytes> = opened.bytes.try_collect().await?;
+        let bytes: Vec<u8> = chunks.concat();
+        if bytes.len() > SMALL_FILE_LIMIT {
+            return Err(TransferError::Fatal(format!(
+                "{source} is larger than {SMALL_FILE_LIMIT} bytes"
+            )));
+        }
+        String::from_utf8(bytes)
+            .map_err(|_| TransferError::Fatal(format!("{source} is not UTF-8 text")))
+    })
+    .await
+}
+
+/// Lists a local file, or a directory's files recursively. Links are refused: a fetch copies
+/// files, and a link could point anywhere.
+fn list_local(path: &Path) -> Result<Vec<Found>, TransferError> {
+    let local_error = |path: &Path, err: std::io::Error| {
+        TransferError::Fatal(format!("{}: {err}", path.display()))
+    };
+    let metadata = std::fs::metadata(path).map_err(|err| local_error(path, err))?;
+    if !metadata.is_dir() {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut found = vec![local_found(
+            &name,
+            path.to_path_buf(),
+            Some(metadata.len()),
+        )?];
+        let sidecar = PathBuf::from(format!("{}{SIDECAR_SUFFIX}", path.display()));
+        if sidecar.is_file() {
+            found.push(local_found(
+                &format!("{name}{SIDECAR_SUFFIX}"),
+                sidecar,
+                None,
+            )?);
+        }
+        return Ok(found);
+    }
+    let mut found = Vec::new();
+    let mut pending = vec![(path.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|err| local_error(&dir, err))? {
+            let entry = entry.map_err(|err| local_error(&dir, err))?;
+            let kind = entry
+                .file_type()
+                .map_err(|err| local_error(&entry.path(), err))?;
+            let relative = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            if kind.is_symlink() {
+                return Err(TransferError::Fatal(format!(
+                    "{}: links are not copied",
+                    entry.path().display()
+                )));
+            } else if kind.is_dir() {
+                pending.push((entry.path(), format!("{relative}/")));
+            } else {
+                let size = entry
+                    .metadata()
+                    .map_err(|err| local_error(&entry.path(), err))?
+                    .len();
+                found.push(local_found(&relative, entry.path(), Some(size))?);
+            }
+        }
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(found)
+}
+
+fn local_found(relative: &str, path: PathBuf, size: Option<u64>) -> Result<Found, TransferError> {
+    Ok(Found {
+        path: RelativePath::new(relative).map_err(|err| TransferError::Fatal(err.to_string()))?,
+        source: FileSource::Local(path),
+        size,
+    })
+}
+
+/// Separates `X.sha256` sidecars (whose `X` is also listed) from the files to download.
+fn split_sidecars(found: Vec<Found>) -> (Vec<Found>, Vec<(RelativePath, Found)>) {
+    let names: Vec<String> = found
+        .iter()
+        .map(|file| file.path.as_str().to_owned())
+        .collect();
+    let (sidecars, files): (Vec<Found>, Vec<Found>) = found.into_iter().partition(|file| {
+        file.path
+            .as_str()
+            .strip_suffix(SIDECAR_SUFFIX)
+            .is_some_and(|target| names.iter().any(|name| name == target))
+    });
+    let sidecars = sidecars
+        .into_iter()
+        .map(|sidecar| {
+            let target = sidecar
+                .path
+                .as_str()
+                .strip_suffix(SIDECAR_SUFFIX)
+                .unwrap_or_default();
+            (
+                RelativePath::new(target).expect("a prefix of a valid path is valid"),
+                sidecar,
+            )
+        })
+        .collect();
+    (files, sidecars)
+}
+
+/// The file ONNX Runtime loads: the one MLmodel names, else `model.onnx`, else the only
+/// top-level `.onnx` file.
+fn choose_model_file(files: &[Found], named: Option<&str>) -> Option<RelativePath> {
+    let exists = |name: &str| {
+        files
+            .iter()
+            .find(|file| file.path.as_str() == name)
+            .map(|file| file.path.clone())
+    };
+    if let Some(named) = named {
+        return exists(named);
+    }
+    exists(DEFAULT_MODEL_FILE).or_else(|| {
+        let mut top_level = files.iter().filter(|file| {
+            !file.path.as_str().contains('/') && file.path.as_str().ends_with(".onnx")
+        });
+        match (top_level.next(), top_level.next()) {
+            (Some(only), None) => Some(only.path.clone()),
+            _ => None,
+        }
+    })
+}
+
+impl From<Found> for PlannedFile {
+    fn from(found: Found) -> PlannedFile {
+        PlannedFile {
+            path: found.path,
+            source: found.source,
+            size: found.size,
+            expected: None,
+        }
+    }
+}
+
+impl Plan {
+    fn expect_digest(&mut self, target: &RelativePath, digest: Digest, origin: &str) {
+        if let Some(file) = self.files.iter_mut().find(|file| &file.path == target) {
+            file.expected = Some(Expected {
+                digest,
+                origin: origin.to_owned(),
+            });
+        }
+    }
+
+    fn expect_model_digest(&mut self, digest: Digest, origin: &str) {
+        let model_file = self.model_file.clone();
+        self.expect_digest(&model_file, digest, origin);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local_plan_resolver() -> Resolver {
+        Resolver {
+            retry: RetryPolicy::new(0),
+            store: StoreOptions::default(),
+            model_sha256: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn plans_a_local_version_directory_with_sidecars() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("m/1");
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        std::fs::write(dir.join("model.onnx"), b"graph").unwrap();
+        std::fs::write(dir.join("data/weights.bin"), b"weights").unwrap();
+        std::fs::write(
+            dir.join("model.onnx.sha256"),
+            format!("{}  model.onnx\n", Digest::of_bytes(b"graph")),
+        )
+        .unwrap();
+        let reference = ModelReference::Repository {
+            root: Location::Local(root.path().to_path_buf()),
+            name: "m".into(),
+            version: "1".into(),
+        };
+        let plan = local_plan_resolver().plan(&reference).await.unwrap();
+        let paths: Vec<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["data/weights.bin", "model.onnx"]);
+        assert_eq!(plan.model_file.as_str(), "model.onnx");
+        let model = plan
+            .files
+            .iter()
+            .find(|f| f.path.as_str() == "model.onnx")
+            .unwrap();
+        let expected = model.expected.as_ref().unwrap();
+        assert_eq!(expected.digest, Digest::of_bytes(b"graph"));
+        assert_eq!(expected.origin, "sidecar model.onnx.sha256");
+        assert_eq!(plan.local_dir.as_deref(), Some(dir.as_path()));
+    }
+
+    #[tokio::test]
+    async fn the_pinned_digest_wins_over_a_sidecar() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("model.onnx"), b"graph").unwrap();
+        std::fs::write(
+            root.path().join("model.onnx.sha256"),
+            Digest::of_bytes(b"other").to_string(),
+        )
+        .unwrap();
+        let mut resolver = local_plan_resolver();
+        resolver.model_sha256 = Some(Digest::of_bytes(b"graph"));
+        let reference = ModelReference::Direct {
+            location: Location::Local(root.path().join("model.onnx")),
+            name: "m".into(),
+            version: "1".into(),
+        };
+        let plan = resolver.plan(&reference).await.unwrap();
+        let expected = plan.files[0].expected.as_ref().unwrap();
+        assert_eq!(
+            (expected.digest, expected.origin.as_str()),
+            (Digest::of_bytes(b"graph"), "--model-sha256")
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_links_and_directories_without_a_model() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("readme.txt"), b"no model").unwrap();
+        let reference = ModelReference::Direct {
+            location: Location::Local(root.path().to_path_buf()),
+            name: "m".into(),
+            version: "1".into(),
+        };
+        let err = local_plan_resolver()
+            .plan(&reference)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no ONNX model"), "{err}");
+        std::os::unix::fs::symlink("/etc/passwd", root.path().join("model.onnx")).unwrap();
+        let err = local_plan_resolver()
+            .plan(&reference)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("links are not copied"), "{err}");
+    }
+
+    #[test]
+    fn strips_the_tracking_server_authority() {
+        assert_eq!(
+            strip_authority("/1/models/m-1/artifacts"),
+            "/1/models/m-1/artifacts"
+        );
+        assert_eq!(
+            strip_authority("//mlflow:5000/1/models/m-1/artifacts"),
+            "/1/models/m-1/artifacts"
+        );
+    }
+}

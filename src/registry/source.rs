@@ -1,0 +1,206 @@
+//! Where one file's bytes come from, and how to read them starting at an offset (so that an
+//! interrupted download resumes instead of starting over): HTTP (MLflow's artifact proxy, plain
+//! HTTPS), an object store (S3, GCS, Azure) or the local filesystem.
+
+use std::{
+    fmt,
+    io::SeekFrom,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt, stream::BoxStream};
+use object_store::{GetOptions, GetRange, ObjectStore, path::Path as StorePath};
+use reqwest::{StatusCode, header};
+use tokio::io::AsyncSeekExt;
+use url::Url;
+
+use super::redact::redact_url;
+
+/// Why reading a file failed, and whether trying again can help.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransferError {
+    /// Connection trouble, timeouts, 429 and 5xx: worth retrying, after `retry_after` if the
+    /// server said so.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// 401, 403, 404 and other refusals: retrying cannot help.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl TransferError {
+    pub fn transient(message: impl ToString) -> TransferError {
+        TransferError::Transient {
+            message: message.to_string(),
+            retry_after: None,
+        }
+    }
+}
+
+/// An open read: the offset the bytes start at (0 when the server ignored a range request)
+/// and the bytes.
+pub struct Opened {
+    pub offset: u64,
+    pub bytes: BoxStream<'static, Result<Bytes, TransferError>>,
+}
+
+#[derive(Clone)]
+pub enum FileSource {
+    Http {
+        client: reqwest::Client,
+        url: Url,
+    },
+    Store {
+        store: Arc<dyn ObjectStore>,
+        path: StorePath,
+        shown: String,
+    },
+    Local(PathBuf),
+}
+
+impl fmt::Display for FileSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileSource::Http { url, .. } => f.write_str(&redact_url(url)),
+            FileSource::Store { shown, .. } => f.write_str(shown),
+            FileSource::Local(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl fmt::Debug for FileSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FileSource({self})")
+    }
+}
+
+impl FileSource {
+    pub async fn open(&self, offset: u64) -> Result<Opened, TransferError> {
+        match self {
+            FileSource::Http { client, url } => open_http(client, url, offset).await,
+            FileSource::Store { store, path, .. } => open_store(store.as_ref(), path, offset).await,
+            FileSource::Local(path) => open_local(path, offset).await,
+        }
+    }
+}
+
+async fn open_http(
+    client: &reqwest::Client,
+    url: &Url,
+    offset: u64,
+) -> Result<Opened, TransferError> {
+    let mut request = client.get(url.clone());
+    if offset > 0 {
+        request = request.header(header::RANGE, format!("bytes={offset}-"));
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|err| describe_reqwest(url, &err))?;
+    check_status(url, &response)?;
+    let offset = match response.status() {
+        StatusCode::PARTIAL_CONTENT => offset,
+        _ => 0,
+    };
+    let shown = redact_url(url);
+    let bytes = response
+        .bytes_stream()
+        .map_err(move |err| TransferError::transient(format!("{shown}: the body broke off: {err}")))
+        .boxed();
+    Ok(Opened { offset, bytes })
+}
+
+/// Maps an HTTP status to success, a retryable failure or a final one.
+pub fn check_status(url: &Url, response: &reqwest::Response) -> Result<(), TransferError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let message = format!("{} answered {status}", redact_url(url));
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse().ok())
+            .map(Duration::from_secs);
+        return Err(TransferError::Transient {
+            message,
+            retry_after,
+        });
+    }
+    Err(TransferError::Fatal(message))
+}
+
+/// Connection errors and timeouts are transient; reqwest's own errors never carry credentials,
+/// but its URL might, so the message names the redacted URL instead.
+pub fn describe_reqwest(url: &Url, err: &reqwest::Error) -> TransferError {
+    let kind = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let source = std::error::Error::source(err)
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    TransferError::transient(format!("{}: {kind}: {source}", redact_url(url)))
+}
+
+async fn open_store(
+    store: &dyn ObjectStore,
+    path: &StorePath,
+    offset: u64,
+) -> Result<Opened, TransferError> {
+    let options = GetOptions {
+        range: (offset > 0).then_some(GetRange::Offset(offset)),
+        ..GetOptions::default()
+    };
+    let result = store
+        .get_opts(path, options)
+        .await
+        .map_err(|err| classify_store_error(&err))?;
+    let offset = result.range.start;
+    let bytes = result
+        .into_stream()
+        .map_err(|err| classify_store_error(&err))
+        .boxed();
+    Ok(Opened { offset, bytes })
+}
+
+/// Object-store errors that name a missing object or refused credentials are final; the rest
+/// (transport errors, 5xx after the store's own retries) are transient.
+pub fn classify_store_error(err: &object_store::Error) -> TransferError {
+    use object_store::Error;
+    match err {
+        Error::NotFound { .. }
+        | Error::PermissionDenied { .. }
+        | Error::Unauthenticated { .. }
+        | Error::InvalidPath { .. }
+        | Error::NotSupported { .. }
+        | Error::NotImplemented { .. }
+        | Error::UnknownConfigurationKey { .. } => TransferError::Fatal(err.to_string()),
+        _ => TransferError::transient(err),
+    }
+}
+
+async fn open_local(path: &Path, offset: u64) -> Result<Opened, TransferError> {
+    let local_error =
+        |err: std::io::Error| TransferError::Fatal(format!("{}: {err}", path.display()));
+    let mut file = tokio::fs::File::open(path).await.map_err(local_error)?;
+    file.seek(SeekFrom::Start(offset))
+        .await
+        .map_err(local_error)?;
+    let shown = path.display().to_string();
+    let bytes = tokio_util::io::ReaderStream::new(file)
+        .map_err(move |err| TransferError::Fatal(format!("{shown}: {err}")))
+        .boxed();
+    Ok(Opened { offset, bytes })
+}

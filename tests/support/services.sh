@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Starts and stops the real services that pinserve's registry tests talk to, all on loopback: an
+# MLflow tracking server, a second one with basic auth, and a moto S3 server, filled by
+# tests/support/register_models.py.
+#
+#   tests/support/services.sh start    # then: source target/test-services/env
+#   tests/support/services.sh stop
+#
+# `start` stops whatever an earlier start left running and wipes its state, so every test run
+# sees the same registrations. Each service runs in its own session (setsid), so `stop` ends its
+# whole process group, MLflow's uvicorn workers included. State, logs (*.log) and pid files live
+# in target/test-services/ and are kept after `stop` for a look at what happened; the Python
+# environment is .venv-services/, rebuilt whenever tests/support/requirements.txt changes.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+readonly STATE=target/test-services
+readonly VENV=.venv-services
+readonly REQUIREMENTS=tests/support/requirements.txt
+readonly MLFLOW_USERNAME=admin
+readonly MLFLOW_PASSWORD=pinserve-test-password
+readonly S3_BUCKET=models
+readonly START_TIMEOUT_SECONDS=90
+readonly STOP_TIMEOUT_SECONDS=10
+
+# MLflow's background job runner is not needed and slows start-up; nothing may phone home.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
+
+services_environment() {
+    local want
+    want=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
+    if [[ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$want" ]]; then
+        python3 -m venv --clear "$VENV"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
+        echo "$want" > "$VENV/.requirements.sha256"
+    fi
+}
+
+# Prints N free loopback ports on one line, all held at once so that they differ.
+free_ports() {
+    python3 - "$1" <<'EOF'
+import socket
+import sys
+
+sockets = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in sockets:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in sockets))
+EOF
+}
+
+# start_service NAME COMMAND...: runs COMMAND in the background in a session of its own, output
+# in $STATE/NAME.log. The script has no job control, so setsid does not fork: the pid written to
+# $STATE/NAME.pid is also the id of the session and of its process group.
+start_service() {
+    local name=$1
+    shift
+    setsid "$@" > "$STATE/$name.log" 2>&1 < /dev/null &
+    echo "$!" > "$STATE/$name.pid"
+}
+
+fail() {
+    local name=$1 message=$2
+    echo "services.sh: $name $message; the end of $STATE/$name.log:" >&2
+    tail -n 40 "$STATE/$name.log" >&2
+    exit 1
+}
+
+# wait_for NAME URL: polls URL until it answers 2xx; fails if the service exits first or takes
+# longer than START_TIMEOUT_SECONDS.
+wait_for() {
+    local name=$1 url=$2 pid deadline=$((SECONDS + START_TIMEOUT_SECONDS))
+    pid=$(< "$STATE/$name.pid")
+    until curl --silent --fail --output /dev/null --max-time 2 "$url"; do
+        kill -0 "$pid" 2>/dev/null || fail "$name" "exited during start-up"
+        ((SECONDS < deadline)) ||
+            fail "$name" "did not answer $url within ${START_TIMEOUT_SECONDS}s"
+        sleep 0.2
+    done
+}
+
+# Whether session SID still runs a live (not zombie) process started from $VENV: a stale pid
+# file, whose id may belong to someone else by now, never gets a signal sent.
+running() {
+    ps -o stat=,args= -s "$1" |
+        awk -v venv="$VENV/bin/" '$1 !~ /^Z/ && index($0, venv) { found = 1 } END { exit !found }'
+}
+
+stop_services() {
+    local pidfile pid deadline
+    local -a pids=()
+    shopt -s nullglob
+    for pidfile in "$STATE"/*.pid; do
+        pid=$(< "$pidfile")
+        if running "$pid"; then
+            kill -TERM -- "-$pid" 2>/dev/null || true # it may have exited since
+            pids+=("$pid")
+        fi
+        rm "$pidfile"
+    done
+    deadline=$((SECONDS + STOP_TIMEOUT_SECONDS))
+    for pid in "${pids[@]}"; do
+        while running "$pid" && ((SECONDS < deadline)); do
+            sleep 0.1
+        done
+        if running "$pid"; then
+            echo "services.sh: $pid outlived SIGTERM by ${STOP_TIMEOUT_SECONDS}s; killing it" >&2
+            kill -KILL -- "-$pid" 2>/dev/null || true
+        fi
+    done
+}
+
+start_services() {
+    local state ports mlflow_port auth_port s3_port
+    rm -rf "$STATE"
+    mkdir -p "$STATE/mlflow" "$STATE/mlflow-auth"
+    state=$(realpath "$STATE")
+    ports=$(free_ports 3)
+    read -r mlflow_port auth_port s3_port <<< "$ports"
+
+    start_service mlflow "$VENV/bin/mlflow" server --host 127.0.0.1 --port "$mlflow_port" \
+        --workers 1 --backend-store-uri "sqlite:///$state/mlflow/mlflow.db" \
+        --artifacts-destination "$state/mlflow/artifacts"
+
+    cat > "$STATE/mlflow-auth/basic_auth.ini" <<EOF
+[mlflow]
+default_permission = READ
+database_uri = sqlite:///$state/mlflow-auth/auth.db
+admin_username = $MLFLOW_USERNAME
+admin_password = $MLFLOW_PASSWORD
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+# Without it every request pays a PBKDF2 password check, which made registering take seconds.
+auth_cache_ttl_seconds = 600
+EOF
+    start_service mlflow-auth env MLFLOW_AUTH_CONFIG_PATH="$state/mlflow-auth/basic_auth.ini" \
+        MLFLOW_FLASK_SERVER_SECRET_KEY=pinserve-test-secret-key \
+        "$VENV/bin/mlflow" server --app-name basic-auth --host 127.0.0.1 --port "$auth_port" \
+        --workers 1 --backend-store-uri "sqlite:///$state/mlflow-auth/mlflow.db" \
+        --artifacts-destination "$state/mlflow-auth/artifacts"
+
+    start_service s3 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$s3_port"
+
+    wait_for s3 "http://127.0.0.1:$s3_port/moto-api/"
+    wait_for mlflow "http://127.0.0.1:$mlflow_port/health"
+    wait_for mlflow-auth "http://127.0.0.1:$auth_port/health"
+
+    local settings=(
+        "PINSERVE_TEST_MLFLOW_URI=http://127.0.0.1:$mlflow_port"
+        "PINSERVE_TEST_MLFLOW_AUTH_URI=http://127.0.0.1:$auth_port"
+        "PINSERVE_TEST_MLFLOW_USERNAME=$MLFLOW_USERNAME"
+        "PINSERVE_TEST_MLFLOW_PASSWORD=$MLFLOW_PASSWORD"
+        "PINSERVE_TEST_S3_ENDPOINT=http://127.0.0.1:$s3_port"
+        "PINSERVE_TEST_S3_BUCKET=$S3_BUCKET"
+        "PINSERVE_TEST_S3_REGION=us-east-1"
+        "PINSERVE_TEST_S3_ACCESS_KEY_ID=testing"
+        "PINSERVE_TEST_S3_SECRET_ACCESS_KEY=testing"
+        "PINSERVE_TEST_SERVICES=$state/registered.json"
+    )
+    env "${settings[@]}" "$VENV/bin/python" tests/support/register_models.py \
+        > "$STATE/register.log" 2>&1 || fail register "failed"
+    printf 'export %q\n' "${settings[@]}" > "$STATE/env"
+}
+
+case "${1:-}" in
+    start)
+        services_environment
+        stop_services
+        trap stop_services EXIT # a start that fails half-way leaves nothing running
+        start_services
+        trap - EXIT
+        ;;
+    stop)
+        stop_services
+        ;;
+    *)
+        echo "usage: $0 start|stop" >&2
+        exit 2
+        ;;
+esac
