@@ -22,6 +22,7 @@ use super::{
     RegistryError,
     redact::redact_url,
     reference::Selector,
+    relpath::RelativePath,
     retry::{RetryPolicy, with_retries},
     source::{FileSource, TransferError, check_status, describe_reqwest},
 };
@@ -246,7 +247,7 @@ impl MlflowClient {
                 .get_json("api/2.0/mlflow-artifacts/artifacts", &[("path", &path)])
                 .await?;
             for entry in listing.files {
-                let child = join_artifact_path(&relative, &entry.path);
+                let child = child_path(&relative, &entry.path)?;
                 if entry.is_dir {
                     pending.push(child);
                 } else {
@@ -278,15 +279,25 @@ impl MlflowClient {
     }
 }
 
-/// Listing entries are named by their last segment (or, in some MLflow versions, by their path
-/// from the listed root); either way the child path is the parent joined with the last segment.
 fn join_artifact_path(parent: &str, child: &str) -> String {
-    let name = child.rsplit('/').next().unwrap_or(child);
-    match (parent.trim_matches('/'), name) {
-        ("", name) => name.to_owned(),
+    match (parent.trim_end_matches('/'), child.trim_start_matches('/')) {
+        ("", child) => child.to_owned(),
         (parent, "") => parent.to_owned(),
-        (parent, name) => format!("{parent}/{name}"),
+        (parent, child) => format!("{parent}/{child}"),
     }
+}
+
+/// A listing entry's path below the directory listed at `parent`. Entries are named relative
+/// to the listed directory (or, by some servers, from the root); anything that would climb out
+/// (`..`, absolute paths) is refused rather than cleaned up.
+fn child_path(parent: &str, entry: &str) -> Result<String, TransferError> {
+    let below = if parent.is_empty() {
+        entry
+    } else {
+        entry.strip_prefix(&format!("{parent}/")).unwrap_or(entry)
+    };
+    let below = RelativePath::new(below).map_err(|err| TransferError::Fatal(err.to_string()))?;
+    Ok(join_artifact_path(parent, below.as_str()))
 }
 
 /// Adds MLflow's error code and message to a refusal, e.g. `RESOURCE_DOES_NOT_EXIST`.
@@ -592,13 +603,16 @@ signature:
     }
 
     #[test]
-    fn artifact_paths_join_by_last_segment() {
-        assert_eq!(join_artifact_path("", "model.onnx"), "model.onnx");
-        assert_eq!(join_artifact_path("data", "data/w.bin"), "data/w.bin");
-        assert_eq!(join_artifact_path("data", "w.bin"), "data/w.bin");
+    fn listing_entries_stay_below_the_listed_directory() {
+        assert_eq!(child_path("", "model.onnx").unwrap(), "model.onnx");
+        assert_eq!(child_path("data", "data/w.bin").unwrap(), "data/w.bin");
+        assert_eq!(child_path("data", "w.bin").unwrap(), "data/w.bin");
+        for hostile in ["../escaped", "/etc/passwd", "data/../../x", ""] {
+            assert!(child_path("data", hostile).is_err(), "{hostile}");
+        }
         assert_eq!(
-            join_artifact_path("1/models/m-1/artifacts/", ""),
-            "1/models/m-1/artifacts"
+            join_artifact_path("/1/models/m-1/artifacts/", ""),
+            "/1/models/m-1/artifacts"
         );
     }
 

@@ -174,13 +174,14 @@ class MlflowServer:
             os.environ["MLFLOW_TRACKING_PASSWORD"] = password
         mlflow.set_experiment(EXPERIMENT)
 
-    def request(self, method: str, path: str, **kwargs) -> requests.Response:
-        response = requests.request(method, self.uri + path, auth=self.auth, timeout=30, **kwargs)
+    def request(self, method: str, endpoint: str, **kwargs) -> requests.Response:
+        url = self.uri + endpoint
+        response = requests.request(method, url, auth=self.auth, timeout=30, **kwargs)
         response.raise_for_status()
         return response
 
-    def get(self, path: str, **params: str) -> dict:
-        return self.request("GET", path, params=params).json()
+    def get(self, endpoint: str, /, **params: str) -> dict:
+        return self.request("GET", endpoint, params=params).json()
 
     def download_tree(self, artifact_uri: str, destination: Path) -> list[str]:
         """Fetch a directory through the artifact proxy, as pinserve does; its relative paths."""

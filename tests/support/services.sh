@@ -159,6 +159,8 @@ EOF
     env "${settings[@]}" "$VENV/bin/python" tests/support/register_models.py \
         > "$STATE/register.log" 2>&1 || fail register "failed"
     printf 'export %q\n' "${settings[@]}" > "$STATE/env"
+    echo "services.sh: MLflow on port $mlflow_port (basic auth: $auth_port), S3 on $s3_port;" \
+        "variables in $STATE/env"
 }
 
 case "${1:-}" in

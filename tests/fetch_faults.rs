@@ -1,0 +1,476 @@
+//! `pinserve fetch` and `serve --model-uri` against a server that fails on purpose: every fault
+//! is either retried to a correct, verified model or refused with a clear error, and a partial
+//! or wrong model is never left where it could be served.
+
+mod common;
+
+use std::{
+    path::Path,
+    process::Output,
+    time::{Duration, Instant},
+};
+
+use common::{
+    Server,
+    faulty::{FaultyServer, Reply, Route},
+    fixtures,
+};
+use serde_json::json;
+
+const MODEL: &str = "/m/1/model.onnx";
+const SIDECAR: &str = "/m/1/model.onnx.sha256";
+
+fn model_bytes() -> Vec<u8> {
+    std::fs::read(fixtures().join("tabular_mlp/1/model.onnx")).unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
+}
+
+async fn fetch(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_pinserve"))
+        .args(["--log-format", "json", "fetch"])
+        .args(args)
+        .output()
+        .await
+        .expect("cannot run pinserve fetch")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Fetches the version directory `/m/1` of `server` into `dest`.
+async fn fetch_version(server: &FaultyServer, dest: &Path, extra: &[&str]) -> Output {
+    let uri = server.url("/m/1");
+    let mut args = vec![
+        "--model-uri",
+        uri.as_str(),
+        "--dest",
+        dest.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    fetch(&args).await
+}
+
+fn assert_fetched(output: &Output, dest: &Path) {
+    assert!(output.status.success(), "fetch failed: {}", stderr(output));
+    assert_eq!(
+        std::fs::read(dest.join("model.onnx")).unwrap(),
+        model_bytes(),
+        "the fetched model differs"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dest.join("pinserve.json")).unwrap()).unwrap();
+    assert_eq!(manifest["model"], "m");
+    assert_eq!(manifest["version"], "1");
+    assert_eq!(manifest["files"][0]["sha256"], sha256_hex(&model_bytes()));
+    let leftovers: Vec<_> = std::fs::read_dir(dest)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".pinserve"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
+}
+
+fn assert_nothing_servable(dest: &Path) {
+    assert!(
+        !dest.join("model.onnx").exists(),
+        "a model was left in place"
+    );
+    assert!(
+        !dest.join("pinserve.json").exists(),
+        "a manifest was written"
+    );
+}
+
+fn model_route() -> Route {
+    Route::new(model_bytes())
+}
+
+fn sidecar_route() -> Route {
+    Route::new(format!("{}  model.onnx\n", sha256_hex(&model_bytes())))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_connections_resume_with_range_requests() {
+    let server = FaultyServer::start([
+        (
+            MODEL,
+            model_route().script([Reply::DropAfter(5000), Reply::DropAfter(3000)]),
+        ),
+        (SIDECAR, sidecar_route()),
+    ])
+    .await;
+    let dest = tempfile::tempdir().unwrap();
+    let output = fetch_version(&server, dest.path(), &[]).await;
+    assert_fetched(&output, dest.path());
+    assert_eq!(
+        server.ranges(MODEL),
+        [
+            None,
+            Some("bytes=5000-".to_owned()),
+            Some("bytes=8000-".to_owned())
+        ]
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("fetched m version 1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_errors_and_rate_limits_are_retried_honouring_retry_after() {
+    let server = FaultyServer::start([
+        (
+            MODEL,
+            model_route().script([
+                Reply::Status(500, "{}", vec![]),
+                Reply::Status(429, "{}", vec![("retry-after", "1")]),
+            ]),
+        ),
+        (SIDECAR, sidecar_route()),
+    ])
+    .await;
+    let dest = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let output = fetch_version(&server, dest.path(), &[]).await;
+    assert_fetched(&output, dest.path());
+    assert_eq!(server.ranges(MODEL).len(), 3);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 was not honoured"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_body_is_abandoned_and_resumed() {
+    let server = FaultyServer::start([
+        (
+            MODEL,
+            model_route().script([Reply::StallAfter(4000, Duration::from_secs(60))]),
+        ),
+        (SIDECAR, sidecar_route()),
+    ])
+    .await;
+    let dest = tempfile::tempdir().unwrap();
+    let output = fetch_version(&server, dest.path(), &["--fetch-stall-timeout", "1s"]).await;
+    assert_fetched(&output, dest.path());
+    assert_eq!(server.ranges(MODEL), [None, Some("bytes=4000-".to_owned())]);
+    assert!(stderr(&output).contains("stalled"), "{}", stderr(&output));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_ignores_ranges_gets_the_file_from_the_start() {
+    let server = FaultyServer::start([
+        (
+            MODEL,
+            model_route()
+                .ignoring_ranges()
+                .script([Reply::DropAfter(6000)]),
+        ),
+        (SIDECAR, sidecar_route()),
+    ])
+    .await;
+    let dest = tempfile::tempdir().unwrap();
+    let output = fetch_version(&server, dest.path(), &[]).await;
+    assert_fetched(&output, dest.path());
+    assert_eq!(server.ranges(MODEL), [None, Some("bytes=6000-".to_owned())]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_bytes_are_refused_and_never_left_in_place() {
+    let server = FaultyServer::start([
+        (MODEL, Route::new(b"not the model you pinned".to_vec())),
+        (SIDECAR, sidecar_route()),
+    ])
+    .await;
+    let dest = tempfile::tempdir().unwrap();
+    let output = fetch_version(&server, dest.path(), &[]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.contains("model.onnx"), "{message}");
+    assert!(
+        message.contains(&sha256_hex(&model_bytes())),
+        "the expected digest is named: {message}"
+    );
+    assert!(
+        message.contains(&sha256_hex(b"not the model you pinned")),
+        "the found digest is named: {message}"
+    );
+    assert!(message.contains("sidecar model.onnx.sha256"), "{message}");
+    assert_nothing_servable(dest.path());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pinned_digest_takes_precedence_and_is_enforced() {
+    let server = FaultyServer::start([(MODEL, model_route()), (SIDECAR, sidecar_route())]).await;
+    let dest = tempfile::tempdir().unwrap();
+    let wrong = sha256_hex(b"something else");
+    let output = fetch_version(&server, dest.path(), &["--model-sha256", &wrong]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("from --model-sha256"),
+        "{}",
+        stderr(&output)
+    );
+    assert_nothing_servable(dest.path());
+    let right = sha256_hex(&model_bytes());
+    let output = fetch_version(&server, dest.path(), &["--model-sha256", &right]).await;
+    assert_fetched(&output, dest.path());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn not_found_and_unauthorised_fail_at_once() {
+    let server = FaultyServer::start([(
+        "/locked/1/model.onnx",
+        model_route().script([Reply::Status(401, "{}", vec![])]),
+    )])
+    .await;
+    let dest = tempfile::tempdir().unwrap();
+    let missing = server.url("/m/1");
+    let output = fetch(&[
+        "--model-uri",
+        &missing,
+        "--dest",
+        dest.path().to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("404"), "{}", stderr(&output));
+    assert_eq!(server.ranges(MODEL).len(), 1, "a 404 is not retried");
+
+    let locked = server.url("/locked/1");
+    let output = fetch(&[
+        "--model-uri",
+        &locked,
+        "--dest",
+        dest.path().to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("401"), "{}", stderr(&output));
+    assert_eq!(
+        server.ranges("/locked/1/model.onnx").len(),
+        1,
+        "a 401 is not retried"
+    );
+    assert_nothing_servable(dest.path());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_are_bounded_and_so_is_the_whole_fetch() {
+    let unavailable = || Reply::Status(503, "{}", vec![]);
+    let server = FaultyServer::start([
+        (
+            MODEL,
+            model_route().script(std::iter::repeat_with(unavailable).take(50)),
+        ),
+        (SIDECAR, sidecar_route()),
+        (
+            "/slow/1/model.onnx",
+            model_route().script(std::iter::repeat_n(
+                Reply::StallAfter(100, Duration::from_secs(60)),
+                50,
+            )),
+        ),
+    ])
+    .await;
+    let dest = tempfile::tempdir().unwrap();
+    let output = fetch_version(&server, dest.path(), &["--fetch-retries", "2"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("gave up after 2 retries"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(server.ranges(MODEL).len(), 3);
+
+    let slow = server.url("/slow/1");
+    let output = fetch(&[
+        "--model-uri",
+        &slow,
+        "--dest",
+        dest.path().to_str().unwrap(),
+        "--fetch-retries",
+        "100",
+        "--fetch-stall-timeout",
+        "1s",
+        "--fetch-timeout",
+        "3s",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("did not finish within 3s"),
+        "{}",
+        stderr(&output)
+    );
+    assert_nothing_servable(dest.path());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verified_download_is_reused_and_a_tampered_one_replaced() {
+    let server = FaultyServer::start([(MODEL, model_route()), (SIDECAR, sidecar_route())]).await;
+    let dest = tempfile::tempdir().unwrap();
+    assert_fetched(&fetch_version(&server, dest.path(), &[]).await, dest.path());
+    let output = fetch_version(&server, dest.path(), &[]).await;
+    assert_fetched(&output, dest.path());
+    assert_eq!(
+        server.ranges(MODEL).len(),
+        1,
+        "a verified download is not fetched again"
+    );
+    assert!(stderr(&output).contains("reusing the verified earlier download"));
+
+    std::fs::write(dest.path().join("model.onnx"), b"corrupted on disk").unwrap();
+    assert_fetched(&fetch_version(&server, dest.path(), &[]).await, dest.path());
+    assert_eq!(
+        server.ranges(MODEL).len(),
+        2,
+        "a tampered download is fetched again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_never_appear_in_errors() {
+    let server = FaultyServer::start([]).await;
+    let dest = tempfile::tempdir().unwrap();
+    let uri = format!(
+        "http://alice:hunter2@{}/m/1/model.onnx?token=s3cret",
+        server.address
+    );
+    let output = fetch(&["--model-uri", &uri, "--dest", dest.path().to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        !message.contains("hunter2") && !message.contains("alice") && !message.contains("s3cret"),
+        "{message}"
+    );
+}
+
+/// A fake MLflow: metadata answers like MLflow 3's, but the artifact listing is hostile.
+fn fake_mlflow(listing: serde_json::Value) -> Vec<(&'static str, Route)> {
+    vec![
+        (
+            "/api/2.0/mlflow/model-versions/get",
+            Route::json(
+                json!({"model_version": {"name": "m", "version": "1", "source": "models:/m-1", "tags": []}}),
+            ),
+        ),
+        (
+            "/api/2.0/mlflow/model-versions/get-download-uri",
+            Route::json(json!({"artifact_uri": "mlflow-artifacts:/1/models/m-1/artifacts"})),
+        ),
+        ("/api/2.0/mlflow-artifacts/artifacts", Route::json(listing)),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listings_that_climb_out_of_the_destination_are_refused() {
+    for evil in ["../../escaped", "/etc/escaped", "pinserve.json"] {
+        let server = FaultyServer::start(fake_mlflow(
+            json!({"files": [{"path": evil, "is_dir": false, "file_size": 3}]}),
+        ))
+        .await;
+        let parent = tempfile::tempdir().unwrap();
+        let dest = parent.path().join("model");
+        let registry = server.url("");
+        let output = fetch(&[
+            "--model-uri",
+            "models:/m/1",
+            "--registry-uri",
+            &registry,
+            "--dest",
+            dest.to_str().unwrap(),
+        ])
+        .await;
+        assert_eq!(output.status.code(), Some(1), "{evil}");
+        assert!(
+            stderr(&output).contains("unsafe artifact path"),
+            "{evil}: {}",
+            stderr(&output)
+        );
+        assert!(!parent.path().join("escaped").exists());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_registry_version_names_model_version_and_registry() {
+    let server = FaultyServer::start([(
+        "/api/2.0/mlflow/model-versions/get",
+        Route::json(json!({})).script([Reply::Status(
+            404,
+            r#"{"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Model Version (name=m, version=9) not found"}"#,
+            vec![],
+        )]),
+    )])
+    .await;
+    let dest = tempfile::tempdir().unwrap();
+    let registry = server.url("");
+    let output = fetch(&[
+        "--model-uri",
+        "models:/m/9",
+        "--registry-uri",
+        &registry,
+        "--dest",
+        dest.path().to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.contains("models:/m/9"), "{message}");
+    assert!(message.contains(&server.address.to_string()), "{message}");
+    assert!(message.contains("RESOURCE_DOES_NOT_EXIST"), "{message}");
+    assert_eq!(server.seen().len(), 1, "a 404 is not retried");
+}
+
+/// `serve --model-uri` fetches in-process: `/health` says loading meanwhile, then the served
+/// model answers and the fetch shows in the metrics.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_fetches_in_process_while_health_says_loading() {
+    let server = FaultyServer::start([
+        (
+            MODEL,
+            model_route().script([Reply::StallAfter(1000, Duration::from_secs(60))]),
+        ),
+        (SIDECAR, sidecar_route()),
+    ])
+    .await;
+    let cache = tempfile::tempdir().unwrap();
+    let uri = server.url("/m/1");
+    let serving = Server::start(&[
+        "--model-uri",
+        &uri,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "--fetch-stall-timeout",
+        "2s",
+    ]);
+    let (status, health) = serving.get("/health").await;
+    assert_eq!((status, health["status"].as_str()), (503, Some("loading")));
+    serving.wait_ready().await;
+    let request = json!({"inputs": [{"name": "features", "shape": [1, 32], "datatype": "FP32", "data": vec![0.5; 32]}]});
+    assert_eq!(
+        serving
+            .post_json("/v2/models/m/versions/1/infer", &request)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(server.ranges(MODEL), [None, Some("bytes=1000-".to_owned())]);
+    assert_eq!(
+        std::fs::read(cache.path().join("m/1/model.onnx")).unwrap(),
+        model_bytes()
+    );
+    let metrics = serving.metrics().await;
+    assert!(
+        metrics.contains(r#"pinserve_fetch_bytes_total{model="m",version="1"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        r#"pinserve_fetch_duration_seconds_count{model="m",version="1",outcome="ok"} 1"#
+    ));
+    assert!(metrics.contains(&format!(r#"sha256="{}""#, sha256_hex(&model_bytes()))));
+}
