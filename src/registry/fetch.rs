@@ -239,14 +239,12 @@ async fn download(
         && expected.digest != found
     {
         let _ = std::fs::remove_file(&temporary);
-        let err = FetchError::DigestMismatch {
+        return Err(FetchError::DigestMismatch {
             path: shown,
             expected: expected.digest,
             found,
             origin: expected.origin.clone(),
-        };
-        tracing::error!(error = %err, "digest mismatch");
-        return Err(err);
+        });
     }
     let target = file.path.under(dest);
     if let Some(parent) = target.parent() {
@@ -255,7 +253,7 @@ async fn download(
     std::fs::rename(&temporary, &target).map_err(io_error(&target))?;
     sync_dir(target.parent().unwrap_or(dest)).map_err(io_error(dest))?;
     if file.expected.is_none() {
-        tracing::info!(file = %shown, sha256 = %found, "no expected digest for this file; recorded the computed one");
+        tracing::debug!(file = %shown, sha256 = %found, "no expected digest for this file; recorded the computed one");
     }
     Ok(ManifestFile {
         path: shown,

@@ -94,11 +94,11 @@ pub enum RegistryError {
         value: String,
         reason: &'static str,
     },
-    #[error("model '{name}' version '{version}' not found: {} does not exist", path.display())]
+    #[error("model '{name}' version '{version}' not found: nothing at {location}")]
     NotFound {
         name: String,
         version: String,
-        path: PathBuf,
+        location: String,
     },
     #[error("cannot resolve {reference} in the MLflow registry at {registry}: {message}")]
     Registry {

@@ -86,14 +86,13 @@ impl Resolver {
             location: location.to_string(),
             message: err.to_string(),
         };
+        let not_found = || RegistryError::NotFound {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            location: location.to_string(),
+        };
         let found = match location {
-            Location::Local(path) if !path.exists() => {
-                return Err(RegistryError::NotFound {
-                    name: name.to_owned(),
-                    version: version.to_owned(),
-                    path: path.clone(),
-                });
-            }
+            Location::Local(path) if !path.exists() => return Err(not_found()),
             Location::Local(path) => list_local(path).map_err(transfer)?,
             Location::Remote(url) if is_plain_http(url) => {
                 self.list_http(url).await.map_err(transfer)?
@@ -103,6 +102,9 @@ impl Resolver {
                 .await
                 .map_err(transfer)?,
         };
+        if found.is_empty() {
+            return Err(not_found());
+        }
         let (files, sidecars) = split_sidecars(found);
         let model_file =
             choose_model_file(&files, None).ok_or_else(|| RegistryError::NoModelFile {
@@ -325,12 +327,13 @@ impl Resolver {
 }
 
 /// `mlflow-artifacts://host:port/path` and `mlflow-artifacts:/path` both name `path` on the
-/// tracking server itself.
+/// tracking server itself; the artifact API wants it without a leading slash.
 fn strip_authority(path: &str) -> &str {
-    match path.strip_prefix("//") {
+    let path = match path.strip_prefix("//") {
         Some(rest) => rest.find('/').map_or("", |slash| &rest[slash..]),
         None => path,
-    }
+    };
+    path.trim_start_matches('/')
 }
 
 fn last_segment(url: &Url) -> String {
@@ -607,11 +610,11 @@ mod tests {
     fn strips_the_tracking_server_authority() {
         assert_eq!(
             strip_authority("/1/models/m-1/artifacts"),
-            "/1/models/m-1/artifacts"
+            "1/models/m-1/artifacts"
         );
         assert_eq!(
             strip_authority("//mlflow:5000/1/models/m-1/artifacts"),
-            "/1/models/m-1/artifacts"
+            "1/models/m-1/artifacts"
         );
     }
 }

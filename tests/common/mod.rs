@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod faulty;
+pub mod services;
 
 use std::{
     io::{BufRead, BufReader},
@@ -46,11 +47,17 @@ impl Server {
     /// Starts `pinserve serve` with `args` plus a kernel-chosen loopback port and JSON logs, and
     /// waits until it listens (not until it is ready).
     pub fn start(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    /// Like [`Server::start`], with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, String)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pinserve"))
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             // Through the environment, so that a test's own --drain-seconds takes precedence.
             .env("PINSERVE_DRAIN_SECONDS", "0")
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -96,6 +103,13 @@ impl Server {
         ];
         args.extend_from_slice(extra);
         Server::start(&args)
+    }
+
+    /// Serves a directory `pinserve fetch` filled and waits until it is ready.
+    pub async fn fixture_dir(dir: &Path, env: &[(&str, String)]) -> Server {
+        let server = Server::start_with_env(&["--model-dir", dir.to_str().unwrap()], env);
+        server.wait_ready().await;
+        server
     }
 
     /// Serves version 1 of a fixture and waits until it is ready.

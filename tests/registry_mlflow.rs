@@ -1,0 +1,336 @@
+//! Against a real MLflow 3 tracking server (started by tests/support/services.sh): versions,
+//! aliases and stages resolve to the right bytes, digests from model-version tags are enforced,
+//! external-data files come along, and basic auth works as MLflow's clients do it.
+
+mod common;
+
+use std::{path::Path, process::Output};
+
+use common::{
+    Server, assert_outputs_match,
+    services::{expected, mlflow_uri, registered, var},
+};
+use serde_json::Value;
+
+async fn fetch(args: &[&str], env: &[(&str, String)]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_pinserve"))
+        .args(["--log-format", "json", "fetch"])
+        .args(args)
+        .env_remove("MLFLOW_TRACKING_URI")
+        .envs(env.iter().map(|(name, value)| (name, value)))
+        .output()
+        .await
+        .expect("cannot run pinserve fetch")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn manifest(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("pinserve.json")).unwrap()).unwrap()
+}
+
+/// The registered digest of a version's model.onnx, as register_models.py computed it.
+fn registered_digest(model: &str, version: &str) -> String {
+    registered()["mlflow"][model]["versions"][version]["model_onnx_sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn check_answers(server: &Server, model: &str, version: &str) {
+    let (request, outputs) = expected(&format!("{model}/{version}"));
+    let (status, body) = server
+        .post_json(
+            &format!("/v2/models/{model}/versions/{version}/infer"),
+            &request,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_outputs_match(
+        &body["outputs"],
+        &outputs,
+        &format!("{model} version {version}"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fetch_a_version_then_serve_the_directory_without_the_registry() {
+    let dest = tempfile::tempdir().unwrap();
+    let registry = mlflow_uri();
+    let output = fetch(
+        &[
+            "--model-uri",
+            "models:/tabular-mlp/1",
+            "--registry-uri",
+            &registry,
+            "--dest",
+            dest.path().to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let manifest = manifest(dest.path());
+    assert_eq!(
+        (manifest["model"].as_str(), manifest["version"].as_str()),
+        (Some("tabular-mlp"), Some("1"))
+    );
+    let model_file = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "model.onnx")
+        .unwrap();
+    assert_eq!(model_file["sha256"], registered_digest("tabular-mlp", "1"));
+    assert!(
+        manifest["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["path"] == "MLmodel")
+    );
+    assert_eq!(manifest["signature"]["inputs"][0]["name"], "features");
+
+    let server = Server::fixture_dir(
+        dest.path(),
+        &[("MLFLOW_TRACKING_URI", "http://127.0.0.1:9".to_owned())],
+    )
+    .await;
+    check_answers(&server, "tabular-mlp", "1").await;
+    let (_, metadata) = server.get("/v2/models/tabular-mlp").await;
+    assert_eq!(metadata["versions"], serde_json::json!(["1"]));
+    assert_eq!(
+        metadata["parameters"]["mlflow_signature"]["inputs"][0]["tensor-spec"]["dtype"],
+        "float32"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alias_resolves_once_to_its_version_with_external_data() {
+    let cache = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        &[
+            "--model-uri",
+            "models:/tabular-mlp@champion",
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ],
+        &[("MLFLOW_TRACKING_URI", mlflow_uri())],
+    );
+    server.wait_ready().await;
+    let (_, health) = server.get("/health").await;
+    assert_eq!(
+        (health["model"].as_str(), health["version"].as_str()),
+        (Some("tabular-mlp"), Some("2"))
+    );
+    check_answers(&server, "tabular-mlp", "2").await;
+    let weights = &registered()["mlflow"]["tabular-mlp"]["versions"]["2"]["external_data"];
+    for file in weights.as_array().unwrap() {
+        assert!(
+            cache
+                .path()
+                .join("tabular-mlp/2")
+                .join(file.as_str().unwrap())
+                .is_file(),
+            "{file} was not fetched"
+        );
+    }
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(r#"pinserve_ready{model="tabular-mlp",version="2"} 1"#),
+        "{metrics}"
+    );
+    let logs = server.logs();
+    let warning = logs.iter().find(|entry| {
+        entry["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a reproducible pin"))
+    });
+    assert!(warning.is_some(), "the alias warning is logged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stage_and_a_registry_version_by_flags_resolve_too() {
+    let registry = mlflow_uri();
+    let dest = tempfile::tempdir().unwrap();
+    let output = fetch(
+        &[
+            "--model-uri",
+            "models:/tabular-mlp/Production",
+            "--registry-uri",
+            &registry,
+            "--dest",
+            dest.path().to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(manifest(dest.path())["version"], "1");
+
+    let by_flags = tempfile::tempdir().unwrap();
+    let env = [("MLFLOW_TRACKING_URI", registry.clone())];
+    let output = fetch(
+        &[
+            "--model",
+            "tabular-mlp",
+            "--version",
+            "2",
+            "--dest",
+            by_flags.path().to_str().unwrap(),
+        ],
+        &env,
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(manifest(by_flags.path())["version"], "2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_whose_tag_digest_does_not_match_is_refused() {
+    let dest = tempfile::tempdir().unwrap();
+    let registry = mlflow_uri();
+    let output = fetch(
+        &[
+            "--model-uri",
+            "models:/tabular-mlp/3",
+            "--registry-uri",
+            &registry,
+            "--dest",
+            dest.path().to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("MLflow model-version tag 'sha256'"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&registered_digest("tabular-mlp", "3")),
+        "the computed digest is named: {message}"
+    );
+    assert!(
+        message.contains(
+            registered()["mlflow"]["tabular-mlp"]["versions"]["3"]["sha256"]
+                .as_str()
+                .unwrap()
+        )
+    );
+    assert!(
+        !dest.path().join("model.onnx").exists() && !dest.path().join("pinserve.json").exists()
+    );
+
+    let served = Server::start_with_env(
+        &["--model-uri", "models:/tabular-mlp/3"],
+        &[("MLFLOW_TRACKING_URI", registry)],
+    );
+    let health = served.wait_for_health("failed").await;
+    assert!(
+        health["error"].as_str().unwrap().contains("does not match"),
+        "{health}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_versions_and_aliases_fail_at_once_with_mlflow_error_codes() {
+    let registry = mlflow_uri();
+    let dest = tempfile::tempdir().unwrap();
+    for (uri, code) in [
+        ("models:/tabular-mlp/9", "RESOURCE_DOES_NOT_EXIST"),
+        ("models:/no-such-model/1", "RESOURCE_DOES_NOT_EXIST"),
+        ("models:/tabular-mlp@nope", "INVALID_PARAMETER_VALUE"),
+    ] {
+        let output = fetch(
+            &[
+                "--model-uri",
+                uri,
+                "--registry-uri",
+                &registry,
+                "--dest",
+                dest.path().to_str().unwrap(),
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(output.status.code(), Some(1), "{uri}");
+        let message = stderr(&output);
+        assert!(
+            message.contains(uri) && message.contains(code) && message.contains(&registry),
+            "{uri}: {message}"
+        );
+        assert!(
+            !message.contains("retrying"),
+            "{uri} was retried: {message}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multi_input_pipeline_with_string_inputs_serves_from_mlflow() {
+    let cache = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        &[
+            "--model-uri",
+            "models:/churn-pipeline/1",
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ],
+        &[("MLFLOW_TRACKING_URI", mlflow_uri())],
+    );
+    server.wait_ready().await;
+    check_answers(&server, "churn-pipeline", "1").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_auth_uses_mlflow_credentials_and_never_logs_them() {
+    let registry = var("PINSERVE_TEST_MLFLOW_AUTH_URI");
+    let password = var("PINSERVE_TEST_MLFLOW_PASSWORD");
+    let dest = tempfile::tempdir().unwrap();
+    let args = [
+        "--model-uri",
+        "models:/tabular-mlp/1",
+        "--registry-uri",
+        &registry,
+        "--dest",
+        dest.path().to_str().unwrap(),
+    ];
+
+    let anonymous = fetch(&args, &[]).await;
+    assert_eq!(anonymous.status.code(), Some(1));
+    assert!(stderr(&anonymous).contains("401"), "{}", stderr(&anonymous));
+
+    let wrong = [
+        (
+            "MLFLOW_TRACKING_USERNAME",
+            var("PINSERVE_TEST_MLFLOW_USERNAME"),
+        ),
+        (
+            "MLFLOW_TRACKING_PASSWORD",
+            "not-the-password-at-all".to_owned(),
+        ),
+    ];
+    let refused = fetch(&args, &wrong).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(!stderr(&refused).contains("not-the-password-at-all"));
+
+    let right = [
+        (
+            "MLFLOW_TRACKING_USERNAME",
+            var("PINSERVE_TEST_MLFLOW_USERNAME"),
+        ),
+        ("MLFLOW_TRACKING_PASSWORD", password.clone()),
+        (
+            "MLFLOW_TRACKING_TOKEN",
+            "a-token-that-basic-auth-outranks".to_owned(),
+        ),
+    ];
+    let output = fetch(&args, &right).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stderr(&output).contains(&password));
+    assert_eq!(manifest(dest.path())["version"], "1");
+}
