@@ -15,8 +15,6 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
 
 use super::{
     Plan, PlannedFile,
@@ -24,6 +22,7 @@ use super::{
     manifest::{Manifest, ManifestError, ManifestFile, sync_dir},
     progress::Progress,
     retry::{RetryPolicy, gave_up},
+    sink::Sink,
     source::TransferError,
 };
 use crate::metrics::ModelLabels;
@@ -31,7 +30,9 @@ use crate::metrics::ModelLabels;
 /// Marks a directory as a fetch in progress, so the next fetch knows it may clear it.
 const IN_PROGRESS: &str = ".pinserve-fetch";
 const PARTIAL_PREFIX: &str = ".pinserve-partial-";
-const WRITE_BUFFER: usize = 1 << 20;
+/// Files downloaded at once: small files (MLmodel, environment files) then cost no wall time
+/// next to the weights, and one slow file does not hold up the rest.
+const CONCURRENT_DOWNLOADS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
@@ -141,16 +142,50 @@ async fn fetch_all(
         plan.model_file.to_string(),
     );
     manifest.signature = plan.signature.clone();
-    for (index, file) in plan.files.iter().enumerate() {
+    let downloads = futures_util::stream::iter(plan.files.iter().enumerate())
+        .map(|(index, file)| download(file, dest, index, options, &progress))
+        .buffer_unordered(CONCURRENT_DOWNLOADS)
+        .collect::<Vec<_>>()
+        .await;
+    progress.finish();
+    for downloaded in downloads {
         manifest
             .files
-            .push(download(file, dest, index, options, &progress).await?);
+            .push(downloaded.inspect_err(|_| discard_partials(dest))?);
     }
-    progress.finish();
+    manifest.files.sort_by(|a, b| a.path.cmp(&b.path));
+    // Every file is fsynced before its rename; one sync per directory makes the renames durable
+    // before the manifest that vouches for them is written.
+    let mut directories: Vec<PathBuf> = manifest
+        .files
+        .iter()
+        .filter_map(|file| dest.join(&file.path).parent().map(Path::to_path_buf))
+        .collect();
+    directories.sort();
+    directories.dedup();
+    for directory in directories {
+        sync_dir(&directory).map_err(io_error(&directory))?;
+    }
     manifest.write(dest)?;
     std::fs::remove_file(&marker).map_err(io_error(&marker))?;
     sync_dir(dest).map_err(io_error(dest))?;
     Ok(manifest)
+}
+
+/// Removes the temporary files of a failed fetch (best effort: the next fetch clears them too).
+fn discard_partials(dest: &Path) {
+    let Ok(entries) = std::fs::read_dir(dest) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(PARTIAL_PREFIX)
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Creates `dest`, or clears a previous (partial or outdated) pinserve download in it. A
@@ -188,8 +223,7 @@ fn prepare_destination(dest: &Path) -> Result<(), FetchError> {
 
 /// The state of one file's download, kept across attempts so an attempt can resume.
 struct Partial {
-    out: BufWriter<tokio::fs::File>,
-    hasher: Sha256,
+    sink: Sink,
     written: u64,
 }
 
@@ -202,47 +236,37 @@ async fn download(
 ) -> Result<ManifestFile, FetchError> {
     let shown = file.path.to_string();
     let temporary = dest.join(format!("{PARTIAL_PREFIX}{index}"));
-    let created = tokio::fs::File::create(&temporary)
-        .await
-        .map_err(io_error(&temporary))?;
     let mut partial = Partial {
-        out: BufWriter::with_capacity(WRITE_BUFFER, created),
-        hasher: Sha256::new(),
+        sink: Sink::create(&temporary).map_err(io_error(&temporary))?,
         written: 0,
     };
     let mut delays = options.retry.delays();
-    loop {
+    let outcome = loop {
         match transfer(file, &mut partial, options.stall_timeout, progress).await {
-            Ok(()) => break,
             Err(TransferError::Transient {
                 message,
                 retry_after,
             }) => {
                 let Some(delay) = options.retry.next_delay(&mut delays, retry_after) else {
-                    return Err(transfer_error(&shown, gave_up(&message, &options.retry)));
+                    break Err(gave_up(&message, &options.retry));
                 };
                 tracing::warn!(file = %shown, error = %message, resume_at = partial.written, retry_in = ?delay, "download interrupted; retrying");
                 tokio::time::sleep(delay).await;
             }
-            Err(fatal) => return Err(transfer_error(&shown, fatal)),
+            result => break result,
         }
-    }
-    partial.out.flush().await.map_err(io_error(&temporary))?;
-    partial
-        .out
-        .get_ref()
-        .sync_all()
-        .await
-        .map_err(io_error(&temporary))?;
-    let found = Digest::from(partial.hasher);
+    };
+    // The writer's own error (a full disk, say) explains a failed write better than the write.
+    let written = partial.sink.finish().await.map_err(io_error(&temporary))?;
+    outcome.map_err(|err| transfer_error(&shown, err))?;
     if let Some(expected) = &file.expected
-        && expected.digest != found
+        && expected.digest != written.digest
     {
         let _ = std::fs::remove_file(&temporary);
         return Err(FetchError::DigestMismatch {
             path: shown,
             expected: expected.digest,
-            found,
+            found: written.digest,
             origin: expected.origin.clone(),
         });
     }
@@ -251,14 +275,13 @@ async fn download(
         std::fs::create_dir_all(parent).map_err(io_error(parent))?;
     }
     std::fs::rename(&temporary, &target).map_err(io_error(&target))?;
-    sync_dir(target.parent().unwrap_or(dest)).map_err(io_error(dest))?;
     if file.expected.is_none() {
-        tracing::debug!(file = %shown, sha256 = %found, "no expected digest for this file; recorded the computed one");
+        tracing::debug!(file = %shown, sha256 = %written.digest, "no expected digest for this file; recorded the computed one");
     }
     Ok(ManifestFile {
         path: shown,
-        size: partial.written,
-        sha256: found,
+        size: written.size,
+        sha256: written.digest,
     })
 }
 
@@ -303,14 +326,14 @@ async fn transfer(
         .map_err(|_| stalled())?
     {
         let chunk = chunk?;
+        let length = chunk.len() as u64;
         partial
-            .out
-            .write_all(&chunk)
+            .sink
+            .write(&chunk)
             .await
-            .map_err(|err| TransferError::Fatal(format!("cannot write the download: {err}")))?;
-        partial.hasher.update(&chunk);
-        partial.written += chunk.len() as u64;
-        progress.received(chunk.len() as u64);
+            .map_err(|_| writer_stopped())?;
+        partial.written += length;
+        progress.received(length);
     }
     match file.size {
         Some(size) if partial.written < size => Err(TransferError::transient(format!(
@@ -327,18 +350,14 @@ async fn transfer(
 
 /// Starts a file over (the server ignored a range request).
 async fn restart(partial: &mut Partial, progress: &Progress) -> Result<(), TransferError> {
-    let write_error =
-        |err: std::io::Error| TransferError::Fatal(format!("cannot restart the download: {err}"));
-    partial.out.flush().await.map_err(write_error)?;
-    let file = partial.out.get_mut();
-    file.set_len(0).await.map_err(write_error)?;
-    file.seek(std::io::SeekFrom::Start(0))
-        .await
-        .map_err(write_error)?;
+    partial.sink.restart().await.map_err(|_| writer_stopped())?;
     progress.restarted(partial.written);
-    partial.hasher = Sha256::new();
     partial.written = 0;
     Ok(())
+}
+
+fn writer_stopped() -> TransferError {
+    TransferError::Fatal("cannot write the download".to_owned())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod reference;
 pub mod relpath;
 pub mod resolve;
 pub mod retry;
+pub mod sink;
 pub mod source;
 pub mod store;
 

@@ -21,6 +21,8 @@ use super::{
 
 /// The file a model repository version directory serves when no MLmodel names another.
 pub const DEFAULT_MODEL_FILE: &str = "model.onnx";
+/// The file describing an MLflow model: its flavors (which file is the ONNX model) and signature.
+const MLMODEL: &str = "MLmodel";
 const SIDECAR_SUFFIX: &str = ".sha256";
 /// Sidecars and MLmodel files are tiny; anything larger is not what it claims to be.
 const SMALL_FILE_LIMIT: usize = 1 << 20;
@@ -229,7 +231,18 @@ impl Resolver {
     ) -> Result<Plan, TransferError> {
         let client = MlflowClient::from_env(tracking.clone(), self.retry.clone())
             .map_err(|err| TransferError::Fatal(err.to_string()))?;
-        let version = client.resolve(name, selector).await?;
+        // Each round trip to a registry costs milliseconds: ask for what is independent at once.
+        let (version, artifact_uri) = match selector {
+            Selector::Version(number) => tokio::try_join!(
+                client.resolve(name, selector),
+                client.download_uri(name, number)
+            )?,
+            _ => {
+                let version = client.resolve(name, selector).await?;
+                let artifact_uri = client.download_uri(name, &version.version).await?;
+                (version, artifact_uri)
+            }
+        };
         if !selector.is_pinned() {
             tracing::warn!(
                 model = name,
@@ -238,14 +251,17 @@ impl Resolver {
                 version.version
             );
         }
-        let artifact_uri = client.download_uri(name, &version.version).await?;
-        let found = self.list_artifacts(&client, &artifact_uri).await?;
-        let mlmodel = match found.iter().find(|file| file.path.as_str() == "MLmodel") {
-            Some(file) => {
-                let text = read_small(&file.source, &self.retry).await?;
-                MlModel::parse(&text).map_err(TransferError::Fatal)?
-            }
-            None => MlModel::default(),
+        let mlmodel_source = self.artifact_source(&client, &artifact_uri, MLMODEL)?;
+        let (found, mlmodel_text) = tokio::join!(
+            self.list_artifacts(&client, &artifact_uri),
+            read_small(&mlmodel_source, &self.retry)
+        );
+        let found = found?;
+        // The MLmodel file is read alongside the listing; its answer counts only if it is listed.
+        let mlmodel = if found.iter().any(|file| file.path.as_str() == MLMODEL) {
+            MlModel::parse(&mlmodel_text?).map_err(TransferError::Fatal)?
+        } else {
+            MlModel::default()
         };
         let (files, _) = split_sidecars(found);
         let model_file = choose_model_file(&files, mlmodel.onnx_data()).ok_or_else(|| {
@@ -266,6 +282,26 @@ impl Resolver {
         };
         self.expect_tagged_digests(&mut plan, &version.tags)?;
         Ok(plan)
+    }
+
+    /// The source of one file below an artifact URI.
+    fn artifact_source(
+        &self,
+        client: &MlflowClient,
+        artifact_uri: &str,
+        relative: &str,
+    ) -> Result<FileSource, TransferError> {
+        if let Some(path) = artifact_uri.strip_prefix("mlflow-artifacts:") {
+            return Ok(client.artifact_source(strip_authority(path), relative));
+        }
+        match Location::parse(artifact_uri).map_err(|err| TransferError::Fatal(err.to_string()))? {
+            Location::Remote(url) if !is_plain_http(&url) => {
+                let store = Store::open(&url, &self.store)
+                    .map_err(|err| TransferError::Fatal(err.to_string()))?;
+                Ok(store.source(relative))
+            }
+            location => Err(unreachable_artifacts(&location)),
+        }
     }
 
     async fn list_artifacts(
@@ -291,9 +327,7 @@ impl Resolver {
         }
         match Location::parse(artifact_uri).map_err(|err| TransferError::Fatal(err.to_string()))? {
             Location::Remote(url) if !is_plain_http(&url) => self.list_store(&url, false).await,
-            location => Err(TransferError::Fatal(format!(
-                "the artifacts are at {location}, which pinserve cannot reach: serve MLflow with proxied artifacts (--artifacts-destination) or an object store"
-            ))),
+            location => Err(unreachable_artifacts(&location)),
         }
     }
 
@@ -324,6 +358,13 @@ impl Resolver {
         }
         Ok(())
     }
+}
+
+fn unreachable_artifacts(location: &Location) -> TransferError {
+    TransferError::Fatal(format!(
+        "the artifacts are at {location}, which pinserve cannot reach: serve MLflow with proxied \
+         artifacts (--artifacts-destination) or keep them in an object store"
+    ))
 }
 
 /// `mlflow-artifacts://host:port/path` and `mlflow-artifacts:/path` both name `path` on the
