@@ -334,3 +334,47 @@ async fn basic_auth_uses_mlflow_credentials_and_never_logs_them() {
     assert!(!stderr(&output).contains(&password));
     assert_eq!(manifest(dest.path())["version"], "1");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_is_verified_against_a_custom_ca_or_skipped_only_when_asked() {
+    let registry = var("PINSERVE_TEST_MLFLOW_TLS_URI");
+    let ca = var("PINSERVE_TEST_MLFLOW_TLS_CA");
+    let fetch_into = |dest: &Path| {
+        [
+            "--model-uri".to_owned(),
+            "models:/tabular-mlp/1".to_owned(),
+            "--registry-uri".to_owned(),
+            registry.clone(),
+            "--dest".to_owned(),
+            dest.to_str().unwrap().to_owned(),
+        ]
+    };
+    let untrusted = tempfile::tempdir().unwrap();
+    let args = fetch_into(untrusted.path());
+    let output = fetch(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("certificate") && message.contains("MLFLOW_TRACKING_SERVER_CERT_PATH"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("retrying"),
+        "a certificate error is not retried: {message}"
+    );
+
+    for env in [
+        ("MLFLOW_TRACKING_SERVER_CERT_PATH", ca.clone()),
+        ("MLFLOW_TRACKING_INSECURE_TLS", "true".to_owned()),
+    ] {
+        let dest = tempfile::tempdir().unwrap();
+        let args = fetch_into(dest.path());
+        let output = fetch(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            std::slice::from_ref(&env),
+        )
+        .await;
+        assert!(output.status.success(), "{}: {}", env.0, stderr(&output));
+        assert_eq!(manifest(dest.path())["version"], "1");
+    }
+}

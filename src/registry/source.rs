@@ -138,8 +138,9 @@ pub fn check_status(url: &Url, response: &reqwest::Response) -> Result<(), Trans
     Err(TransferError::Fatal(message))
 }
 
-/// Connection errors and timeouts are transient; reqwest's own errors never carry credentials,
-/// but its URL might, so the message names the redacted URL instead.
+/// Connection errors and timeouts are transient, except an untrusted TLS certificate, which
+/// retrying cannot fix. reqwest's own messages never carry credentials, but its URL might, so
+/// the message names the redacted URL instead.
 pub fn describe_reqwest(url: &Url, err: &reqwest::Error) -> TransferError {
     let kind = if err.is_timeout() {
         "timed out"
@@ -148,10 +149,20 @@ pub fn describe_reqwest(url: &Url, err: &reqwest::Error) -> TransferError {
     } else {
         "request failed"
     };
-    let source = std::error::Error::source(err)
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    TransferError::transient(format!("{}: {kind}: {source}", redact_url(url)))
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    let message = format!("{}: {kind}: {}", redact_url(url), causes.join(": "));
+    if causes.iter().any(|cause| cause.contains("certificate")) {
+        return TransferError::Fatal(format!(
+            "{message} (trust the server's CA with MLFLOW_TRACKING_SERVER_CERT_PATH, or skip \
+             verification with MLFLOW_TRACKING_INSECURE_TLS=true)"
+        ));
+    }
+    TransferError::transient(message)
 }
 
 async fn open_store(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts and stops the real services that pinserve's registry tests talk to, all on loopback: an
-# MLflow tracking server, a second one with basic auth, and a moto S3 server, filled by
-# tests/support/register_models.py.
+# MLflow tracking server (also served over HTTPS, with a test CA, by a second process), a third
+# with basic auth, and a moto S3 server, filled by tests/support/register_models.py.
 #
 #   tests/support/services.sh start    # then: source target/test-services/env
 #   tests/support/services.sh stop
@@ -66,12 +66,26 @@ fail() {
     exit 1
 }
 
-# wait_for NAME URL: polls URL until it answers 2xx; fails if the service exits first or takes
-# longer than START_TIMEOUT_SECONDS.
+# tls_certificates DIR: a CA and a certificate for 127.0.0.1 it signed, as PEM files.
+tls_certificates() {
+    local dir=$1
+    mkdir -p "$dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=pinserve test CA" \
+        -keyout "$dir/ca.key" -out "$dir/ca.pem" 2> /dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$dir/server.key" -out "$dir/server.csr" 2> /dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$dir/server.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 2 -extfile "$dir/server.ext" -out "$dir/server.pem" 2> /dev/null
+}
+
+# wait_for NAME URL [CURL OPTION...]: polls URL until it answers 2xx; fails if the service
+# exits first or takes longer than START_TIMEOUT_SECONDS.
 wait_for() {
     local name=$1 url=$2 pid deadline=$((SECONDS + START_TIMEOUT_SECONDS))
+    shift 2
     pid=$(< "$STATE/$name.pid")
-    until curl --silent --fail --output /dev/null --max-time 2 "$url"; do
+    until curl --silent --fail --output /dev/null --max-time 2 "$@" "$url"; do
         kill -0 "$pid" 2>/dev/null || fail "$name" "exited during start-up"
         ((SECONDS < deadline)) ||
             fail "$name" "did not answer $url within ${START_TIMEOUT_SECONDS}s"
@@ -111,12 +125,12 @@ stop_services() {
 }
 
 start_services() {
-    local state ports mlflow_port auth_port s3_port
+    local state ports mlflow_port auth_port s3_port tls_port
     rm -rf "$STATE"
     mkdir -p "$STATE/mlflow" "$STATE/mlflow-auth"
     state=$(realpath "$STATE")
-    ports=$(free_ports 3)
-    read -r mlflow_port auth_port s3_port <<< "$ports"
+    ports=$(free_ports 4)
+    read -r mlflow_port auth_port s3_port tls_port <<< "$ports"
 
     start_service mlflow "$VENV/bin/mlflow" server --host 127.0.0.1 --port "$mlflow_port" \
         --workers 1 --backend-store-uri "sqlite:///$state/mlflow/mlflow.db" \
@@ -139,10 +153,20 @@ EOF
         --artifacts-destination "$state/mlflow-auth/artifacts"
 
     start_service s3 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$s3_port"
+    wait_for mlflow "http://127.0.0.1:$mlflow_port/health"
+
+    # The same registry over HTTPS, with a certificate from a CA of its own: clients must be
+    # told to trust it (MLFLOW_TRACKING_SERVER_CERT_PATH) or to skip verification. It starts once
+    # the first server has created the database it shares.
+    tls_certificates "$state/tls"
+    start_service mlflow-tls "$VENV/bin/mlflow" server --host 127.0.0.1 --port "$tls_port" \
+        --workers 1 --backend-store-uri "sqlite:///$state/mlflow/mlflow.db" \
+        --artifacts-destination "$state/mlflow/artifacts" \
+        --uvicorn-opts "--ssl-keyfile $state/tls/server.key --ssl-certfile $state/tls/server.pem"
 
     wait_for s3 "http://127.0.0.1:$s3_port/moto-api/"
-    wait_for mlflow "http://127.0.0.1:$mlflow_port/health"
     wait_for mlflow-auth "http://127.0.0.1:$auth_port/health"
+    wait_for mlflow-tls "https://127.0.0.1:$tls_port/health" --cacert "$state/tls/ca.pem"
 
     local settings=(
         "PINSERVE_TEST_MLFLOW_URI=http://127.0.0.1:$mlflow_port"
@@ -154,6 +178,8 @@ EOF
         "PINSERVE_TEST_S3_REGION=us-east-1"
         "PINSERVE_TEST_S3_ACCESS_KEY_ID=testing"
         "PINSERVE_TEST_S3_SECRET_ACCESS_KEY=testing"
+        "PINSERVE_TEST_MLFLOW_TLS_URI=https://127.0.0.1:$tls_port"
+        "PINSERVE_TEST_MLFLOW_TLS_CA=$state/tls/ca.pem"
         "PINSERVE_TEST_SERVICES=$state/registered.json"
     )
     env "${settings[@]}" "$VENV/bin/python" tests/support/register_models.py \
