@@ -15,7 +15,7 @@ use crate::{
     http::{self, AppState, ServingModel},
     metrics::ModelLabels,
     model::{self, Model, ModelError, OnnxModel, SessionOptions},
-    registry::{Manifest, ModelArtifact, ModelReference, RegistryError, mlflow, obtain},
+    registry::{Digest, Manifest, ModelArtifact, ModelReference, RegistryError, mlflow, obtain},
 };
 
 /// How long a failed load stays visible on `/health` before the process exits non-zero, so a
@@ -182,12 +182,26 @@ async fn load(
         version: artifact.version.clone(),
     });
     let started = std::time::Instant::now();
+    let digest = digest_alongside(&artifact);
     let model = load_on_thread(artifact.clone(), config.runtime.session_options()).await?;
+    let mut artifact = artifact;
+    if let Some(digest) = digest {
+        artifact.sha256 = digest.await.ok().flatten();
+    }
     Ok(Loaded {
         model,
         artifact,
         load_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Hashes a model file nobody vouched for (for `pinserve_model_info`) while it loads. Only a
+/// regular file: a pipe (a sidecar streaming the model in) can be read once, by ONNX Runtime.
+fn digest_alongside(artifact: &ModelArtifact) -> Option<tokio::task::JoinHandle<Option<Digest>>> {
+    let path = artifact.model_file.clone();
+    let regular = std::fs::metadata(&path).is_ok_and(|meta| meta.is_file());
+    (artifact.sha256.is_none() && regular)
+        .then(|| tokio::task::spawn_blocking(move || Digest::of_file(&path).ok()))
 }
 
 /// Loads and warms up the model on a thread of its own: session creation can take seconds of

@@ -127,28 +127,24 @@ async fn reuse(
     Some(manifest)
 }
 
-/// Local files are served where they are: each file with an expected digest is checked, and the
-/// model file's digest is computed for `pinserve_model_info`. Only regular files are hashed: a
-/// pipe (a sidecar streaming the model in) can be read once, by ONNX Runtime.
+/// Local files are served where they are, each file with an expected digest checked first. A
+/// model file without one is left unhashed here: the caller computes its digest (for
+/// `pinserve_model_info`) while ONNX Runtime loads it, instead of before.
 async fn verify_in_place(plan: &Plan, dir: &Path) -> Result<ModelArtifact, RegistryError> {
     let plan = plan.clone();
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut model_digest = None;
         for file in &plan.files {
-            let is_model = file.path == plan.model_file;
-            let path = file.path.under(&dir);
-            let regular = std::fs::metadata(&path).is_ok_and(|meta| meta.is_file());
-            if file.expected.is_none() && !(is_model && regular) {
+            let Some(expected) = &file.expected else {
                 continue;
-            }
+            };
+            let path = file.path.under(&dir);
             let found = Digest::of_file(&path).map_err(|source| FetchError::Io {
                 path: path.clone(),
                 source,
             })?;
-            if let Some(expected) = &file.expected
-                && expected.digest != found
-            {
+            if expected.digest != found {
                 return Err(FetchError::DigestMismatch {
                     path: path.display().to_string(),
                     expected: expected.digest,
@@ -157,7 +153,7 @@ async fn verify_in_place(plan: &Plan, dir: &Path) -> Result<ModelArtifact, Regis
                 }
                 .into());
             }
-            if is_model {
+            if file.path == plan.model_file {
                 model_digest = Some(found);
             }
         }
