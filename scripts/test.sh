@@ -15,18 +15,11 @@ install_packages() {
         { $sudo apt-get update -q && $sudo apt-get install -y -q --no-install-recommends "$@"; }
 }
 
-python_environment() {
-    local want
-    want=$(sha256sum models-fixtures/requirements.txt | cut -d' ' -f1)
-    if [[ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$want" ]]; then
-        python3 -m venv .venv
-        .venv/bin/pip install --quiet --disable-pip-version-check -r models-fixtures/requirements.txt
-        echo "$want" > .venv/.requirements.sha256
-    fi
-}
+# shellcheck source=scripts/lib/python-venv.sh
+source scripts/lib/python-venv.sh
 
 scripts/install-onnxruntime.sh
-python_environment
+ensure_venv .venv models-fixtures/requirements.txt
 .venv/bin/python models-fixtures/generate.py --only compute_mlp
 command -v promtool >/dev/null || install_packages prometheus
 trap 'tests/support/services.sh stop' EXIT

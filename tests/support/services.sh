@@ -26,15 +26,8 @@ readonly STOP_TIMEOUT_SECONDS=10
 # MLflow's background job runner is not needed and slows start-up; nothing may phone home.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
 
-services_environment() {
-    local want
-    want=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
-    if [[ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$want" ]]; then
-        python3 -m venv --clear "$VENV"
-        "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
-        echo "$want" > "$VENV/.requirements.sha256"
-    fi
-}
+# shellcheck source=scripts/lib/python-venv.sh
+source scripts/lib/python-venv.sh
 
 # Prints N free loopback ports on one line, all held at once so that they differ.
 free_ports() {
@@ -191,7 +184,7 @@ EOF
 
 case "${1:-}" in
     start)
-        services_environment
+        ensure_venv "$VENV" "$REQUIREMENTS"
         stop_services
         trap stop_services EXIT # a start that fails half-way leaves nothing running
         start_services
