@@ -13,7 +13,7 @@ use std::{
 use common::{
     Server,
     faulty::{FaultyServer, Reply, Route},
-    fixtures,
+    fixtures, run_fetch, stderr,
 };
 use serde_json::json;
 
@@ -29,16 +29,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 async fn fetch(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_pinserve"))
-        .args(["--log-format", "json", "fetch"])
-        .args(args)
-        .output()
-        .await
-        .expect("cannot run pinserve fetch")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    run_fetch(args, &[]).await
 }
 
 /// Fetches the version directory `/m/1` of `server` into `dest`.

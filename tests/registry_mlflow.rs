@@ -7,28 +7,29 @@ mod common;
 use std::{path::Path, process::Output};
 
 use common::{
-    Server, assert_outputs_match,
+    Server, assert_outputs_match, manifest, run_fetch,
     services::{expected, mlflow_uri, registered, var},
+    stderr,
 };
-use serde_json::Value;
 
 async fn fetch(args: &[&str], env: &[(&str, String)]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_pinserve"))
-        .args(["--log-format", "json", "fetch"])
-        .args(args)
-        .env_remove("MLFLOW_TRACKING_URI")
-        .envs(env.iter().map(|(name, value)| (name, value)))
-        .output()
-        .await
-        .expect("cannot run pinserve fetch")
+    run_fetch(args, env).await
 }
 
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn manifest(dir: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(dir.join("pinserve.json")).unwrap()).unwrap()
+/// Serves `uri` from the open MLflow server, fetching in-process into a fresh cache.
+async fn serve_from_mlflow(uri: &str) -> (Server, tempfile::TempDir) {
+    let cache = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        &[
+            "--model-uri",
+            uri,
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ],
+        &[("MLFLOW_TRACKING_URI", mlflow_uri())],
+    );
+    server.wait_ready().await;
+    (server, cache)
 }
 
 /// The registered digest of a version's model.onnx, as register_models.py computed it.
@@ -109,17 +110,7 @@ async fn fetch_a_version_then_serve_the_directory_without_the_registry() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_alias_resolves_once_to_its_version_with_external_data() {
-    let cache = tempfile::tempdir().unwrap();
-    let server = Server::start_with_env(
-        &[
-            "--model-uri",
-            "models:/tabular-mlp@champion",
-            "--cache-dir",
-            cache.path().to_str().unwrap(),
-        ],
-        &[("MLFLOW_TRACKING_URI", mlflow_uri())],
-    );
-    server.wait_ready().await;
+    let (server, cache) = serve_from_mlflow("models:/tabular-mlp@champion").await;
     let (_, health) = server.get("/health").await;
     assert_eq!(
         (health["model"].as_str(), health["version"].as_str()),
@@ -272,17 +263,7 @@ async fn missing_versions_and_aliases_fail_at_once_with_mlflow_error_codes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_multi_input_pipeline_with_string_inputs_serves_from_mlflow() {
-    let cache = tempfile::tempdir().unwrap();
-    let server = Server::start_with_env(
-        &[
-            "--model-uri",
-            "models:/churn-pipeline/1",
-            "--cache-dir",
-            cache.path().to_str().unwrap(),
-        ],
-        &[("MLFLOW_TRACKING_URI", mlflow_uri())],
-    );
-    server.wait_ready().await;
+    let (server, _cache) = serve_from_mlflow("models:/churn-pipeline/1").await;
     check_answers(&server, "churn-pipeline", "1").await;
 }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{
-    Server, assert_outputs_match,
+    Server, assert_outputs_match, manifest, run_fetch,
     services::{expected, registered, s3_environment},
 };
 
@@ -18,13 +18,7 @@ fn bucket() -> String {
 }
 
 async fn fetch(args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_pinserve"))
-        .args(["--log-format", "json", "fetch"])
-        .args(args)
-        .envs(s3_environment())
-        .output()
-        .await
-        .expect("cannot run pinserve fetch")
+    run_fetch(args, &s3_environment()).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -80,8 +74,7 @@ async fn a_version_directory_uri_without_a_sidecar_records_the_computed_digest()
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dest.path().join("pinserve.json")).unwrap()).unwrap();
+    let manifest = manifest(dest.path());
     assert_eq!(
         (manifest["model"].as_str(), manifest["version"].as_str()),
         (Some("churn_pipeline"), Some("1"))

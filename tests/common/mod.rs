@@ -233,6 +233,27 @@ fn collect_logs(
     }
 }
 
+/// Runs `pinserve fetch ARGS` with JSON logs, MLflow's tracking variable cleared and `env` set.
+pub async fn run_fetch(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_pinserve"))
+        .args(["--log-format", "json", "fetch"])
+        .args(args)
+        .env_remove("MLFLOW_TRACKING_URI")
+        .envs(env.iter().map(|(name, value)| (name, value)))
+        .output()
+        .await
+        .expect("cannot run pinserve fetch")
+}
+
+pub fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The `pinserve.json` a fetch wrote into `dir`.
+pub fn manifest(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("pinserve.json")).unwrap()).unwrap()
+}
+
 pub async fn into_json(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let content_type = response
