@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    Digest, ModelArtifact, ModelReference, Plan, RegistryError, Resolver,
+    Digest, ModelArtifact, ModelReference, Plan, PlannedFile, RegistryError, Resolver,
     fetch::{FetchError, FetchOptions, cached, fetch},
     manifest::Manifest,
 };
@@ -107,7 +107,21 @@ async fn download(
         "fetching"
     );
     let manifest = fetch(plan, dest, options, &labels).await?;
-    tracing::info!(model = %manifest.model, version = %manifest.version, dest = %dest.display(), "fetched and verified");
+    let verified_against = match plan.files.iter().find(|file| file.path == plan.model_file) {
+        Some(PlannedFile {
+            expected: Some(expected),
+            ..
+        }) => expected.origin.clone(),
+        _ => "nothing: no expected digest was given, so this one is recorded".to_owned(),
+    };
+    tracing::info!(
+        model = %manifest.model,
+        version = %manifest.version,
+        dest = %dest.display(),
+        sha256 = manifest.model_file_digest().map(|digest| digest.to_string()).unwrap_or_default(),
+        verified_against,
+        "fetched and verified"
+    );
     Ok(manifest)
 }
 
