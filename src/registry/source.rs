@@ -198,8 +198,24 @@ pub fn classify_store_error(err: &object_store::Error) -> TransferError {
         | Error::NotSupported { .. }
         | Error::NotImplemented { .. }
         | Error::UnknownConfigurationKey { .. } => TransferError::Fatal(err.to_string()),
+        _ if answered_refusal(&err.to_string()) => TransferError::Fatal(err.to_string()),
         _ => TransferError::transient(err),
     }
+}
+
+/// Whether a store's error message reports an HTTP status that retrying cannot change (a 4xx
+/// other than 408 and 429, or 501). object_store keeps the status inside a private error type,
+/// so its message ("... status code: 403 Forbidden ...") is where it can be read.
+fn answered_refusal(message: &str) -> bool {
+    const MARKER: &str = "status code: ";
+    let Some(at) = message.find(MARKER) else {
+        return false;
+    };
+    let code: String = message[at + MARKER.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    matches!(code.parse::<u16>(), Ok(400..=499 | 501) if !matches!(code.as_str(), "408" | "429"))
 }
 
 async fn open_local(path: &Path, offset: u64) -> Result<Opened, TransferError> {
@@ -214,4 +230,23 @@ async fn open_local(path: &Path, offset: u64) -> Result<Opened, TransferError> {
         .map_err(move |err| TransferError::Fatal(format!("{shown}: {err}")))
         .boxed();
     Ok(Opened { offset, bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answered_refusal;
+
+    #[test]
+    fn refusals_in_store_messages_are_final_and_overload_is_not() {
+        let message = |code: &str| {
+            format!(
+                "Error performing GET http://h/b?list in 2ms - Server returned non-2xx status code: {code}: "
+            )
+        };
+        assert!(answered_refusal(&message("403 Forbidden")));
+        assert!(answered_refusal(&message("501 Not Implemented")));
+        assert!(!answered_refusal(&message("503 Service Unavailable")));
+        assert!(!answered_refusal(&message("429 Too Many Requests")));
+        assert!(!answered_refusal("connection reset by peer"));
+    }
 }

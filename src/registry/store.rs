@@ -22,7 +22,7 @@ use super::{
 /// How stores are reached beyond what the URL and the environment say.
 #[derive(Debug, Clone, Default)]
 pub struct StoreOptions {
-    /// An S3-compatible endpoint (MinIO, Ceph, a local emulator), or an Azure one.
+    /// An S3-compatible endpoint (MinIO, Ceph, a local emulator), or a GCS or Azure one.
     pub endpoint: Option<String>,
 }
 
@@ -68,14 +68,16 @@ impl Store {
                 }
                 Arc::new(builder.build().map_err(|err| config(&err))?)
             }
-            ObjectStoreScheme::GoogleCloudStorage => Arc::new(
-                GoogleCloudStorageBuilder::from_env()
+            ObjectStoreScheme::GoogleCloudStorage => {
+                let mut builder = GoogleCloudStorageBuilder::from_env()
                     .with_url(url.as_str())
-                    .with_client_options(client)
-                    .with_retry(no_retries)
-                    .build()
-                    .map_err(|err| config(&err))?,
-            ),
+                    .with_client_options(client.with_allow_http(allow_http))
+                    .with_retry(no_retries);
+                if let Some(endpoint) = endpoint {
+                    builder = builder.with_base_url(&endpoint);
+                }
+                Arc::new(builder.build().map_err(|err| config(&err))?)
+            }
             ObjectStoreScheme::MicrosoftAzure => {
                 let mut builder = MicrosoftAzureBuilder::from_env()
                     .with_url(url.as_str())
