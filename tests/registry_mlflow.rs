@@ -12,8 +12,17 @@ use common::{
     stderr,
 };
 
-async fn fetch(args: &[&str], env: &[(&str, String)]) -> Output {
-    run_fetch(args, env).await
+/// `pinserve fetch --model-uri URI --registry-uri REGISTRY --dest DEST`, with `env` set.
+async fn fetch(uri: &str, registry: &str, dest: &Path, env: &[(&str, String)]) -> Output {
+    let args = [
+        "--model-uri",
+        uri,
+        "--registry-uri",
+        registry,
+        "--dest",
+        dest.to_str().unwrap(),
+    ];
+    run_fetch(&args, env).await
 }
 
 /// Serves `uri` from the open MLflow server, fetching in-process into a fresh cache.
@@ -60,18 +69,7 @@ async fn check_answers(server: &Server, model: &str, version: &str) {
 async fn fetch_a_version_then_serve_the_directory_without_the_registry() {
     let dest = tempfile::tempdir().unwrap();
     let registry = mlflow_uri();
-    let output = fetch(
-        &[
-            "--model-uri",
-            "models:/tabular-mlp/1",
-            "--registry-uri",
-            &registry,
-            "--dest",
-            dest.path().to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    let output = fetch("models:/tabular-mlp/1", &registry, dest.path(), &[]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     let manifest = manifest(dest.path());
     assert_eq!(
@@ -147,14 +145,9 @@ async fn a_stage_and_a_registry_version_by_flags_resolve_too() {
     let registry = mlflow_uri();
     let dest = tempfile::tempdir().unwrap();
     let output = fetch(
-        &[
-            "--model-uri",
-            "models:/tabular-mlp/Production",
-            "--registry-uri",
-            &registry,
-            "--dest",
-            dest.path().to_str().unwrap(),
-        ],
+        "models:/tabular-mlp/Production",
+        &registry,
+        dest.path(),
         &[],
     )
     .await;
@@ -163,18 +156,15 @@ async fn a_stage_and_a_registry_version_by_flags_resolve_too() {
 
     let by_flags = tempfile::tempdir().unwrap();
     let env = [("MLFLOW_TRACKING_URI", registry.clone())];
-    let output = fetch(
-        &[
-            "--model",
-            "tabular-mlp",
-            "--version",
-            "2",
-            "--dest",
-            by_flags.path().to_str().unwrap(),
-        ],
-        &env,
-    )
-    .await;
+    let args = [
+        "--model",
+        "tabular-mlp",
+        "--version",
+        "2",
+        "--dest",
+        by_flags.path().to_str().unwrap(),
+    ];
+    let output = run_fetch(&args, &env).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(manifest(by_flags.path())["version"], "2");
 }
@@ -183,18 +173,7 @@ async fn a_stage_and_a_registry_version_by_flags_resolve_too() {
 async fn a_version_whose_tag_digest_does_not_match_is_refused() {
     let dest = tempfile::tempdir().unwrap();
     let registry = mlflow_uri();
-    let output = fetch(
-        &[
-            "--model-uri",
-            "models:/tabular-mlp/3",
-            "--registry-uri",
-            &registry,
-            "--dest",
-            dest.path().to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    let output = fetch("models:/tabular-mlp/3", &registry, dest.path(), &[]).await;
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
     assert!(
@@ -236,18 +215,7 @@ async fn missing_versions_and_aliases_fail_at_once_with_mlflow_error_codes() {
         ("models:/no-such-model/1", "RESOURCE_DOES_NOT_EXIST"),
         ("models:/tabular-mlp@nope", "INVALID_PARAMETER_VALUE"),
     ] {
-        let output = fetch(
-            &[
-                "--model-uri",
-                uri,
-                "--registry-uri",
-                &registry,
-                "--dest",
-                dest.path().to_str().unwrap(),
-            ],
-            &[],
-        )
-        .await;
+        let output = fetch(uri, &registry, dest.path(), &[]).await;
         assert_eq!(output.status.code(), Some(1), "{uri}");
         let message = stderr(&output);
         assert!(
@@ -272,16 +240,9 @@ async fn basic_auth_uses_mlflow_credentials_and_never_logs_them() {
     let registry = var("PINSERVE_TEST_MLFLOW_AUTH_URI");
     let password = var("PINSERVE_TEST_MLFLOW_PASSWORD");
     let dest = tempfile::tempdir().unwrap();
-    let args = [
-        "--model-uri",
-        "models:/tabular-mlp/1",
-        "--registry-uri",
-        &registry,
-        "--dest",
-        dest.path().to_str().unwrap(),
-    ];
+    let fetch_version_1 = |env| fetch("models:/tabular-mlp/1", &registry, dest.path(), env);
 
-    let anonymous = fetch(&args, &[]).await;
+    let anonymous = fetch_version_1(&[]).await;
     assert_eq!(anonymous.status.code(), Some(1));
     assert!(stderr(&anonymous).contains("401"), "{}", stderr(&anonymous));
 
@@ -295,7 +256,7 @@ async fn basic_auth_uses_mlflow_credentials_and_never_logs_them() {
             "not-the-password-at-all".to_owned(),
         ),
     ];
-    let refused = fetch(&args, &wrong).await;
+    let refused = fetch_version_1(&wrong).await;
     assert_eq!(refused.status.code(), Some(1));
     assert!(!stderr(&refused).contains("not-the-password-at-all"));
 
@@ -310,7 +271,7 @@ async fn basic_auth_uses_mlflow_credentials_and_never_logs_them() {
             "a-token-that-basic-auth-outranks".to_owned(),
         ),
     ];
-    let output = fetch(&args, &right).await;
+    let output = fetch_version_1(&right).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(!stderr(&output).contains(&password));
     assert_eq!(manifest(dest.path())["version"], "1");
@@ -320,19 +281,8 @@ async fn basic_auth_uses_mlflow_credentials_and_never_logs_them() {
 async fn tls_is_verified_against_a_custom_ca_or_skipped_only_when_asked() {
     let registry = var("PINSERVE_TEST_MLFLOW_TLS_URI");
     let ca = var("PINSERVE_TEST_MLFLOW_TLS_CA");
-    let fetch_into = |dest: &Path| {
-        [
-            "--model-uri".to_owned(),
-            "models:/tabular-mlp/1".to_owned(),
-            "--registry-uri".to_owned(),
-            registry.clone(),
-            "--dest".to_owned(),
-            dest.to_str().unwrap().to_owned(),
-        ]
-    };
     let untrusted = tempfile::tempdir().unwrap();
-    let args = fetch_into(untrusted.path());
-    let output = fetch(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]).await;
+    let output = fetch("models:/tabular-mlp/1", &registry, untrusted.path(), &[]).await;
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
     assert!(
@@ -349,9 +299,10 @@ async fn tls_is_verified_against_a_custom_ca_or_skipped_only_when_asked() {
         ("MLFLOW_TRACKING_INSECURE_TLS", "true".to_owned()),
     ] {
         let dest = tempfile::tempdir().unwrap();
-        let args = fetch_into(dest.path());
         let output = fetch(
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            "models:/tabular-mlp/1",
+            &registry,
+            dest.path(),
             std::slice::from_ref(&env),
         )
         .await;
