@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs pinserve's whole test suite, on a fresh machine too: installs what the tests need (the
 # ONNX Runtime library, the pinned Python environment that generates fixtures, promtool), builds
-# the compute-heavy fixture, starts the model registries the registry tests talk to (MLflow and
-# S3 on loopback, see tests/support/services.sh; stopped on exit), then runs the unit,
+# the compute-heavy fixture, starts the model registries the registry tests talk to (MLflow, S3
+# and Azure Blob on loopback, see tests/support/services.sh; stopped on exit), then runs the unit,
 # integration and property tests, and the device test again with the `cuda` feature.
 set -euo pipefail
 cd "$(dirname "$0")/.."

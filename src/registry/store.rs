@@ -6,9 +6,13 @@ use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 use object_store::{
-    ClientOptions, ObjectStore, ObjectStoreExt, ObjectStoreScheme, RetryConfig,
-    aws::AmazonS3Builder, azure::MicrosoftAzureBuilder, gcp::GoogleCloudStorageBuilder,
-    http::HttpBuilder, local::LocalFileSystem, path::Path as StorePath,
+    ClientConfigKey, ClientOptions, ObjectStore, ObjectStoreExt, ObjectStoreScheme, RetryConfig,
+    aws::{AmazonS3Builder, AmazonS3ConfigKey},
+    azure::{AzureConfigKey, MicrosoftAzureBuilder},
+    gcp::{GoogleCloudStorageBuilder, GoogleConfigKey},
+    http::HttpBuilder,
+    local::LocalFileSystem,
+    path::Path as StorePath,
 };
 use url::Url;
 
@@ -18,6 +22,11 @@ use super::{
     relpath::RelativePath,
     source::{FileSource, TransferError, classify_store_error},
 };
+
+/// Per-request bound for object-store requests, bodies included: far beyond any download, which
+/// --fetch-timeout bounds as a whole (object_store's own default of 30 s would cut off large
+/// models).
+const REQUEST_TIMEOUT: &str = "24h";
 
 /// How stores are reached beyond what the URL and the environment say.
 #[derive(Debug, Clone, Default)]
@@ -47,8 +56,9 @@ impl Store {
         let config = |err: &dyn std::fmt::Display| RegistryError::Config(format!("{shown}: {err}"));
         let (scheme, base) = ObjectStoreScheme::parse(url).map_err(|err| config(&err))?;
         // One retry policy (pinserve's) governs every fetch, and large objects must not hit a
-        // whole-request timeout: stalls are caught per chunk instead.
-        let client = ClientOptions::new().with_timeout_disabled();
+        // whole-request timeout: stalls are caught per chunk, and --fetch-timeout bounds the
+        // whole. Both are set key by key, so the client settings the environment gives (such as
+        // AZURE_ALLOW_HTTP) stay in force.
         let no_retries = RetryConfig {
             max_retries: 0,
             ..RetryConfig::default()
@@ -61,7 +71,10 @@ impl Store {
             ObjectStoreScheme::AmazonS3 => {
                 let mut builder = AmazonS3Builder::from_env()
                     .with_url(url.as_str())
-                    .with_client_options(client)
+                    .with_config(
+                        AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                        REQUEST_TIMEOUT,
+                    )
                     .with_retry(no_retries);
                 if let Some(endpoint) = endpoint {
                     builder = builder.with_endpoint(endpoint).with_allow_http(allow_http);
@@ -71,17 +84,26 @@ impl Store {
             ObjectStoreScheme::GoogleCloudStorage => {
                 let mut builder = GoogleCloudStorageBuilder::from_env()
                     .with_url(url.as_str())
-                    .with_client_options(client.with_allow_http(allow_http))
+                    .with_config(
+                        GoogleConfigKey::Client(ClientConfigKey::Timeout),
+                        REQUEST_TIMEOUT,
+                    )
                     .with_retry(no_retries);
                 if let Some(endpoint) = endpoint {
-                    builder = builder.with_base_url(&endpoint);
+                    builder = builder.with_base_url(&endpoint).with_config(
+                        GoogleConfigKey::Client(ClientConfigKey::AllowHttp),
+                        allow_http.to_string(),
+                    );
                 }
                 Arc::new(builder.build().map_err(|err| config(&err))?)
             }
             ObjectStoreScheme::MicrosoftAzure => {
                 let mut builder = MicrosoftAzureBuilder::from_env()
                     .with_url(url.as_str())
-                    .with_client_options(client)
+                    .with_config(
+                        AzureConfigKey::Client(ClientConfigKey::Timeout),
+                        REQUEST_TIMEOUT,
+                    )
                     .with_retry(no_retries);
                 if let Some(endpoint) = endpoint {
                     builder = builder.with_endpoint(endpoint).with_allow_http(allow_http);
@@ -91,7 +113,11 @@ impl Store {
             ObjectStoreScheme::Http => Arc::new(
                 HttpBuilder::new()
                     .with_url(&url[..url::Position::BeforePath])
-                    .with_client_options(client.with_allow_http(true))
+                    .with_client_options(
+                        ClientOptions::new()
+                            .with_timeout_disabled()
+                            .with_allow_http(true),
+                    )
                     .with_retry(no_retries)
                     .build()
                     .map_err(|err| config(&err))?,

@@ -33,19 +33,3 @@ pub fn expected(key: &str) -> (Value, Value) {
     );
     (case["request"].clone(), case["outputs"].clone())
 }
-
-/// The AWS variables object_store reads, pointed at moto.
-pub fn s3_environment() -> Vec<(&'static str, String)> {
-    vec![
-        ("AWS_ACCESS_KEY_ID", var("PINSERVE_TEST_S3_ACCESS_KEY_ID")),
-        (
-            "AWS_SECRET_ACCESS_KEY",
-            var("PINSERVE_TEST_S3_SECRET_ACCESS_KEY"),
-        ),
-        ("AWS_REGION", var("PINSERVE_TEST_S3_REGION")),
-        (
-            "PINSERVE_STORAGE_ENDPOINT",
-            var("PINSERVE_TEST_S3_ENDPOINT"),
-        ),
-    ]
-}

@@ -28,6 +28,9 @@ What is registered, and why:
 * S3 (moto): a model repository ``ROOT/NAME/VERSION/`` with sidecar digests written as
   ``sha256sum`` writes them (``<hex>  model.onnx``): ``tabular_mlp/1`` with a correct sidecar,
   ``churn_pipeline/1`` without one, ``tabular_mlp/2`` with a wrong one.
+* Azure Blob (Azurite): the same repository in a container, written with Azure's own SDK
+  through the emulator's well-known development account, so that pinserve's ``az://`` reads
+  meet a real Blob API and its shared-key signatures are checked.
 
 The model bytes are deterministic (the committed fixtures, a fixed transformation); run ids,
 model ids (``m-<hex>``) and timestamps are MLflow's own and change on every start, hence
@@ -53,6 +56,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import requests
+from azure.storage.blob import BlobServiceClient
 from mlflow.models import infer_signature
 from mlflow.models.signature import ModelSignature
 from onnx import numpy_helper
@@ -64,6 +68,7 @@ TAMPERED_SHA256 = hashlib.sha256(b"tampered").hexdigest()
 ARTIFACTS_SCHEME = "mlflow-artifacts:/"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
 S3_ROOT = "repo"
+AZURE_ROOT = "repo"
 V2_DATATYPES = {"float32": "FP32", "int64": "INT64"}
 
 
@@ -355,8 +360,25 @@ def register_auth_server(server: MlflowServer) -> dict:
 
 
 # --------------------------------------------------------------------------- #
-# S3
+# Object stores: S3 and Azure Blob
 # --------------------------------------------------------------------------- #
+
+
+def repository_layout() -> dict[str, tuple[bytes, str | None, str | None]]:
+    """The model repository each object store holds below its root:
+    repository path: (model bytes, sidecar digest or None, expected outputs' key or None)."""
+    tabular = (FIXTURES / "tabular_mlp" / "1" / "model.onnx").read_bytes()
+    churn = (FIXTURES / "churn_pipeline" / "1" / "model.onnx").read_bytes()
+    return {
+        "tabular_mlp/1": (tabular, sha256_hex(tabular), "tabular-mlp/1"),
+        "churn_pipeline/1": (churn, None, "churn-pipeline/1"),
+        "tabular_mlp/2": (tabular, TAMPERED_SHA256, None),
+    }
+
+
+def sidecar_text(digest: str | None) -> str | None:
+    """A sidecar as ``sha256sum`` writes it."""
+    return f"{digest}  model.onnx\n" if digest else None
 
 
 def register_s3() -> dict:
@@ -369,21 +391,12 @@ def register_s3() -> dict:
         aws_secret_access_key=os.environ["PINSERVE_TEST_S3_SECRET_ACCESS_KEY"],
     )
     s3.create_bucket(Bucket=bucket)
-    tabular = (FIXTURES / "tabular_mlp" / "1" / "model.onnx").read_bytes()
-    churn = (FIXTURES / "churn_pipeline" / "1" / "model.onnx").read_bytes()
-    layout = {
-        # repository path: (model bytes, sidecar digest or None, expected outputs' key)
-        "tabular_mlp/1": (tabular, sha256_hex(tabular), "tabular-mlp/1"),
-        "churn_pipeline/1": (churn, None, "churn-pipeline/1"),
-        "tabular_mlp/2": (tabular, TAMPERED_SHA256, None),
-    }
     models = {}
-    for path, (body, sidecar_digest, expected) in layout.items():
+    for path, (body, sidecar_digest, expected) in repository_layout().items():
         prefix = f"{S3_ROOT}/{path}/"
         s3.put_object(Bucket=bucket, Key=prefix + "model.onnx", Body=body)
-        sidecar = None
-        if sidecar_digest:
-            sidecar = f"{sidecar_digest}  model.onnx\n"
+        sidecar = sidecar_text(sidecar_digest)
+        if sidecar:
             s3.put_object(Bucket=bucket, Key=prefix + "model.onnx.sha256", Body=sidecar.encode())
         stored = s3.get_object(Bucket=bucket, Key=prefix + "model.onnx")["Body"].read()
         listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
@@ -394,6 +407,33 @@ def register_s3() -> dict:
             "expected": expected,
         }
     return {"bucket": bucket, "root": S3_ROOT, "models": models}
+
+
+def register_azure() -> dict:
+    account = os.environ["PINSERVE_TEST_AZURE_ACCOUNT"]
+    container_name = os.environ["PINSERVE_TEST_AZURE_CONTAINER"]
+    # Azurite on an IP address is addressed path-style: the account is the first path segment.
+    service = BlobServiceClient(
+        f"{os.environ['PINSERVE_TEST_AZURE_BLOB_URL']}/{account}",
+        credential={"account_name": account, "account_key": os.environ["PINSERVE_TEST_AZURE_KEY"]},
+    )
+    container = service.create_container(container_name)
+    models = {}
+    for path, (body, sidecar_digest, expected) in repository_layout().items():
+        prefix = f"{AZURE_ROOT}/{path}/"
+        container.upload_blob(prefix + "model.onnx", body)
+        sidecar = sidecar_text(sidecar_digest)
+        if sidecar:
+            container.upload_blob(prefix + "model.onnx.sha256", sidecar.encode())
+        stored = container.download_blob(prefix + "model.onnx").readall()
+        listing = container.list_blob_names(name_starts_with=prefix)
+        models[path] = {
+            "files": sorted(name.removeprefix(prefix) for name in listing),
+            "sha256": sha256_hex(stored),
+            "sidecar": sidecar,
+            "expected": expected,
+        }
+    return {"container": container_name, "root": AZURE_ROOT, "models": models}
 
 
 def main() -> None:
@@ -408,6 +448,7 @@ def main() -> None:
         "mlflow": registered,
         "mlflow_auth": register_auth_server(auth_server),
         "s3": register_s3(),
+        "azure": register_azure(),
         "expected": expected,
     }
     output = Path(os.environ["PINSERVE_TEST_SERVICES"])

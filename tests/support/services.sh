@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts and stops the real services that pinserve's registry tests talk to, all on loopback: an
 # MLflow tracking server (also served over HTTPS, with a test CA, by a second process), a third
-# with basic auth, and a moto S3 server, filled by tests/support/register_models.py.
+# with basic auth, a moto S3 server and an Azurite blob server (Microsoft's Azure Storage
+# emulator), filled by tests/support/register_models.py.
 #
 #   tests/support/services.sh start    # then: source target/test-services/env
 #   tests/support/services.sh stop
@@ -10,16 +11,25 @@
 # sees the same registrations. Each service runs in its own session (setsid), so `stop` ends its
 # whole process group, MLflow's uvicorn workers included. State, logs (*.log) and pid files live
 # in target/test-services/ and are kept after `stop` for a look at what happened; the Python
-# environment is .venv-services/, rebuilt whenever tests/support/requirements.txt changes.
+# environment is .venv-services/, rebuilt whenever tests/support/requirements.txt changes, and
+# Azurite (a Node.js package) is in .node-services/, reinstalled whenever
+# tests/support/package-lock.json changes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 readonly STATE=target/test-services
 readonly VENV=.venv-services
 readonly REQUIREMENTS=tests/support/requirements.txt
+readonly NODE_PACKAGES=.node-services
+readonly NODE_PACKAGES_SOURCE=tests/support # package.json and package-lock.json
 readonly MLFLOW_USERNAME=admin
 readonly MLFLOW_PASSWORD=pinserve-test-password
 readonly S3_BUCKET=models
+# Azurite's one account and its key: the well-known development ones, which every Azure SDK
+# (object_store's emulator mode included) also has built in.
+readonly AZURE_ACCOUNT=devstoreaccount1
+readonly AZURE_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
+readonly AZURE_CONTAINER=models
 readonly START_TIMEOUT_SECONDS=90
 readonly STOP_TIMEOUT_SECONDS=10
 
@@ -28,6 +38,8 @@ export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true DO
 
 # shellcheck source=scripts/lib/python-venv.sh
 source scripts/lib/python-venv.sh
+# shellcheck source=scripts/lib/node-packages.sh
+source scripts/lib/node-packages.sh
 
 # Prints N free loopback ports on one line, all held at once so that they differ.
 free_ports() {
@@ -72,8 +84,8 @@ tls_certificates() {
         -CAcreateserial -days 2 -extfile "$dir/server.ext" -out "$dir/server.pem" 2> /dev/null
 }
 
-# wait_for NAME URL [CURL OPTION...]: polls URL until it answers 2xx; fails if the service
-# exits first or takes longer than START_TIMEOUT_SECONDS.
+# wait_for NAME URL [CURL OPTION...]: polls URL until it answers 2xx (any HTTP answer at all
+# with --no-fail); fails if the service exits first or takes longer than START_TIMEOUT_SECONDS.
 wait_for() {
     local name=$1 url=$2 pid deadline=$((SECONDS + START_TIMEOUT_SECONDS))
     shift 2
@@ -86,11 +98,14 @@ wait_for() {
     done
 }
 
-# Whether session SID still runs a live (not zombie) process started from $VENV: a stale pid
-# file, whose id may belong to someone else by now, never gets a signal sent.
+# Whether session SID still runs a live (not zombie) process started from $VENV or
+# $NODE_PACKAGES: a stale pid file, whose id may belong to someone else by now, never gets a
+# signal sent.
 running() {
     ps -o stat=,args= -s "$1" |
-        awk -v venv="$VENV/bin/" '$1 !~ /^Z/ && index($0, venv) { found = 1 } END { exit !found }'
+        awk -v venv="$VENV/bin/" -v node="$NODE_PACKAGES/node_modules/" '
+            $1 !~ /^Z/ && (index($0, venv) || index($0, node)) { found = 1 }
+            END { exit !found }'
 }
 
 stop_services() {
@@ -118,12 +133,12 @@ stop_services() {
 }
 
 start_services() {
-    local state ports mlflow_port auth_port s3_port tls_port
+    local state ports mlflow_port auth_port s3_port tls_port azure_port
     rm -rf "$STATE"
-    mkdir -p "$STATE/mlflow" "$STATE/mlflow-auth"
+    mkdir -p "$STATE/mlflow" "$STATE/mlflow-auth" "$STATE/azurite"
     state=$(realpath "$STATE")
-    ports=$(free_ports 4)
-    read -r mlflow_port auth_port s3_port tls_port <<< "$ports"
+    ports=$(free_ports 5)
+    read -r mlflow_port auth_port s3_port tls_port azure_port <<< "$ports"
 
     start_service mlflow "$VENV/bin/mlflow" server --host 127.0.0.1 --port "$mlflow_port" \
         --workers 1 --backend-store-uri "sqlite:///$state/mlflow/mlflow.db" \
@@ -146,6 +161,14 @@ EOF
         --artifacts-destination "$state/mlflow-auth/artifacts"
 
     start_service s3 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$s3_port"
+
+    # Blob service only (queues and tables are not used), no access log, and no telemetry: it
+    # would phone home. --skipApiVersionCheck because Azurite refuses an x-ms-version newer than
+    # its own (2025-11-05 for 3.35), and azure-storage-blob 12.31 sends 2026-10-06; pinserve's
+    # object_store sends 2023-11-03, which it knows.
+    start_service azurite "$NODE_PACKAGES/node_modules/.bin/azurite-blob" \
+        --blobHost 127.0.0.1 --blobPort "$azure_port" --location "$state/azurite" \
+        --silent --disableTelemetry --skipApiVersionCheck
     wait_for mlflow "http://127.0.0.1:$mlflow_port/health"
 
     # The same registry over HTTPS, with a certificate from a CA of its own: clients must be
@@ -160,6 +183,8 @@ EOF
     wait_for s3 "http://127.0.0.1:$s3_port/moto-api/"
     wait_for mlflow-auth "http://127.0.0.1:$auth_port/health"
     wait_for mlflow-tls "https://127.0.0.1:$tls_port/health" --cacert "$state/tls/ca.pem"
+    # Azurite has no health endpoint and answers an unsigned request 403: any answer will do.
+    wait_for azurite "http://127.0.0.1:$azure_port/$AZURE_ACCOUNT?comp=list" --no-fail
 
     local settings=(
         "PINSERVE_TEST_MLFLOW_URI=http://127.0.0.1:$mlflow_port"
@@ -173,18 +198,25 @@ EOF
         "PINSERVE_TEST_S3_SECRET_ACCESS_KEY=testing"
         "PINSERVE_TEST_MLFLOW_TLS_URI=https://127.0.0.1:$tls_port"
         "PINSERVE_TEST_MLFLOW_TLS_CA=$state/tls/ca.pem"
+        # The blob service's URL without the account: Azurite takes it from the first path
+        # segment (object_store's AZURITE_BLOB_STORAGE_URL is this URL).
+        "PINSERVE_TEST_AZURE_BLOB_URL=http://127.0.0.1:$azure_port"
+        "PINSERVE_TEST_AZURE_ACCOUNT=$AZURE_ACCOUNT"
+        "PINSERVE_TEST_AZURE_KEY=$AZURE_KEY"
+        "PINSERVE_TEST_AZURE_CONTAINER=$AZURE_CONTAINER"
         "PINSERVE_TEST_SERVICES=$state/registered.json"
     )
     env "${settings[@]}" "$VENV/bin/python" tests/support/register_models.py \
         > "$STATE/register.log" 2>&1 || fail register "failed"
     printf 'export %q\n' "${settings[@]}" > "$STATE/env"
-    echo "services.sh: MLflow on port $mlflow_port (basic auth: $auth_port), S3 on $s3_port;" \
-        "variables in $STATE/env"
+    echo "services.sh: MLflow on port $mlflow_port (basic auth: $auth_port), S3 on $s3_port," \
+        "Azure Blob on $azure_port; variables in $STATE/env"
 }
 
 case "${1:-}" in
     start)
         ensure_venv "$VENV" "$REQUIREMENTS"
+        ensure_node_packages "$NODE_PACKAGES" "$NODE_PACKAGES_SOURCE"
         stop_services
         trap stop_services EXIT # a start that fails half-way leaves nothing running
         start_services
