@@ -10,7 +10,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle, time::timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    batch::{Batcher, DEFAULT_QUEUE_CAPACITY, WorkerHandle},
+    batch::{Batcher, WorkerHandle},
     config::{FetchConfig, ServeConfig},
     http::{self, AppState, ServingModel},
     metrics::ModelLabels,
@@ -154,7 +154,8 @@ impl ServeSource {
 }
 
 struct Loaded {
-    model: OnnxModel,
+    /// One session per `--instances`.
+    models: Vec<OnnxModel>,
     artifact: ModelArtifact,
     load_seconds: f64,
 }
@@ -183,13 +184,16 @@ async fn load(
     });
     let started = std::time::Instant::now();
     let digest = digest_alongside(&artifact);
-    let model = load_on_thread(artifact.clone(), config.runtime.session_options()).await?;
+    let options = config.runtime.session_options(config.batching.instances);
+    let loads =
+        (0..config.batching.instances).map(|_| load_on_thread(artifact.clone(), options.clone()));
+    let models = futures_util::future::try_join_all(loads).await?;
     let mut artifact = artifact;
     if let Some(digest) = digest {
         artifact.sha256 = digest.await.ok().flatten();
     }
     Ok(Loaded {
-        model,
+        models,
         artifact,
         load_seconds: started.elapsed().as_secs_f64(),
     })
@@ -234,11 +238,13 @@ fn publish(
     loaded: Loaded,
     config: &ServeConfig,
 ) -> Result<WorkerHandle, AppError> {
-    let (batcher, worker) = Batcher::start(
-        Box::new(loaded.model),
-        &state.labels(),
-        DEFAULT_QUEUE_CAPACITY,
-    )?;
+    let models = loaded
+        .models
+        .into_iter()
+        .map(|model| Box::new(model) as Box<dyn Model>)
+        .collect();
+    let (batcher, worker) =
+        Batcher::start(models, &state.labels(), config.batching.batch_config())?;
     let device = config.runtime.device;
     let sha256 = loaded.artifact.sha256;
     tracing::info!(

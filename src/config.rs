@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
 use crate::{
+    batch::BatchConfig,
     model::{Device, GraphOptimization, SessionOptions, runtime},
     registry::{
         Digest, FetchOptions, Location, ModelReference, RegistryError, Resolver, Selector,
@@ -267,6 +268,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 
+    #[command(flatten)]
+    pub batching: BatchArgs,
+
     /// Address to listen on. It is bound before the model loads, so probes get 503 rather
     /// than a refused connection while loading.
     #[arg(
@@ -330,6 +334,51 @@ impl ServeConfig {
     }
 }
 
+/// Dynamic batching, model instances and admission.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Batching")]
+pub struct BatchArgs {
+    /// Rows per ONNX Runtime call at most; requests are stacked along dimension 0 up to this
+    /// many rows. A larger request runs alone.
+    #[arg(long, env = "PINSERVE_MAX_BATCH_SIZE", default_value_t = 32, value_name = "ROWS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_batch_size: u32,
+
+    /// How long the oldest queued request may wait for others to join its batch (e.g. 1ms,
+    /// 500us); 0 takes what is queued and never waits.
+    #[arg(long, env = "PINSERVE_MAX_BATCH_DELAY", default_value = "1ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub max_batch_delay: Duration,
+
+    /// ONNX Runtime sessions, each on a thread of its own; intra-op threads are shared out among
+    /// them.
+    #[arg(long, env = "PINSERVE_INSTANCES", default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub instances: u16,
+
+    /// Rows that may wait in the queue; beyond that, requests are refused at once with 503 and
+    /// Retry-After.
+    #[arg(
+        long,
+        env = "PINSERVE_MAX_QUEUE_ROWS",
+        default_value_t = 4096,
+        value_name = "ROWS"
+    )]
+    pub max_queue_rows: usize,
+
+    /// How long a request may wait in the queue before it is answered 504.
+    #[arg(long, env = "PINSERVE_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub request_timeout: Duration,
+}
+
+impl BatchArgs {
+    pub fn batch_config(&self) -> BatchConfig {
+        BatchConfig {
+            max_batch_size: self.max_batch_size as usize,
+            max_batch_delay: self.max_batch_delay,
+            max_queue_rows: self.max_queue_rows,
+            request_timeout: self.request_timeout,
+        }
+    }
+}
+
 /// How ONNX Runtime is found and how its sessions are built.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "ONNX Runtime")]
@@ -344,7 +393,8 @@ pub struct RuntimeArgs {
     )]
     pub device: Device,
 
-    /// Threads ONNX Runtime uses within one operator [default: the CPUs this process may use].
+    /// Threads each ONNX Runtime session uses within one operator [default: the CPUs this
+    /// process may use, divided among the --instances].
     #[arg(long, env = "PINSERVE_INTRA_OP_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub intra_op_threads: Option<u16>,
 
@@ -365,12 +415,13 @@ pub struct RuntimeArgs {
 }
 
 impl RuntimeArgs {
-    pub fn session_options(&self) -> SessionOptions {
+    /// Options for each of `instances` sessions: without --intra-op-threads, the CPUs the process
+    /// may use are shared out among them.
+    pub fn session_options(&self, instances: u16) -> SessionOptions {
+        let share = || (runtime::available_cpus() / usize::from(instances.max(1))).max(1);
         SessionOptions {
             device: self.device,
-            intra_op_threads: self
-                .intra_op_threads
-                .map_or_else(runtime::available_cpus, usize::from),
+            intra_op_threads: self.intra_op_threads.map_or_else(share, usize::from),
             graph_optimization: self.graph_optimization_level,
             library: self.onnxruntime_lib.clone(),
         }

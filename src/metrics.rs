@@ -3,7 +3,7 @@
 //! The names and labels are a contract: canary analyses (Argo Rollouts `AnalysisTemplate`s),
 //! dashboards and alerts query them. Change them only with a migration note.
 
-use metrics::{Histogram, Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics::{Gauge, Histogram, Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const REQUEST_DURATION: &str = "pinserve_request_duration_seconds";
@@ -12,6 +12,10 @@ pub const INFERENCE_DURATION: &str = "pinserve_inference_duration_seconds";
 pub const MODEL_LOAD_SECONDS: &str = "pinserve_model_load_seconds";
 pub const MODEL_INFO: &str = "pinserve_model_info";
 pub const READY: &str = "pinserve_ready";
+pub const QUEUE_DURATION: &str = "pinserve_queue_duration_seconds";
+pub const BATCH_SIZE: &str = "pinserve_batch_size";
+pub const QUEUE_ROWS: &str = "pinserve_queue_rows";
+pub const REJECTED: &str = "pinserve_rejected_total";
 pub const FETCH_BYTES: &str = "pinserve_fetch_bytes_total";
 pub const FETCH_DURATION: &str = "pinserve_fetch_duration_seconds";
 
@@ -27,16 +31,31 @@ pub const FETCH_BUCKETS: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
 ];
 
+/// Rows per model call: powers of two up to well past any sensible `--max-batch-size`.
+pub const BATCH_SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+/// Every histogram and its buckets (a histogram without buckets would be exported as a summary,
+/// which cannot be aggregated across pods).
+const HISTOGRAMS: &[(&str, &[f64])] = &[
+    (REQUEST_DURATION, LATENCY_BUCKETS),
+    (INFERENCE_DURATION, LATENCY_BUCKETS),
+    (QUEUE_DURATION, LATENCY_BUCKETS),
+    (BATCH_SIZE, BATCH_SIZE_BUCKETS),
+    (FETCH_DURATION, FETCH_BUCKETS),
+];
+
 /// Builds the Prometheus recorder with pinserve's buckets and installs it as the process's
 /// global recorder. Call once, before any metric is recorded.
 pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_owned()), LATENCY_BUCKETS)?
-        .set_buckets_for_metric(
-            Matcher::Full(INFERENCE_DURATION.to_owned()),
-            LATENCY_BUCKETS,
-        )?
-        .install_recorder()?;
+    let builder =
+        HISTOGRAMS
+            .iter()
+            .try_fold(PrometheusBuilder::new(), |builder, (name, buckets)| {
+                builder.set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)
+            })?;
+    let handle = builder.install_recorder()?;
     describe();
     Ok(handle)
 }
@@ -74,6 +93,23 @@ fn describe() {
     describe_gauge!(
         MODEL_INFO,
         "Always 1; labels say which model version is served on which device, and the model file's sha256."
+    );
+    describe_histogram!(
+        QUEUE_DURATION,
+        Unit::Seconds,
+        "Time a request waited in the queue before its batch reached ONNX Runtime."
+    );
+    describe_histogram!(
+        BATCH_SIZE,
+        "Rows per ONNX Runtime call, after dynamic batching."
+    );
+    describe_gauge!(
+        QUEUE_ROWS,
+        "Rows waiting in the queue; admission refuses requests beyond --max-queue-rows."
+    );
+    describe_counter!(
+        REJECTED,
+        "Requests not run, by reason: queue_full (503), timeout (504), client_disconnected."
     );
     describe_counter!(
         FETCH_BYTES,
@@ -138,6 +174,15 @@ impl ModelLabels {
         metrics::gauge!(MODEL_INFO, &info).set(1.0);
     }
 
+    pub fn batch_metrics(&self) -> BatchMetrics {
+        BatchMetrics {
+            queue_duration: metrics::histogram!(QUEUE_DURATION, &self.pairs()),
+            batch_size: metrics::histogram!(BATCH_SIZE, &self.pairs()),
+            queue_rows: metrics::gauge!(QUEUE_ROWS, &self.pairs()),
+            labels: self.clone(),
+        }
+    }
+
     pub fn fetch_bytes(&self) -> metrics::Counter {
         metrics::counter!(FETCH_BYTES, &self.pairs())
     }
@@ -149,6 +194,26 @@ impl ModelLabels {
             ("outcome", outcome.to_owned()),
         ];
         metrics::histogram!(FETCH_DURATION, &labels).record(seconds);
+    }
+}
+
+/// The batcher's metrics, registered once per model version.
+pub struct BatchMetrics {
+    pub queue_duration: Histogram,
+    pub batch_size: Histogram,
+    pub queue_rows: Gauge,
+    labels: ModelLabels,
+}
+
+impl BatchMetrics {
+    /// Counts a request that was not run: `queue_full`, `timeout` or `client_disconnected`.
+    pub fn rejected(&self, reason: &'static str) {
+        let labels = [
+            ("model", self.labels.model.clone()),
+            ("version", self.labels.version.clone()),
+            ("reason", reason.to_owned()),
+        ];
+        metrics::counter!(REJECTED, &labels).increment(1);
     }
 }
 

@@ -13,7 +13,7 @@ use axum::{
 };
 use common::{fixtures, golden};
 use pinserve::{
-    batch::{Batcher, DEFAULT_QUEUE_CAPACITY},
+    batch::{BatchConfig, Batcher},
     http::{AppState, ServingModel, router},
     metrics::ModelLabels,
     model::{self, DataType, Device, SessionOptions},
@@ -48,7 +48,7 @@ fn serving(model_name: &str) -> Router {
     };
     let _guard = runtime().enter();
     let (batcher, worker) =
-        Batcher::start(Box::new(model), &labels, DEFAULT_QUEUE_CAPACITY).unwrap();
+        Batcher::start(vec![Box::new(model)], &labels, BatchConfig::default()).unwrap();
     // The worker lives as long as the test process; nothing here waits for it.
     std::mem::forget(worker);
     let state = Arc::new(AppState::new(labels, MAX_BODY_BYTES, None));

@@ -1,24 +1,79 @@
-//! The path from a request to the model: [`Batcher`] is the async handle the HTTP layer holds;
-//! it queues a [`Job`] for the worker thread that owns the model session, and each job is
-//! answered on its own `oneshot` channel.
+//! The path from a request to the model, with dynamic batching.
 //!
-//! Admission happens here, at the edge: the queue is bounded and a full queue is refused at
-//! once (503 with `Retry-After`) rather than letting latency grow without bound.
+//! [`Batcher`] is the async handle the HTTP layer holds. It admits a request at the edge (a
+//! bounded number of queued rows: a full queue is refused at once with 503, never left to grow
+//! latency) and queues it as a [`Job`]. The queue task ([`queue`]) coalesces compatible jobs
+//! along dimension 0, up to `--max-batch-size` rows or until the oldest has waited
+//! `--max-batch-delay`, and hands each batch to the first free model worker ([`worker`]); the next
+//! batch is gathered while the current one runs. Every job is answered on its own `oneshot`
+//! with exactly its own rows ([`assemble`]).
+//!
+//! Jobs whose client has gone are dropped before inference; jobs that waited longer than
+//! `--request-timeout` are answered 504. Both are counted in `pinserve_rejected_total`.
 
+pub mod assemble;
+mod queue;
 mod worker;
 
-use std::sync::Arc;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
 
+use self::assemble::{BatchKey, rows_of};
 pub use self::worker::WorkerHandle;
 use crate::{
-    metrics::ModelLabels,
+    metrics::{BatchMetrics, ModelLabels},
     model::{Model, ModelError, Signature, Tensor},
 };
 
-/// Requests that may wait for the model before new ones are refused.
-pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+/// How requests are batched and admitted.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// Rows per model call at most; a larger request runs alone.
+    pub max_batch_size: usize,
+    /// How long the oldest queued request may wait for others to join it; zero takes what is
+    /// queued and never waits.
+    pub max_batch_delay: Duration,
+    /// Rows that may wait; beyond that, requests are refused at once.
+    pub max_queue_rows: usize,
+    /// How long a request may wait for a worker before it is answered 504.
+    pub request_timeout: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_batch_size: 32,
+            max_batch_delay: Duration::from_millis(1),
+            max_queue_rows: 4096,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a request got no answer from the model.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error(
+        "the inference queue is full ({queued} rows waiting, --max-queue-rows is {limit}); retry later"
+    )]
+    QueueFull { queued: usize, limit: usize },
+    #[error("the request waited {waited:?} in the queue, longer than --request-timeout")]
+    Timeout { waited: Duration },
+    #[error("the inference workers have stopped")]
+    Stopped,
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
 
 /// One request on its way to the model.
 pub struct Job {
@@ -26,41 +81,104 @@ pub struct Job {
     pub inputs: Vec<Tensor>,
     /// Signature indices of the outputs to return.
     pub outputs: Vec<usize>,
-    pub reply: oneshot::Sender<Result<Vec<Tensor>, ModelError>>,
+    pub rows: usize,
+    pub key: BatchKey,
+    pub enqueued: Instant,
+    pub reply: oneshot::Sender<Result<Vec<Tensor>, BatchError>>,
     /// The request's span, entered again on the worker so its logs carry the request's fields.
     pub span: tracing::Span,
+    /// The job's share of `--max-queue-rows`, given back when it leaves the queue.
+    admission: Admission,
 }
 
-/// Why a request got no answer from the model.
-#[derive(Debug, thiserror::Error)]
-pub enum BatchError {
-    #[error("the inference queue is full ({capacity} requests waiting); retry later")]
-    QueueFull { capacity: usize },
-    #[error("the inference worker has stopped")]
-    Stopped,
-    #[error(transparent)]
-    Model(#[from] ModelError),
+impl Job {
+    /// The job leaves the queue: its rows no longer count against admission.
+    fn dequeue(&mut self) {
+        self.admission.release();
+    }
 }
 
-/// A cloneable handle that submits requests to the model's worker thread.
+/// Rows admitted into the queue, counted so that admission is a single atomic update.
+struct Admission {
+    queued: Arc<AtomicUsize>,
+    rows: usize,
+    metrics: Arc<BatchMetrics>,
+}
+
+impl Admission {
+    fn release(&mut self) {
+        let rows = std::mem::take(&mut self.rows);
+        if rows > 0 {
+            let left = self.queued.fetch_sub(rows, Ordering::AcqRel) - rows;
+            self.metrics.queue_rows.set(left as f64);
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// A cloneable handle that submits requests to the model's workers.
 #[derive(Clone)]
 pub struct Batcher {
-    queue: mpsc::Sender<Job>,
+    jobs: mpsc::UnboundedSender<Job>,
     signature: Arc<Signature>,
+    config: Arc<BatchConfig>,
+    queued: Arc<AtomicUsize>,
+    metrics: Arc<BatchMetrics>,
 }
 
 impl Batcher {
-    /// Moves the model onto its own thread and returns the handle that feeds it. The worker stops
-    /// once every handle is dropped and the queue is empty, so queued requests are never lost.
+    /// Moves each model instance onto a thread of its own and starts the queue. Everything stops
+    /// once every handle is dropped and every queued request has been answered.
     pub fn start(
-        model: Box<dyn Model>,
+        models: Vec<Box<dyn Model>>,
         labels: &ModelLabels,
-        queue_capacity: usize,
+        config: BatchConfig,
     ) -> std::io::Result<(Batcher, WorkerHandle)> {
-        let (queue, jobs) = mpsc::channel(queue_capacity);
-        let signature = Arc::clone(model.signature());
-        let worker = worker::spawn(model, jobs, labels)?;
-        Ok((Batcher { queue, signature }, worker))
+        let signature = Arc::clone(models[0].signature());
+        let metrics = Arc::new(labels.batch_metrics());
+        let batchable = signature.is_batchable();
+        if !batchable {
+            tracing::info!(
+                "batching is off for this model: not every input and output has a dynamic first dimension, so requests run one by one"
+            );
+        }
+        let (jobs, queued_jobs) = mpsc::unbounded_channel();
+        // One slot: the next batch is gathered while the workers run the current ones, and is
+        // formed as late as possible, so it holds everything that arrived meanwhile.
+        let (batches, queued_batches) = mpsc::channel(1);
+        let workers = worker::spawn(
+            models,
+            queued_batches,
+            labels,
+            Arc::clone(&metrics),
+            config.request_timeout,
+        )?;
+        let config = Arc::new(config);
+        let limits = queue::Limits {
+            max_batch_size: config.max_batch_size.max(1),
+            max_batch_delay: config.max_batch_delay,
+            request_timeout: config.request_timeout,
+            batchable,
+        };
+        tokio::spawn(queue::run(
+            queued_jobs,
+            batches,
+            limits,
+            Arc::clone(&metrics),
+        ));
+        let batcher = Batcher {
+            jobs,
+            signature,
+            config,
+            queued: Arc::new(AtomicUsize::new(0)),
+            metrics,
+        };
+        Ok((batcher, workers))
     }
 
     pub fn signature(&self) -> &Arc<Signature> {
@@ -72,19 +190,46 @@ impl Batcher {
         inputs: Vec<Tensor>,
         outputs: Vec<usize>,
     ) -> Result<Vec<Tensor>, BatchError> {
+        let rows = rows_of(&inputs).max(1);
+        let admission = self.admit(rows)?;
         let (reply, answer) = oneshot::channel();
         let job = Job {
+            key: BatchKey::of(&inputs, &outputs),
             inputs,
             outputs,
+            rows,
+            enqueued: Instant::now(),
             reply,
             span: tracing::Span::current(),
+            admission,
         };
-        self.queue.try_send(job).map_err(|err| match err {
-            mpsc::error::TrySendError::Full(_) => BatchError::QueueFull {
-                capacity: self.queue.max_capacity(),
-            },
-            mpsc::error::TrySendError::Closed(_) => BatchError::Stopped,
-        })?;
-        Ok(answer.await.map_err(|_| BatchError::Stopped)??)
+        self.jobs.send(job).map_err(|_| BatchError::Stopped)?;
+        answer.await.map_err(|_| BatchError::Stopped)?
+    }
+
+    /// Counts `rows` into the queue, or refuses them when they would exceed `--max-queue-rows`.
+    /// A request larger than the whole queue is still admitted into an empty one, where it
+    /// waits for nobody and runs alone.
+    fn admit(&self, rows: usize) -> Result<Admission, BatchError> {
+        let limit = self.config.max_queue_rows;
+        let admitted = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued + rows <= limit || queued == 0).then_some(queued + rows)
+            });
+        match admitted {
+            Ok(before) => {
+                self.metrics.queue_rows.set((before + rows) as f64);
+                Ok(Admission {
+                    queued: Arc::clone(&self.queued),
+                    rows,
+                    metrics: Arc::clone(&self.metrics),
+                })
+            }
+            Err(queued) => {
+                self.metrics.rejected("queue_full");
+                Err(BatchError::QueueFull { queued, limit })
+            }
+        }
     }
 }

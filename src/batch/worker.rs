@@ -1,68 +1,162 @@
-//! The thread that owns a model session and runs the queued jobs.
+//! The threads that own the model sessions (one per `--instances`), each taking the next batch,
+//! stacking its jobs' inputs, running the model once and answering every job with its rows.
 
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
+    sync::{Arc, Mutex},
     thread::JoinHandle,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use metrics::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
-use super::Job;
+use super::{
+    BatchError, Job,
+    assemble::{concat, split},
+    queue::Batch,
+};
 use crate::{
-    metrics::ModelLabels,
-    model::{Model, ModelError},
+    metrics::{BatchMetrics, ModelLabels},
+    model::{Model, ModelError, Tensor},
 };
 
-/// Lets the application wait for the worker to finish the queue during shutdown.
+/// Lets the application wait for the workers to finish during shutdown.
 pub struct WorkerHandle {
-    thread: JoinHandle<()>,
-    finished: oneshot::Receiver<()>,
+    threads: Vec<JoinHandle<()>>,
+    finished: Vec<oneshot::Receiver<()>>,
 }
 
 impl WorkerHandle {
-    /// Resolves once the worker has answered every queued job and released the model.
+    /// Resolves once every worker has answered every batch and released its model.
     pub async fn finished(self) {
-        // An error means the thread ended without signalling (it panicked); either way it is done.
-        let _ = self.finished.await;
-        let _ = self.thread.join();
+        for finished in self.finished {
+            // An error means the thread ended without signalling (it panicked); it is done.
+            let _ = finished.await;
+        }
+        for thread in self.threads {
+            let _ = thread.join();
+        }
     }
 }
 
 pub(super) fn spawn(
-    mut model: Box<dyn Model>,
-    mut jobs: mpsc::Receiver<Job>,
+    models: Vec<Box<dyn Model>>,
+    batches: mpsc::Receiver<Batch>,
     labels: &ModelLabels,
+    metrics: Arc<BatchMetrics>,
+    request_timeout: Duration,
 ) -> std::io::Result<WorkerHandle> {
-    let inference_duration = labels.inference_duration();
-    let (done, finished) = oneshot::channel();
-    let thread = std::thread::Builder::new()
-        .name("pinserve-model".to_owned())
-        .spawn(move || {
-            while let Some(job) = jobs.blocking_recv() {
-                run_job(model.as_mut(), job, &inference_duration);
-            }
-            drop(model);
-            let _ = done.send(());
-        })?;
-    Ok(WorkerHandle { thread, finished })
+    let batches = Arc::new(Mutex::new(batches));
+    let mut handle = WorkerHandle {
+        threads: Vec::new(),
+        finished: Vec::new(),
+    };
+    for (index, mut model) in models.into_iter().enumerate() {
+        let batches = Arc::clone(&batches);
+        let metrics = Arc::clone(&metrics);
+        let inference_duration = labels.inference_duration();
+        let (done, finished) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("pinserve-model-{index}"))
+            .spawn(move || {
+                while let Some(batch) = next_batch(&batches) {
+                    let batch = still_wanted(batch, request_timeout, &metrics);
+                    if !batch.is_empty() {
+                        run_batch(model.as_mut(), batch, &inference_duration, &metrics);
+                    }
+                }
+                drop(model);
+                let _ = done.send(());
+            })?;
+        handle.threads.push(thread);
+        handle.finished.push(finished);
+    }
+    Ok(handle)
 }
 
-fn run_job(model: &mut dyn Model, job: Job, inference_duration: &Histogram) {
-    let _entered = job.span.enter();
-    if job.reply.is_closed() {
-        tracing::debug!("skipping a request whose client has gone");
-        return;
+/// Waits for the next batch; workers take turns at the shared receiver.
+fn next_batch(batches: &Mutex<mpsc::Receiver<Batch>>) -> Option<Batch> {
+    batches
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .blocking_recv()
+}
+
+/// A batch may have waited for a free worker after it was formed: jobs whose client has gone
+/// since are dropped, and jobs that have now waited past `--request-timeout` are answered 504,
+/// exactly as they would have been in the queue.
+fn still_wanted(batch: Batch, request_timeout: Duration, metrics: &BatchMetrics) -> Vec<Job> {
+    let mut wanted = Vec::with_capacity(batch.jobs.len());
+    for job in batch.jobs {
+        let waited = job.enqueued.elapsed();
+        if job.reply.is_closed() {
+            metrics.rejected("client_disconnected");
+        } else if waited >= request_timeout {
+            metrics.rejected("timeout");
+            let _ = job.reply.send(Err(BatchError::Timeout { waited }));
+        } else {
+            wanted.push(job);
+        }
     }
+    wanted
+}
+
+fn run_batch(
+    model: &mut dyn Model,
+    mut jobs: Vec<Job>,
+    inference_duration: &Histogram,
+    metrics: &BatchMetrics,
+) {
+    for job in &jobs {
+        metrics
+            .queue_duration
+            .record(job.enqueued.elapsed().as_secs_f64());
+    }
+    let rows: Vec<usize> = jobs.iter().map(|job| job.rows).collect();
+    metrics.batch_size.record(rows.iter().sum::<usize>() as f64);
+    let span = jobs[0].span.clone();
+    let _entered = span.enter();
     let started = Instant::now();
-    // A panic must cost one request, not the worker every later request depends on.
-    let result = catch_unwind(AssertUnwindSafe(|| model.run(job.inputs, &job.outputs)))
-        .unwrap_or_else(|_| {
-            Err(ModelError::Inference(
-                "the model panicked during inference".to_owned(),
-            ))
-        });
+    let answers = run_model(model, &mut jobs, &rows);
     inference_duration.record(started.elapsed().as_secs_f64());
-    let _ = job.reply.send(result);
+    reply(jobs, answers);
+}
+
+/// One model call for the whole batch (the inputs stacked when there are several jobs). A panic
+/// must cost this batch, not the worker every later request depends on.
+fn run_model(
+    model: &mut dyn Model,
+    jobs: &mut [Job],
+    rows: &[usize],
+) -> Result<Vec<Vec<Tensor>>, ModelError> {
+    let outputs = jobs[0].outputs.clone();
+    catch_unwind(AssertUnwindSafe(|| {
+        if let [job] = jobs {
+            let inputs = std::mem::take(&mut job.inputs);
+            return model.run(inputs, &outputs).map(|answer| vec![answer]);
+        }
+        let requests: Vec<&[Tensor]> = jobs.iter().map(|job| job.inputs.as_slice()).collect();
+        split(model.run(concat(&requests), &outputs)?, rows)
+    }))
+    .unwrap_or_else(|_| {
+        Err(ModelError::Inference(
+            "the model panicked during inference".to_owned(),
+        ))
+    })
+}
+
+fn reply(jobs: Vec<Job>, answers: Result<Vec<Vec<Tensor>>, ModelError>) {
+    match answers {
+        Ok(answers) => {
+            for (job, answer) in jobs.into_iter().zip(answers) {
+                let _ = job.reply.send(Ok(answer));
+            }
+        }
+        Err(err) => {
+            for job in jobs {
+                let _ = job.reply.send(Err(BatchError::Model(err.clone())));
+            }
+        }
+    }
 }

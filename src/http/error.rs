@@ -73,6 +73,7 @@ impl ApiError {
             ApiError::Batch(BatchError::QueueFull { .. } | BatchError::Stopped) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::Batch(BatchError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Batch(BatchError::Model(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -141,7 +142,10 @@ mod tests {
                 .headers()
                 .contains_key(header::CONNECTION)
         );
-        let queue_full = ApiError::Batch(BatchError::QueueFull { capacity: 1 });
+        let queue_full = ApiError::Batch(BatchError::QueueFull {
+            queued: 9,
+            limit: 8,
+        });
         assert_eq!(queue_full.status(), StatusCode::SERVICE_UNAVAILABLE);
         let response = queue_full.into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");

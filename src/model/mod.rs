@@ -26,7 +26,7 @@ pub trait Model: Send + 'static {
 }
 
 /// Why a model could not be loaded or run.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ModelError {
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
