@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs pinserve's whole test suite, on a fresh machine too: installs what the tests need (the
-# ONNX Runtime library, the pinned Python environment that generates fixtures, promtool), builds
-# the compute-heavy fixture, starts the model registries the registry tests talk to (MLflow, S3
-# and Azure Blob on loopback, see tests/support/services.sh; stopped on exit), then runs the unit,
-# integration and property tests, and the device test again with the `cuda` feature.
+# ONNX Runtime library, the pinned Python environments that generate fixtures and hold Triton's
+# HTTP client, promtool), builds the compute-heavy fixture, starts the model registries the
+# registry tests talk to (MLflow, S3 and Azure Blob on loopback, see tests/support/services.sh;
+# stopped on exit), then runs the unit, integration and property tests, and the device test again
+# with the `cuda` feature.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,8 @@ source scripts/lib/python-venv.sh
 
 scripts/install-onnxruntime.sh
 ensure_venv .venv models-fixtures/requirements.txt
+ensure_venv .venv-clients tests/clients/requirements.txt
+export PINSERVE_TEST_CLIENT_PYTHON="$PWD/.venv-clients/bin/python"
 .venv/bin/python models-fixtures/generate.py --only compute_mlp
 command -v promtool >/dev/null || install_packages prometheus
 trap 'tests/support/services.sh stop' EXIT

@@ -67,3 +67,21 @@ pub fn router(state: Arc<AppState>) -> Router {
 fn json_response(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
+
+/// Decoding or encoding a body this large (in bytes) takes long enough to hold up the runtime's
+/// few threads, and with them probes and small requests.
+const OFF_RUNTIME_BYTES: usize = 256 << 10;
+
+/// Runs CPU-bound work costing about `cost` bytes of body inline when small, or on the blocking
+/// pool when large, so `/health` stays fast while big tensors are parsed.
+async fn off_runtime<T: Send + 'static>(
+    cost: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    if cost < OFF_RUNTIME_BYTES {
+        return work();
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
+}

@@ -3,19 +3,20 @@
 use std::sync::Arc;
 
 use axum::{
+    body::Bytes,
     extract::{OriginalUri, Path, State},
     http::Method,
     response::Response,
 };
 
-use super::{body::RequestBody, error::ApiError, json_response, state::AppState};
+use super::{body::RequestBody, error::ApiError, json_response, off_runtime, state::AppState};
 use crate::protocol::predict::{self, Outputs};
 
 pub async fn predict(
     State(state): State<Arc<AppState>>,
     RequestBody(body): RequestBody,
 ) -> Result<Response, ApiError> {
-    run(&state, &body).await
+    run(&state, body).await
 }
 
 /// The route captures `{name}:predict` as one segment; anything else there is not a route.
@@ -33,13 +34,19 @@ pub async fn predict_v1(
             path: uri.path().to_owned(),
         })?;
     state.check_model(name, None)?;
-    run(&state, &body).await
+    run(&state, body).await
 }
 
-async fn run(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
+async fn run(state: &AppState, body: Bytes) -> Result<Response, ApiError> {
     let model = state.serving_model()?;
     let signature = model.batcher.signature();
-    let request = predict::decode_request(body, signature)?;
+    let request = {
+        let signature = Arc::clone(signature);
+        off_runtime(body.len(), move || {
+            predict::decode_request(&body, &signature)
+        })
+        .await?
+    };
     let all_outputs = (0..signature.outputs.len()).collect();
     let tensors = model.batcher.infer(request.inputs, all_outputs).await?;
     let outputs = Outputs {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::{
     Json,
     extract::{Path, State},
-    http::StatusCode,
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
@@ -14,10 +14,13 @@ use serde_json::json;
 use super::{
     body::RequestBody,
     error::ApiError,
-    json_response,
+    json_response, off_runtime,
     state::{AppState, Phase},
 };
-use crate::protocol::v2::{self, ModelMetadata, ServerMetadata};
+use crate::protocol::{
+    RequestError,
+    v2::{self, ModelMetadata, ServerMetadata},
+};
 
 /// `{name}` and, on the versioned routes, `{version}`.
 #[derive(Deserialize)]
@@ -61,23 +64,70 @@ pub async fn model_ready(
 pub async fn infer(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
+    headers: HeaderMap,
     RequestBody(body): RequestBody,
 ) -> Result<Response, ApiError> {
     state.check_model(&path.name, path.version.as_deref())?;
     let model = state.serving_model()?;
-    let signature = model.batcher.signature();
-    let request = v2::decode_request(&body, signature)?;
-    let outputs = model
-        .batcher
-        .infer(request.inputs, request.outputs.clone())
-        .await?;
+    let json_length = inference_header_length(&headers)?;
+    let signature = Arc::clone(model.batcher.signature());
+    let mut request = {
+        let signature = Arc::clone(&signature);
+        off_runtime(body.len(), move || {
+            v2::decode_request(&body, json_length, &signature)
+        })
+        .await?
+    };
+    let inputs = std::mem::take(&mut request.inputs);
+    let outputs = model.batcher.infer(inputs, request.outputs.clone()).await?;
     let labels = state.labels();
-    let body = v2::encode_response(
-        (&labels.model, &labels.version),
-        request.id.as_deref(),
-        signature,
-        &request.outputs,
-        &outputs,
-    );
-    Ok(json_response(body))
+    let cost = outputs
+        .iter()
+        .map(|tensor| tensor.data().len())
+        .sum::<usize>()
+        * 8;
+    let encoded = off_runtime(cost, move || {
+        v2::encode_response(
+            (&labels.model, &labels.version),
+            &request,
+            &signature,
+            &outputs,
+        )
+    })
+    .await;
+    Ok(match encoded.json_length {
+        None => json_response(encoded.body),
+        Some(length) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                ),
+                (
+                    HeaderName::from_static(v2::INFERENCE_HEADER_CONTENT_LENGTH),
+                    HeaderValue::from(length),
+                ),
+            ],
+            encoded.body,
+        )
+            .into_response(),
+    })
+}
+
+/// The binary tensor data extension's header, when the request has one.
+fn inference_header_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
+    let Some(value) = headers.get(v2::INFERENCE_HEADER_CONTENT_LENGTH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::Request(RequestError::Malformed(format!(
+                "the {} header must be a byte count, not {value:?}",
+                v2::INFERENCE_HEADER_CONTENT_LENGTH
+            )))
+        })
 }

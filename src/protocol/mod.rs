@@ -2,6 +2,7 @@
 //! of `/predict` ([`predict`]). Decoders check every request against the model's signature, so
 //! what reaches the batcher is always well-formed.
 
+pub mod binary;
 pub mod json;
 pub mod predict;
 pub mod v2;

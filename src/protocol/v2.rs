@@ -1,10 +1,10 @@
 //! The Open Inference Protocol v2 (KServe V2, Triton's HTTP/REST API), JSON form: inference
 //! requests and responses, and the server and model metadata documents.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::IgnoredAny};
 use serde_json::value::RawValue;
 
-use super::{RequestError, json};
+use super::{RequestError, binary, json};
 use crate::model::{DataType, InputError, Signature, Tensor, TensorSpec, tensor::element_count};
 
 /// The platform name Triton and KServe report for ONNX Runtime models.
@@ -18,6 +18,15 @@ struct WireRequest<'a> {
     inputs: Vec<WireInput<'a>>,
     #[serde(default)]
     outputs: Option<Vec<WireRequestedOutput>>,
+    #[serde(default)]
+    parameters: RequestParameters,
+}
+
+#[derive(Deserialize, Default)]
+struct RequestParameters {
+    /// Binary tensor data extension: every output not saying otherwise is returned as binary.
+    #[serde(default)]
+    binary_data_output: bool,
 }
 
 #[derive(Deserialize)]
@@ -26,13 +35,31 @@ struct WireInput<'a> {
     shape: Vec<i64>,
     datatype: String,
     /// Kept as raw text until the datatype is known, then decoded straight into its buffer.
-    #[serde(borrow)]
-    data: &'a RawValue,
+    /// Absent when the tensor travels as binary data after the JSON header.
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    parameters: InputParameters,
+}
+
+#[derive(Deserialize, Default)]
+struct InputParameters {
+    binary_data_size: Option<usize>,
+    shared_memory_region: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
 struct WireRequestedOutput {
     name: String,
+    #[serde(default)]
+    parameters: OutputParameters,
+}
+
+#[derive(Deserialize, Default)]
+struct OutputParameters {
+    binary_data: Option<bool>,
+    shared_memory_region: Option<IgnoredAny>,
+    classification: Option<IgnoredAny>,
 }
 
 /// An inference request checked against the model's signature.
@@ -43,62 +70,181 @@ pub struct InferRequest {
     pub inputs: Vec<Tensor>,
     /// Signature indices of the outputs to return, in the order they were requested.
     pub outputs: Vec<usize>,
+    /// For each of `outputs`: whether it is returned as binary data after the JSON header.
+    pub binary_outputs: Vec<bool>,
 }
 
-pub fn decode_request(body: &[u8], signature: &Signature) -> Result<InferRequest, RequestError> {
-    let wire: WireRequest = serde_json::from_slice(body).map_err(RequestError::malformed)?;
-    let named = wire
-        .inputs
-        .into_iter()
-        .map(|input| decode_input(input, signature))
-        .collect::<Result<Vec<_>, _>>()?;
+/// Decodes a request body. `json_length` is the `Inference-Header-Content-Length` header: when
+/// present, the body is that many bytes of JSON followed by the binary data of the inputs that
+/// declare a `binary_data_size`, in the order they are listed.
+pub fn decode_request(
+    body: &[u8],
+    json_length: Option<usize>,
+    signature: &Signature,
+) -> Result<InferRequest, RequestError> {
+    let (header, mut binary) = match json_length {
+        Some(length) if length > body.len() => {
+            return Err(RequestError::Malformed(format!(
+                "the {INFERENCE_HEADER_CONTENT_LENGTH} header says {length} bytes of JSON, but the body has only {} bytes",
+                body.len()
+            )));
+        }
+        Some(length) => body.split_at(length),
+        None => (body, &[][..]),
+    };
+    let wire: WireRequest = serde_json::from_slice(header).map_err(RequestError::malformed)?;
+    let binary_total = binary.len();
+    let mut named = Vec::with_capacity(wire.inputs.len());
+    for input in wire.inputs {
+        let data = match (input.data, input.parameters.binary_data_size) {
+            _ if input.parameters.shared_memory_region.is_some() => {
+                return Err(unsupported_input(
+                    &input.name,
+                    "shared memory inputs are not supported; send the data in the body",
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(unsupported_input(
+                    &input.name,
+                    "has both data and binary_data_size; give one",
+                ));
+            }
+            (Some(json), None) => InputData::Json(json.get()),
+            (None, Some(size)) => {
+                if json_length.is_none() {
+                    return Err(unsupported_input(
+                        &input.name,
+                        &format!(
+                            "declares binary_data_size but the request has no {INFERENCE_HEADER_CONTENT_LENGTH} header"
+                        ),
+                    ));
+                }
+                if size > binary.len() {
+                    return Err(unsupported_input(
+                        &input.name,
+                        &format!(
+                            "declares binary_data_size {size}, but only {} bytes of binary data are left after the inputs before it",
+                            binary.len()
+                        ),
+                    ));
+                }
+                let (bytes, rest) = binary.split_at(size);
+                binary = rest;
+                InputData::Binary(bytes)
+            }
+            (None, None) => {
+                return Err(unsupported_input(
+                    &input.name,
+                    "has neither data nor a binary_data_size",
+                ));
+            }
+        };
+        named.push(decode_input(
+            &input.name,
+            &input.shape,
+            &input.datatype,
+            data,
+            signature,
+        )?);
+    }
+    if !binary.is_empty() {
+        return Err(RequestError::Malformed(format!(
+            "{binary_total} bytes of binary data follow the JSON header, but the inputs' binary_data_size add up to {}",
+            binary_total - binary.len()
+        )));
+    }
     let inputs = signature.bind_inputs(named)?;
-    let requested = wire
-        .outputs
-        .as_ref()
-        .map(|outputs| outputs.iter().map(|output| output.name.as_str()));
-    let outputs = signature.select_outputs(requested)?;
+    let default_binary = wire.parameters.binary_data_output;
+    let (outputs, binary_outputs) = match &wire.outputs {
+        Some(requested) => {
+            for output in requested {
+                if output.parameters.shared_memory_region.is_some() {
+                    return Err(RequestError::UnsupportedForm(format!(
+                        "output '{}': shared memory outputs are not supported",
+                        output.name
+                    )));
+                }
+                if output.parameters.classification.is_some() {
+                    return Err(RequestError::UnsupportedForm(format!(
+                        "output '{}': the classification extension is not supported",
+                        output.name
+                    )));
+                }
+            }
+            let indices = signature
+                .select_outputs(Some(requested.iter().map(|output| output.name.as_str())))?;
+            let binary = requested
+                .iter()
+                .map(|output| output.parameters.binary_data.unwrap_or(default_binary))
+                .collect();
+            (indices, binary)
+        }
+        None => {
+            let indices = signature.select_outputs(None::<std::iter::Empty<&str>>)?;
+            let binary = vec![default_binary; indices.len()];
+            (indices, binary)
+        }
+    };
     Ok(InferRequest {
         id: wire.id,
         inputs,
         outputs,
+        binary_outputs,
     })
 }
 
+/// The header of the binary tensor data extension: the length of the JSON part of the body.
+pub const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
+
+fn unsupported_input(name: &str, problem: &str) -> RequestError {
+    RequestError::Input(InputError::bad_data(name, problem.to_owned()))
+}
+
+/// Where an input's values are: JSON text, or bytes of the binary extension.
+enum InputData<'a> {
+    Json(&'a str),
+    Binary(&'a [u8]),
+}
+
 fn decode_input(
-    input: WireInput<'_>,
+    name: &str,
+    wire_shape: &[i64],
+    wire_datatype: &str,
+    data: InputData<'_>,
     signature: &Signature,
 ) -> Result<(String, Tensor), InputError> {
-    let spec = signature.input(&input.name)?;
-    let name = input.name.as_str();
-    let datatype = DataType::from_protocol_name(&input.datatype).ok_or_else(|| {
+    let spec = signature.input(name)?;
+    let datatype = DataType::from_protocol_name(wire_datatype).ok_or_else(|| {
         InputError::bad_data(
             name,
             format!(
-                "unknown datatype '{}'; the model expects {}",
-                input.datatype, spec.datatype
+                "unknown datatype '{wire_datatype}'; the model expects {}",
+                spec.datatype
             ),
         )
     })?;
     spec.check_datatype(datatype)?;
-    let shape = input
-        .shape
+    let shape = wire_shape
         .iter()
         .map(|&dim| usize::try_from(dim))
         .collect::<Result<Vec<usize>, _>>()
         .map_err(|_| {
             InputError::bad_data(
                 name,
-                format!("shape {:?} has a negative dimension", input.shape),
+                format!("shape {wire_shape:?} has a negative dimension"),
             )
         })?;
     spec.check_shape(&shape)?;
     let expected_len = element_count(&shape)
         .ok_or_else(|| InputError::bad_data(name, format!("shape {shape:?} is too large")))?;
-    let data = json::decode_raw(datatype, input.data.get(), expected_len)
-        .map_err(|err| InputError::bad_data(name, format!("data: {err}")))?;
+    let data = match data {
+        InputData::Json(text) => json::decode_raw(datatype, text, expected_len)
+            .map_err(|err| InputError::bad_data(name, format!("data: {err}")))?,
+        InputData::Binary(bytes) => binary::decode(datatype, bytes, expected_len)
+            .map_err(|err| InputError::bad_data(name, format!("binary data: {err}")))?,
+    };
     let tensor = Tensor::new(shape, data).map_err(|err| InputError::bad_data(name, err))?;
-    Ok((input.name, tensor))
+    Ok((name.to_owned(), tensor))
 }
 
 #[derive(Serialize)]
@@ -115,33 +261,63 @@ struct WireOutput<'a> {
     name: &'a str,
     datatype: &'static str,
     shape: &'a [usize],
-    data: json::FlatJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<json::FlatJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinaryOutputParameters>,
 }
 
-/// Writes the response for `outputs`, which hold the tensors for `output_indices` in order.
+#[derive(Serialize)]
+struct BinaryOutputParameters {
+    binary_data_size: usize,
+}
+
+/// A response body, and the length of its JSON part when binary output data follows it (the
+/// value of the `Inference-Header-Content-Length` header).
+pub struct EncodedResponse {
+    pub body: Vec<u8>,
+    pub json_length: Option<usize>,
+}
+
+/// Writes the response for `outputs`, which hold the tensors for `request.outputs` in order.
 pub fn encode_response(
     model: (&str, &str),
-    id: Option<&str>,
+    request: &InferRequest,
     signature: &Signature,
-    output_indices: &[usize],
     outputs: &[Tensor],
-) -> Vec<u8> {
-    let response = WireResponse {
-        model_name: model.0,
-        model_version: model.1,
-        id,
-        outputs: output_indices
-            .iter()
-            .zip(outputs)
-            .map(|(&index, tensor)| WireOutput {
+) -> EncodedResponse {
+    let mut binary = Vec::new();
+    let wire_outputs = request
+        .outputs
+        .iter()
+        .zip(&request.binary_outputs)
+        .zip(outputs)
+        .map(|((&index, &as_binary), tensor)| {
+            let (data, parameters) = if as_binary {
+                let binary_data_size = binary::encode(tensor.data(), &mut binary);
+                (None, Some(BinaryOutputParameters { binary_data_size }))
+            } else {
+                (Some(json::FlatJson(tensor.data())), None)
+            };
+            WireOutput {
                 name: &signature.outputs[index].name,
                 datatype: tensor.datatype().as_str(),
                 shape: tensor.shape(),
-                data: json::FlatJson(tensor.data()),
-            })
-            .collect(),
+                data,
+                parameters,
+            }
+        })
+        .collect();
+    let response = WireResponse {
+        model_name: model.0,
+        model_version: model.1,
+        id: request.id.as_deref(),
+        outputs: wire_outputs,
     };
-    serde_json::to_vec(&response).expect("serialising to memory does not fail")
+    let mut body = serde_json::to_vec(&response).expect("serialising to memory does not fail");
+    let json_length = request.binary_outputs.contains(&true).then_some(body.len());
+    body.append(&mut binary);
+    EncodedResponse { body, json_length }
 }
 
 /// `GET /v2`.
@@ -157,7 +333,7 @@ impl ServerMetadata {
         ServerMetadata {
             name: "pinserve",
             version: env!("CARGO_PKG_VERSION"),
-            extensions: Vec::new(),
+            extensions: vec!["binary_tensor_data"],
         }
     }
 }
@@ -234,7 +410,18 @@ mod tests {
     }
 
     fn decode(body: &str) -> Result<InferRequest, String> {
-        decode_request(body.as_bytes(), &signature()).map_err(|e| e.to_string())
+        decode_request(body.as_bytes(), None, &signature()).map_err(|e| e.to_string())
+    }
+
+    /// A body in the binary extension's layout: the JSON header, then `binary`.
+    fn decode_binary(header: &str, binary: &[u8]) -> Result<InferRequest, String> {
+        let mut body = header.as_bytes().to_vec();
+        body.extend_from_slice(binary);
+        decode_request(&body, Some(header.len()), &signature()).map_err(|e| e.to_string())
+    }
+
+    fn le_floats(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
     }
 
     #[test]
@@ -308,13 +495,130 @@ mod tests {
     fn encodes_outputs_with_their_names_and_shapes() {
         let sig = signature();
         let outputs = vec![Tensor::new(vec![2, 1], TensorData::Fp32(vec![0.25, 0.5])).unwrap()];
-        let body = encode_response(("m", "3"), Some("r1"), &sig, &[1], &outputs);
-        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let request = InferRequest {
+            id: Some("r1".into()),
+            inputs: Vec::new(),
+            outputs: vec![1],
+            binary_outputs: vec![false],
+        };
+        let encoded = encode_response(("m", "3"), &request, &sig, &outputs);
+        assert_eq!(encoded.json_length, None);
+        let value: serde_json::Value = serde_json::from_slice(&encoded.body).unwrap();
         assert_eq!(
             value,
             serde_json::json!({"model_name": "m", "model_version": "3", "id": "r1",
                 "outputs": [{"name": "score", "datatype": "FP32", "shape": [2, 1], "data": [0.25, 0.5]}]})
         );
+    }
+
+    #[test]
+    fn binary_inputs_are_read_after_the_json_header_in_order() {
+        let header = r#"{"inputs": [{"name": "features", "shape": [2, 2], "datatype": "FP32",
+            "parameters": {"binary_data_size": 16}}],
+            "outputs": [{"name": "score", "parameters": {"binary_data": true}}, {"name": "label"}]}"#;
+        let request = decode_binary(header, &le_floats(&[1.0, 2.0, 3.0, 4.0])).unwrap();
+        assert_eq!(
+            request.inputs[0].data(),
+            &TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0])
+        );
+        assert_eq!(request.outputs, vec![1, 0]);
+        assert_eq!(request.binary_outputs, vec![true, false]);
+    }
+
+    #[test]
+    fn binary_data_output_applies_to_outputs_that_do_not_say() {
+        let request = decode(
+            r#"{"inputs": [{"name": "features", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}],
+                "parameters": {"binary_data_output": true}}"#,
+        )
+        .unwrap();
+        assert_eq!(request.binary_outputs, vec![true, true]);
+    }
+
+    #[test]
+    fn binary_sizes_that_do_not_add_up_are_refused() {
+        let input = |size: usize| {
+            format!(
+                r#"{{"inputs": [{{"name": "features", "shape": [1, 2], "datatype": "FP32", "parameters": {{"binary_data_size": {size}}}}}]}}"#
+            )
+        };
+        let floats = le_floats(&[1.0, 2.0]);
+        assert!(decode_binary(&input(8), &floats).is_ok());
+        let short = decode_binary(&input(12), &floats).unwrap_err();
+        assert!(
+            short.contains("only 8 bytes of binary data are left"),
+            "{short}"
+        );
+        let extra = decode_binary(&input(8), &le_floats(&[1.0, 2.0, 3.0])).unwrap_err();
+        assert!(extra.contains("12 bytes of binary data follow"), "{extra}");
+        let mismatch = decode_binary(&input(4), &floats[..4]).unwrap_err();
+        assert!(
+            mismatch.contains("binary data: 4 bytes cannot hold 2 FP32"),
+            "{mismatch}"
+        );
+        let headerless = decode(&input(8)).unwrap_err();
+        assert!(
+            headerless.contains("no inference-header-content-length header"),
+            "{headerless}"
+        );
+        let beyond = decode_request(b"{}", Some(10), &signature()).unwrap_err();
+        assert!(
+            beyond.to_string().contains("says 10 bytes of JSON"),
+            "{beyond}"
+        );
+    }
+
+    #[test]
+    fn inputs_need_exactly_one_source_of_data() {
+        let both = decode(
+            r#"{"inputs": [{"name": "features", "shape": [1, 2], "datatype": "FP32", "data": [1, 2],
+                "parameters": {"binary_data_size": 8}}]}"#,
+        )
+        .unwrap_err();
+        assert!(both.contains("both data and binary_data_size"), "{both}");
+        let neither =
+            decode(r#"{"inputs": [{"name": "features", "shape": [1, 2], "datatype": "FP32"}]}"#)
+                .unwrap_err();
+        assert!(
+            neither.contains("neither data nor a binary_data_size"),
+            "{neither}"
+        );
+        let shared = decode(
+            r#"{"inputs": [{"name": "features", "shape": [1, 2], "datatype": "FP32",
+                "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 8}}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            shared.contains("shared memory inputs are not supported"),
+            "{shared}"
+        );
+    }
+
+    #[test]
+    fn binary_outputs_follow_the_json_header_with_their_sizes() {
+        let sig = signature();
+        let outputs = vec![
+            Tensor::new(vec![2, 1], TensorData::Fp32(vec![0.25, 0.5])).unwrap(),
+            Tensor::new(vec![2], TensorData::Int64(vec![1, 0])).unwrap(),
+        ];
+        let request = InferRequest {
+            id: None,
+            inputs: Vec::new(),
+            outputs: vec![1, 0],
+            binary_outputs: vec![true, false],
+        };
+        let encoded = encode_response(("m", "3"), &request, &sig, &outputs);
+        let length = encoded.json_length.expect("a binary output");
+        let (header, binary) = encoded.body.split_at(length);
+        let value: serde_json::Value = serde_json::from_slice(header).unwrap();
+        assert_eq!(
+            value["outputs"],
+            serde_json::json!([
+                {"name": "score", "datatype": "FP32", "shape": [2, 1], "parameters": {"binary_data_size": 8}},
+                {"name": "label", "datatype": "INT64", "shape": [2], "data": [1, 0]}
+            ])
+        );
+        assert_eq!(binary, le_floats(&[0.25, 0.5]).as_slice());
     }
 
     #[test]

@@ -1,0 +1,132 @@
+//! Triton's own HTTP client (`tritonclient.http`, tests/clients/triton_http.py) against pinserve:
+//! health, metadata and inference for every golden case, with binary tensors (the client's
+//! default), with JSON, and with outputs left to the server. Triton users switch to pinserve
+//! without changing their client code.
+
+mod common;
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+};
+
+use common::{Server, assert_outputs_match, golden};
+use serde_json::{Value, json};
+
+fn client_python() -> String {
+    std::env::var("PINSERVE_TEST_CLIENT_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "PINSERVE_TEST_CLIENT_PYTHON is not set: it names the Python of the client environment \
+             scripts/test.sh builds from tests/clients/requirements.txt (.venv-clients/bin/python)"
+        )
+    })
+}
+
+fn run_client(server: &Server, model: &str, requests: &[Value]) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/triton_http.py");
+    let mut child = Command::new(client_python())
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the Triton client");
+    let job = json!({"url": server.address.to_string(), "model": model, "requests": requests});
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(job.to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "the Triton client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// For each golden case: binary inputs with outputs left to the server, JSON inputs and outputs,
+/// and binary inputs and outputs named explicitly.
+async fn check_fixture(model: &str) {
+    let server = Server::fixture(model, &[]).await;
+    let golden = golden(model);
+    let cases = golden["cases"].as_array().unwrap();
+    let mut requests = Vec::new();
+    let mut expected = Vec::new();
+    for case in cases {
+        let inputs = &case["request"]["inputs"];
+        let names: Vec<&Value> = case["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|output| &output["name"])
+            .collect();
+        for (binary_inputs, binary_outputs, outputs) in [
+            (true, true, Value::Null),
+            (false, false, json!(names)),
+            (true, true, json!(names)),
+        ] {
+            requests.push(json!({
+                "inputs": inputs,
+                "binary_inputs": binary_inputs,
+                "binary_outputs": binary_outputs,
+                "outputs": outputs,
+            }));
+            expected.push((case["name"].as_str().unwrap(), &case["outputs"]));
+        }
+    }
+    let report = run_client(&server, model, &requests);
+    assert_eq!(report["live"], true);
+    assert_eq!(report["ready"], true);
+    assert_eq!(report["model_ready"], true);
+    assert_eq!(report["metadata"]["name"], model);
+    assert!(
+        report["server_metadata"]["extensions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("binary_tensor_data"))
+    );
+    let answers = report["answers"].as_array().unwrap();
+    assert_eq!(answers.len(), expected.len());
+    for ((answer, (case, outputs)), request) in answers.iter().zip(&expected).zip(&requests) {
+        let context = format!(
+            "{model} {case} (binary inputs {}, binary outputs {})",
+            request["binary_inputs"], request["binary_outputs"]
+        );
+        assert_eq!(answer["id"], "triton-client", "{context}: {answer}");
+        assert_outputs_match(&answer["outputs"], outputs, &context);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn triton_clients_run_the_tabular_model() {
+    check_fixture("tabular_mlp").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn triton_clients_run_a_string_pipeline() {
+    check_fixture("churn_pipeline").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn triton_clients_send_every_datatype() {
+    check_fixture("all_dtypes").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn triton_clients_see_bad_requests_as_errors() {
+    let server = Server::fixture("tabular_mlp", &[]).await;
+    let wrong_width = json!({
+        "inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}],
+        "binary_inputs": true,
+        "binary_outputs": true,
+        "outputs": null,
+    });
+    let report = run_client(&server, "tabular_mlp", &[wrong_width]);
+    let answer = &report["answers"][0];
+    assert_eq!(answer["status"], "400", "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains("input 'features'"), "{error}");
+}
