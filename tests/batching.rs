@@ -168,8 +168,8 @@ async fn wait_for_first_batch(server: &Server) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_queue_is_refused_at_once_with_retry_after() {
-    // Batches of 4 rows at most and room for 10 queued rows: behind the long call, one small
-    // request waits in the worker's slot, two in the queue, and the rest are refused.
+    // Batches of 4 rows at most and room for 10 queued rows: behind the long call, two small
+    // requests wait in the queue and the rest are refused.
     let mut args = SLOW_WORKER.to_vec();
     args.extend(["--max-batch-size", "4", "--max-queue-rows", "10"]);
     let server = Server::fixture("compute_mlp", &args).await;

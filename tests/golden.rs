@@ -1,5 +1,5 @@
 //! Every fixture's golden cases through the running server: pinserve's answers must equal
-//! Python ONNX Runtime's to 1e-5 relative.
+//! Python ONNX Runtime's to 1e-5 relative (plus 1e-6 absolute, see `assert_outputs_match`).
 
 mod common;
 

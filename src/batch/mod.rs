@@ -2,11 +2,11 @@
 //!
 //! [`Batcher`] is the async handle the HTTP layer holds. It admits a request at the edge (a
 //! bounded number of queued rows: a full queue is refused at once with 503, never left to grow
-//! latency) and queues it as a [`Job`]. The queue task ([`queue`]) coalesces compatible jobs
-//! along dimension 0, up to `--max-batch-size` rows or until the oldest has waited
-//! `--max-batch-delay`, and hands each batch to the first free model worker ([`worker`]); the next
-//! batch is gathered while the current one runs. Every job is answered on its own `oneshot`
-//! with exactly its own rows ([`assemble`]).
+//! latency) and queues it as a [`Job`]. The queue task ([`queue`]) waits for an idle model worker
+//! ([`worker`]), then coalesces compatible jobs along dimension 0: up to `--max-batch-size` rows,
+//! waiting at most `--max-batch-delay` for more, and only for as many as recent load says are
+//! coming ([`Demand`]). Every job is answered on its own `oneshot` with exactly its own rows
+//! ([`assemble`]).
 //!
 //! Jobs whose client has gone are dropped before inference; jobs that waited longer than
 //! `--request-timeout` are answered 504. Both are counted in `pinserve_rejected_total`.
@@ -89,6 +89,8 @@ pub struct Job {
     pub span: tracing::Span,
     /// The job's share of `--max-queue-rows`, given back when it leaves the queue.
     admission: Admission,
+    /// Counts the job's rows as outstanding until it is answered and dropped.
+    _outstanding: Outstanding,
 }
 
 impl Job {
@@ -121,6 +123,57 @@ impl Drop for Admission {
     }
 }
 
+/// How many rows the next batch can expect. Clients mostly wait for an answer before they send
+/// again, so the rows outstanding (queued or running) when a batch completes are about the rows
+/// that come back for the next one. The queue task waits (at most `--max-batch-delay`) only for
+/// that many: under load batches fill, and a client alone never waits for company.
+#[derive(Default)]
+pub(crate) struct Demand {
+    outstanding: AtomicUsize,
+    expected: AtomicUsize,
+}
+
+impl Demand {
+    fn track(self: &Arc<Self>, rows: usize) -> Outstanding {
+        self.outstanding.fetch_add(rows, Ordering::AcqRel);
+        Outstanding {
+            demand: Arc::clone(self),
+            rows,
+        }
+    }
+
+    /// Called as a batch completes, before its jobs are answered: a moving average that forgets
+    /// a burst within a few batches.
+    pub(crate) fn observe_completion(&self) {
+        let outstanding = self.outstanding.load(Ordering::Acquire);
+        let _ = self
+            .expected
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |expected| {
+                // Rounding down, so one client alone brings it back to 1.
+                Some((expected + outstanding) / 2)
+            });
+    }
+
+    /// Rows the next batch can expect, across all workers.
+    pub(crate) fn expected(&self) -> usize {
+        self.expected.load(Ordering::Acquire)
+    }
+}
+
+/// A job's rows counted in [`Demand`] until the job is answered and dropped.
+struct Outstanding {
+    demand: Arc<Demand>,
+    rows: usize,
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.demand
+            .outstanding
+            .fetch_sub(self.rows, Ordering::AcqRel);
+    }
+}
+
 /// A cloneable handle that submits requests to the model's workers.
 #[derive(Clone)]
 pub struct Batcher {
@@ -128,6 +181,7 @@ pub struct Batcher {
     signature: Arc<Signature>,
     config: Arc<BatchConfig>,
     queued: Arc<AtomicUsize>,
+    demand: Arc<Demand>,
     metrics: Arc<BatchMetrics>,
 }
 
@@ -148,15 +202,21 @@ impl Batcher {
             );
         }
         let (jobs, queued_jobs) = mpsc::unbounded_channel();
-        // One slot: the next batch is gathered while the workers run the current ones, and is
-        // formed as late as possible, so it holds everything that arrived meanwhile.
-        let (batches, queued_batches) = mpsc::channel(1);
+        let (batches, queued_batches) = mpsc::unbounded_channel();
+        let instances = models.len();
+        // A permit per idle worker: a batch is formed only when a worker can run it at once, so
+        // it holds everything that arrived while the workers were busy.
+        let idle = Arc::new(tokio::sync::Semaphore::new(instances));
+        let demand = Arc::new(Demand::default());
         let workers = worker::spawn(
             models,
             queued_batches,
             labels,
-            Arc::clone(&metrics),
-            config.request_timeout,
+            worker::Shared {
+                metrics: Arc::clone(&metrics),
+                demand: Arc::clone(&demand),
+                request_timeout: config.request_timeout,
+            },
         )?;
         let config = Arc::new(config);
         let limits = queue::Limits {
@@ -164,10 +224,15 @@ impl Batcher {
             max_batch_delay: config.max_batch_delay,
             request_timeout: config.request_timeout,
             batchable,
+            instances,
         };
         tokio::spawn(queue::run(
-            queued_jobs,
-            batches,
+            queue::Channels {
+                incoming: queued_jobs,
+                batches,
+                idle,
+                demand: Arc::clone(&demand),
+            },
             limits,
             Arc::clone(&metrics),
         ));
@@ -176,6 +241,7 @@ impl Batcher {
             signature,
             config,
             queued: Arc::new(AtomicUsize::new(0)),
+            demand,
             metrics,
         };
         Ok((batcher, workers))
@@ -202,6 +268,7 @@ impl Batcher {
             reply,
             span: tracing::Span::current(),
             admission,
+            _outstanding: self.demand.track(rows),
         };
         self.jobs.send(job).map_err(|_| BatchError::Stopped)?;
         answer.await.map_err(|_| BatchError::Stopped)?

@@ -1,20 +1,24 @@
 //! The queue task: gathers queued jobs into batches for the model workers.
 //!
-//! It waits for a free worker slot first and only then decides what goes into the batch, so a
-//! batch holds everything that arrived while the workers were busy. With a slot in hand it waits
-//! until the oldest job's compatible rows fill a batch or that job has waited
+//! It waits for an idle worker first and only then decides what goes into the batch, so a batch
+//! holds everything that arrived while the workers were busy. With a worker in hand it sends the
+//! batch once the oldest job's compatible rows reach what recent load says to expect (see
+//! [`Demand`]; a client alone never waits) or fill a batch, or that job has waited
 //! `--max-batch-delay`, whichever comes first. Jobs whose client has gone are dropped; jobs that
-//! waited past `--request-timeout` are answered 504. All timing uses tokio's clock, so the
-//! tests drive it with paused time.
+//! waited past `--request-timeout` are answered 504. All timing uses tokio's clock, so the tests
+//! drive it with paused time.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tokio::{
-    sync::mpsc::{self, error::TryRecvError},
+    sync::{
+        OwnedSemaphorePermit, Semaphore,
+        mpsc::{self, error::TryRecvError},
+    },
     time::{Instant, sleep_until},
 };
 
-use super::{BatchError, Job, assemble::BatchKey};
+use super::{BatchError, Demand, Job, assemble::BatchKey};
 use crate::metrics::BatchMetrics;
 
 /// Far enough in the future to stand for "no deadline".
@@ -26,19 +30,32 @@ pub(super) struct Limits {
     pub request_timeout: Duration,
     /// When false (some input or output has a fixed first dimension) every job runs alone.
     pub batchable: bool,
+    /// Model workers sharing the expected rows.
+    pub instances: usize,
 }
 
-/// Jobs that run in one model call, oldest first.
+/// Jobs that run in one model call, oldest first, with the idle-worker permit they took: the
+/// worker gives it back by dropping the batch once every job is answered.
 pub(super) struct Batch {
     pub jobs: Vec<Job>,
+    pub idle: OwnedSemaphorePermit,
 }
 
-pub(super) async fn run(
-    mut incoming: mpsc::UnboundedReceiver<Job>,
-    batches: mpsc::Sender<Batch>,
-    limits: Limits,
-    metrics: Arc<BatchMetrics>,
-) {
+pub(super) struct Channels {
+    pub incoming: mpsc::UnboundedReceiver<Job>,
+    pub batches: mpsc::UnboundedSender<Batch>,
+    /// One permit per idle worker.
+    pub idle: Arc<Semaphore>,
+    pub demand: Arc<Demand>,
+}
+
+pub(super) async fn run(channels: Channels, limits: Limits, metrics: Arc<BatchMetrics>) {
+    let Channels {
+        mut incoming,
+        batches,
+        idle,
+        demand,
+    } = channels;
     let mut pending = Pending::new(limits, metrics);
     let mut open = true;
     loop {
@@ -47,10 +64,9 @@ pub(super) async fn run(
         }
         let permit = tokio::select! {
             biased;
-            permit = batches.reserve(), if !pending.is_empty() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return pending.fail_all(),
-            },
+            permit = Arc::clone(&idle).acquire_owned(), if !pending.is_empty() => {
+                permit.expect("the idle-worker semaphore is never closed")
+            }
             job = incoming.recv(), if open => {
                 match job {
                     Some(job) => pending.push(job),
@@ -63,19 +79,25 @@ pub(super) async fn run(
                 continue;
             }
         };
-        let Some(batch) = gather(&mut pending, &mut incoming, &mut open).await else {
+        let Some(jobs) = gather(&mut pending, &mut incoming, &mut open, &demand).await else {
             return;
         };
-        permit.send(batch);
+        if let Err(mpsc::error::SendError(batch)) = batches.send(Batch { jobs, idle: permit }) {
+            for job in batch.jobs {
+                let _ = job.reply.send(Err(BatchError::Stopped));
+            }
+            return pending.fail_all();
+        }
     }
 }
 
-/// With a worker slot in hand: waits until a batch is worth sending, then takes it.
+/// With an idle worker in hand: waits until a batch is worth sending, then takes it.
 async fn gather(
     pending: &mut Pending,
     incoming: &mut mpsc::UnboundedReceiver<Job>,
     open: &mut bool,
-) -> Option<Batch> {
+    demand: &Demand,
+) -> Option<Vec<Job>> {
     loop {
         while *open {
             match incoming.try_recv() {
@@ -96,7 +118,7 @@ async fn gather(
             }
             continue;
         }
-        if !*open || pending.ready(now) {
+        if !*open || pending.ready(now, demand.expected()) {
             return Some(pending.take_batch());
         }
         tokio::select! {
@@ -166,12 +188,16 @@ impl Pending {
         self.oldest().enqueued + self.limits.max_batch_delay
     }
 
-    /// A batch is worth sending when the oldest job's compatible rows fill it, or that job has
-    /// waited long enough.
-    fn ready(&self, now: Instant) -> bool {
+    /// A batch is worth sending when the oldest job's compatible rows reach what this worker
+    /// can expect (its share of `expected_rows`, at least one row) or fill a batch, or that job
+    /// has waited long enough.
+    fn ready(&self, now: Instant, expected_rows: usize) -> bool {
         let oldest = self.oldest();
+        let target = expected_rows
+            .div_ceil(self.limits.instances.max(1))
+            .clamp(1, self.limits.max_batch_size);
         !self.limits.batchable
-            || self.rows_by_key.get(&oldest.key).copied().unwrap_or(0) >= self.limits.max_batch_size
+            || self.rows_by_key.get(&oldest.key).copied().unwrap_or(0) >= target
             || now >= self.fill_deadline()
     }
 
@@ -195,7 +221,7 @@ impl Pending {
     }
 
     /// The oldest job and, when batching, the following jobs with its key that fit.
-    fn take_batch(&mut self) -> Batch {
+    fn take_batch(&mut self) -> Vec<Job> {
         let first = self.remove(0);
         let mut rows = first.rows;
         let mut jobs = vec![first];
@@ -210,7 +236,7 @@ impl Pending {
                 index += 1;
             }
         }
-        Batch { jobs }
+        jobs
     }
 
     /// The workers are gone: nothing queued can be answered.
@@ -270,26 +296,64 @@ mod tests {
                 rows,
                 metrics: metrics(),
             },
+            _outstanding: Arc::new(Demand::default()).track(rows),
         };
         (job, answer)
     }
 
     struct Harness {
         jobs: mpsc::UnboundedSender<Job>,
-        batches: mpsc::Receiver<Batch>,
+        batches: mpsc::UnboundedReceiver<Batch>,
+        demand: Arc<Demand>,
     }
 
-    fn start(max_batch_size: usize, delay_ms: u64, batchable: bool) -> Harness {
-        let (jobs, incoming) = mpsc::unbounded_channel();
-        let (sender, batches) = mpsc::channel(1);
-        let limits = Limits {
+    impl Harness {
+        /// As if recent batches had completed with `rows` outstanding.
+        fn expect(&self, rows: usize) {
+            self.demand
+                .expected
+                .store(rows, std::sync::atomic::Ordering::Release);
+        }
+
+        /// The next batch; dropping it makes its worker idle again.
+        async fn next(&mut self) -> Batch {
+            self.batches.recv().await.unwrap()
+        }
+    }
+
+    fn limits(max_batch_size: usize, delay_ms: u64, batchable: bool) -> Limits {
+        Limits {
             max_batch_size,
             max_batch_delay: Duration::from_millis(delay_ms),
             request_timeout: Duration::from_secs(10),
             batchable,
+            instances: 1,
+        }
+    }
+
+    fn start_with(limits: Limits) -> Harness {
+        let (jobs, incoming) = mpsc::unbounded_channel();
+        let (batches, receiver) = mpsc::unbounded_channel();
+        let demand = Arc::new(Demand::default());
+        let channels = Channels {
+            incoming,
+            batches,
+            idle: Arc::new(Semaphore::new(limits.instances)),
+            demand: Arc::clone(&demand),
         };
-        tokio::spawn(run(incoming, sender, limits, metrics()));
-        Harness { jobs, batches }
+        tokio::spawn(run(channels, limits, metrics()));
+        Harness {
+            jobs,
+            batches: receiver,
+            demand,
+        }
+    }
+
+    /// A queue for one worker that has seen load enough to wait for a full batch.
+    fn start(max_batch_size: usize, delay_ms: u64, batchable: bool) -> Harness {
+        let harness = start_with(limits(max_batch_size, delay_ms, batchable));
+        harness.expect(max_batch_size);
+        harness
     }
 
     fn rows(batch: &Batch) -> Vec<usize> {
@@ -297,28 +361,90 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_lone_request_waits_exactly_the_batch_delay() {
+    async fn a_lone_client_never_waits() {
+        let mut harness = start_with(limits(32, 5, true));
+        for _ in 0..3 {
+            let started = Instant::now();
+            let (job, _answer) = job(1, 4);
+            harness.jobs.send(job).unwrap();
+            assert_eq!(rows(&harness.next().await), [1]);
+            assert_eq!(started.elapsed(), Duration::ZERO, "nobody else is coming");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_load_a_request_waits_at_most_the_batch_delay() {
         let mut harness = start(32, 5, true);
         let started = Instant::now();
         let (job, _answer) = job(1, 4);
         harness.jobs.send(job).unwrap();
-        let batch = harness.batches.recv().await.unwrap();
-        assert_eq!(rows(&batch), [1]);
+        assert_eq!(rows(&harness.next().await), [1]);
         assert_eq!(started.elapsed(), Duration::from_millis(5));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn requests_arriving_within_the_delay_share_a_batch() {
-        let mut harness = start(32, 5, true);
+    async fn a_batch_goes_as_soon_as_the_expected_rows_are_in() {
+        let mut harness = start_with(limits(32, 5, true));
+        harness.expect(6);
+        let started = Instant::now();
         let mut answers = Vec::new();
         for rows in [1, 2, 3] {
+            if rows > 1 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             let (job, answer) = job(rows, 4);
             harness.jobs.send(job).unwrap();
             answers.push(answer);
-            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let batch = harness.batches.recv().await.unwrap();
-        assert_eq!(rows(&batch), [1, 2, 3]);
+        assert_eq!(rows(&harness.next().await), [1, 2, 3]);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(2),
+            "before the delay"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_expected_rows_are_shared_among_workers() {
+        let mut harness = start_with(Limits {
+            instances: 2,
+            ..limits(32, 5, true)
+        });
+        harness.expect(4);
+        let started = Instant::now();
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let (job, answer) = job(1, 4);
+            harness.jobs.send(job).unwrap();
+            answers.push(answer);
+        }
+        assert_eq!(rows(&harness.next().await), [1, 1]);
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "half of 4 rows per worker"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expected_rows_follow_the_load_and_forget_a_burst() {
+        let demand = Arc::new(Demand::default());
+        let burst: Vec<_> = (0..64).map(|_| demand.track(1)).collect();
+        demand.observe_completion();
+        assert_eq!(demand.expected(), 32);
+        drop(burst);
+        let alone = demand.track(1);
+        for _ in 0..5 {
+            demand.observe_completion();
+        }
+        assert_eq!(demand.expected(), 1, "32, 16, 8, 4, 2, 1");
+        drop(alone);
+        assert_eq!(
+            demand
+                .outstanding
+                .load(std::sync::atomic::Ordering::Acquire),
+            0
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -331,7 +457,7 @@ mod tests {
         for job in [first, second, third] {
             harness.jobs.send(job).unwrap();
         }
-        let batch = harness.batches.recv().await.unwrap();
+        let batch = harness.next().await;
         assert_eq!(rows(&batch), [3, 1]);
         assert_eq!(
             started.elapsed(),
@@ -346,7 +472,7 @@ mod tests {
         let started = Instant::now();
         let (job, _answer) = job(2, 4);
         harness.jobs.send(job).unwrap();
-        assert_eq!(rows(&harness.batches.recv().await.unwrap()), [2]);
+        assert_eq!(rows(&harness.next().await), [2]);
         assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
@@ -359,10 +485,11 @@ mod tests {
         for job in [narrow, wide, narrow_again] {
             harness.jobs.send(job).unwrap();
         }
-        let first = harness.batches.recv().await.unwrap();
+        let first = harness.next().await;
         assert_eq!(rows(&first), [1, 2]);
         assert!(first.jobs.iter().all(|job| job.inputs[0].shape()[1] == 4));
-        let second = harness.batches.recv().await.unwrap();
+        drop(first);
+        let second = harness.next().await;
         assert_eq!(second.jobs[0].inputs[0].shape(), &[1, 8]);
     }
 
@@ -373,8 +500,10 @@ mod tests {
         let (large, _b) = job(10, 4);
         harness.jobs.send(small).unwrap();
         harness.jobs.send(large).unwrap();
-        assert_eq!(rows(&harness.batches.recv().await.unwrap()), [1]);
-        assert_eq!(rows(&harness.batches.recv().await.unwrap()), [10]);
+        let first = harness.next().await;
+        assert_eq!(rows(&first), [1]);
+        drop(first);
+        assert_eq!(rows(&harness.next().await), [10]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -385,8 +514,10 @@ mod tests {
         let (second, _b) = job(1, 4);
         harness.jobs.send(first).unwrap();
         harness.jobs.send(second).unwrap();
-        assert_eq!(rows(&harness.batches.recv().await.unwrap()), [1]);
-        assert_eq!(rows(&harness.batches.recv().await.unwrap()), [1]);
+        let batch = harness.next().await;
+        assert_eq!(rows(&batch), [1]);
+        drop(batch);
+        assert_eq!(rows(&harness.next().await), [1]);
         assert_eq!(started.elapsed(), Duration::ZERO, "nothing to wait for");
     }
 
@@ -395,8 +526,7 @@ mod tests {
         let mut harness = start(32, 1, true);
         let (first, _a) = job(1, 4);
         harness.jobs.send(first).unwrap();
-        // The first batch fills the slot; nobody takes it yet (the worker is "busy").
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        let running = harness.next().await;
         let mut answers = Vec::new();
         for _ in 0..5 {
             let (job, answer) = job(1, 4);
@@ -404,43 +534,60 @@ mod tests {
             answers.push(answer);
             tokio::time::sleep(Duration::from_millis(3)).await;
         }
-        assert_eq!(rows(&harness.batches.recv().await.unwrap()), [1]);
-        assert_eq!(
-            rows(&harness.batches.recv().await.unwrap()),
-            [1, 1, 1, 1, 1]
+        assert!(
+            harness.batches.try_recv().is_err(),
+            "no batch while the only worker is busy"
         );
+        drop(running);
+        assert_eq!(rows(&harness.next().await), [1, 1, 1, 1, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_idle_worker_gets_a_batch() {
+        let mut harness = start_with(Limits {
+            instances: 2,
+            ..limits(2, 1, true)
+        });
+        let mut answers = Vec::new();
+        for _ in 0..5 {
+            let (job, answer) = job(1, 4);
+            harness.jobs.send(job).unwrap();
+            answers.push(answer);
+        }
+        let first = harness.next().await;
+        let second = harness.next().await;
+        assert_eq!((rows(&first), rows(&second)), (vec![1, 1], vec![1, 1]));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(harness.batches.try_recv().is_err(), "both workers are busy");
+        drop(first);
+        assert_eq!(rows(&harness.next().await), [1]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn requests_that_wait_too_long_are_answered_504_and_gone_clients_are_dropped() {
-        let (jobs, incoming) = mpsc::unbounded_channel();
-        let (sender, mut batches) = mpsc::channel(1);
-        let limits = Limits {
-            max_batch_size: 32,
-            max_batch_delay: Duration::from_millis(1),
+        let mut harness = start_with(Limits {
             request_timeout: Duration::from_millis(100),
-            batchable: true,
-        };
-        tokio::spawn(run(incoming, sender, limits, metrics()));
+            ..limits(32, 1, true)
+        });
         let (blocker, _a) = job(1, 4);
-        jobs.send(blocker).unwrap();
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        harness.jobs.send(blocker).unwrap();
+        let running = harness.next().await;
         let (patient, patient_answer) = job(1, 4);
         let (gone, gone_answer) = job(1, 4);
-        jobs.send(patient).unwrap();
-        jobs.send(gone).unwrap();
+        harness.jobs.send(patient).unwrap();
+        harness.jobs.send(gone).unwrap();
         drop(gone_answer);
-        // The slot stays full past the timeout: the queued request is answered 504 meanwhile.
+        // The worker stays busy past the timeout: the queued request is answered 504 meanwhile.
         let answer = tokio::time::timeout(Duration::from_secs(1), patient_answer)
             .await
             .unwrap()
             .unwrap();
         assert!(matches!(answer, Err(BatchError::Timeout { .. })));
-        assert_eq!(rows(&batches.recv().await.unwrap()), [1]);
+        drop(running);
         let (later, _later_answer) = job(2, 4);
-        jobs.send(later).unwrap();
+        harness.jobs.send(later).unwrap();
         assert_eq!(
-            rows(&batches.recv().await.unwrap()),
+            rows(&harness.next().await),
             [2],
             "the gone client's job never ran"
         );
@@ -452,11 +599,9 @@ mod tests {
         let (job, _answer) = job(3, 4);
         harness.jobs.send(job).unwrap();
         drop(harness.jobs);
-        assert_eq!(
-            rows(&harness.batches.recv().await.unwrap()),
-            [3],
-            "sent without waiting out the delay"
-        );
+        let batch = harness.batches.recv().await.unwrap();
+        assert_eq!(rows(&batch), [3], "sent without waiting out the delay");
+        drop(batch);
         assert!(
             harness.batches.recv().await.is_none(),
             "then the queue stops"

@@ -12,7 +12,7 @@ use metrics::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    BatchError, Job,
+    BatchError, Demand, Job,
     assemble::{concat, split},
     queue::Batch,
 };
@@ -40,31 +40,41 @@ impl WorkerHandle {
     }
 }
 
+/// What every worker shares.
+pub(super) struct Shared {
+    pub metrics: Arc<BatchMetrics>,
+    pub demand: Arc<Demand>,
+    pub request_timeout: Duration,
+}
+
 pub(super) fn spawn(
     models: Vec<Box<dyn Model>>,
-    batches: mpsc::Receiver<Batch>,
+    batches: mpsc::UnboundedReceiver<Batch>,
     labels: &ModelLabels,
-    metrics: Arc<BatchMetrics>,
-    request_timeout: Duration,
+    shared: Shared,
 ) -> std::io::Result<WorkerHandle> {
     let batches = Arc::new(Mutex::new(batches));
+    let shared = Arc::new(shared);
     let mut handle = WorkerHandle {
         threads: Vec::new(),
         finished: Vec::new(),
     };
     for (index, mut model) in models.into_iter().enumerate() {
         let batches = Arc::clone(&batches);
-        let metrics = Arc::clone(&metrics);
+        let shared = Arc::clone(&shared);
         let inference_duration = labels.inference_duration();
         let (done, finished) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name(format!("pinserve-model-{index}"))
             .spawn(move || {
                 while let Some(batch) = next_batch(&batches) {
-                    let batch = still_wanted(batch, request_timeout, &metrics);
-                    if !batch.is_empty() {
-                        run_batch(model.as_mut(), batch, &inference_duration, &metrics);
+                    let Batch { jobs, idle } = batch;
+                    let jobs = still_wanted(jobs, shared.request_timeout, &shared.metrics);
+                    if !jobs.is_empty() {
+                        run_batch(model.as_mut(), jobs, &inference_duration, &shared);
                     }
+                    // Idle again: the queue task may form the next batch for this worker.
+                    drop(idle);
                 }
                 drop(model);
                 let _ = done.send(());
@@ -76,19 +86,19 @@ pub(super) fn spawn(
 }
 
 /// Waits for the next batch; workers take turns at the shared receiver.
-fn next_batch(batches: &Mutex<mpsc::Receiver<Batch>>) -> Option<Batch> {
+fn next_batch(batches: &Mutex<mpsc::UnboundedReceiver<Batch>>) -> Option<Batch> {
     batches
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .blocking_recv()
 }
 
-/// A batch may have waited for a free worker after it was formed: jobs whose client has gone
-/// since are dropped, and jobs that have now waited past `--request-timeout` are answered 504,
-/// exactly as they would have been in the queue.
-fn still_wanted(batch: Batch, request_timeout: Duration, metrics: &BatchMetrics) -> Vec<Job> {
-    let mut wanted = Vec::with_capacity(batch.jobs.len());
-    for job in batch.jobs {
+/// Between the queue and the worker a client may leave and a deadline may pass: jobs whose
+/// client has gone are dropped, and jobs that have now waited past `--request-timeout` are
+/// answered 504, exactly as they would have been in the queue.
+fn still_wanted(jobs: Vec<Job>, request_timeout: Duration, metrics: &BatchMetrics) -> Vec<Job> {
+    let mut wanted = Vec::with_capacity(jobs.len());
+    for job in jobs {
         let waited = job.enqueued.elapsed();
         if job.reply.is_closed() {
             metrics.rejected("client_disconnected");
@@ -106,8 +116,9 @@ fn run_batch(
     model: &mut dyn Model,
     mut jobs: Vec<Job>,
     inference_duration: &Histogram,
-    metrics: &BatchMetrics,
+    shared: &Shared,
 ) {
+    let metrics = &shared.metrics;
     for job in &jobs {
         metrics
             .queue_duration
@@ -120,6 +131,7 @@ fn run_batch(
     let started = Instant::now();
     let answers = run_model(model, &mut jobs, &rows);
     inference_duration.record(started.elapsed().as_secs_f64());
+    shared.demand.observe_completion();
     reply(jobs, answers);
 }
 

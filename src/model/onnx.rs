@@ -35,6 +35,7 @@ impl OnnxModel {
                 Ok(builder.with_optimization_level(options.graph_optimization.into())?)
             })
             .and_then(|builder| Ok(builder.with_intra_threads(options.intra_op_threads)?))
+            .and_then(|builder| Ok(builder.with_intra_op_spinning(options.intra_op_spinning)?))
             .map_err(load_error)?;
         let mut builder = with_device(builder, options.device)?;
         let session = builder.commit_from_file(path).map_err(load_error)?;

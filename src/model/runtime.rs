@@ -188,6 +188,8 @@ impl From<GraphOptimization> for ort::session::builder::GraphOptimizationLevel {
 pub struct SessionOptions {
     pub device: Device,
     pub intra_op_threads: usize,
+    /// Whether idle intra-op threads spin (ONNX Runtime's default) or sleep.
+    pub intra_op_spinning: bool,
     pub graph_optimization: GraphOptimization,
     /// An explicit path to libonnxruntime; `None` searches the default locations.
     pub library: Option<PathBuf>,
@@ -198,6 +200,7 @@ impl Default for SessionOptions {
         SessionOptions {
             device: Device::Cpu,
             intra_op_threads: available_cpus(),
+            intra_op_spinning: false,
             graph_optimization: GraphOptimization::All,
             library: None,
         }
