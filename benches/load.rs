@@ -7,7 +7,7 @@
 //! - **FastAPI** + uvicorn + onnxruntime (`benches/peers/fastapi_v2.py`, v2 JSON);
 //! - **Seldon MLServer** with adaptive batching (`benches/peers/mlserver/`, v2 JSON);
 //!
-//! each driven by a closed-loop load generator (below: one thread, hyper HTTP/1.1 keep-alive
+//! each driven by a closed-loop load generator (below: one thread, HTTP/1.1 keep-alive
 //! connections, one request in flight per connection) at several concurrencies and request
 //! sizes, reporting rows/s, p50 and p99 latency. The peers are installed by
 //! `benches/peers/install.sh`, which this benchmark runs first.
@@ -15,8 +15,9 @@
 //! `cargo bench --bench load -- [KEY=VALUE ...]` with keys (defaults in brackets):
 //! `models=` [tabular_mlp,compute_mlp], `peers=` [fastapi,mlserver] (`none` for none),
 //! `seconds=` per run [5], `concurrency=` [1,8,64], `rows=` [1,8], `max_batch_size=` [64],
-//! `flags=` extra pinserve flags [none], `soak=` seconds of a pinserve soak at full load,
-//! sampling its resident set [0: none].
+//! `flags=` extra pinserve flags [none], `fastapi_workers=` [2]. `soak=SECONDS` instead runs
+//! only a soak: pinserve on the first model at full load (1-row JSON, concurrency 64), sampling
+//! its resident set and timing `/health` probes. `PINSERVE_BINARY=PATH` measures another build.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -32,11 +33,9 @@ use std::{
 
 use bytes::Bytes;
 use common::{Server, fixtures, golden};
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, StatusCode, client::conn::http1};
-use hyper_util::rt::TokioIo;
 use ort::{session::Session, value::TensorRef};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WARMUP: Duration = Duration::from_secs(1);
 const BATCH_SIZES: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
@@ -50,6 +49,8 @@ struct Options {
     max_batch_size: usize,
     /// Extra pinserve flags, for trying configurations.
     flags: Vec<String>,
+    /// uvicorn worker processes for the FastAPI peer; each gets CPUs / workers intra-op threads.
+    fastapi_workers: usize,
     soak: u64,
 }
 
@@ -63,6 +64,7 @@ impl Options {
             rows: vec![1, 8],
             max_batch_size: 64,
             flags: Vec::new(),
+            fastapi_workers: 2,
             soak: 0,
         };
         let list = |value: &str| -> Vec<String> {
@@ -94,6 +96,7 @@ impl Options {
                 "rows" => options.rows = numbers(value),
                 "max_batch_size" => options.max_batch_size = value.parse().unwrap(),
                 "soak" => options.soak = value.parse().unwrap(),
+                "fastapi_workers" => options.fastapi_workers = value.parse().unwrap(),
                 "flags" => options.flags = value.split_whitespace().map(str::to_owned).collect(),
                 other => panic!("unknown key {other}"),
             }
@@ -117,6 +120,20 @@ struct Outcome {
     p50: Duration,
     p99: Duration,
     errors: usize,
+    /// Share of one core the load generator itself used: on a small machine it competes with
+    /// the server for CPU, and more so the faster the server is.
+    generator_cpu: f64,
+}
+
+/// CPU time this thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut time) };
+    Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
 }
 
 /// The model's single input: its name and the first golden row, as flat f32 values.
@@ -178,11 +195,14 @@ fn drive(address: SocketAddr, load: &Load, concurrency: usize, seconds: f64) -> 
         .build()
         .unwrap();
     let measured = Duration::from_secs_f64(seconds);
+    let cpu_before = thread_cpu_time();
     let start = Instant::now();
     let (from, until) = (start + WARMUP, start + WARMUP + measured);
     let per_connection = runtime.block_on(futures_util::future::join_all(
         (0..concurrency).map(|_| connection(address, load, from, until)),
     ));
+    let generator_cpu =
+        (thread_cpu_time() - cpu_before).as_secs_f64() / start.elapsed().as_secs_f64();
     let mut latencies: Vec<Duration> = Vec::new();
     let mut errors = 0;
     for (connection_latencies, connection_errors) in per_connection {
@@ -201,44 +221,79 @@ fn drive(address: SocketAddr, load: &Load, concurrency: usize, seconds: f64) -> 
         p50: quantile(0.50),
         p99: quantile(0.99),
         errors,
+        generator_cpu,
     }
 }
 
+/// One keep-alive connection sending `load` until `until`. The request's bytes are built once
+/// and the response is parsed only as far as its status and `Content-Length`: a general HTTP
+/// client (hyper's) cost about 8 µs of CPU per request here, which on a two-core machine is CPU
+/// taken from the server being measured.
 async fn connection(
     address: SocketAddr,
     load: &Load,
     from: Instant,
     until: Instant,
 ) -> (Vec<Duration>, usize) {
-    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     stream.set_nodelay(true).unwrap();
-    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(connection);
+    let mut request = format!(
+        "POST {} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        load.path,
+        load.body.len()
+    );
+    if let Some(length) = load.json_length {
+        request.push_str(&format!("inference-header-content-length: {length}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut request = request.into_bytes();
+    request.extend_from_slice(&load.body);
+    let mut buffer = Vec::with_capacity(64 << 10);
     let (mut latencies, mut errors) = (Vec::new(), 0);
-    let host = address.to_string();
     loop {
         let sent = Instant::now();
         if sent >= until {
             break;
         }
-        let mut request = Request::post(load.path.as_str())
-            .header("host", host.as_str())
-            .header("content-type", "application/json");
-        if let Some(length) = load.json_length {
-            request = request.header("inference-header-content-length", length);
-        }
-        let request = request.body(Full::new(load.body.clone())).unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
+        stream.write_all(&request).await.unwrap();
+        let (status, body_length) = read_response(&mut stream, &mut buffer).await;
         let done = Instant::now();
-        if status != StatusCode::OK || body.is_empty() {
+        if status != 200 || body_length == 0 {
             errors += 1;
         } else if sent >= from && done <= until {
             latencies.push(done - sent);
         }
     }
     (latencies, errors)
+}
+
+/// Reads one response into `buffer` (cleared first): its status and body length.
+async fn read_response(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) -> (u16, usize) {
+    buffer.clear();
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(header_length) = response.parse(buffer).unwrap() {
+            let status = response.code.unwrap();
+            let body_length: usize = response
+                .headers
+                .iter()
+                .find(|header| header.name.eq_ignore_ascii_case("content-length"))
+                .map(|header| std::str::from_utf8(header.value).unwrap().parse().unwrap())
+                .expect("the load generator needs Content-Length (no chunked responses)");
+            while buffer.len() < header_length + body_length {
+                read_more(stream, buffer).await;
+            }
+            return (status, body_length);
+        }
+        read_more(stream, buffer).await;
+    }
+}
+
+async fn read_more(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) {
+    buffer.reserve(16 << 10);
+    let read = stream.read_buf(buffer).await.unwrap();
+    assert!(read > 0, "the server closed the connection");
 }
 
 /// Rows per second and median call time of one in-process session at each batch size.
@@ -363,9 +418,9 @@ async fn wait_until_ok(url: &str) {
     panic!("the peer did not become ready at {url}");
 }
 
-/// FastAPI: two uvicorn worker processes with one intra-op thread each, the usual way to use
-/// two cores from Python.
-async fn start_fastapi(model: &str) -> Peer {
+/// FastAPI: `workers` uvicorn processes sharing the CPUs for their intra-op threads (two
+/// processes with one thread each on two cores: the usual way to use two cores from Python).
+async fn start_fastapi(model: &str, workers: usize) -> Peer {
     let root = repository_root();
     let port = free_port();
     let mut command = Command::new(root.join(".venv-peers-fastapi/bin/uvicorn"));
@@ -381,7 +436,12 @@ async fn start_fastapi(model: &str) -> Peer {
         .args(["--log-level", "warning", "--no-access-log"])
         .env("MODEL_PATH", fixtures().join(model).join("1/model.onnx"))
         .env("MODEL_NAME", model)
-        .env("INTRA_OP_THREADS", "1")
+        .env(
+            "INTRA_OP_THREADS",
+            (pinserve::model::runtime::available_cpus() / workers)
+                .max(1)
+                .to_string(),
+        )
         .current_dir(&root);
     Peer::start(command, port, None, "/v2/health/ready").await
 }
@@ -491,9 +551,9 @@ impl BatchMeter {
 
 fn print_header() {
     println!(
-        "| server | body | rows/request | concurrency | rows/s | p50 (ms) | p99 (ms) | errors | rows per ORT call | ORT busy |"
+        "| server | body | rows/request | concurrency | rows/s | p50 (ms) | p99 (ms) | errors | rows per ORT call | ORT busy | generator CPU |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
 }
 
 fn print_row(
@@ -505,7 +565,7 @@ fn print_row(
     view: Option<&ServerView>,
 ) {
     println!(
-        "| {server} | {body} | {} | {concurrency} | {:.0} | {:.3} | {:.3} | {} | {} | {} |",
+        "| {server} | {body} | {} | {concurrency} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {:.0}% |",
         load.rows,
         outcome.rows_per_second,
         outcome.p50.as_secs_f64() * 1e3,
@@ -513,6 +573,7 @@ fn print_row(
         outcome.errors,
         view.map_or(String::new(), |view| format!("{:.1}", view.mean_batch)),
         view.map_or(String::new(), |view| format!("{:.0}%", view.busy * 100.0)),
+        outcome.generator_cpu * 100.0,
     );
 }
 
@@ -576,7 +637,7 @@ async fn bench_model(model: &str, options: &Options) {
 
     for peer_name in &options.peers {
         let peer = match peer_name.as_str() {
-            "fastapi" => start_fastapi(model).await,
+            "fastapi" => start_fastapi(model, options.fastapi_workers).await,
             "mlserver" => start_mlserver(model, options.max_batch_size).await,
             other => panic!("unknown peer {other}"),
         };
@@ -661,7 +722,8 @@ fn print_goals(
     }
 }
 
-/// Full load on pinserve for `seconds`, sampling its resident set every 10 s.
+/// Full load on pinserve for `seconds`, sampling its resident set every 10 s and timing a
+/// `/health` probe every second (a probe that is slow under load restarts healthy pods).
 async fn soak(model: &str, seconds: u64, options: &Options) {
     println!("\n### soak: {model}, 1-row JSON, concurrency 64, {seconds} s\n");
     let server = start_pinserve(model, options).await;
@@ -669,24 +731,42 @@ async fn soak(model: &str, seconds: u64, options: &Options) {
     let address = server.address;
     let load = json_load(model, 1);
     let driver = tokio::task::spawn_blocking(move || drive(address, &load, 64, seconds as f64));
-    println!("| elapsed (s) | RSS (MiB) |");
-    println!("| --- | --- |");
+    println!("| elapsed (s) | RSS (MiB) | slowest /health in the last 10 s (ms) |");
+    println!("| --- | --- | --- |");
     let started = Instant::now();
+    let mut probes = Vec::new();
+    let mut slowest = Duration::ZERO;
+    let mut tick = 0;
     while !driver.is_finished() {
-        println!(
-            "| {:.0} | {:.1} |",
-            started.elapsed().as_secs_f64(),
-            resident_kib(pid) as f64 / 1024.0
-        );
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        let probe = Instant::now();
+        let (status, _) = server.get("/health").await;
+        assert_eq!(status, 200, "/health under load");
+        let took = probe.elapsed();
+        probes.push(took);
+        slowest = slowest.max(took);
+        if tick % 10 == 0 {
+            println!(
+                "| {:.0} | {:.1} | {:.3} |",
+                started.elapsed().as_secs_f64(),
+                resident_kib(pid) as f64 / 1024.0,
+                slowest.as_secs_f64() * 1e3
+            );
+            slowest = Duration::ZERO;
+        }
+        tick += 1;
+        tokio::time::sleep(Duration::from_secs(1).saturating_sub(took)).await;
     }
     let outcome = driver.await.unwrap();
+    probes.sort_unstable();
     println!(
-        "\n{:.0} rows/s, p50 {:.3} ms, p99 {:.3} ms, {} errors",
+        "\n{:.0} rows/s, p50 {:.3} ms, p99 {:.3} ms, {} errors; /health probes: {}, median {:.3} ms, max {:.3} ms",
         outcome.rows_per_second,
         outcome.p50.as_secs_f64() * 1e3,
         outcome.p99.as_secs_f64() * 1e3,
-        outcome.errors
+        outcome.errors,
+        probes.len(),
+        probes[probes.len() / 2].as_secs_f64() * 1e3,
+        probes[probes.len() - 1].as_secs_f64() * 1e3,
     );
 }
 
@@ -734,6 +814,9 @@ async fn main() {
         options.seconds,
         WARMUP.as_secs()
     );
+    if options.soak > 0 {
+        return soak(&options.models[0], options.soak, &options).await;
+    }
     for model in &options.models {
         let model_file = fixtures().join(model).join("1/model.onnx");
         assert!(
@@ -742,8 +825,5 @@ async fn main() {
             model_file.display()
         );
         bench_model(model, &options).await;
-    }
-    if options.soak > 0 {
-        soak(&options.models[0], options.soak, &options).await;
     }
 }

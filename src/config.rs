@@ -343,8 +343,9 @@ pub struct BatchArgs {
     #[arg(long, env = "PINSERVE_MAX_BATCH_SIZE", default_value_t = 32, value_name = "ROWS", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_batch_size: u32,
 
-    /// How long the oldest queued request may wait for others to join its batch (e.g. 1ms,
-    /// 500us); 0 takes what is queued and never waits.
+    /// How long a free instance may wait for more rows to join its batch (e.g. 1ms, 500us),
+    /// counted from when it became free or the oldest request arrived, whichever is later; 0
+    /// takes what is queued and never waits.
     #[arg(long, env = "PINSERVE_MAX_BATCH_DELAY", default_value = "1ms", value_parser = parse_duration, value_name = "DURATION")]
     pub max_batch_delay: Duration,
 

@@ -79,7 +79,9 @@ pub(super) async fn run(channels: Channels, limits: Limits, metrics: Arc<BatchMe
                 continue;
             }
         };
-        let Some(jobs) = gather(&mut pending, &mut incoming, &mut open, &demand).await else {
+        let idle_since = Instant::now();
+        let Some(jobs) = gather(&mut pending, &mut incoming, &mut open, &demand, idle_since).await
+        else {
             return;
         };
         if let Err(mpsc::error::SendError(batch)) = batches.send(Batch { jobs, idle: permit }) {
@@ -97,6 +99,7 @@ async fn gather(
     incoming: &mut mpsc::UnboundedReceiver<Job>,
     open: &mut bool,
     demand: &Demand,
+    idle_since: Instant,
 ) -> Option<Vec<Job>> {
     loop {
         while *open {
@@ -118,7 +121,7 @@ async fn gather(
             }
             continue;
         }
-        if !*open || pending.ready(now, demand.expected()) {
+        if !*open || pending.ready(now, demand.expected(), idle_since) {
             return Some(pending.take_batch());
         }
         tokio::select! {
@@ -126,7 +129,7 @@ async fn gather(
                 Some(job) => pending.push(job),
                 None => *open = false,
             },
-            () = sleep_until(pending.fill_deadline()) => {}
+            () = sleep_until(pending.fill_deadline(idle_since)) => {}
         }
     }
 }
@@ -183,22 +186,25 @@ impl Pending {
         }
     }
 
-    /// When the oldest job will have waited `--max-batch-delay`.
-    fn fill_deadline(&self) -> Instant {
-        self.oldest().enqueued + self.limits.max_batch_delay
+    /// `--max-batch-delay` after the oldest job could first have run: after it arrived and a
+    /// worker was idle. Counting from arrival alone would send whatever queued while the workers
+    /// were busy the moment one frees up, and closed-loop clients would then settle into
+    /// cohorts that never share a batch (half-size batches at full load).
+    fn fill_deadline(&self, idle_since: Instant) -> Instant {
+        self.oldest().enqueued.max(idle_since) + self.limits.max_batch_delay
     }
 
     /// A batch is worth sending when the oldest job's compatible rows reach what this worker
     /// can expect (its share of `expected_rows`, at least one row) or fill a batch, or that job
     /// has waited long enough.
-    fn ready(&self, now: Instant, expected_rows: usize) -> bool {
+    fn ready(&self, now: Instant, expected_rows: usize, idle_since: Instant) -> bool {
         let oldest = self.oldest();
         let target = expected_rows
             .div_ceil(self.limits.instances.max(1))
             .clamp(1, self.limits.max_batch_size);
         !self.limits.batchable
             || self.rows_by_key.get(&oldest.key).copied().unwrap_or(0) >= target
-            || now >= self.fill_deadline()
+            || now >= self.fill_deadline(idle_since)
     }
 
     /// Drops jobs whose client has gone, and answers those that waited too long.
@@ -540,6 +546,33 @@ mod tests {
         );
         drop(running);
         assert_eq!(rows(&harness.next().await), [1, 1, 1, 1, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_freed_worker_still_waits_for_the_expected_rows_so_cohorts_merge() {
+        let mut harness = start(32, 2, true);
+        harness.expect(4);
+        let (first, _a) = job(1, 4);
+        harness.jobs.send(first).unwrap();
+        let running = harness.next().await;
+        let (queued, _b) = job(1, 4);
+        harness.jobs.send(queued).unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(running);
+        let freed = Instant::now();
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let (job, answer) = job(1, 4);
+            harness.jobs.send(job).unwrap();
+            answers.push(answer);
+        }
+        assert_eq!(
+            rows(&harness.next().await),
+            [1, 1, 1],
+            "the rows that came back after the previous batch joined the one that waited"
+        );
+        assert_eq!(freed.elapsed(), Duration::from_millis(2), "at most the delay");
     }
 
     #[tokio::test(start_paused = true)]

@@ -43,6 +43,15 @@ pub struct Server {
     client: reqwest::Client,
 }
 
+/// The pinserve under test: this build's, or `PINSERVE_BINARY` (to compare builds in the
+/// benchmarks).
+pub fn binary() -> PathBuf {
+    std::env::var_os("PINSERVE_BINARY").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_pinserve")),
+        PathBuf::from,
+    )
+}
+
 impl Server {
     /// Starts `pinserve serve` with `args` plus a kernel-chosen loopback port and JSON logs, and
     /// waits until it listens (not until it is ready).
@@ -52,7 +61,7 @@ impl Server {
 
     /// Like [`Server::start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, String)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pinserve"))
+        let mut child = Command::new(binary())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             // Through the environment, so that a test's own --drain-seconds takes precedence.
@@ -235,7 +244,7 @@ fn collect_logs(
 
 /// Runs `pinserve fetch ARGS` with JSON logs, MLflow's tracking variable cleared and `env` set.
 pub async fn run_fetch(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_pinserve"))
+    tokio::process::Command::new(binary())
         .args(["--log-format", "json", "fetch"])
         .args(args)
         .env_remove("MLFLOW_TRACKING_URI")
