@@ -20,6 +20,7 @@ install_packages() {
 source scripts/lib/python-venv.sh
 
 scripts/install-onnxruntime.sh
+scripts/check-image.sh
 ensure_venv .venv models-fixtures/requirements.txt
 ensure_venv .venv-clients tests/clients/requirements.txt
 export PINSERVE_TEST_CLIENT_PYTHON="$PWD/.venv-clients/bin/python"
