@@ -18,8 +18,10 @@ They are built this way because:
   (churn_pipeline), the common dense MLP with a named dynamic batch dimension
   (tabular_mlp), a fixed batch dimension (fixed_batch), every protocol datatype
   (all_dtypes), a lookup that ONNX Runtime itself fails on out-of-range ids
-  (embedding_lookup), a model large enough to make compute dominate (compute_mlp, not
-  committed; ``--heavy``), and a truncated file that must fail to load (broken).
+  (embedding_lookup) with two degraded later versions for the canary analysis,
+  one failing some requests (2) and one too slow (3), a model large enough to
+  make compute dominate (compute_mlp, not committed; ``--heavy``), and a
+  truncated file that must fail to load (broken).
 * Models are saved with IR version 10 and opsets ONNX Runtime 1.31 accepts: onnx
   1.23 would otherwise stamp IR version 14, which that release rejects.
 
@@ -43,7 +45,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
-from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument, InvalidProtobuf
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from sklearn.compose import ColumnTransformer
@@ -89,13 +91,20 @@ class Case:
 
 @dataclass
 class Fixture:
-    """A serialized model plus its golden cases and side files (relative path -> text)."""
+    """A serialized model plus its golden cases and side files (relative path -> text).
+
+    Later versions of a model exist to degrade it for the canary-analysis test; they have no
+    golden file (``golden/<name>.json`` is version 1's) but a ``check`` of the behaviour they
+    are for, run against ONNX Runtime before anything is written.
+    """
 
     name: str
     model_bytes: bytes
     cases: list[Case] = field(default_factory=list)
     extra_files: dict[str, str] = field(default_factory=dict)
     loadable: bool = True
+    version: str = VERSION
+    check: Callable[[ort.InferenceSession], None] | None = None
 
 
 # --------------------------------------------------------------------------- #
@@ -583,19 +592,32 @@ def build_churn_pipeline() -> Fixture:
 VOCABULARY, EMBEDDING_WIDTH = 100, 4
 
 
+def embedding_table() -> np.ndarray:
+    return np.random.default_rng(3).standard_normal((VOCABULARY, EMBEDDING_WIDTH)).astype(np.float32)
+
+
+def embedding_graph(
+    nodes: list[onnx.NodeProto], initializers: list[onnx.TensorProto]
+) -> onnx.GraphProto:
+    """embedding_lookup's signature around ``nodes``, which read ``ids`` and write ``embeddings``."""
+    return helper.make_graph(
+        nodes,
+        "embedding_lookup",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch"])],
+        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["batch", EMBEDDING_WIDTH])],
+        initializer=initializers,
+    )
+
+
 def build_embedding_lookup() -> Fixture:
     """Ids in [0, 100) index an embedding table; any other id makes Gather fail at run time.
 
     Every request that fits the signature passes pinserve's checks, so this is the fixture
     for a genuine ONNX Runtime failure (an out-of-vocabulary id in a recommender).
     """
-    table = np.random.default_rng(3).standard_normal((VOCABULARY, EMBEDDING_WIDTH)).astype(np.float32)
-    graph = helper.make_graph(
+    graph = embedding_graph(
         [helper.make_node("Gather", ["table", "ids"], ["embeddings"], axis=0)],
-        "embedding_lookup",
-        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch"])],
-        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["batch", EMBEDDING_WIDTH])],
-        initializer=[numpy_helper.from_array(table, "table")],
+        [numpy_helper.from_array(embedding_table(), "table")],
     )
     doc = f"Gather rows of a fixed-seed {VOCABULARY}x{EMBEDDING_WIDTH} embedding table by id."
     cases = [
@@ -603,6 +625,107 @@ def build_embedding_lookup() -> Fixture:
         Case("batch_4", {"ids": np.array([0, 99, 42, 42], dtype=np.int64)}),
     ]
     return Fixture("embedding_lookup", serialize(make_model(graph, doc)), cases)
+
+
+PRUNED_VOCABULARY = 95
+
+
+def build_embedding_lookup_pruned() -> Fixture:
+    """Version 2, a canary that fails requests: the table cut to its first 95 rows.
+
+    Ids 95-99, which version 1 serves, now make Gather fail inside ONNX Runtime, so traffic
+    with ids spread over [0, 100) gets 500 for 5% of single-id requests, above the canary
+    analysis's 2% limit. The failure is the model's own, as with a real pruned vocabulary.
+    """
+    graph = embedding_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["embeddings"], axis=0)],
+        [numpy_helper.from_array(embedding_table()[:PRUNED_VOCABULARY], "table")],
+    )
+    doc = f"embedding_lookup with its table pruned to the first {PRUNED_VOCABULARY} ids."
+
+    def check(session: ort.InferenceSession) -> None:
+        kept = np.arange(PRUNED_VOCABULARY, dtype=np.int64)
+        assert np.array_equal(session.run(None, {"ids": kept})[0], embedding_table()[kept])
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4  # the failures are expected: keep ORT's error log quiet
+        for dropped in range(PRUNED_VOCABULARY, VOCABULARY):
+            try:
+                session.run(None, {"ids": np.array([dropped], dtype=np.int64)}, quiet)
+            except InvalidArgument:
+                continue
+            raise AssertionError(f"id {dropped} must fail in the pruned table")
+
+    return Fixture("embedding_lookup", serialize(make_model(graph, doc)), version="2", check=check)
+
+
+MIXING_SIZE, REFINE_STEPS = 512, 800
+
+
+def constant(name: str, value: float | list[int], dtype: type) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(value, dtype=dtype), name)
+
+
+def refine_step() -> onnx.GraphProto:
+    """One Loop iteration: state = tanh(state @ mixing), a 512x512 by 512x512 product."""
+    return helper.make_graph(
+        [
+            helper.make_node("MatMul", ["state_in", "mixing"], ["product"]),
+            helper.make_node("Tanh", ["product"], ["state_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "refine_step",
+        [
+            helper.make_tensor_value_info("iteration", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("state_in", TensorProto.FLOAT, [MIXING_SIZE] * 2),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [MIXING_SIZE] * 2),
+        ],
+    )
+
+
+def build_embedding_lookup_slow() -> Fixture:
+    """Version 3, a canary too slow for the p99 limit: version 1's answers after ~1 s of work.
+
+    A Loop runs 800 products of 512x512 matrices (215 GFLOP: 0.9 s on one core of a recent
+    AVX-512 server CPU, longer on anything slower), through a matrix the graph computes from
+    Range and Sin, so the file stays a few KB. The loop starts from the looked-up rows and its
+    result is added times zero, so ONNX Runtime can neither fold it away at load time nor skip
+    it, and the output is version 1's.
+    """
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["looked_up"], axis=0),
+        helper.make_node("Range", ["zero", "size", "one"], ["steps"]),
+        helper.make_node("Unsqueeze", ["steps", "axis_1"], ["column"]),
+        helper.make_node("Unsqueeze", ["steps", "axis_0"], ["row"]),
+        helper.make_node("Mul", ["column", "row"], ["phases"]),
+        helper.make_node("Sin", ["phases"], ["mixing"]),
+        helper.make_node("ReduceSum", ["looked_up"], ["looked_up_total"], keepdims=0),
+        helper.make_node("Add", ["mixing", "looked_up_total"], ["initial_state"]),
+        helper.make_node("Loop", ["trips", "", "initial_state"], ["state"], body=refine_step()),
+        helper.make_node("ReduceSum", ["state"], ["state_total"], keepdims=0),
+        helper.make_node("Mul", ["state_total", "zero"], ["nothing"]),
+        helper.make_node("Add", ["looked_up", "nothing"], ["embeddings"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(embedding_table(), "table"),
+        constant("zero", 0.0, np.float32),
+        constant("one", 1.0, np.float32),
+        constant("size", MIXING_SIZE, np.float32),
+        constant("axis_0", [0], np.int64),
+        constant("axis_1", [1], np.int64),
+        constant("trips", REFINE_STEPS, np.int64),
+    ]
+    doc = f"embedding_lookup followed by {REFINE_STEPS} {MIXING_SIZE}x{MIXING_SIZE} products."
+
+    def check(session: ort.InferenceSession) -> None:
+        ids = np.array([0, 99, 42], dtype=np.int64)
+        assert np.array_equal(session.run(None, {"ids": ids})[0], embedding_table()[ids])
+
+    model_bytes = serialize(make_model(embedding_graph(nodes, initializers), doc))
+    return Fixture("embedding_lookup", model_bytes, version="3", check=check)
 
 
 # --------------------------------------------------------------------------- #
@@ -616,6 +739,8 @@ BUILDERS: dict[str, Callable[[], Fixture]] = {
     "fixed_batch": build_fixed_batch,
     "all_dtypes": build_all_dtypes,
     "embedding_lookup": build_embedding_lookup,
+    "embedding_lookup/2": build_embedding_lookup_pruned,
+    "embedding_lookup/3": build_embedding_lookup_slow,
     "broken": build_broken,
     "compute_mlp": build_compute_mlp,
 }
@@ -633,26 +758,30 @@ def write(path: Path, content: str | bytes) -> None:
 def materialize(fixture: Fixture) -> str:
     """Validate the fixture, then write its files; return its summary row."""
     size = f"{len(fixture.model_bytes):>10,}"
+    label = fixture.name if fixture.version == VERSION else f"{fixture.name}/{fixture.version}"
     files: dict[Path, str | bytes] = {
-        ROOT / fixture.name / VERSION / "model.onnx": fixture.model_bytes
+        ROOT / fixture.name / fixture.version / "model.onnx": fixture.model_bytes
     }
     files.update({ROOT / fixture.name / path: text for path, text in fixture.extra_files.items()})
     if fixture.loadable:
         onnx.checker.check_model(onnx.load_from_string(fixture.model_bytes), full_check=True)
         session = open_session(fixture.model_bytes)
-        golden = {
-            "model": fixture.name,
-            "version": VERSION,
-            "cases": [golden_case(fixture, session, case) for case in fixture.cases],
-        }
-        files[ROOT / "golden" / f"{fixture.name}.json"] = format_json(golden) + "\n"
+        if fixture.check is not None:
+            fixture.check(session)
+        if fixture.version == VERSION:
+            golden = {
+                "model": fixture.name,
+                "version": VERSION,
+                "cases": [golden_case(fixture, session, case) for case in fixture.cases],
+            }
+            files[ROOT / "golden" / f"{fixture.name}.json"] = format_json(golden) + "\n"
         row = (
-            f"{fixture.name:<15} {size}  in: {describe_args(session.get_inputs())}\n"
+            f"{label:<15} {size}  in: {describe_args(session.get_inputs())}\n"
             f"{'':<27}  out: {describe_args(session.get_outputs())}"
         )
     else:
         assert_load_fails(fixture.model_bytes)
-        row = f"{fixture.name:<15} {size}  (ONNX Runtime rejects it: INVALID_PROTOBUF)"
+        row = f"{label:<15} {size}  (ONNX Runtime rejects it: INVALID_PROTOBUF)"
     for path, content in files.items():
         write(path, content)
     return row

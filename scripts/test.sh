@@ -24,8 +24,20 @@ scripts/check-image.sh
 ensure_venv .venv models-fixtures/requirements.txt
 ensure_venv .venv-clients tests/clients/requirements.txt
 export PINSERVE_TEST_CLIENT_PYTHON="$PWD/.venv-clients/bin/python"
+# The k8s/ manifests' validators; kubectl (for its kustomize) from PyPI where the machine lacks it;
+# Argo's strict CRD schemas from the shared copy beside the repository, else the vendored one.
+ensure_venv .venv-k8s tests/k8s/requirements.txt
+if ! command -v kubectl >/dev/null; then
+    ensure_venv .venv-kubectl tests/k8s/kubectl-requirements.txt
+    export PINSERVE_KUBECTL="$PWD/.venv-kubectl/bin/kubectl"
+fi
+if [[ -d ../shared/schemas/jsonschema-strict ]]; then
+    export PINSERVE_ARGO_SCHEMAS="${PINSERVE_ARGO_SCHEMAS:-$PWD/../shared/schemas}"
+else
+    export PINSERVE_ARGO_SCHEMAS="${PINSERVE_ARGO_SCHEMAS:-$PWD/tests/k8s/argo-schemas}"
+fi
 .venv/bin/python models-fixtures/generate.py --only compute_mlp
-command -v promtool >/dev/null || install_packages prometheus
+{ command -v promtool && command -v prometheus; } >/dev/null || install_packages prometheus
 trap 'tests/support/services.sh stop' EXIT
 tests/support/services.sh start
 # shellcheck source=/dev/null

@@ -572,7 +572,11 @@ mod tests {
             [1, 1, 1],
             "the rows that came back after the previous batch joined the one that waited"
         );
-        assert_eq!(freed.elapsed(), Duration::from_millis(2), "at most the delay");
+        assert_eq!(
+            freed.elapsed(),
+            Duration::from_millis(2),
+            "at most the delay"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod analysis;
 pub mod faulty;
 pub mod services;
 

@@ -1,0 +1,275 @@
+//! The real tools tests/k8s_manifests.rs drives: kubectl's kustomize renders, and three schema
+//! validators judge each rendered object, one document per file:
+//! - built-in kinds: `kubernetes-validate --strict` against the Kubernetes OpenAPI schemas it ships;
+//! - Argo CD and Argo Rollouts kinds: `check-jsonschema` against the strict CRD schemas
+//!   (`$PINSERVE_ARGO_SCHEMAS/jsonschema-strict`, see tests/k8s/argo-schemas/README.md);
+//! - prometheus-operator kinds: `check-jsonschema` against schemas exported from
+//!   prometheus-operator's CRDs by tests/k8s/prometheus_operator_schemas.py.
+//!
+//! scripts/test.sh installs kubectl when it is missing, builds the validators' environment
+//! (.venv-k8s) and sets the variables; without them the tests fail and say what to install.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+};
+
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+
+/// The Kubernetes version built-in kinds are validated against (kubernetes-validate ships 1.25 to
+/// 1.37).
+pub const KUBERNETES_VERSION: &str = "1.33.0";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn k8s_dir() -> PathBuf {
+    repo().join("k8s")
+}
+
+fn kubectl() -> PathBuf {
+    std::env::var_os("PINSERVE_KUBECTL").map_or_else(|| PathBuf::from("kubectl"), PathBuf::from)
+}
+
+/// A tool of the validators' environment (`PINSERVE_K8S_VENV`, default `.venv-k8s`).
+fn venv_tool(name: &str) -> PathBuf {
+    let venv = std::env::var_os("PINSERVE_K8S_VENV")
+        .map_or_else(|| repo().join(".venv-k8s"), PathBuf::from);
+    let tool = venv.join("bin").join(name);
+    assert!(
+        tool.exists(),
+        "{} is missing: create the validators' environment with \
+         `source scripts/lib/python-venv.sh && ensure_venv .venv-k8s tests/k8s/requirements.txt` \
+         (scripts/test.sh does)",
+        tool.display()
+    );
+    tool
+}
+
+/// Argo's strict CRD schemas: `$PINSERVE_ARGO_SCHEMAS/jsonschema-strict`, defaulting as
+/// scripts/test.sh does to ../shared/schemas beside the repository, else the vendored copy.
+fn argo_schemas() -> PathBuf {
+    let root = std::env::var_os("PINSERVE_ARGO_SCHEMAS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let shared = repo().join("../shared/schemas");
+            if shared.join("jsonschema-strict").is_dir() {
+                shared
+            } else {
+                repo().join("tests/k8s/argo-schemas")
+            }
+        });
+    let dir = root.join("jsonschema-strict");
+    assert!(
+        dir.is_dir(),
+        "{} is missing: PINSERVE_ARGO_SCHEMAS must name a folder holding jsonschema-strict/",
+        dir.display()
+    );
+    dir
+}
+
+/// prometheus-operator's PodMonitor and PrometheusRule schemas, exported once per process.
+fn prometheus_operator_schemas() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let output = Command::new(venv_tool("python"))
+            .arg(repo().join("tests/k8s/prometheus_operator_schemas.py"))
+            .arg(dir.path())
+            .output()
+            .expect("cannot run the validators' Python");
+        assert!(
+            output.status.success(),
+            "exporting prometheus-operator's schemas failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        dir
+    })
+    .path()
+}
+
+/// Every folder under k8s/ that holds a kustomization.yaml, sorted.
+pub fn kustomizations() -> Vec<PathBuf> {
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+        if dir.join("kustomization.yaml").is_file() {
+            found.push(dir.to_path_buf());
+        }
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, found);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(&k8s_dir(), &mut found);
+    found.sort();
+    found
+}
+
+/// The documents of a YAML stream, empty ones left out.
+pub fn parse_documents(text: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|document| Value::deserialize(document).unwrap())
+        .filter(|value| !value.is_null())
+        .collect()
+}
+
+pub fn read_documents(path: &Path) -> Vec<Value> {
+    parse_documents(&std::fs::read_to_string(path).unwrap())
+}
+
+/// `kubectl kustomize DIR`, or kustomize's error.
+pub fn try_render(dir: &Path) -> Result<Vec<Value>, String> {
+    let output = Command::new(kubectl())
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .unwrap_or_else(|err| {
+            panic!(
+                "cannot run {}: {err}; install kubectl (scripts/test.sh does) or set \
+                 PINSERVE_KUBECTL",
+                kubectl().display()
+            )
+        });
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    Ok(parse_documents(&String::from_utf8(output.stdout).unwrap()))
+}
+
+/// A kustomization under k8s/ (e.g. "services/fraud-detection/staging") rendered; each folder is
+/// rendered once per test process.
+pub fn render(relative: &str) -> Vec<Value> {
+    static RENDERED: OnceLock<std::sync::Mutex<BTreeMap<String, Vec<Value>>>> = OnceLock::new();
+    let cache = RENDERED.get_or_init(Default::default);
+    if let Some(docs) = cache.lock().unwrap().get(relative) {
+        return docs.clone();
+    }
+    let docs = try_render(&k8s_dir().join(relative))
+        .unwrap_or_else(|err| panic!("kubectl kustomize k8s/{relative} failed:\n{err}"));
+    cache
+        .lock()
+        .unwrap()
+        .insert(relative.to_owned(), docs.clone());
+    docs
+}
+
+/// Which validator judges a document.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Validator {
+    Kubernetes,
+    Schema(PathBuf),
+}
+
+fn validator_for(doc: &Value) -> Validator {
+    let api_version = doc["apiVersion"]
+        .as_str()
+        .expect("a document without apiVersion");
+    let kind = doc["kind"].as_str().expect("a document without kind");
+    let schema = match api_version {
+        "argoproj.io/v1alpha1" => {
+            argo_schemas().join(format!("{}-argoproj-v1alpha1.json", kind.to_lowercase()))
+        }
+        "monitoring.coreos.com/v1" => prometheus_operator_schemas()
+            .join(format!("{}-monitoring-v1.json", kind.to_lowercase())),
+        _ => return Validator::Kubernetes,
+    };
+    assert!(
+        schema.is_file(),
+        "no schema for {api_version} {kind}: {} is missing",
+        schema.display()
+    );
+    Validator::Schema(schema)
+}
+
+pub fn describe(doc: &Value) -> String {
+    format!(
+        "{} {}/{}",
+        doc["apiVersion"].as_str().unwrap_or("?"),
+        doc["kind"].as_str().unwrap_or("?"),
+        doc["metadata"]["name"].as_str().unwrap_or("?")
+    )
+}
+
+/// Validates every document against its schema, strictly (unknown fields are errors); the
+/// validators' complaints otherwise.
+pub fn validate(docs: &[Value]) -> Result<(), String> {
+    let mut groups: BTreeMap<Validator, Vec<&Value>> = BTreeMap::new();
+    for doc in docs {
+        groups.entry(validator_for(doc)).or_default().push(doc);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = String::new();
+    for (index, (validator, docs)) in groups.into_iter().enumerate() {
+        let files: Vec<PathBuf> = docs
+            .iter()
+            .enumerate()
+            .map(|(n, doc)| {
+                let file = dir.path().join(format!("{index}-{n}.json"));
+                std::fs::write(&file, serde_json::to_vec(doc).unwrap()).unwrap();
+                file
+            })
+            .collect();
+        let result = match &validator {
+            Validator::Kubernetes => run_kubernetes_validate(&files),
+            Validator::Schema(schema) => run_check_jsonschema(schema, &files),
+        };
+        if let Err(err) = result {
+            let names: Vec<String> = docs.iter().map(|doc| describe(doc)).collect();
+            failures += &format!("{validator:?} rejected one of {names:?}:\n{err}\n");
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
+/// kubernetes-validate exits 0 and only warns for a kind it has no schema for, so each file must
+/// also be reported as passed.
+fn run_kubernetes_validate(files: &[PathBuf]) -> Result<(), String> {
+    let output = Command::new(venv_tool("kubernetes-validate"))
+        .args(["--strict", "--kubernetes-version", KUBERNETES_VERSION])
+        .args(files)
+        .output()
+        .expect("cannot run kubernetes-validate");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let passed = stdout
+        .lines()
+        .filter(|line| line.starts_with("INFO") && line.contains(" passed for resource "))
+        .count();
+    if output.status.success() && passed == files.len() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// The CRDs' patterns are Go regular expressions, closer to Python's than to ECMAScript's, hence
+/// `--regex-variant python` for matching values.
+fn run_check_jsonschema(schema: &Path, files: &[PathBuf]) -> Result<(), String> {
+    let output = Command::new(venv_tool("check-jsonschema"))
+        .args(["--regex-variant", "python", "--schemafile"])
+        .arg(schema)
+        .args(files)
+        .output()
+        .expect("cannot run check-jsonschema");
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
