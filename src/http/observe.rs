@@ -37,9 +37,7 @@ struct Observation<'a> {
 impl Drop for Observation<'_> {
     fn drop(&mut self) {
         let seconds = self.started.elapsed().as_secs_f64();
-        self.state
-            .labels()
-            .record_request(self.route, self.status, seconds);
+        self.state.record_request(self.route, self.status, seconds);
     }
 }
 
@@ -50,7 +48,7 @@ pub async fn record(
     next: Next,
 ) -> Response {
     let route = route_label(matched.as_ref().map(MatchedPath::as_str));
-    let span = tracing::info_span!("request", method = %request.method(), route);
+    let span = tracing::debug_span!("request", method = %request.method(), route);
     let mut observation = Observation {
         state: &state,
         route,

@@ -6,7 +6,12 @@ use std::sync::{Arc, OnceLock, RwLock};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::error::ApiError;
-use crate::{batch::Batcher, metrics::ModelLabels, model::Device, registry::Digest};
+use crate::{
+    batch::Batcher,
+    metrics::{ModelLabels, RequestSeries},
+    model::Device,
+    registry::Digest,
+};
 
 /// Where the server is in its life; `/health` and the v2 ready endpoints report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +53,7 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Until an alias or stage is resolved the version may be unknown; then it is replaced.
     labels: RwLock<Arc<ModelLabels>>,
+    requests: RwLock<Arc<RequestSeries>>,
     phase: RwLock<Phase>,
     model: OnceLock<ServingModel>,
 }
@@ -62,6 +68,7 @@ impl AppState {
         AppState {
             max_body_bytes,
             metrics,
+            requests: RwLock::new(Arc::new(RequestSeries::new(labels.clone()))),
             labels: RwLock::new(Arc::new(labels)),
             phase: RwLock::new(Phase::Loading),
             model: OnceLock::new(),
@@ -82,9 +89,22 @@ impl AppState {
     pub fn identify(&self, labels: ModelLabels) {
         labels.set_ready(false);
         *self
+            .requests
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Arc::new(RequestSeries::new(labels.clone()));
+        *self
             .labels
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(labels);
+    }
+
+    /// Records an answered (or abandoned) API request under the current model identity.
+    pub fn record_request(&self, route: &str, code: u16, seconds: f64) {
+        self.requests
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .record(route, code, seconds);
     }
 
     pub fn phase(&self) -> Phase {
