@@ -31,7 +31,7 @@ use tokio::{
 use self::assemble::{BatchKey, rows_of};
 pub use self::worker::WorkerHandle;
 use crate::{
-    metrics::{BatchMetrics, ModelLabels},
+    metrics::{BatchMetrics, ModelLabels, Rejection},
     model::{Model, ModelError, Signature, Tensor},
 };
 
@@ -40,8 +40,9 @@ use crate::{
 pub struct BatchConfig {
     /// Rows per model call at most; a larger request runs alone.
     pub max_batch_size: usize,
-    /// How long the oldest queued request may wait for others to join it; zero takes what is
-    /// queued and never waits.
+    /// How long a free worker may wait for more rows to join its batch, counted from when it
+    /// became free or the oldest request arrived, whichever is later; zero takes what is queued
+    /// and never waits.
     pub max_batch_delay: Duration,
     /// Rows that may wait; beyond that, requests are refused at once.
     pub max_queue_rows: usize,
@@ -97,6 +98,28 @@ impl Job {
     /// The job leaves the queue: its rows no longer count against admission.
     fn dequeue(&mut self) {
         self.admission.release();
+    }
+
+    /// Why the job should not run any more, if so: its client has gone, or it has waited
+    /// `request_timeout`. Checked in the queue and again on the worker, since a client may leave
+    /// and a deadline may pass in between.
+    fn abandoned(&self, now: Instant, request_timeout: Duration) -> Option<Rejection> {
+        if self.reply.is_closed() {
+            Some(Rejection::ClientDisconnected)
+        } else if now.saturating_duration_since(self.enqueued) >= request_timeout {
+            Some(Rejection::Timeout)
+        } else {
+            None
+        }
+    }
+
+    /// Counts the job as not run and answers it (504) if its client is still there.
+    fn reject(self, reason: Rejection, now: Instant, metrics: &BatchMetrics) {
+        metrics.rejected(reason);
+        if reason == Rejection::Timeout {
+            let waited = now.saturating_duration_since(self.enqueued);
+            let _ = self.reply.send(Err(BatchError::Timeout { waited }));
+        }
     }
 }
 
@@ -179,7 +202,8 @@ impl Drop for Outstanding {
 pub struct Batcher {
     jobs: mpsc::UnboundedSender<Job>,
     signature: Arc<Signature>,
-    config: Arc<BatchConfig>,
+    /// `--max-queue-rows`.
+    max_queue_rows: usize,
     queued: Arc<AtomicUsize>,
     demand: Arc<Demand>,
     metrics: Arc<BatchMetrics>,
@@ -218,7 +242,6 @@ impl Batcher {
                 request_timeout: config.request_timeout,
             },
         )?;
-        let config = Arc::new(config);
         let limits = queue::Limits {
             max_batch_size: config.max_batch_size.max(1),
             max_batch_delay: config.max_batch_delay,
@@ -239,7 +262,7 @@ impl Batcher {
         let batcher = Batcher {
             jobs,
             signature,
-            config,
+            max_queue_rows: config.max_queue_rows,
             queued: Arc::new(AtomicUsize::new(0)),
             demand,
             metrics,
@@ -278,7 +301,7 @@ impl Batcher {
     /// A request larger than the whole queue is still admitted into an empty one, where it
     /// waits for nobody and runs alone.
     fn admit(&self, rows: usize) -> Result<Admission, BatchError> {
-        let limit = self.config.max_queue_rows;
+        let limit = self.max_queue_rows;
         let admitted = self
             .queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
@@ -294,7 +317,7 @@ impl Batcher {
                 })
             }
             Err(queued) => {
-                self.metrics.rejected("queue_full");
+                self.metrics.rejected(Rejection::QueueFull);
                 Err(BatchError::QueueFull { queued, limit })
             }
         }

@@ -3,8 +3,8 @@
 //! It waits for an idle worker first and only then decides what goes into the batch, so a batch
 //! holds everything that arrived while the workers were busy. With a worker in hand it sends the
 //! batch once the oldest job's compatible rows reach what recent load says to expect (see
-//! [`Demand`]; a client alone never waits) or fill a batch, or that job has waited
-//! `--max-batch-delay`, whichever comes first. Jobs whose client has gone are dropped; jobs that
+//! [`Demand`]; a client alone never waits) or fill a batch, or `--max-batch-delay` has passed
+//! since the worker became free (or the job arrived, if later), whichever comes first. Jobs whose client has gone are dropped; jobs that
 //! waited past `--request-timeout` are answered 504. All timing uses tokio's clock, so the tests
 //! drive it with paused time.
 
@@ -211,17 +211,9 @@ impl Pending {
     fn drop_gone(&mut self, now: Instant) {
         let mut index = 0;
         while index < self.jobs.len() {
-            let job = &self.jobs[index];
-            let waited = now.saturating_duration_since(job.enqueued);
-            if job.reply.is_closed() {
-                self.remove(index);
-                self.metrics.rejected("client_disconnected");
-            } else if waited >= self.limits.request_timeout {
-                let job = self.remove(index);
-                self.metrics.rejected("timeout");
-                let _ = job.reply.send(Err(BatchError::Timeout { waited }));
-            } else {
-                index += 1;
+            match self.jobs[index].abandoned(now, self.limits.request_timeout) {
+                Some(reason) => self.remove(index).reject(reason, now, &self.metrics),
+                None => index += 1,
             }
         }
     }

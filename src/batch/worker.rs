@@ -93,23 +93,19 @@ fn next_batch(batches: &Mutex<mpsc::UnboundedReceiver<Batch>>) -> Option<Batch> 
         .blocking_recv()
 }
 
-/// Between the queue and the worker a client may leave and a deadline may pass: jobs whose
-/// client has gone are dropped, and jobs that have now waited past `--request-timeout` are
-/// answered 504, exactly as they would have been in the queue.
+/// Between the queue and the worker a client may leave and a deadline may pass: such jobs are
+/// dropped or answered 504 exactly as they would have been in the queue.
 fn still_wanted(jobs: Vec<Job>, request_timeout: Duration, metrics: &BatchMetrics) -> Vec<Job> {
-    let mut wanted = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let waited = job.enqueued.elapsed();
-        if job.reply.is_closed() {
-            metrics.rejected("client_disconnected");
-        } else if waited >= request_timeout {
-            metrics.rejected("timeout");
-            let _ = job.reply.send(Err(BatchError::Timeout { waited }));
-        } else {
-            wanted.push(job);
-        }
-    }
-    wanted
+    let now = tokio::time::Instant::now();
+    jobs.into_iter()
+        .filter_map(|job| match job.abandoned(now, request_timeout) {
+            Some(reason) => {
+                job.reject(reason, now, metrics);
+                None
+            }
+            None => Some(job),
+        })
+        .collect()
 }
 
 fn run_batch(
