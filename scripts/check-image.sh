@@ -9,7 +9,8 @@
 #     environment, fetches a fixture into a "volume" as the init container would, makes the root
 #     and the volume read-only and serves it with the Dockerfile's CMD: the library must be found
 #     through ../lib, /health must turn 200, an inference must match its golden output, SIGTERM
-#     must exit 0, and nothing may be written outside the volume;
+#     must exit 0, and nothing may be written outside the volume (HOME included: ONNX Runtime
+#     records telemetry there unless told not to);
 #  4. installs the CUDA variant's library too (its runtime check needs a GPU), which checks that
 #     wheel's digest and files, and that its CUDA major version is the Dockerfile's base image's.
 # It ends by printing the sizes of what the image adds to its base (README.md, "Container image").
@@ -117,18 +118,19 @@ newest_glibc=$(objdump -T "$binary" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//'
 
 # A model repository and a volume the image's user can read; the volume is the user's, as an
 # emptyDir is the pod's.
-mkdir -p "$work/repository/tabular_mlp/1" "$work/models"
+mkdir -p "$work/repository/tabular_mlp/1" "$work/models" "$work/home"
 cp models-fixtures/tabular_mlp/1/model.onnx "$work/repository/tabular_mlp/1/"
 chmod -R a+rX "$work/repository"
 as_image_user=()
 if [[ $(id -u) -eq 0 ]]; then
-    chown "$image_uid:$image_uid" "$work/models"
+    chown "$image_uid:$image_uid" "$work/models" "$work/home"
     as_image_user=(setpriv --reuid="$image_uid" --regid="$image_uid" --clear-groups)
     serve_uid=$image_uid
 else
     serve_uid=$(id -u)
 fi
-clean_env=(env -i PATH=/usr/bin:/bin HOME=/nonexistent)
+# A writable HOME, as the image's (/tmp) is, so that anything written there is seen below.
+clean_env=(env -i PATH=/usr/bin:/bin HOME="$work/home")
 
 "${as_image_user[@]}" "${clean_env[@]}" "$binary" fetch --model-repository "$work/repository" \
     --model-name tabular_mlp --model-version 1 --dest "$work/models"
@@ -183,6 +185,7 @@ server=""
 [[ $status -eq 0 ]] || fail "pinserve exited $status after SIGTERM: $(cat "$work/serve.log")"
 written=$(find /tmp /var/tmp /dev/shm -xdev -newer "$work/started" -user "$serve_uid" \
     ! -path "$work" ! -path "$work/*" 2>/dev/null || true)
+written+=$(find "$work/home" -mindepth 1)
 [[ -z $written ]] || fail "pinserve wrote outside its volume: $written"
 echo "check-image: the CPU image's files serve a model from a read-only root as user $serve_uid"
 

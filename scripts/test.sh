@@ -36,6 +36,8 @@ if [[ -d ../shared/schemas/jsonschema-strict ]]; then
 else
     export PINSERVE_ARGO_SCHEMAS="${PINSERVE_ARGO_SCHEMAS:-$PWD/tests/k8s/argo-schemas}"
 fi
+# ONNX Runtime's Python package would otherwise record telemetry under ~/.cache/Microsoft.
+export ORT_DISABLE_TELEMETRY=1
 .venv/bin/python models-fixtures/generate.py --only compute_mlp
 { command -v promtool && command -v prometheus; } >/dev/null || install_packages prometheus
 trap 'tests/support/services.sh stop' EXIT
@@ -48,5 +50,18 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     run_tests=(cargo test --no-fail-fast)
 fi
+# The pinserve processes the tests start get a HOME of their own and must turn ONNX Runtime's
+# telemetry off by themselves: nothing may appear in the developer's own caches.
+unset ORT_DISABLE_TELEMETRY
+real_caches=("${XDG_CACHE_HOME:-$HOME/.cache}/pinserve" "$HOME/.cache/Microsoft")
+before_tests=$(mktemp)
+echo "building and running the tests"
 "${run_tests[@]}"
 "${run_tests[@]}" --features cuda --test device
+written=$(find "${real_caches[@]}" -newer "$before_tests" 2>/dev/null || true)
+rm -f "$before_tests"
+if [[ -n $written ]]; then
+    echo "the tests wrote into the real caches (every test must use a temporary HOME or cache):" >&2
+    echo "$written" >&2
+    exit 1
+fi

@@ -5,10 +5,12 @@ use clap::Parser;
 use pinserve::{
     app,
     config::{Cli, Command, FetchConfig, ServeConfig},
-    inspect, metrics, shutdown, telemetry,
+    inspect, metrics, model, shutdown, telemetry,
 };
 
 fn main() -> ExitCode {
+    // SAFETY: nothing has started a thread yet.
+    unsafe { model::runtime::opt_out_of_telemetry() };
     let cli = Cli::parse();
     if let Err(err) = telemetry::init_logging(&cli.log) {
         eprintln!("error: {err}");

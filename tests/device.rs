@@ -57,7 +57,7 @@ async fn cuda_runs_on_the_gpu_or_fails_and_says_why() {
 
 #[tokio::test]
 async fn unknown_devices_are_refused_before_anything_starts() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pinserve"))
+    let output = common::pinserve()
         .args([
             "serve",
             "--model-repository",

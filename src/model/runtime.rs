@@ -70,6 +70,27 @@ pub fn locate_library(explicit: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(library_file_name()))
 }
 
+/// The variable ONNX Runtime reads, when its environment is created, to turn its telemetry off
+/// completely. The API switch (`with_telemetry(false)`) comes too late: by then ONNX Runtime
+/// 1.31 has written a device id and queued events (OS, CPU, executable path) under
+/// `$HOME/.cache/Microsoft`.
+pub const TELEMETRY_OPT_OUT_VARIABLE: &str = "ORT_DISABLE_TELEMETRY";
+
+/// Sets [`TELEMETRY_OPT_OUT_VARIABLE`] to `1` unless the user set it. Returns whether it was
+/// set here.
+///
+/// # Safety
+/// Changes the process environment: call it before any other thread exists (first thing in
+/// `main`), since reading the environment while it changes is undefined behaviour.
+pub unsafe fn opt_out_of_telemetry() -> bool {
+    if std::env::var_os(TELEMETRY_OPT_OUT_VARIABLE).is_some() {
+        return false;
+    }
+    // SAFETY: the caller guarantees no other thread runs yet.
+    unsafe { std::env::set_var(TELEMETRY_OPT_OUT_VARIABLE, "1") };
+    true
+}
+
 /// ONNX Runtime could not be loaded or initialised.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
@@ -92,6 +113,7 @@ pub fn environment(explicit_library: Option<&Path>) -> Result<&'static Environme
     }
     let path = locate_library(explicit_library);
     let builder = ort::init_from(&path).map_err(|err| {
+        let err = loader_reason(&path).unwrap_or_else(|| err.to_string());
         RuntimeError(format!(
             "cannot load the ONNX Runtime library ({err}). pinserve needs libonnxruntime \
              {ONNXRUNTIME_VERSION} from the PyPI `onnxruntime` wheel: run \
@@ -109,6 +131,25 @@ pub fn environment(explicit_library: Option<&Path>) -> Result<&'static Environme
         })?;
     tracing::info!(library = %path.display(), "loaded ONNX Runtime");
     Ok(ENVIRONMENT.get_or_init(|| env))
+}
+
+/// The system loader's own reason for refusing `path` (a missing file, a wrong architecture, an
+/// unresolved dependency): ort reports only that loading failed.
+fn loader_reason(path: &Path) -> Option<String> {
+    // SAFETY: loading runs the library's initialisers. It is the library ONNX Runtime would have
+    // been loaded from a moment ago, and the attempt is only made once that load has failed.
+    match unsafe { libloading::Library::new(path) } {
+        Ok(_) => None,
+        Err(err) => {
+            let mut reason = err.to_string();
+            let mut cause = std::error::Error::source(&err);
+            while let Some(inner) = cause {
+                reason = format!("{reason}: {inner}");
+                cause = inner.source();
+            }
+            Some(reason)
+        }
+    }
 }
 
 fn describe_search(explicit: Option<&Path>) -> String {

@@ -12,7 +12,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -53,6 +53,52 @@ pub fn binary() -> PathBuf {
     )
 }
 
+/// ONNX Runtime's telemetry switch, left to pinserve in every test: the suite then shows that
+/// pinserve turns the telemetry off by itself (`scripts/test.sh` checks nothing reached HOME).
+pub const ORT_TELEMETRY_VARIABLE: &str = "ORT_DISABLE_TELEMETRY";
+
+/// `pinserve` with [`isolated_env`] applied and ONNX Runtime's telemetry switch unset.
+pub fn pinserve() -> Command {
+    let mut command = Command::new(binary());
+    command
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove(ORT_TELEMETRY_VARIABLE)
+        .envs(isolated_env());
+    command
+}
+
+/// [`pinserve`] for async tests.
+pub fn pinserve_async() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(binary());
+    command
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove(ORT_TELEMETRY_VARIABLE)
+        .envs(isolated_env());
+    command
+}
+
+/// A HOME of this test process's own for every pinserve it starts, so that no test writes into
+/// the developer's caches (pinserve's default `--cache-dir`, and whatever ONNX Runtime would put
+/// under `~/.cache`); `scripts/test.sh` checks that the real ones are left alone. The ONNX Runtime
+/// library is still found where `scripts/install-onnxruntime.sh` put it, through XDG_DATA_HOME.
+pub fn isolated_env() -> [(&'static str, PathBuf); 2] {
+    static HOME: OnceLock<PathBuf> = OnceLock::new();
+    let home = HOME.get_or_init(|| {
+        let home =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("home-{}", std::process::id()));
+        std::fs::create_dir_all(&home).expect("cannot create the tests' HOME");
+        home
+    });
+    [("HOME", home.clone()), ("XDG_DATA_HOME", real_data_home())]
+}
+
+fn real_data_home() -> PathBuf {
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".local/share"),
+    }
+}
+
 impl Server {
     /// Starts `pinserve serve` with `args` plus a kernel-chosen loopback port and JSON logs, and
     /// waits until it listens (not until it is ready).
@@ -62,7 +108,7 @@ impl Server {
 
     /// Like [`Server::start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, String)]) -> Server {
-        let mut child = Command::new(binary())
+        let mut child = pinserve()
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             // Through the environment, so that a test's own --drain-seconds takes precedence.
@@ -245,7 +291,7 @@ fn collect_logs(
 
 /// Runs `pinserve fetch ARGS` with JSON logs, MLflow's tracking variable cleared and `env` set.
 pub async fn run_fetch(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
-    tokio::process::Command::new(binary())
+    pinserve_async()
         .args(["--log-format", "json", "fetch"])
         .args(args)
         .env_remove("MLFLOW_TRACKING_URI")

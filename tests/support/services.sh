@@ -34,7 +34,7 @@ readonly START_TIMEOUT_SECONDS=90
 readonly STOP_TIMEOUT_SECONDS=10
 
 # MLflow's background job runner is not needed and slows start-up; nothing may phone home.
-export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true ORT_DISABLE_TELEMETRY=1
 
 # shellcheck source=scripts/lib/python-venv.sh
 source scripts/lib/python-venv.sh
