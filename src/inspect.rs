@@ -1,26 +1,79 @@
 //! `pinserve inspect`: a model's inputs and outputs, as a table or as the v2 metadata's JSON.
 
-use std::{fmt::Write as _, sync::Arc};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use crate::{
     config::InspectArgs,
     model::{Model, ModelError, OnnxModel, SessionOptions, Signature, TensorSpec},
     protocol::v2::TensorMetadata,
+    registry::{Location, ModelReference, RegistryError, Resolver, retry::RetryPolicy},
 };
 
-pub fn run(args: &InspectArgs) -> Result<String, ModelError> {
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("cannot start the async runtime to read {path}")]
+    Runtime {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub fn run(args: &InspectArgs) -> Result<String, InspectError> {
     let options = SessionOptions {
         library: args.onnxruntime_lib.clone(),
         intra_op_threads: 1,
         ..SessionOptions::default()
     };
-    let model = OnnxModel::load(&args.path, &options)?;
+    let model = OnnxModel::load(&model_file(&args.path)?, &options)?;
     let signature = Arc::clone(model.signature());
     Ok(if args.json {
         to_json(&signature)
     } else {
         to_table(&signature)
     })
+}
+
+/// The file to describe: `path` itself, or for a version directory the model file `serve`
+/// would load from it (the one its MLmodel names, else model.onnx, else its only .onnx file).
+fn model_file(path: &Path) -> Result<PathBuf, InspectError> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let reference = ModelReference::Direct {
+        location: Location::Local(path.to_path_buf()),
+        name: "inspect".to_owned(),
+        version: "local".to_owned(),
+    };
+    let resolver = Resolver {
+        retry: RetryPolicy::new(0),
+        store: Default::default(),
+        model_sha256: None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| InspectError::Runtime {
+            path: path.display().to_string(),
+            source,
+        })?;
+    let plan = runtime
+        .block_on(resolver.plan(&reference))
+        .map_err(|err| match err {
+            RegistryError::NotFound { location, .. } => RegistryError::NoModelFile { location },
+            other => other,
+        })?;
+    Ok(plan
+        .model_file
+        .under(plan.local_dir.as_deref().unwrap_or(path)))
 }
 
 fn to_json(signature: &Signature) -> String {
@@ -31,7 +84,10 @@ fn to_json(signature: &Signature) -> String {
         "inputs": tensors(&signature.inputs),
         "outputs": tensors(&signature.outputs),
     });
-    serde_json::to_string_pretty(&document).expect("serialising to memory does not fail")
+    let mut text =
+        serde_json::to_string_pretty(&document).expect("serialising to memory does not fail");
+    text.push('\n');
+    text
 }
 
 fn to_table(signature: &Signature) -> String {

@@ -2,13 +2,13 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::fixtures;
 use serde_json::{Value, json};
 
 fn inspect(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pinserve"))
+    common::pinserve()
         .arg("inspect")
         .args(args)
         .output()
@@ -59,6 +59,59 @@ fn prints_json_in_the_v2_metadata_form() {
 }
 
 #[test]
+fn json_output_ends_with_a_newline() {
+    let output = inspect(&["--json", &fixture("fixed_batch")]);
+    assert!(output.status.success());
+    assert!(
+        output.stdout.ends_with(b"}\n"),
+        "{:?}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+/// A version directory is described through the model file `serve` would load from it.
+#[test]
+fn a_version_directory_is_described_by_the_model_file_in_it() {
+    let file = inspect(&[&fixture("churn_pipeline")]);
+    let directory = fixtures().join("churn_pipeline/1");
+    let output = inspect(&[directory.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.stdout, file.stdout);
+}
+
+#[test]
+fn a_directory_without_a_model_says_so() {
+    let empty = tempfile::tempdir().unwrap();
+    let output = inspect(&[empty.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no ONNX model"), "{stderr}");
+}
+
+/// The system loader's own reason reaches the message, not only "cannot load".
+#[test]
+fn a_library_that_cannot_be_loaded_keeps_the_loaders_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_library = dir.path().join("libonnxruntime.so");
+    std::fs::write(&not_a_library, b"not an ELF file").unwrap();
+    let output = inspect(&[
+        "--onnxruntime-lib",
+        not_a_library.to_str().unwrap(),
+        &fixture("tabular_mlp"),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid ELF header") || stderr.contains("file too short"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn an_invalid_model_is_an_error_not_a_crash() {
     let output = inspect(&[&fixture("broken")]);
     assert_eq!(output.status.code(), Some(1));
@@ -94,7 +147,7 @@ fn a_missing_onnx_runtime_library_says_how_to_install_it() {
 
 #[test]
 fn every_flag_is_explained_in_help() {
-    let output = Command::new(env!("CARGO_BIN_EXE_pinserve"))
+    let output = common::pinserve()
         .args(["serve", "--help"])
         .output()
         .unwrap();
