@@ -185,7 +185,7 @@ server=""
 [[ $status -eq 0 ]] || fail "pinserve exited $status after SIGTERM: $(cat "$work/serve.log")"
 written=$(find /tmp /var/tmp /dev/shm -xdev -newer "$work/started" -user "$serve_uid" \
     ! -path "$work" ! -path "$work/*" 2>/dev/null || true)
-written+=$(find "$work/home" -mindepth 1)
+written+=$(find "$work/home" -mindepth 1 -printf '\n%p')
 [[ -z $written ]] || fail "pinserve wrote outside its volume: $written"
 echo "check-image: the CPU image's files serve a model from a read-only root as user $serve_uid"
 
