@@ -470,3 +470,80 @@ async fn serve_fetches_in_process_while_health_says_loading() {
     ));
     assert!(metrics.contains(&format!(r#"sha256="{}""#, sha256_hex(&model_bytes()))));
 }
+
+/// A digest nothing has: a pin that no download can satisfy.
+fn unsatisfiable_pin() -> String {
+    "0".repeat(64)
+}
+
+fn assert_refused_by_the_pin(message: &str) {
+    assert!(
+        message.contains(&unsatisfiable_pin()) && message.contains("from --model-sha256"),
+        "the pin's mismatch is named: {message}"
+    );
+    assert!(
+        !message.contains("reusing the verified earlier download"),
+        "{message}"
+    );
+}
+
+/// Fetches the fixture tabular_mlp version 1 from its local model repository into `dest`.
+async fn fetch_local(dest: &Path, extra: &[&str]) -> Output {
+    let local = fixtures().join("tabular_mlp/1");
+    let mut args = vec![
+        "--model-uri",
+        local.to_str().unwrap(),
+        "--model",
+        "m",
+        "--version",
+        "1",
+        "--dest",
+        dest.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    fetch(&args).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_pin_is_enforced_on_an_earlier_download() {
+    let dest = tempfile::tempdir().unwrap();
+    assert_fetched(&fetch_local(dest.path(), &[]).await, dest.path());
+    let right = sha256_hex(&model_bytes());
+    let output = fetch_local(dest.path(), &["--model-sha256", &right]).await;
+    assert_fetched(&output, dest.path());
+    assert!(stderr(&output).contains("reusing the verified earlier download"));
+    let pin = unsatisfiable_pin();
+    let output = fetch_local(dest.path(), &["--model-sha256", &pin]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_refused_by_the_pin(&stderr(&output));
+    assert_nothing_servable(dest.path());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_enforces_a_changed_pin_on_its_cache() {
+    let server = FaultyServer::start([(MODEL, model_route()), (SIDECAR, sidecar_route())]).await;
+    let cache = tempfile::tempdir().unwrap();
+    let uri = server.url("/m/1");
+    let args = [
+        "--model-uri",
+        &uri,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ];
+    Server::start(&args).wait_ready().await;
+    assert_eq!(server.ranges(MODEL).len(), 1);
+
+    let pin = unsatisfiable_pin();
+    let mut pinned_args = args.to_vec();
+    pinned_args.extend(["--model-sha256", &pin]);
+    let pinned = Server::start(&pinned_args);
+    let health = pinned.wait_for_health("failed").await;
+    let error = health["error"].as_str().unwrap();
+    assert!(error.contains("does not match"), "{health}");
+    assert_refused_by_the_pin(error);
+    assert_eq!(
+        server.ranges(MODEL).len(),
+        2,
+        "the cache contradicts the pin, so the model is fetched again"
+    );
+}

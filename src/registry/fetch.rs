@@ -17,7 +17,7 @@ use std::{
 use futures_util::StreamExt;
 
 use super::{
-    Plan, PlannedFile,
+    Expected, Plan, PlannedFile, RelativePath,
     digest::Digest,
     manifest::{Manifest, ManifestError, ManifestFile, sync_dir},
     progress::Progress,
@@ -79,10 +79,50 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
     }
 }
 
-/// A complete, verified download in `dest` that `accept` agrees is the wanted one.
-pub fn cached(dest: &Path, accept: impl Fn(&Manifest) -> bool) -> Option<Manifest> {
+/// What an earlier download must be to be reused instead of fetched again: one that `same`
+/// accepts (the same reference, or the same plan), whose recorded digests agree with every
+/// digest expected of it. The digests are a field of their own so that no reuse can skip them.
+pub struct Wanted {
+    pub same: Box<dyn Fn(&Manifest) -> bool + Send>,
+    pub digests: Vec<WantedDigest>,
+}
+
+/// A digest a file of a reusable download must have recorded.
+#[derive(Debug, Clone)]
+pub struct WantedDigest {
+    /// `None`: the manifest's model file (before planning, its name is not known yet).
+    pub file: Option<RelativePath>,
+    pub expected: Expected,
+}
+
+impl Wanted {
+    /// The first expected digest `manifest` does not record, described for the log.
+    fn contradiction(&self, manifest: &Manifest) -> Option<String> {
+        self.digests.iter().find_map(|wanted| {
+            let path = wanted
+                .file
+                .as_ref()
+                .map_or(manifest.model_file.as_str(), RelativePath::as_str);
+            let recorded = manifest.files.iter().find(|file| file.path == path);
+            match recorded {
+                Some(file) if file.sha256 == wanted.expected.digest => None,
+                Some(file) => Some(format!(
+                    "{path}: recorded sha256 {}, expected {} (from {})",
+                    file.sha256, wanted.expected.digest, wanted.expected.origin
+                )),
+                None => Some(format!(
+                    "{path}: not in the earlier download, expected {} (from {})",
+                    wanted.expected.digest, wanted.expected.origin
+                )),
+            }
+        })
+    }
+}
+
+/// A complete, verified download in `dest` that is the `wanted` one.
+pub fn cached(dest: &Path, wanted: &Wanted) -> Option<Manifest> {
     let manifest = match Manifest::read(dest) {
-        Ok(Some(manifest)) if accept(&manifest) => manifest,
+        Ok(Some(manifest)) if (wanted.same)(&manifest) => manifest,
         Ok(Some(manifest)) => {
             tracing::info!(
                 dir = %dest.display(),
@@ -97,6 +137,10 @@ pub fn cached(dest: &Path, accept: impl Fn(&Manifest) -> bool) -> Option<Manifes
             return None;
         }
     };
+    if let Some(contradiction) = wanted.contradiction(&manifest) {
+        tracing::info!(dir = %dest.display(), %contradiction, "the earlier download does not have the expected digest; fetching again");
+        return None;
+    }
     match manifest.verify(dest, true) {
         Ok(()) => Some(manifest),
         Err(err) => {
@@ -361,18 +405,38 @@ fn writer_stopped() -> TransferError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::registry::{Expected, RelativePath, source::FileSource};
+    use crate::registry::source::FileSource;
 
-    fn labels() -> ModelLabels {
+    pub(crate) fn labels() -> ModelLabels {
         ModelLabels {
             model: "m".into(),
             version: "1".into(),
         }
     }
 
-    fn options() -> FetchOptions {
+    /// Reuse of what `same` accepts, whose model file has `model_digest` if one is given.
+    fn wanted(
+        same: impl Fn(&Manifest) -> bool + Send + 'static,
+        model_digest: Option<Digest>,
+    ) -> Wanted {
+        Wanted {
+            same: Box::new(same),
+            digests: model_digest
+                .map(|digest| WantedDigest {
+                    file: None,
+                    expected: Expected {
+                        digest,
+                        origin: "test".into(),
+                    },
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    pub(crate) fn options() -> FetchOptions {
         FetchOptions {
             retry: RetryPolicy::new(0),
             timeout: Duration::from_secs(30),
@@ -380,7 +444,12 @@ mod tests {
         }
     }
 
-    fn local_plan(source_dir: &Path, files: &[(&str, &[u8])], expected: Option<Digest>) -> Plan {
+    /// A plan of `files`, written into `source_dir`; the model file expects `expected`.
+    pub(crate) fn local_plan(
+        source_dir: &Path,
+        files: &[(&str, &[u8])],
+        expected: Option<Digest>,
+    ) -> Plan {
         let files = files
             .iter()
             .map(|(name, content)| {
@@ -429,8 +498,8 @@ mod tests {
         assert_eq!(Manifest::read(dest.path()).unwrap().unwrap(), manifest);
         assert_eq!(manifest.files.len(), 2);
         assert!(!dest.path().join(IN_PROGRESS).exists());
-        assert!(cached(dest.path(), |m| m.version == "1").is_some());
-        assert!(cached(dest.path(), |m| m.version == "2").is_none());
+        assert!(cached(dest.path(), &wanted(|m| m.version == "1", None)).is_some());
+        assert!(cached(dest.path(), &wanted(|m| m.version == "2", None)).is_none());
     }
 
     #[tokio::test]
@@ -479,15 +548,30 @@ mod tests {
         assert!(foreign.path().join("precious.txt").exists());
     }
 
-    #[tokio::test]
-    async fn a_tampered_cache_is_not_reused() {
+    /// A complete download of a one-file plan whose model is `graph`.
+    async fn fetched_graph() -> (tempfile::TempDir, tempfile::TempDir) {
         let source = tempfile::tempdir().unwrap();
         let dest = tempfile::tempdir().unwrap();
         let plan = local_plan(source.path(), &[("model.onnx", b"graph")], None);
         fetch(&plan, dest.path(), &options(), &labels())
             .await
             .unwrap();
+        (source, dest)
+    }
+
+    #[tokio::test]
+    async fn a_tampered_cache_is_not_reused() {
+        let (_source, dest) = fetched_graph().await;
         std::fs::write(dest.path().join("model.onnx"), b"GRAPH").unwrap();
-        assert!(cached(dest.path(), |_| true).is_none());
+        assert!(cached(dest.path(), &wanted(|_| true, None)).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_download_whose_digests_contradict_the_expected_ones_is_not_reused() {
+        let (_source, dest) = fetched_graph().await;
+        let right = Digest::of_bytes(b"graph");
+        assert!(cached(dest.path(), &wanted(|_| true, Some(right))).is_some());
+        let wrong = Digest::of_bytes(b"other");
+        assert!(cached(dest.path(), &wanted(|_| true, Some(wrong))).is_none());
     }
 }

@@ -24,6 +24,8 @@ pub const DEFAULT_MODEL_FILE: &str = "model.onnx";
 /// The file describing an MLflow model: its flavors (which file is the ONNX model) and signature.
 const MLMODEL: &str = "MLmodel";
 const SIDECAR_SUFFIX: &str = ".sha256";
+/// Where a digest given on the command line is said to come from.
+pub const PINNED_ORIGIN: &str = "--model-sha256";
 /// Sidecars and MLmodel files are tiny; anything larger is not what it claims to be.
 const SMALL_FILE_LIMIT: usize = 1 << 20;
 
@@ -73,7 +75,7 @@ impl Resolver {
         };
         plan.reference = shown;
         if let Some(digest) = self.model_sha256 {
-            plan.expect_model_digest(digest, "--model-sha256");
+            plan.expect_model_digest(digest, PINNED_ORIGIN);
         }
         Ok(plan)
     }
