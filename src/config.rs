@@ -188,6 +188,13 @@ pub struct FetchArgs {
     )]
     pub fetch_stall_timeout: Duration,
 
+    /// Largest file fetched whose size the source does not list (a model.onnx over plain HTTPS),
+    /// in bytes; a longer body is refused and nothing is kept. The default, 2 GiB, is the most
+    /// an ONNX file can hold (protobuf's limit); larger weights are external-data files, which
+    /// object stores and MLflow list with their sizes.
+    #[arg(long, env = "PINSERVE_FETCH_MAX_BYTES", default_value_t = 2 << 30, value_name = "BYTES", help_heading = FETCH)]
+    pub fetch_max_bytes: u64,
+
     /// Endpoint of an S3-compatible store (MinIO, Ceph) or of an Azure emulator.
     #[arg(long, env = "PINSERVE_STORAGE_ENDPOINT", value_name = "URL", help_heading = FETCH)]
     pub storage_endpoint: Option<String>,
@@ -201,6 +208,7 @@ impl FetchArgs {
                 endpoint: self.storage_endpoint.clone(),
             },
             model_sha256: self.model_sha256,
+            stall_timeout: self.fetch_stall_timeout,
         }
     }
 
@@ -209,6 +217,7 @@ impl FetchArgs {
             retry: RetryPolicy::new(self.fetch_retries),
             timeout: self.fetch_timeout,
             stall_timeout: self.fetch_stall_timeout,
+            max_bytes: self.fetch_max_bytes,
         }
     }
 }

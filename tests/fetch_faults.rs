@@ -12,7 +12,7 @@ use std::{
 
 use common::{
     Server,
-    faulty::{FaultyServer, Reply, Route},
+    faulty::{FaultyServer, Reply, Route, SilentServer},
     fixtures, run_fetch, stderr,
 };
 use serde_json::json;
@@ -545,5 +545,160 @@ async fn serve_enforces_a_changed_pin_on_its_cache() {
         server.ranges(MODEL).len(),
         2,
         "the cache contradicts the pin, so the model is fetched again"
+    );
+}
+
+/// Fetches `uri` into a fresh directory with `--fetch-timeout 2s`; the fetch must fail with
+/// the timeout's error and leave nothing servable.
+async fn assert_times_out(uri: &str, extra: &[&str]) {
+    let dest = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "--model-uri",
+        uri,
+        "--dest",
+        dest.path().to_str().unwrap(),
+        "--fetch-timeout",
+        "2s",
+    ];
+    args.extend_from_slice(extra);
+    let output = fetch(&args).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("did not finish within 2s (--fetch-timeout)"),
+        "{message}"
+    );
+    assert_nothing_servable(dest.path());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_server_fails_the_fetch_within_its_timeout() {
+    let server = SilentServer::start().await;
+    assert_times_out(&server.url(MODEL), &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_sidecar_fails_within_the_timeout_and_stalls_like_a_body() {
+    let server = FaultyServer::start([
+        (MODEL, model_route()),
+        (SIDECAR, sidecar_route().always(Reply::Silent)),
+    ])
+    .await;
+    assert_times_out(&server.url("/m/1"), &[]).await;
+
+    let dest = tempfile::tempdir().unwrap();
+    let quick = ["--fetch-stall-timeout", "1s", "--fetch-retries", "0"];
+    let output = fetch_version(&server, dest.path(), &quick).await;
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("no bytes for 1s (--fetch-stall-timeout)"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_mlflow_listing_fails_within_the_timeout() {
+    let server = FaultyServer::start(fake_mlflow(
+        json!({"files": [{"path": "deeper", "is_dir": true}]}),
+    ))
+    .await;
+    let registry = server.url("");
+    assert_times_out("models:/m/1", &["--registry-uri", &registry]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_reports_failed_when_the_registry_stays_silent() {
+    let server = SilentServer::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let uri = server.url(MODEL);
+    let serving = Server::start(&[
+        "--model-uri",
+        &uri,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "--fetch-timeout",
+        "2s",
+    ]);
+    let health = serving.wait_for_health("failed").await;
+    assert!(
+        health["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 2s"),
+        "{health}"
+    );
+}
+
+/// Fetches from a server whose `path` streams endlessly, and returns the error.
+async fn refused_endless(
+    path: &'static str,
+    routes: Vec<(&'static str, Route)>,
+    uri: &str,
+    extra: &[&str],
+) -> String {
+    let mut routes = routes;
+    routes.retain(|(route, _)| *route != path);
+    routes.push((path, Route::new(Vec::new()).always(Reply::Endless)));
+    let server = FaultyServer::start(routes).await;
+    let dest = tempfile::tempdir().unwrap();
+    let uri = uri.replace("SERVER", &server.url(""));
+    let mut args = vec!["--model-uri", &uri, "--dest", dest.path().to_str().unwrap()];
+    let registry = server.url("");
+    if uri.starts_with("models:/") {
+        args.extend(["--registry-uri", &registry]);
+    }
+    args.extend_from_slice(extra);
+    let output = fetch(&args).await;
+    assert_eq!(output.status.code(), Some(1), "{path}: {}", stderr(&output));
+    assert_nothing_servable(dest.path());
+    let leftovers: Vec<_> = std::fs::read_dir(dest.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().starts_with(".pinserve-partial"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "{path}: partial files left: {leftovers:?}"
+    );
+    stderr(&output)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endless_sidecars_mlmodels_and_registry_answers_are_refused_at_their_limits() {
+    let sidecar = refused_endless(SIDECAR, vec![(MODEL, model_route())], "SERVER/m/1", &[]).await;
+    assert!(sidecar.contains("larger than 1048576 bytes"), "{sidecar}");
+
+    let listing = json!({"files": [
+        {"path": "MLmodel", "is_dir": false, "file_size": 10},
+        {"path": "model.onnx", "is_dir": false, "file_size": 10},
+    ]});
+    let mlmodel_path = "/api/2.0/mlflow-artifacts/artifacts/1/models/m-1/artifacts/MLmodel";
+    let mlmodel = refused_endless(
+        mlmodel_path,
+        fake_mlflow(listing.clone()),
+        "models:/m/1",
+        &[],
+    )
+    .await;
+    assert!(mlmodel.contains("larger than 1048576 bytes"), "{mlmodel}");
+
+    let answer_path = "/api/2.0/mlflow/model-versions/get";
+    let answer = refused_endless(answer_path, fake_mlflow(listing), "models:/m/1", &[]).await;
+    assert!(answer.contains("larger than 16777216 bytes"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_model_body_is_cut_at_fetch_max_bytes() {
+    let message = refused_endless(
+        MODEL,
+        vec![],
+        "SERVER/m/1",
+        &["--fetch-max-bytes", "100000"],
+    )
+    .await;
+    assert!(
+        message.contains("larger than 100000 bytes (--fetch-max-bytes"),
+        "{message}"
     );
 }

@@ -23,7 +23,7 @@ use super::{
     progress::Progress,
     retry::{RetryPolicy, gave_up},
     sink::Sink,
-    source::TransferError,
+    source::{TransferError, within},
 };
 use crate::metrics::ModelLabels;
 
@@ -41,6 +41,8 @@ pub struct FetchOptions {
     pub timeout: Duration,
     /// A body that delivers no bytes for this long is abandoned and resumed.
     pub stall_timeout: Duration,
+    /// The most bytes written for a file whose size the plan does not know.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -286,7 +288,7 @@ async fn download(
     };
     let mut delays = options.retry.delays();
     let outcome = loop {
-        match transfer(file, &mut partial, options.stall_timeout, progress).await {
+        match transfer(file, &mut partial, options, progress).await {
             Err(TransferError::Transient {
                 message,
                 retry_after,
@@ -337,11 +339,11 @@ fn transfer_error(path: &str, err: TransferError) -> FetchError {
 }
 
 /// One attempt: continues from `partial.written` (or from zero when the server ignores the
-/// range) until the body ends, it breaks off, or no byte arrives within `stall`.
+/// range) until the body ends, it breaks off, or no byte arrives within the stall timeout.
 async fn transfer(
     file: &PlannedFile,
     partial: &mut Partial,
-    stall: Duration,
+    options: &FetchOptions,
     progress: &Progress,
 ) -> Result<(), TransferError> {
     if file
@@ -350,11 +352,8 @@ async fn transfer(
     {
         return Ok(());
     }
-    let stalled =
-        || TransferError::transient(format!("no bytes for {stall:?}; the download stalled"));
-    let opened = tokio::time::timeout(stall, file.source.open(partial.written))
-        .await
-        .map_err(|_| stalled())??;
+    let stall = options.stall_timeout;
+    let opened = within(stall, file.source.open(partial.written)).await?;
     if opened.offset != partial.written {
         if opened.offset != 0 {
             return Err(TransferError::transient(format!(
@@ -364,13 +363,14 @@ async fn transfer(
         }
         restart(partial, progress).await?;
     }
+    let limit = file
+        .size
+        .map_or(Limit::MaxBytes(options.max_bytes), Limit::Listed);
+    limit.check(partial.written + opened.length.unwrap_or(0))?;
     let mut bytes = opened.bytes;
-    while let Some(chunk) = tokio::time::timeout(stall, bytes.next())
-        .await
-        .map_err(|_| stalled())?
-    {
-        let chunk = chunk?;
+    while let Some(chunk) = within(stall, async { bytes.next().await.transpose() }).await? {
         let length = chunk.len() as u64;
+        limit.check(partial.written + length)?;
         partial
             .sink
             .write(&chunk)
@@ -384,11 +384,30 @@ async fn transfer(
             "the body ended after {} of {size} bytes",
             partial.written
         ))),
-        Some(size) if partial.written > size => Err(TransferError::Fatal(format!(
-            "received {} bytes, but the listing said {size}",
-            partial.written
-        ))),
         _ => Ok(()),
+    }
+}
+
+/// How large a file may grow: the size its listing gave, else `--fetch-max-bytes`. A body
+/// that would pass it is refused before its bytes are written, so an endless body cannot fill
+/// the disk.
+#[derive(Clone, Copy)]
+enum Limit {
+    Listed(u64),
+    MaxBytes(u64),
+}
+
+impl Limit {
+    fn check(self, bytes: u64) -> Result<(), TransferError> {
+        match self {
+            Limit::Listed(size) if bytes > size => Err(TransferError::Fatal(format!(
+                "the server sends more than the {size} bytes the listing said"
+            ))),
+            Limit::MaxBytes(max) if bytes > max => Err(TransferError::Fatal(format!(
+                "the file is larger than {max} bytes (--fetch-max-bytes; the listing gave no size); refusing to write more"
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -441,6 +460,7 @@ pub(crate) mod tests {
             retry: RetryPolicy::new(0),
             timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(5),
+            max_bytes: 1 << 20,
         }
     }
 

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
+use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
@@ -24,16 +25,23 @@ use super::{
     reference::Selector,
     relpath::RelativePath,
     retry::{RetryPolicy, with_retries},
-    source::{FileSource, TransferError, check_status, describe_reqwest},
+    source::{FileSource, Opened, TransferError, check_status, describe_reqwest, within},
 };
 
 /// Metadata calls are small; a registry that does not answer one in this time is down.
-const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest API answer read: a listing of tens of thousands of files fits; a registry that
+/// sends more is broken or hostile, and is not allowed to fill the fetcher's memory.
+const ANSWER_LIMIT: usize = 16 << 20;
+/// An error answer is a code and a message.
+const ERROR_LIMIT: usize = 64 << 10;
 
 pub struct MlflowClient {
     http: reqwest::Client,
     tracking: Url,
     retry: RetryPolicy,
+    /// `--fetch-stall-timeout`: how long an answer may keep pinserve waiting for its next bytes.
+    stall: Duration,
 }
 
 /// A registered model version, as `model-versions/get` returns it.
@@ -81,7 +89,11 @@ struct ErrorBody {
 
 impl MlflowClient {
     /// A client for the tracking server at `tracking`, with MLflow's auth and TLS variables.
-    pub fn from_env(tracking: Url, retry: RetryPolicy) -> Result<MlflowClient, RegistryError> {
+    pub fn from_env(
+        tracking: Url,
+        retry: RetryPolicy,
+        stall: Duration,
+    ) -> Result<MlflowClient, RegistryError> {
         let config_error =
             |reason: String| RegistryError::Config(format!("MLflow client: {reason}"));
         let mut builder = reqwest::Client::builder()
@@ -111,6 +123,7 @@ impl MlflowClient {
             http,
             tracking,
             retry,
+            stall,
         })
     }
 
@@ -135,18 +148,20 @@ impl MlflowClient {
         let mut url = self.endpoint(path);
         url.query_pairs_mut().extend_pairs(query);
         with_retries(&self.retry, path, || async {
-            let response = self
-                .http
-                .get(url.clone())
-                .timeout(METADATA_TIMEOUT)
-                .send()
-                .await
-                .map_err(|err| describe_reqwest(&url, &err))?;
+            let request = self.http.get(url.clone()).timeout(METADATA_TIMEOUT).send();
+            let response = within(self.stall, async {
+                request.await.map_err(|err| describe_reqwest(&url, &err))
+            })
+            .await?;
             if let Err(err) = check_status(&url, &response) {
                 return Err(with_mlflow_error(err, response).await);
             }
-            response.json().await.map_err(|err| {
-                TransferError::transient(format!("{}: unreadable answer: {err}", redact_url(&url)))
+            let shown = redact_url(&url);
+            let body = answer(response)
+                .read_limited(ANSWER_LIMIT, self.stall, &shown)
+                .await?;
+            serde_json::from_slice(&body).map_err(|err| {
+                TransferError::transient(format!("{shown}: unreadable answer: {err}"))
             })
         })
         .await
@@ -300,9 +315,27 @@ fn child_path(parent: &str, entry: &str) -> Result<String, TransferError> {
     Ok(join_artifact_path(parent, below.as_str()))
 }
 
+/// An API answer's body, as a read that can be bounded.
+fn answer(response: reqwest::Response) -> Opened {
+    Opened {
+        offset: 0,
+        length: response.content_length(),
+        bytes: response
+            .bytes_stream()
+            .map_err(|err| TransferError::transient(format!("the answer broke off: {err}")))
+            .boxed(),
+    }
+}
+
 /// Adds MLflow's error code and message to a refusal, e.g. `RESOURCE_DOES_NOT_EXIST`.
 async fn with_mlflow_error(err: TransferError, response: reqwest::Response) -> TransferError {
-    let Ok(body) = response.json::<ErrorBody>().await else {
+    let Ok(body) = answer(response)
+        .read_limited(ERROR_LIMIT, METADATA_TIMEOUT, &"the error answer")
+        .await
+    else {
+        return err;
+    };
+    let Ok(body) = serde_json::from_slice::<ErrorBody>(&body) else {
         return err;
     };
     let detail = format!("{}: {}", body.error_code, body.message);

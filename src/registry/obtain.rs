@@ -3,7 +3,10 @@
 //! remote ones into its cache). Both reuse a complete, verified earlier download of the same
 //! version instead of downloading again.
 
-use std::path::{Path, PathBuf};
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+};
 
 use super::{
     Digest, Expected, ModelArtifact, ModelReference, Plan, PlannedFile, RegistryError, Resolver,
@@ -20,17 +23,40 @@ pub async fn into_directory(
     resolver: &Resolver,
     options: &FetchOptions,
 ) -> Result<Manifest, RegistryError> {
-    if reference.is_pinned()
-        && let Some(manifest) = reuse(dest, before_planning(reference, resolver)).await
-    {
-        return Ok(manifest);
-    }
-    let plan = resolver.plan(reference).await?;
-    download(&plan, dest, options).await
+    bounded(options, async {
+        if reference.is_pinned()
+            && let Some(manifest) = reuse(dest, before_planning(reference, resolver)).await
+        {
+            return Ok(manifest);
+        }
+        let plan = resolver.plan(reference).await?;
+        download(&plan, dest, options).await
+    })
+    .await
+}
+
+/// `--fetch-timeout` bounds the whole fetch: resolution, listings, sidecars and `MLmodel` as
+/// much as the download, so a registry that never answers cannot hang an init container.
+async fn bounded<T>(
+    options: &FetchOptions,
+    work: impl Future<Output = Result<T, RegistryError>>,
+) -> Result<T, RegistryError> {
+    tokio::time::timeout(options.timeout, work)
+        .await
+        .unwrap_or(Err(FetchError::Timeout(options.timeout).into()))
 }
 
 /// Prepares `reference` for loading: local files in place, remote ones in `cache_dir`.
 pub async fn for_serving(
+    reference: &ModelReference,
+    cache_dir: &Path,
+    resolver: &Resolver,
+    options: &FetchOptions,
+) -> Result<ModelArtifact, RegistryError> {
+    bounded(options, prepare(reference, cache_dir, resolver, options)).await
+}
+
+async fn prepare(
     reference: &ModelReference,
     cache_dir: &Path,
     resolver: &Resolver,

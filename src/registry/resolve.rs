@@ -2,20 +2,22 @@
 //! digest each must have. Nothing is downloaded here except small metadata (listings, the
 //! `MLmodel` file, `.sha256` sidecars).
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use futures_util::TryStreamExt;
 use url::Url;
 
 use super::{
     Expected, Plan, PlannedFile, RegistryError,
     digest::Digest,
-    mlflow::{MlModel, MlflowClient},
+    mlflow::{METADATA_TIMEOUT, MlModel, MlflowClient},
     redact::redact_url,
     reference::{Location, ModelReference, Selector},
     relpath::RelativePath,
     retry::{RetryPolicy, with_retries},
-    source::{FileSource, TransferError, check_status, describe_reqwest},
+    source::{FileSource, TransferError, check_status, describe_reqwest, within},
     store::{Store, StoreOptions, is_plain_http},
 };
 
@@ -34,6 +36,8 @@ pub struct Resolver {
     pub store: StoreOptions,
     /// `--model-sha256`: the model file's digest as the manifest pins it.
     pub model_sha256: Option<Digest>,
+    /// `--fetch-stall-timeout`: how long a metadata request may wait for its next bytes.
+    pub stall_timeout: Duration,
 }
 
 /// A file found at a location, before digests are attached.
@@ -129,9 +133,7 @@ impl Resolver {
             },
         };
         for (target, sidecar) in sidecars {
-            let text = read_small(&sidecar.source, &self.retry)
-                .await
-                .map_err(transfer)?;
+            let text = self.read_small(&sidecar.source).await.map_err(transfer)?;
             let digest = Digest::from_sidecar(&text).map_err(|reason| RegistryError::Transfer {
                 location: sidecar.source.to_string(),
                 message: reason,
@@ -145,7 +147,8 @@ impl Resolver {
         let store =
             Store::open(url, &self.store).map_err(|err| TransferError::Fatal(err.to_string()))?;
         if !single_file {
-            let listed = with_retries(&self.retry, "list", || store.list()).await?;
+            let stall = self.stall_timeout;
+            let listed = with_retries(&self.retry, "list", || store.list(stall)).await?;
             return Ok(listed
                 .into_iter()
                 .map(|(path, size)| Found {
@@ -156,7 +159,8 @@ impl Resolver {
                 .collect());
         }
         let file_name = last_segment(url);
-        let size = with_retries(&self.retry, "head", || store.size("")).await?;
+        let stall = self.stall_timeout;
+        let size = with_retries(&self.retry, "head", || within(stall, store.size(""))).await?;
         let size = size
             .ok_or_else(|| TransferError::Fatal(format!("{} does not exist", redact_url(url))))?;
         let mut found = vec![Found {
@@ -169,7 +173,10 @@ impl Resolver {
             .map_err(|err| TransferError::Fatal(err.to_string()))?;
         let sidecar_store = Store::open(&sidecar_url, &self.store)
             .map_err(|err| TransferError::Fatal(err.to_string()))?;
-        if let Some(size) = with_retries(&self.retry, "head", || sidecar_store.size("")).await? {
+        let sidecar_size = with_retries(&self.retry, "head", || {
+            within(stall, sidecar_store.size(""))
+        });
+        if let Some(size) = sidecar_size.await? {
             found.push(Found {
                 path: RelativePath::new(&format!("{file_name}{SIDECAR_SUFFIX}"))
                     .map_err(|err| TransferError::Fatal(err.to_string()))?,
@@ -208,7 +215,7 @@ impl Resolver {
         let sidecar_url = Url::parse(&format!("{file_url}{SIDECAR_SUFFIX}"))
             .map_err(|err| TransferError::Fatal(err.to_string()))?;
         let exists = with_retries(&self.retry, "sidecar", || {
-            http_exists(&client, &sidecar_url)
+            within(self.stall_timeout, http_exists(&client, &sidecar_url))
         })
         .await?;
         if exists {
@@ -231,8 +238,9 @@ impl Resolver {
         name: &str,
         selector: &Selector,
     ) -> Result<Plan, TransferError> {
-        let client = MlflowClient::from_env(tracking.clone(), self.retry.clone())
-            .map_err(|err| TransferError::Fatal(err.to_string()))?;
+        let client =
+            MlflowClient::from_env(tracking.clone(), self.retry.clone(), self.stall_timeout)
+                .map_err(|err| TransferError::Fatal(err.to_string()))?;
         // Each round trip to a registry costs milliseconds: ask for what is independent at once.
         let (version, artifact_uri) = match selector {
             Selector::Version(number) => tokio::try_join!(
@@ -256,7 +264,7 @@ impl Resolver {
         let mlmodel_source = self.artifact_source(&client, &artifact_uri, MLMODEL)?;
         let (found, mlmodel_text) = tokio::join!(
             self.list_artifacts(&client, &artifact_uri),
-            read_small(&mlmodel_source, &self.retry)
+            self.read_small(&mlmodel_source)
         );
         let found = found?;
         // The MLmodel file is read alongside the listing; its answer counts only if it is listed.
@@ -284,6 +292,18 @@ impl Resolver {
         };
         self.expect_tagged_digests(&mut plan, &version.tags)?;
         Ok(plan)
+    }
+
+    /// Reads a small file (sidecar, MLmodel) whole, as text, up to [`SMALL_FILE_LIMIT`].
+    async fn read_small(&self, source: &FileSource) -> Result<String, TransferError> {
+        let stall = self.stall_timeout;
+        with_retries(&self.retry, "read", || async {
+            let opened = within(stall, source.open(0)).await?;
+            let bytes = opened.read_limited(SMALL_FILE_LIMIT, stall, source).await?;
+            String::from_utf8(bytes)
+                .map_err(|_| TransferError::Fatal(format!("{source} is not UTF-8 text")))
+        })
+        .await
     }
 
     /// The source of one file below an artifact URI.
@@ -388,6 +408,7 @@ fn last_segment(url: &Url) -> String {
 async fn http_exists(client: &reqwest::Client, url: &Url) -> Result<bool, TransferError> {
     let response = client
         .head(url.clone())
+        .timeout(METADATA_TIMEOUT)
         .send()
         .await
         .map_err(|err| describe_reqwest(url, &err))?;
@@ -395,23 +416,6 @@ async fn http_exists(client: &reqwest::Client, url: &Url) -> Result<bool, Transf
         return Ok(false);
     }
     check_status(url, &response).map(|()| true)
-}
-
-/// Reads a small file (sidecar, MLmodel) whole, as text.
-async fn read_small(source: &FileSource, retry: &RetryPolicy) -> Result<String, TransferError> {
-    with_retries(retry, "read", || async {
-        let opened = source.open(0).await?;
-        let chunks: Vec<bytes::Bytes> = opened.bytes.try_collect().await?;
-        let bytes: Vec<u8> = chunks.concat();
-        if bytes.len() > SMALL_FILE_LIMIT {
-            return Err(TransferError::Fatal(format!(
-                "{source} is larger than {SMALL_FILE_LIMIT} bytes"
-            )));
-        }
-        String::from_utf8(bytes)
-            .map_err(|_| TransferError::Fatal(format!("{source} is not UTF-8 text")))
-    })
-    .await
 }
 
 /// Lists a local file, or a directory's files recursively. Links are refused: a fetch copies
@@ -566,6 +570,7 @@ mod tests {
             retry: RetryPolicy::new(0),
             store: StoreOptions::default(),
             model_sha256: None,
+            stall_timeout: Duration::from_secs(5),
         }
     }
 

@@ -2,9 +2,9 @@
 //! `object_store` crate, configured from each cloud's standard credential environment
 //! (`AWS_*`, `GOOGLE_APPLICATION_CREDENTIALS`, `AZURE_*`) as the cloud's own tools are.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::{
     ClientConfigKey, ClientOptions, ObjectStore, ObjectStoreExt, ObjectStoreScheme, RetryConfig,
     aws::{AmazonS3Builder, AmazonS3ConfigKey},
@@ -20,7 +20,7 @@ use super::{
     RegistryError,
     redact::redact_url,
     relpath::RelativePath,
-    source::{FileSource, TransferError, classify_store_error},
+    source::{FileSource, TransferError, classify_store_error, within},
 };
 
 /// Per-request bound for object-store requests, bodies included: far beyond any download, which
@@ -157,14 +157,17 @@ impl Store {
         }
     }
 
-    /// Every object below the URL, with its path relative to it and its size.
-    pub async fn list(&self) -> Result<Vec<(RelativePath, u64)>, TransferError> {
-        let objects: Vec<_> = self
+    /// Every object below the URL, with its path relative to it and its size; a listing that
+    /// sends nothing for `stall` is abandoned.
+    pub async fn list(&self, stall: Duration) -> Result<Vec<(RelativePath, u64)>, TransferError> {
+        let mut listing = self
             .store
             .list(Some(&self.base))
-            .try_collect()
-            .await
-            .map_err(|err| classify_store_error(&err))?;
+            .map_err(|err| classify_store_error(&err));
+        let mut objects = Vec::new();
+        while let Some(object) = within(stall, async { listing.next().await.transpose() }).await? {
+            objects.push(object);
+        }
         let prefix = format!("{}/", self.base.as_ref());
         objects
             .into_iter()
