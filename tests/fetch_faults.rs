@@ -702,3 +702,29 @@ async fn an_endless_model_body_is_cut_at_fetch_max_bytes() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_presigned_model_url_is_fetched_with_its_query_and_no_sidecar_is_asked_for() {
+    let server = FaultyServer::start([
+        (MODEL, model_route().requiring_query("X-Amz-Signature=GOOD")),
+        (
+            SIDECAR,
+            sidecar_route().requiring_query("X-Amz-Signature=GOOD"),
+        ),
+    ])
+    .await;
+    let dest = tempfile::tempdir().unwrap();
+    let uri = server.url("/m/1/model.onnx?X-Amz-Signature=GOOD");
+    let output = fetch(&["--model-uri", &uri, "--dest", dest.path().to_str().unwrap()]).await;
+    assert_fetched(&output, dest.path());
+    let seen = server.seen();
+    assert!(
+        seen.iter().all(|request| request.path == MODEL
+            && request.query.as_deref() == Some("X-Amz-Signature=GOOD")),
+        "only the presigned model URL is asked for: {seen:?}"
+    );
+    assert!(
+        !stderr(&output).contains("GOOD"),
+        "the signature is redacted"
+    );
+}

@@ -169,8 +169,9 @@ impl Resolver {
             source: store.source(""),
             size: Some(size),
         }];
-        let sidecar_url = Url::parse(&format!("{url}{SIDECAR_SUFFIX}"))
-            .map_err(|err| TransferError::Fatal(err.to_string()))?;
+        let Some(sidecar_url) = sidecar_url(url) else {
+            return Ok(found);
+        };
         let sidecar_store = Store::open(&sidecar_url, &self.store)
             .map_err(|err| TransferError::Fatal(err.to_string()))?;
         let sidecar_size = with_retries(&self.retry, "head", || {
@@ -212,8 +213,9 @@ impl Resolver {
             },
             size: None,
         }];
-        let sidecar_url = Url::parse(&format!("{file_url}{SIDECAR_SUFFIX}"))
-            .map_err(|err| TransferError::Fatal(err.to_string()))?;
+        let Some(sidecar_url) = sidecar_url(&file_url) else {
+            return Ok(found);
+        };
         let exists = with_retries(&self.retry, "sidecar", || {
             within(self.stall_timeout, http_exists(&client, &sidecar_url))
         })
@@ -397,6 +399,19 @@ fn strip_authority(path: &str) -> &str {
         None => path,
     };
     path.trim_start_matches('/')
+}
+
+/// The `.sha256` sidecar beside a model file's URL (appended to the path, never to the query).
+/// A URL with a query string (presigned, tokenized) grants that one object only, so no sidecar
+/// is asked for: its refusal would read as if the model itself were refused.
+fn sidecar_url(url: &Url) -> Option<Url> {
+    if url.query().is_some() {
+        tracing::info!(url = %redact_url(url), "the model URL has a query string (presigned or tokenized): no sidecar digest is looked for");
+        return None;
+    }
+    let mut sidecar = url.clone();
+    sidecar.set_path(&format!("{}{SIDECAR_SUFFIX}", url.path()));
+    Some(sidecar)
 }
 
 fn last_segment(url: &Url) -> String {
@@ -652,6 +667,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("links are not copied"), "{err}");
+    }
+
+    #[test]
+    fn sidecars_are_beside_the_path_and_not_asked_of_presigned_urls() {
+        let plain = Url::parse("https://host/m/1/model.onnx").unwrap();
+        assert_eq!(
+            sidecar_url(&plain).unwrap().as_str(),
+            "https://host/m/1/model.onnx.sha256"
+        );
+        let presigned = Url::parse("https://host/m/1/model.onnx?X-Amz-Signature=GOOD").unwrap();
+        assert_eq!(sidecar_url(&presigned), None);
     }
 
     #[test]

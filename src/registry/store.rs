@@ -42,12 +42,16 @@ pub struct Store {
     shown: String,
 }
 
-/// Whether `url` is served by a plain HTTP(S) server rather than a recognised object store.
+/// Whether `url` is served by a plain HTTP(S) server rather than a recognised object store. An
+/// HTTPS URL with a query string (a presigned S3 or GCS URL, a SAS URL) is fetched as it is:
+/// its query is the credential, which a store client would drop in favour of its own.
 pub fn is_plain_http(url: &Url) -> bool {
-    matches!(
-        ObjectStoreScheme::parse(url),
-        Ok((ObjectStoreScheme::Http, _))
-    )
+    let presigned = matches!(url.scheme(), "http" | "https") && url.query().is_some();
+    presigned
+        || matches!(
+            ObjectStoreScheme::parse(url),
+            Ok((ObjectStoreScheme::Http, _))
+        )
 }
 
 impl Store {
@@ -193,5 +197,21 @@ impl Store {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(err) => Err(classify_store_error(&err)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presigned_store_urls_are_fetched_as_plain_https() {
+        let presigned =
+            Url::parse("https://bucket.s3.amazonaws.com/m/1/model.onnx?X-Amz-Signature=abc")
+                .unwrap();
+        assert!(is_plain_http(&presigned));
+        let store = Url::parse("https://bucket.s3.amazonaws.com/m/1/model.onnx").unwrap();
+        assert!(!is_plain_http(&store));
+        assert!(is_plain_http(&Url::parse("https://host/m/1").unwrap()));
     }
 }
