@@ -339,6 +339,18 @@ async fn credentials_never_appear_in_errors() {
         !message.contains("hunter2") && !message.contains("alice") && !message.contains("s3cret"),
         "{message}"
     );
+
+    let oauth = server.url("/m/1/model.onnx?client_secret=hunter2&code=s3cret");
+    let unparsable = "https://alice:hunter2@host:99999/m/1/model.onnx";
+    for uri in [oauth.as_str(), unparsable] {
+        let output = fetch(&["--model-uri", uri, "--dest", dest.path().to_str().unwrap()]).await;
+        assert_eq!(output.status.code(), Some(1), "{uri}");
+        let message = stderr(&output);
+        assert!(
+            !message.contains("hunter2") && !message.contains("s3cret"),
+            "{uri}: {message}"
+        );
+    }
 }
 
 /// A fake MLflow: metadata answers like MLflow 3's, but the artifact listing is hostile.

@@ -6,7 +6,10 @@ use std::{fmt, path::PathBuf};
 
 use url::Url;
 
-use super::{RegistryError, redact::redact_url};
+use super::{
+    RegistryError,
+    redact::{redact_text, redact_url},
+};
 
 /// Where bytes live: a local path or a URL for object storage or HTTP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,10 +93,6 @@ impl fmt::Display for Location {
             Location::Remote(url) => f.write_str(&redact_url(url)),
         }
     }
-}
-
-fn redact_text(text: &str) -> String {
-    Url::parse(text).map_or_else(|_| text.to_owned(), |url| redact_url(&url))
 }
 
 /// How a model version is chosen in the MLflow Model Registry.
@@ -401,5 +400,17 @@ mod tests {
         let err = ModelReference::parse("https://user:secret@host/model.onnx", None, None, None)
             .unwrap_err();
         assert!(!err.to_string().contains("secret"), "{err}");
+        let unparsable = ModelReference::parse(
+            "https://alice:s3cretpw@host:99999/m/1/model.onnx",
+            None,
+            None,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            unparsable.contains("invalid port") && !unparsable.contains("s3cretpw"),
+            "{unparsable}"
+        );
     }
 }
