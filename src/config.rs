@@ -108,6 +108,17 @@ impl ModelSource {
             return ModelReference::parse(uri, name, version, tracking.as_ref());
         }
         let (Some(name), Some(version)) = (name, version) else {
+            if let Some(name) = name {
+                return Err(RegistryError::Config(format!(
+                    "--version is missing: --model {name} needs --version V, the version to serve \
+                     (what /health and every metric report)"
+                )));
+            }
+            if let Some(version) = version {
+                return Err(RegistryError::Config(format!(
+                    "--model is missing: --version {version} needs --model NAME"
+                )));
+            }
             return Err(RegistryError::Config(
                 "say which model to serve: --model-uri URI, --model-repository ROOT with --model and \
                  --version, --registry-uri (or MLFLOW_TRACKING_URI) with --model and --version, or \
@@ -609,6 +620,18 @@ mod tests {
             "7",
         ]);
         assert!(escaping.reference().is_err());
+        for without_version in [
+            &["--model-repository", "/m", "--model", "fraud"][..],
+            &["--registry-uri", "http://mlflow:5000", "--model", "fraud"][..],
+        ] {
+            let err = source(without_version).reference().unwrap_err().to_string();
+            assert!(err.starts_with("--version is missing"), "{err}");
+        }
+        let err = source(&["--model-repository", "/m", "--version", "7"])
+            .reference()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--model is missing"), "{err}");
         let nothing = source(&[]);
         assert!(
             nothing

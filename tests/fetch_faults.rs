@@ -740,3 +740,64 @@ async fn a_presigned_model_url_is_fetched_with_its_query_and_no_sidecar_is_asked
         "the signature is redacted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_paths_models_versions_and_flags_are_named() {
+    let dest = tempfile::tempdir().unwrap();
+    let dest = dest.path().to_str().unwrap();
+    let repository = fixtures();
+    let root = repository.to_str().unwrap();
+    let in_repository = |model, version| {
+        vec![
+            "--model-repository",
+            root,
+            "--model",
+            model,
+            "--version",
+            version,
+        ]
+    };
+    let cases: [(Vec<&str>, &[&str]); 6] = [
+        (
+            vec!["--model-uri", "/does/not/exist"],
+            &["/does/not/exist: no such file or directory"],
+        ),
+        (
+            in_repository("tabular_mlp", "9"),
+            &[
+                "model 'tabular_mlp' version '9' not found in the model repository",
+                "its versions there: 1",
+            ],
+        ),
+        (
+            in_repository("embedding_lookup", "7"),
+            &["its versions there: 1, 2, 3"],
+        ),
+        (
+            in_repository("nope", "1"),
+            &["model 'nope' is not in the model repository", "tabular_mlp"],
+        ),
+        (
+            vec!["--model-repository", root, "--model", "tabular_mlp"],
+            &["--version is missing: --model tabular_mlp needs --version"],
+        ),
+        (
+            vec![
+                "--registry-uri",
+                "http://127.0.0.1:9",
+                "--model",
+                "tabular_mlp",
+            ],
+            &["--version is missing"],
+        ),
+    ];
+    for (mut args, wanted) in cases {
+        args.extend(["--dest", dest]);
+        let output = fetch(&args).await;
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let message = stderr(&output);
+        for part in wanted {
+            assert!(message.contains(part), "{args:?}: {part}: {message}");
+        }
+    }
+}

@@ -238,6 +238,20 @@ async fn missing_versions_and_aliases_fail_at_once_with_mlflow_error_codes() {
             "{uri} was retried: {message}"
         );
     }
+    let versions = |uri| async move {
+        let output = fetch(uri, &mlflow_uri(), tempfile::tempdir().unwrap().path(), &[]).await;
+        stderr(&output)
+    };
+    let listed = versions("models:/tabular-mlp/9").await;
+    assert!(
+        listed.contains("the versions of 'tabular-mlp' are: 1, 2, 3"),
+        "{listed}"
+    );
+    let none = versions("models:/no-such-model/1").await;
+    assert!(
+        none.contains("the registry has no versions of a model named 'no-such-model'"),
+        "{none}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -30,6 +30,8 @@ use super::{
 
 /// Metadata calls are small; a registry that does not answer one in this time is down.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+/// MLflow's error code for a model or version that does not exist.
+const MISSING: &str = "RESOURCE_DOES_NOT_EXIST";
 /// The largest API answer read: a listing of tens of thousands of files fits; a registry that
 /// sends more is broken or hostile, and is not allowed to fill the fetcher's memory.
 const ANSWER_LIMIT: usize = 16 << 20;
@@ -184,13 +186,22 @@ impl MlflowClient {
         }
         match selector {
             Selector::Version(version) => {
-                let one: One = self
-                    .get_json(
+                let found = self
+                    .get_json::<One>(
                         "api/2.0/mlflow/model-versions/get",
                         &[("name", name), ("version", version)],
                     )
-                    .await?;
-                Ok(one.model_version)
+                    .await;
+                match found {
+                    Ok(one) => Ok(one.model_version),
+                    Err(TransferError::Fatal(message)) if message.contains(MISSING) => {
+                        Err(TransferError::Fatal(format!(
+                            "{message}; {}",
+                            self.versions_of(name).await
+                        )))
+                    }
+                    Err(err) => Err(err),
+                }
             }
             Selector::Alias(alias) => {
                 let one: One = self
@@ -222,6 +233,36 @@ impl MlflowClient {
                     })
             }
         }
+    }
+
+    /// The versions of `name` the registry holds (MLflow's search of model versions), said for
+    /// an error message; a registry that cannot tell is said to, without failing.
+    async fn versions_of(&self, name: &str) -> String {
+        #[derive(Deserialize)]
+        struct Found {
+            #[serde(default)]
+            model_versions: Vec<ModelVersion>,
+        }
+        let filter = format!("name='{}'", name.replace('\'', "\\'"));
+        let found = self
+            .get_json::<Found>(
+                "api/2.0/mlflow/model-versions/search",
+                &[("filter", &filter), ("max_results", "1000")],
+            )
+            .await;
+        let mut versions: Vec<String> = match found {
+            Ok(found) => found
+                .model_versions
+                .into_iter()
+                .map(|v| v.version)
+                .collect(),
+            Err(err) => return format!("its versions could not be listed: {err}"),
+        };
+        if versions.is_empty() {
+            return format!("the registry has no versions of a model named '{name}'");
+        }
+        versions.sort_by_key(|version| version.parse::<u64>().unwrap_or(u64::MAX));
+        format!("the versions of '{name}' are: {}", versions.join(", "))
     }
 
     /// Where the version's files are: `mlflow-artifacts:/...` or an object-store URL.

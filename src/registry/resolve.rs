@@ -56,8 +56,19 @@ impl Resolver {
                 name,
                 version,
             } => {
+                if let Location::Local(root) = root {
+                    check_local_repository(root, name, version)?;
+                }
                 self.plan_location(&root.join(name).join(version), name, version)
                     .await?
+            }
+            ModelReference::Direct {
+                location: Location::Local(path),
+                ..
+            } if !path.exists() => {
+                return Err(RegistryError::NoSuchPath {
+                    path: path.display().to_string(),
+                });
             }
             ModelReference::Direct {
                 location,
@@ -245,10 +256,14 @@ impl Resolver {
                 .map_err(|err| TransferError::Fatal(err.to_string()))?;
         // Each round trip to a registry costs milliseconds: ask for what is independent at once.
         let (version, artifact_uri) = match selector {
-            Selector::Version(number) => tokio::try_join!(
-                client.resolve(name, selector),
-                client.download_uri(name, number)
-            )?,
+            Selector::Version(number) => {
+                // Both fail for a missing version; the lookup's error lists the versions.
+                let (version, artifact_uri) = tokio::join!(
+                    client.resolve(name, selector),
+                    client.download_uri(name, number)
+                );
+                (version?, artifact_uri?)
+            }
             _ => {
                 let version = client.resolve(name, selector).await?;
                 let artifact_uri = client.download_uri(name, &version.version).await?;
@@ -431,6 +446,48 @@ async fn http_exists(client: &reqwest::Client, url: &Url) -> Result<bool, Transf
         return Ok(false);
     }
     check_status(url, &response).map(|()| true)
+}
+
+/// Names what is missing from a local model repository, and what it holds instead.
+fn check_local_repository(root: &Path, name: &str, version: &str) -> Result<(), RegistryError> {
+    let shown = root.display().to_string();
+    if !root.is_dir() {
+        return Err(RegistryError::NoRepository { root: shown });
+    }
+    let model = root.join(name);
+    if !model.is_dir() {
+        return Err(RegistryError::UnknownModel {
+            name: name.to_owned(),
+            root: shown,
+            available: subdirectories(root),
+        });
+    }
+    if !model.join(version).exists() {
+        return Err(RegistryError::UnknownVersion {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            root: shown,
+            available: subdirectories(&model),
+        });
+    }
+    Ok(())
+}
+
+/// The subdirectories of `dir`, numbers in numeric order first, for an error message.
+fn subdirectories(dir: &Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort_by_key(|name| (name.parse::<u64>().unwrap_or(u64::MAX), name.clone()));
+    if names.is_empty() {
+        "nothing".to_owned()
+    } else {
+        names.join(", ")
+    }
 }
 
 /// Lists a local file, or a directory's files recursively. Links are refused: a fetch copies
