@@ -24,6 +24,7 @@ use super::{
     redact::redact_url,
     reference::Selector,
     relpath::RelativePath,
+    resolve::sort_versions,
     retry::{RetryPolicy, with_retries},
     source::{FileSource, Opened, TransferError, check_status, describe_reqwest, within},
 };
@@ -261,7 +262,7 @@ impl MlflowClient {
         if versions.is_empty() {
             return format!("the registry has no versions of a model named '{name}'");
         }
-        versions.sort_by_key(|version| version.parse::<u64>().unwrap_or(u64::MAX));
+        sort_versions(&mut versions);
         format!("the versions of '{name}' are: {}", versions.join(", "))
     }
 

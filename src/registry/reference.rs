@@ -61,6 +61,20 @@ impl Location {
         }
     }
 
+    /// The location one path segment further up (`None` at the top).
+    pub fn parent(&self) -> Option<Location> {
+        match self {
+            Location::Local(path) => path
+                .parent()
+                .map(|parent| Location::Local(parent.to_path_buf())),
+            Location::Remote(url) => {
+                let mut url = url.clone();
+                url.path_segments_mut().ok()?.pop_if_empty().pop();
+                Some(Location::Remote(url))
+            }
+        }
+    }
+
     /// The last `count` path segments, outermost first (a version directory's name and version).
     fn trailing_segments(&self, count: usize) -> Vec<String> {
         let segments: Vec<String> = match self {
@@ -393,6 +407,11 @@ mod tests {
         );
         let local = Location::parse("/srv/models").unwrap();
         assert_eq!(local.join("fraud").to_string(), "/srv/models/fraud");
+        let version = Location::parse("s3://bucket/models/fraud/7/").unwrap();
+        assert_eq!(
+            version.parent().unwrap().to_string(),
+            "s3://bucket/models/fraud"
+        );
     }
 
     #[test]

@@ -55,13 +55,7 @@ impl Resolver {
                 root,
                 name,
                 version,
-            } => {
-                if let Location::Local(root) = root {
-                    check_local_repository(root, name, version)?;
-                }
-                self.plan_location(&root.join(name).join(version), name, version)
-                    .await?
-            }
+            } => self.plan_repository(root, name, version).await?,
             ModelReference::Direct {
                 location: Location::Local(path),
                 ..
@@ -74,7 +68,16 @@ impl Resolver {
                 location,
                 name,
                 version,
-            } => self.plan_location(location, name, version).await?,
+            } => {
+                let planned = self.plan_location(location, name, version).await;
+                match location.parent() {
+                    Some(model_dir) if !location.is_model_file() => {
+                        self.listing_versions(planned, &model_dir, name, version)
+                            .await?
+                    }
+                    _ => planned?,
+                }
+            }
             ModelReference::Registry {
                 tracking,
                 name,
@@ -93,6 +96,57 @@ impl Resolver {
             plan.expect_model_digest(digest, PINNED_ORIGIN);
         }
         Ok(plan)
+    }
+
+    /// `ROOT/NAME/VERSION`; a version that is not there is reported with the versions that are.
+    async fn plan_repository(
+        &self,
+        root: &Location,
+        name: &str,
+        version: &str,
+    ) -> Result<Plan, RegistryError> {
+        if let Location::Local(root) = root {
+            check_local_repository(root, name, version)?;
+        }
+        let model_dir = root.join(name);
+        let planned = self
+            .plan_location(&model_dir.join(version), name, version)
+            .await;
+        self.listing_versions(planned, &model_dir, name, version)
+            .await
+    }
+
+    /// A version directory in an object store that is not there becomes an error listing the
+    /// versions that are, in `model_dir`.
+    async fn listing_versions(
+        &self,
+        planned: Result<Plan, RegistryError>,
+        model_dir: &Location,
+        name: &str,
+        version: &str,
+    ) -> Result<Plan, RegistryError> {
+        let (Err(RegistryError::NotFound { .. }), Location::Remote(url)) = (&planned, model_dir)
+        else {
+            return planned;
+        };
+        if is_plain_http(url) {
+            return planned;
+        }
+        let versions = match Store::open(url, &self.store) {
+            Ok(store) => store.subdirectories(self.stall_timeout).await,
+            Err(err) => Err(TransferError::Fatal(err.to_string())),
+        };
+        let available = match versions {
+            Ok(versions) if versions.is_empty() => "nothing".to_owned(),
+            Ok(versions) => versions.join(", "),
+            Err(err) => format!("they could not be listed: {err}"),
+        };
+        Err(RegistryError::UnknownVersion {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            dir: model_dir.to_string(),
+            available,
+        })
     }
 
     async fn plan_location(
@@ -466,7 +520,7 @@ fn check_local_repository(root: &Path, name: &str, version: &str) -> Result<(), 
         return Err(RegistryError::UnknownVersion {
             name: name.to_owned(),
             version: version.to_owned(),
-            root: shown,
+            dir: model.display().to_string(),
             available: subdirectories(&model),
         });
     }
@@ -482,12 +536,17 @@ fn subdirectories(dir: &Path) -> String {
         .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect();
-    names.sort_by_key(|name| (name.parse::<u64>().unwrap_or(u64::MAX), name.clone()));
+    sort_versions(&mut names);
     if names.is_empty() {
         "nothing".to_owned()
     } else {
         names.join(", ")
     }
+}
+
+/// Numbers in numeric order, then names in alphabetical order.
+pub fn sort_versions(names: &mut [String]) {
+    names.sort_by_key(|name| (name.parse::<u64>().unwrap_or(u64::MAX), name.clone()));
 }
 
 /// Lists a local file, or a directory's files recursively. Links are refused: a fetch copies

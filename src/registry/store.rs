@@ -20,6 +20,7 @@ use super::{
     RegistryError,
     redact::redact_url,
     relpath::RelativePath,
+    resolve::sort_versions,
     source::{FileSource, TransferError, classify_store_error, within},
 };
 
@@ -183,6 +184,24 @@ impl Store {
                     .map_err(|err| TransferError::Fatal(format!("{}: {err}", self.shown)))
             })
             .collect()
+    }
+
+    /// The names of the "directories" right below the URL (common prefixes), sorted.
+    pub async fn subdirectories(&self, stall: Duration) -> Result<Vec<String>, TransferError> {
+        let listed = within(stall, async {
+            self.store
+                .list_with_delimiter(Some(&self.base))
+                .await
+                .map_err(|err| classify_store_error(&err))
+        })
+        .await?;
+        let mut names: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|prefix| prefix.filename().map(str::to_owned))
+            .collect();
+        sort_versions(&mut names);
+        Ok(names)
     }
 
     /// The object's size, or `None` when it does not exist.
