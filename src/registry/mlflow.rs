@@ -186,24 +186,7 @@ impl MlflowClient {
             model_versions: Vec<ModelVersion>,
         }
         match selector {
-            Selector::Version(version) => {
-                let found = self
-                    .get_json::<One>(
-                        "api/2.0/mlflow/model-versions/get",
-                        &[("name", name), ("version", version)],
-                    )
-                    .await;
-                match found {
-                    Ok(one) => Ok(one.model_version),
-                    Err(TransferError::Fatal(message)) if message.contains(MISSING) => {
-                        Err(TransferError::Fatal(format!(
-                            "{message}; {}",
-                            self.versions_of(name).await
-                        )))
-                    }
-                    Err(err) => Err(err),
-                }
-            }
+            Selector::Version(version) => self.version(name, version).await,
             Selector::Alias(alias) => {
                 let one: One = self
                     .get_json(
@@ -233,6 +216,27 @@ impl MlflowClient {
                         ))
                     })
             }
+        }
+    }
+
+    /// A version by number; one that does not exist is reported with those that do.
+    async fn version(&self, name: &str, version: &str) -> Result<ModelVersion, TransferError> {
+        #[derive(Deserialize)]
+        struct One {
+            model_version: ModelVersion,
+        }
+        let found = self
+            .get_json::<One>(
+                "api/2.0/mlflow/model-versions/get",
+                &[("name", name), ("version", version)],
+            )
+            .await;
+        match found {
+            Ok(one) => Ok(one.model_version),
+            Err(TransferError::Fatal(message)) if message.contains(MISSING) => Err(
+                TransferError::Fatal(format!("{message}; {}", self.versions_of(name).await)),
+            ),
+            Err(err) => Err(err),
         }
     }
 

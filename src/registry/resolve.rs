@@ -57,27 +57,10 @@ impl Resolver {
                 version,
             } => self.plan_repository(root, name, version).await?,
             ModelReference::Direct {
-                location: Location::Local(path),
-                ..
-            } if !path.exists() => {
-                return Err(RegistryError::NoSuchPath {
-                    path: path.display().to_string(),
-                });
-            }
-            ModelReference::Direct {
                 location,
                 name,
                 version,
-            } => {
-                let planned = self.plan_location(location, name, version).await;
-                match location.parent() {
-                    Some(model_dir) if !location.is_model_file() => {
-                        self.listing_versions(planned, &model_dir, name, version)
-                            .await?
-                    }
-                    _ => planned?,
-                }
-            }
+            } => self.plan_direct(location, name, version).await?,
             ModelReference::Registry {
                 tracking,
                 name,
@@ -96,6 +79,31 @@ impl Resolver {
             plan.expect_model_digest(digest, PINNED_ORIGIN);
         }
         Ok(plan)
+    }
+
+    /// A version directory or model file named directly; a missing local path is named as such,
+    /// a missing version directory in a store with the versions beside it.
+    async fn plan_direct(
+        &self,
+        location: &Location,
+        name: &str,
+        version: &str,
+    ) -> Result<Plan, RegistryError> {
+        if let Location::Local(path) = location
+            && !path.exists()
+        {
+            return Err(RegistryError::NoSuchPath {
+                path: path.display().to_string(),
+            });
+        }
+        let planned = self.plan_location(location, name, version).await;
+        match location.parent() {
+            Some(model_dir) if !location.is_model_file() => {
+                self.listing_versions(planned, &model_dir, name, version)
+                    .await
+            }
+            _ => planned,
+        }
     }
 
     /// `ROOT/NAME/VERSION`; a version that is not there is reported with the versions that are.
