@@ -108,6 +108,17 @@ impl ModelSource {
             return ModelReference::parse(uri, name, version, tracking.as_ref());
         }
         let (Some(name), Some(version)) = (name, version) else {
+            if let Some(name) = name {
+                return Err(RegistryError::Config(format!(
+                    "--version is missing: --model {name} needs --version V, the version to serve \
+                     (what /health and every metric report)"
+                )));
+            }
+            if let Some(version) = version {
+                return Err(RegistryError::Config(format!(
+                    "--model is missing: --version {version} needs --model NAME"
+                )));
+            }
             return Err(RegistryError::Config(
                 "say which model to serve: --model-uri URI, --model-repository ROOT with --model and \
                  --version, --registry-uri (or MLFLOW_TRACKING_URI) with --model and --version, or \
@@ -188,6 +199,13 @@ pub struct FetchArgs {
     )]
     pub fetch_stall_timeout: Duration,
 
+    /// Largest file fetched whose size the source does not list (a model.onnx over plain HTTPS),
+    /// in bytes; a longer body is refused and nothing is kept. The default, 2 GiB, is the most
+    /// an ONNX file can hold (protobuf's limit); larger weights are external-data files, which
+    /// object stores and MLflow list with their sizes.
+    #[arg(long, env = "PINSERVE_FETCH_MAX_BYTES", default_value_t = 2 << 30, value_name = "BYTES", help_heading = FETCH)]
+    pub fetch_max_bytes: u64,
+
     /// Endpoint of an S3-compatible store (MinIO, Ceph) or of an Azure emulator.
     #[arg(long, env = "PINSERVE_STORAGE_ENDPOINT", value_name = "URL", help_heading = FETCH)]
     pub storage_endpoint: Option<String>,
@@ -201,6 +219,7 @@ impl FetchArgs {
                 endpoint: self.storage_endpoint.clone(),
             },
             model_sha256: self.model_sha256,
+            stall_timeout: self.fetch_stall_timeout,
         }
     }
 
@@ -209,6 +228,7 @@ impl FetchArgs {
             retry: RetryPolicy::new(self.fetch_retries),
             timeout: self.fetch_timeout,
             stall_timeout: self.fetch_stall_timeout,
+            max_bytes: self.fetch_max_bytes,
         }
     }
 }
@@ -600,6 +620,18 @@ mod tests {
             "7",
         ]);
         assert!(escaping.reference().is_err());
+        for without_version in [
+            &["--model-repository", "/m", "--model", "fraud"][..],
+            &["--registry-uri", "http://mlflow:5000", "--model", "fraud"][..],
+        ] {
+            let err = source(without_version).reference().unwrap_err().to_string();
+            assert!(err.starts_with("--version is missing"), "{err}");
+        }
+        let err = source(&["--model-repository", "/m", "--version", "7"])
+            .reference()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--model is missing"), "{err}");
         let nothing = source(&[]);
         assert!(
             nothing

@@ -57,6 +57,8 @@ fn model_file(path: &Path) -> Result<PathBuf, InspectError> {
         retry: RetryPolicy::new(0),
         store: Default::default(),
         model_sha256: None,
+        // Local files only: nothing here waits on a network.
+        stall_timeout: std::time::Duration::from_secs(60),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

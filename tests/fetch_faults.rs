@@ -12,7 +12,7 @@ use std::{
 
 use common::{
     Server,
-    faulty::{FaultyServer, Reply, Route},
+    faulty::{FaultyServer, Reply, Route, SilentServer},
     fixtures, run_fetch, stderr,
 };
 use serde_json::json;
@@ -339,6 +339,18 @@ async fn credentials_never_appear_in_errors() {
         !message.contains("hunter2") && !message.contains("alice") && !message.contains("s3cret"),
         "{message}"
     );
+
+    let oauth = server.url("/m/1/model.onnx?client_secret=hunter2&code=s3cret");
+    let unparsable = "https://alice:hunter2@host:99999/m/1/model.onnx";
+    for uri in [oauth.as_str(), unparsable] {
+        let output = fetch(&["--model-uri", uri, "--dest", dest.path().to_str().unwrap()]).await;
+        assert_eq!(output.status.code(), Some(1), "{uri}");
+        let message = stderr(&output);
+        assert!(
+            !message.contains("hunter2") && !message.contains("s3cret"),
+            "{uri}: {message}"
+        );
+    }
 }
 
 /// A fake MLflow: metadata answers like MLflow 3's, but the artifact listing is hostile.
@@ -469,4 +481,323 @@ async fn serve_fetches_in_process_while_health_says_loading() {
         r#"pinserve_fetch_duration_seconds_count{model="m",version="1",outcome="ok"} 1"#
     ));
     assert!(metrics.contains(&format!(r#"sha256="{}""#, sha256_hex(&model_bytes()))));
+}
+
+/// A digest nothing has: a pin that no download can satisfy.
+fn unsatisfiable_pin() -> String {
+    "0".repeat(64)
+}
+
+fn assert_refused_by_the_pin(message: &str) {
+    assert!(
+        message.contains(&unsatisfiable_pin()) && message.contains("from --model-sha256"),
+        "the pin's mismatch is named: {message}"
+    );
+    assert!(
+        !message.contains("reusing the verified earlier download"),
+        "{message}"
+    );
+}
+
+/// Fetches the fixture tabular_mlp version 1 from its local model repository into `dest`.
+async fn fetch_local(dest: &Path, extra: &[&str]) -> Output {
+    let local = fixtures().join("tabular_mlp/1");
+    let mut args = vec![
+        "--model-uri",
+        local.to_str().unwrap(),
+        "--model",
+        "m",
+        "--version",
+        "1",
+        "--dest",
+        dest.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    fetch(&args).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_pin_is_enforced_on_an_earlier_download() {
+    let dest = tempfile::tempdir().unwrap();
+    assert_fetched(&fetch_local(dest.path(), &[]).await, dest.path());
+    let right = sha256_hex(&model_bytes());
+    let output = fetch_local(dest.path(), &["--model-sha256", &right]).await;
+    assert_fetched(&output, dest.path());
+    assert!(stderr(&output).contains("reusing the verified earlier download"));
+    let pin = unsatisfiable_pin();
+    let output = fetch_local(dest.path(), &["--model-sha256", &pin]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_refused_by_the_pin(&stderr(&output));
+    assert_nothing_servable(dest.path());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_enforces_a_changed_pin_on_its_cache() {
+    let server = FaultyServer::start([(MODEL, model_route()), (SIDECAR, sidecar_route())]).await;
+    let cache = tempfile::tempdir().unwrap();
+    let uri = server.url("/m/1");
+    let args = [
+        "--model-uri",
+        &uri,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ];
+    Server::start(&args).wait_ready().await;
+    assert_eq!(server.ranges(MODEL).len(), 1);
+
+    let pin = unsatisfiable_pin();
+    let mut pinned_args = args.to_vec();
+    pinned_args.extend(["--model-sha256", &pin]);
+    let pinned = Server::start(&pinned_args);
+    let health = pinned.wait_for_health("failed").await;
+    let error = health["error"].as_str().unwrap();
+    assert!(error.contains("does not match"), "{health}");
+    assert_refused_by_the_pin(error);
+    assert_eq!(
+        server.ranges(MODEL).len(),
+        2,
+        "the cache contradicts the pin, so the model is fetched again"
+    );
+}
+
+/// Fetches `uri` into a fresh directory with `--fetch-timeout 2s`; the fetch must fail with
+/// the timeout's error and leave nothing servable.
+async fn assert_times_out(uri: &str, extra: &[&str]) {
+    let dest = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "--model-uri",
+        uri,
+        "--dest",
+        dest.path().to_str().unwrap(),
+        "--fetch-timeout",
+        "2s",
+    ];
+    args.extend_from_slice(extra);
+    let output = fetch(&args).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("did not finish within 2s (--fetch-timeout)"),
+        "{message}"
+    );
+    assert_nothing_servable(dest.path());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_server_fails_the_fetch_within_its_timeout() {
+    let server = SilentServer::start().await;
+    assert_times_out(&server.url(MODEL), &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_sidecar_fails_within_the_timeout_and_stalls_like_a_body() {
+    let server = FaultyServer::start([
+        (MODEL, model_route()),
+        (SIDECAR, sidecar_route().always(Reply::Silent)),
+    ])
+    .await;
+    assert_times_out(&server.url("/m/1"), &[]).await;
+
+    let dest = tempfile::tempdir().unwrap();
+    let quick = ["--fetch-stall-timeout", "1s", "--fetch-retries", "0"];
+    let output = fetch_version(&server, dest.path(), &quick).await;
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("no bytes for 1s (--fetch-stall-timeout)"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_mlflow_listing_fails_within_the_timeout() {
+    let server = FaultyServer::start(fake_mlflow(
+        json!({"files": [{"path": "deeper", "is_dir": true}]}),
+    ))
+    .await;
+    let registry = server.url("");
+    assert_times_out("models:/m/1", &["--registry-uri", &registry]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_reports_failed_when_the_registry_stays_silent() {
+    let server = SilentServer::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let uri = server.url(MODEL);
+    let serving = Server::start(&[
+        "--model-uri",
+        &uri,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "--fetch-timeout",
+        "2s",
+    ]);
+    let health = serving.wait_for_health("failed").await;
+    assert!(
+        health["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 2s"),
+        "{health}"
+    );
+}
+
+/// Fetches from a server whose `path` streams endlessly, and returns the error.
+async fn refused_endless(
+    path: &'static str,
+    routes: Vec<(&'static str, Route)>,
+    uri: &str,
+    extra: &[&str],
+) -> String {
+    let mut routes = routes;
+    routes.retain(|(route, _)| *route != path);
+    routes.push((path, Route::new(Vec::new()).always(Reply::Endless)));
+    let server = FaultyServer::start(routes).await;
+    let dest = tempfile::tempdir().unwrap();
+    let uri = uri.replace("SERVER", &server.url(""));
+    let mut args = vec!["--model-uri", &uri, "--dest", dest.path().to_str().unwrap()];
+    let registry = server.url("");
+    if uri.starts_with("models:/") {
+        args.extend(["--registry-uri", &registry]);
+    }
+    args.extend_from_slice(extra);
+    let output = fetch(&args).await;
+    assert_eq!(output.status.code(), Some(1), "{path}: {}", stderr(&output));
+    assert_nothing_servable(dest.path());
+    let leftovers: Vec<_> = std::fs::read_dir(dest.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().starts_with(".pinserve-partial"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "{path}: partial files left: {leftovers:?}"
+    );
+    stderr(&output)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endless_sidecars_mlmodels_and_registry_answers_are_refused_at_their_limits() {
+    let sidecar = refused_endless(SIDECAR, vec![(MODEL, model_route())], "SERVER/m/1", &[]).await;
+    assert!(sidecar.contains("larger than 1048576 bytes"), "{sidecar}");
+
+    let listing = json!({"files": [
+        {"path": "MLmodel", "is_dir": false, "file_size": 10},
+        {"path": "model.onnx", "is_dir": false, "file_size": 10},
+    ]});
+    let mlmodel_path = "/api/2.0/mlflow-artifacts/artifacts/1/models/m-1/artifacts/MLmodel";
+    let mlmodel = refused_endless(
+        mlmodel_path,
+        fake_mlflow(listing.clone()),
+        "models:/m/1",
+        &[],
+    )
+    .await;
+    assert!(mlmodel.contains("larger than 1048576 bytes"), "{mlmodel}");
+
+    let answer_path = "/api/2.0/mlflow/model-versions/get";
+    let answer = refused_endless(answer_path, fake_mlflow(listing), "models:/m/1", &[]).await;
+    assert!(answer.contains("larger than 16777216 bytes"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_model_body_is_cut_at_fetch_max_bytes() {
+    let message = refused_endless(
+        MODEL,
+        vec![],
+        "SERVER/m/1",
+        &["--fetch-max-bytes", "100000"],
+    )
+    .await;
+    assert!(
+        message.contains("larger than 100000 bytes (--fetch-max-bytes"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_presigned_model_url_is_fetched_with_its_query_and_no_sidecar_is_asked_for() {
+    let server = FaultyServer::start([
+        (MODEL, model_route().requiring_query("X-Amz-Signature=GOOD")),
+        (
+            SIDECAR,
+            sidecar_route().requiring_query("X-Amz-Signature=GOOD"),
+        ),
+    ])
+    .await;
+    let dest = tempfile::tempdir().unwrap();
+    let uri = server.url("/m/1/model.onnx?X-Amz-Signature=GOOD");
+    let output = fetch(&["--model-uri", &uri, "--dest", dest.path().to_str().unwrap()]).await;
+    assert_fetched(&output, dest.path());
+    let seen = server.seen();
+    assert!(
+        seen.iter().all(|request| request.path == MODEL
+            && request.query.as_deref() == Some("X-Amz-Signature=GOOD")),
+        "only the presigned model URL is asked for: {seen:?}"
+    );
+    assert!(
+        !stderr(&output).contains("GOOD"),
+        "the signature is redacted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_paths_models_versions_and_flags_are_named() {
+    let dest = tempfile::tempdir().unwrap();
+    let dest = dest.path().to_str().unwrap();
+    let repository = fixtures();
+    let root = repository.to_str().unwrap();
+    let in_repository = |model, version| {
+        vec![
+            "--model-repository",
+            root,
+            "--model",
+            model,
+            "--version",
+            version,
+        ]
+    };
+    let cases: [(Vec<&str>, &[&str]); 6] = [
+        (
+            vec!["--model-uri", "/does/not/exist"],
+            &["/does/not/exist: no such file or directory"],
+        ),
+        (
+            in_repository("tabular_mlp", "9"),
+            &[
+                "model 'tabular_mlp' version '9' not found in",
+                "its versions there: 1",
+            ],
+        ),
+        (
+            in_repository("embedding_lookup", "7"),
+            &["its versions there: 1, 2, 3"],
+        ),
+        (
+            in_repository("nope", "1"),
+            &["model 'nope' is not in the model repository", "tabular_mlp"],
+        ),
+        (
+            vec!["--model-repository", root, "--model", "tabular_mlp"],
+            &["--version is missing: --model tabular_mlp needs --version"],
+        ),
+        (
+            vec![
+                "--registry-uri",
+                "http://127.0.0.1:9",
+                "--model",
+                "tabular_mlp",
+            ],
+            &["--version is missing"],
+        ),
+    ];
+    for (mut args, wanted) in cases {
+        args.extend(["--dest", dest]);
+        let output = fetch(&args).await;
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let message = stderr(&output);
+        for part in wanted {
+            assert!(message.contains(part), "{args:?}: {part}: {message}");
+        }
+    }
 }

@@ -195,14 +195,25 @@ async fn a_version_whose_tag_digest_does_not_match_is_refused() {
         !dest.path().join("model.onnx").exists() && !dest.path().join("pinserve.json").exists()
     );
 
+    let cache = tempfile::tempdir().unwrap();
     let served = Server::start_with_env(
-        &["--model-uri", "models:/tabular-mlp/3"],
+        &[
+            "--model-uri",
+            "models:/tabular-mlp/3",
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ],
         &[("MLFLOW_TRACKING_URI", registry)],
     );
     let health = served.wait_for_health("failed").await;
     assert!(
         health["error"].as_str().unwrap().contains("does not match"),
         "{health}"
+    );
+    let version_dir = cache.path().join("tabular-mlp/3");
+    assert!(
+        version_dir.is_dir() && !version_dir.join("pinserve.json").exists(),
+        "the refused fetch went into the given cache and left nothing servable there"
     );
 }
 
@@ -227,6 +238,20 @@ async fn missing_versions_and_aliases_fail_at_once_with_mlflow_error_codes() {
             "{uri} was retried: {message}"
         );
     }
+    let versions = |uri| async move {
+        let output = fetch(uri, &mlflow_uri(), tempfile::tempdir().unwrap().path(), &[]).await;
+        stderr(&output)
+    };
+    let listed = versions("models:/tabular-mlp/9").await;
+    assert!(
+        listed.contains("the versions of 'tabular-mlp' are: 1, 2, 3"),
+        "{listed}"
+    );
+    let none = versions("models:/no-such-model/1").await;
+    assert!(
+        none.contains("the registry has no versions of a model named 'no-such-model'"),
+        "{none}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -171,6 +171,10 @@ impl Store {
         assert_eq!(output.status.code(), Some(1));
         let message = String::from_utf8_lossy(&output.stderr);
         assert!(message.contains("version '9' not found"), "{message}");
+        assert!(
+            message.contains("its versions there: 1, 2"),
+            "the versions that exist are listed: {message}"
+        );
     }
 }
 

@@ -17,13 +17,13 @@ use std::{
 use futures_util::StreamExt;
 
 use super::{
-    Plan, PlannedFile,
+    Expected, Plan, PlannedFile, RelativePath,
     digest::Digest,
     manifest::{Manifest, ManifestError, ManifestFile, sync_dir},
     progress::Progress,
     retry::{RetryPolicy, gave_up},
     sink::Sink,
-    source::TransferError,
+    source::{TransferError, within},
 };
 use crate::metrics::ModelLabels;
 
@@ -41,6 +41,8 @@ pub struct FetchOptions {
     pub timeout: Duration,
     /// A body that delivers no bytes for this long is abandoned and resumed.
     pub stall_timeout: Duration,
+    /// The most bytes written for a file whose size the plan does not know.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,10 +81,50 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
     }
 }
 
-/// A complete, verified download in `dest` that `accept` agrees is the wanted one.
-pub fn cached(dest: &Path, accept: impl Fn(&Manifest) -> bool) -> Option<Manifest> {
+/// What an earlier download must be to be reused instead of fetched again: one that `same`
+/// accepts (the same reference, or the same plan), whose recorded digests agree with every
+/// digest expected of it. The digests are a field of their own so that no reuse can skip them.
+pub struct Wanted {
+    pub same: Box<dyn Fn(&Manifest) -> bool + Send>,
+    pub digests: Vec<WantedDigest>,
+}
+
+/// A digest a file of a reusable download must have recorded.
+#[derive(Debug, Clone)]
+pub struct WantedDigest {
+    /// `None`: the manifest's model file (before planning, its name is not known yet).
+    pub file: Option<RelativePath>,
+    pub expected: Expected,
+}
+
+impl Wanted {
+    /// The first expected digest `manifest` does not record, described for the log.
+    fn contradiction(&self, manifest: &Manifest) -> Option<String> {
+        self.digests.iter().find_map(|wanted| {
+            let path = wanted
+                .file
+                .as_ref()
+                .map_or(manifest.model_file.as_str(), RelativePath::as_str);
+            let recorded = manifest.files.iter().find(|file| file.path == path);
+            match recorded {
+                Some(file) if file.sha256 == wanted.expected.digest => None,
+                Some(file) => Some(format!(
+                    "{path}: recorded sha256 {}, expected {} (from {})",
+                    file.sha256, wanted.expected.digest, wanted.expected.origin
+                )),
+                None => Some(format!(
+                    "{path}: not in the earlier download, expected {} (from {})",
+                    wanted.expected.digest, wanted.expected.origin
+                )),
+            }
+        })
+    }
+}
+
+/// A complete, verified download in `dest` that is the `wanted` one.
+pub fn cached(dest: &Path, wanted: &Wanted) -> Option<Manifest> {
     let manifest = match Manifest::read(dest) {
-        Ok(Some(manifest)) if accept(&manifest) => manifest,
+        Ok(Some(manifest)) if (wanted.same)(&manifest) => manifest,
         Ok(Some(manifest)) => {
             tracing::info!(
                 dir = %dest.display(),
@@ -97,6 +139,10 @@ pub fn cached(dest: &Path, accept: impl Fn(&Manifest) -> bool) -> Option<Manifes
             return None;
         }
     };
+    if let Some(contradiction) = wanted.contradiction(&manifest) {
+        tracing::info!(dir = %dest.display(), %contradiction, "the earlier download does not have the expected digest; fetching again");
+        return None;
+    }
     match manifest.verify(dest, true) {
         Ok(()) => Some(manifest),
         Err(err) => {
@@ -242,7 +288,7 @@ async fn download(
     };
     let mut delays = options.retry.delays();
     let outcome = loop {
-        match transfer(file, &mut partial, options.stall_timeout, progress).await {
+        match transfer(file, &mut partial, options, progress).await {
             Err(TransferError::Transient {
                 message,
                 retry_after,
@@ -293,11 +339,11 @@ fn transfer_error(path: &str, err: TransferError) -> FetchError {
 }
 
 /// One attempt: continues from `partial.written` (or from zero when the server ignores the
-/// range) until the body ends, it breaks off, or no byte arrives within `stall`.
+/// range) until the body ends, it breaks off, or no byte arrives within the stall timeout.
 async fn transfer(
     file: &PlannedFile,
     partial: &mut Partial,
-    stall: Duration,
+    options: &FetchOptions,
     progress: &Progress,
 ) -> Result<(), TransferError> {
     if file
@@ -306,11 +352,8 @@ async fn transfer(
     {
         return Ok(());
     }
-    let stalled =
-        || TransferError::transient(format!("no bytes for {stall:?}; the download stalled"));
-    let opened = tokio::time::timeout(stall, file.source.open(partial.written))
-        .await
-        .map_err(|_| stalled())??;
+    let stall = options.stall_timeout;
+    let opened = within(stall, file.source.open(partial.written)).await?;
     if opened.offset != partial.written {
         if opened.offset != 0 {
             return Err(TransferError::transient(format!(
@@ -320,13 +363,14 @@ async fn transfer(
         }
         restart(partial, progress).await?;
     }
+    let limit = file
+        .size
+        .map_or(Limit::MaxBytes(options.max_bytes), Limit::Listed);
+    limit.check(partial.written + opened.length.unwrap_or(0))?;
     let mut bytes = opened.bytes;
-    while let Some(chunk) = tokio::time::timeout(stall, bytes.next())
-        .await
-        .map_err(|_| stalled())?
-    {
-        let chunk = chunk?;
+    while let Some(chunk) = within(stall, async { bytes.next().await.transpose() }).await? {
         let length = chunk.len() as u64;
+        limit.check(partial.written + length)?;
         partial
             .sink
             .write(&chunk)
@@ -340,11 +384,30 @@ async fn transfer(
             "the body ended after {} of {size} bytes",
             partial.written
         ))),
-        Some(size) if partial.written > size => Err(TransferError::Fatal(format!(
-            "received {} bytes, but the listing said {size}",
-            partial.written
-        ))),
         _ => Ok(()),
+    }
+}
+
+/// How large a file may grow: the size its listing gave, else `--fetch-max-bytes`. A body
+/// that would pass it is refused before its bytes are written, so an endless body cannot fill
+/// the disk.
+#[derive(Clone, Copy)]
+enum Limit {
+    Listed(u64),
+    MaxBytes(u64),
+}
+
+impl Limit {
+    fn check(self, bytes: u64) -> Result<(), TransferError> {
+        match self {
+            Limit::Listed(size) if bytes > size => Err(TransferError::Fatal(format!(
+                "the server sends more than the {size} bytes the listing said"
+            ))),
+            Limit::MaxBytes(max) if bytes > max => Err(TransferError::Fatal(format!(
+                "the file is larger than {max} bytes (--fetch-max-bytes; the listing gave no size); refusing to write more"
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -361,26 +424,52 @@ fn writer_stopped() -> TransferError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::registry::{Expected, RelativePath, source::FileSource};
+    use crate::registry::source::FileSource;
 
-    fn labels() -> ModelLabels {
+    pub(crate) fn labels() -> ModelLabels {
         ModelLabels {
             model: "m".into(),
             version: "1".into(),
         }
     }
 
-    fn options() -> FetchOptions {
+    /// Reuse of what `same` accepts, whose model file has `model_digest` if one is given.
+    fn wanted(
+        same: impl Fn(&Manifest) -> bool + Send + 'static,
+        model_digest: Option<Digest>,
+    ) -> Wanted {
+        Wanted {
+            same: Box::new(same),
+            digests: model_digest
+                .map(|digest| WantedDigest {
+                    file: None,
+                    expected: Expected {
+                        digest,
+                        origin: "test".into(),
+                    },
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    pub(crate) fn options() -> FetchOptions {
         FetchOptions {
             retry: RetryPolicy::new(0),
             timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(5),
+            max_bytes: 1 << 20,
         }
     }
 
-    fn local_plan(source_dir: &Path, files: &[(&str, &[u8])], expected: Option<Digest>) -> Plan {
+    /// A plan of `files`, written into `source_dir`; the model file expects `expected`.
+    pub(crate) fn local_plan(
+        source_dir: &Path,
+        files: &[(&str, &[u8])],
+        expected: Option<Digest>,
+    ) -> Plan {
         let files = files
             .iter()
             .map(|(name, content)| {
@@ -429,8 +518,8 @@ mod tests {
         assert_eq!(Manifest::read(dest.path()).unwrap().unwrap(), manifest);
         assert_eq!(manifest.files.len(), 2);
         assert!(!dest.path().join(IN_PROGRESS).exists());
-        assert!(cached(dest.path(), |m| m.version == "1").is_some());
-        assert!(cached(dest.path(), |m| m.version == "2").is_none());
+        assert!(cached(dest.path(), &wanted(|m| m.version == "1", None)).is_some());
+        assert!(cached(dest.path(), &wanted(|m| m.version == "2", None)).is_none());
     }
 
     #[tokio::test]
@@ -479,15 +568,30 @@ mod tests {
         assert!(foreign.path().join("precious.txt").exists());
     }
 
-    #[tokio::test]
-    async fn a_tampered_cache_is_not_reused() {
+    /// A complete download of a one-file plan whose model is `graph`.
+    async fn fetched_graph() -> (tempfile::TempDir, tempfile::TempDir) {
         let source = tempfile::tempdir().unwrap();
         let dest = tempfile::tempdir().unwrap();
         let plan = local_plan(source.path(), &[("model.onnx", b"graph")], None);
         fetch(&plan, dest.path(), &options(), &labels())
             .await
             .unwrap();
+        (source, dest)
+    }
+
+    #[tokio::test]
+    async fn a_tampered_cache_is_not_reused() {
+        let (_source, dest) = fetched_graph().await;
         std::fs::write(dest.path().join("model.onnx"), b"GRAPH").unwrap();
-        assert!(cached(dest.path(), |_| true).is_none());
+        assert!(cached(dest.path(), &wanted(|_| true, None)).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_download_whose_digests_contradict_the_expected_ones_is_not_reused() {
+        let (_source, dest) = fetched_graph().await;
+        let right = Digest::of_bytes(b"graph");
+        assert!(cached(dest.path(), &wanted(|_| true, Some(right))).is_some());
+        let wrong = Digest::of_bytes(b"other");
+        assert!(cached(dest.path(), &wanted(|_| true, Some(wrong))).is_none());
     }
 }

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
+use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
@@ -23,17 +24,27 @@ use super::{
     redact::redact_url,
     reference::Selector,
     relpath::RelativePath,
+    resolve::sort_versions,
     retry::{RetryPolicy, with_retries},
-    source::{FileSource, TransferError, check_status, describe_reqwest},
+    source::{FileSource, Opened, TransferError, check_status, describe_reqwest, within},
 };
 
 /// Metadata calls are small; a registry that does not answer one in this time is down.
-const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+/// MLflow's error code for a model or version that does not exist.
+const MISSING: &str = "RESOURCE_DOES_NOT_EXIST";
+/// The largest API answer read: a listing of tens of thousands of files fits; a registry that
+/// sends more is broken or hostile, and is not allowed to fill the fetcher's memory.
+const ANSWER_LIMIT: usize = 16 << 20;
+/// An error answer is a code and a message.
+const ERROR_LIMIT: usize = 64 << 10;
 
 pub struct MlflowClient {
     http: reqwest::Client,
     tracking: Url,
     retry: RetryPolicy,
+    /// `--fetch-stall-timeout`: how long an answer may keep pinserve waiting for its next bytes.
+    stall: Duration,
 }
 
 /// A registered model version, as `model-versions/get` returns it.
@@ -81,7 +92,11 @@ struct ErrorBody {
 
 impl MlflowClient {
     /// A client for the tracking server at `tracking`, with MLflow's auth and TLS variables.
-    pub fn from_env(tracking: Url, retry: RetryPolicy) -> Result<MlflowClient, RegistryError> {
+    pub fn from_env(
+        tracking: Url,
+        retry: RetryPolicy,
+        stall: Duration,
+    ) -> Result<MlflowClient, RegistryError> {
         let config_error =
             |reason: String| RegistryError::Config(format!("MLflow client: {reason}"));
         let mut builder = reqwest::Client::builder()
@@ -111,6 +126,7 @@ impl MlflowClient {
             http,
             tracking,
             retry,
+            stall,
         })
     }
 
@@ -135,18 +151,20 @@ impl MlflowClient {
         let mut url = self.endpoint(path);
         url.query_pairs_mut().extend_pairs(query);
         with_retries(&self.retry, path, || async {
-            let response = self
-                .http
-                .get(url.clone())
-                .timeout(METADATA_TIMEOUT)
-                .send()
-                .await
-                .map_err(|err| describe_reqwest(&url, &err))?;
+            let request = self.http.get(url.clone()).timeout(METADATA_TIMEOUT).send();
+            let response = within(self.stall, async {
+                request.await.map_err(|err| describe_reqwest(&url, &err))
+            })
+            .await?;
             if let Err(err) = check_status(&url, &response) {
                 return Err(with_mlflow_error(err, response).await);
             }
-            response.json().await.map_err(|err| {
-                TransferError::transient(format!("{}: unreadable answer: {err}", redact_url(&url)))
+            let shown = redact_url(&url);
+            let body = answer(response)
+                .read_limited(ANSWER_LIMIT, self.stall, &shown)
+                .await?;
+            serde_json::from_slice(&body).map_err(|err| {
+                TransferError::transient(format!("{shown}: unreadable answer: {err}"))
             })
         })
         .await
@@ -168,15 +186,7 @@ impl MlflowClient {
             model_versions: Vec<ModelVersion>,
         }
         match selector {
-            Selector::Version(version) => {
-                let one: One = self
-                    .get_json(
-                        "api/2.0/mlflow/model-versions/get",
-                        &[("name", name), ("version", version)],
-                    )
-                    .await?;
-                Ok(one.model_version)
-            }
+            Selector::Version(version) => self.version(name, version).await,
             Selector::Alias(alias) => {
                 let one: One = self
                     .get_json(
@@ -207,6 +217,57 @@ impl MlflowClient {
                     })
             }
         }
+    }
+
+    /// A version by number; one that does not exist is reported with those that do.
+    async fn version(&self, name: &str, version: &str) -> Result<ModelVersion, TransferError> {
+        #[derive(Deserialize)]
+        struct One {
+            model_version: ModelVersion,
+        }
+        let found = self
+            .get_json::<One>(
+                "api/2.0/mlflow/model-versions/get",
+                &[("name", name), ("version", version)],
+            )
+            .await;
+        match found {
+            Ok(one) => Ok(one.model_version),
+            Err(TransferError::Fatal(message)) if message.contains(MISSING) => Err(
+                TransferError::Fatal(format!("{message}; {}", self.versions_of(name).await)),
+            ),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The versions of `name` the registry holds (MLflow's search of model versions), said for
+    /// an error message; a registry that cannot tell is said to, without failing.
+    async fn versions_of(&self, name: &str) -> String {
+        #[derive(Deserialize)]
+        struct Found {
+            #[serde(default)]
+            model_versions: Vec<ModelVersion>,
+        }
+        let filter = format!("name='{}'", name.replace('\'', "\\'"));
+        let found = self
+            .get_json::<Found>(
+                "api/2.0/mlflow/model-versions/search",
+                &[("filter", &filter), ("max_results", "1000")],
+            )
+            .await;
+        let mut versions: Vec<String> = match found {
+            Ok(found) => found
+                .model_versions
+                .into_iter()
+                .map(|v| v.version)
+                .collect(),
+            Err(err) => return format!("its versions could not be listed: {err}"),
+        };
+        if versions.is_empty() {
+            return format!("the registry has no versions of a model named '{name}'");
+        }
+        sort_versions(&mut versions);
+        format!("the versions of '{name}' are: {}", versions.join(", "))
     }
 
     /// Where the version's files are: `mlflow-artifacts:/...` or an object-store URL.
@@ -300,9 +361,27 @@ fn child_path(parent: &str, entry: &str) -> Result<String, TransferError> {
     Ok(join_artifact_path(parent, below.as_str()))
 }
 
+/// An API answer's body, as a read that can be bounded.
+fn answer(response: reqwest::Response) -> Opened {
+    Opened {
+        offset: 0,
+        length: response.content_length(),
+        bytes: response
+            .bytes_stream()
+            .map_err(|err| TransferError::transient(format!("the answer broke off: {err}")))
+            .boxed(),
+    }
+}
+
 /// Adds MLflow's error code and message to a refusal, e.g. `RESOURCE_DOES_NOT_EXIST`.
 async fn with_mlflow_error(err: TransferError, response: reqwest::Response) -> TransferError {
-    let Ok(body) = response.json::<ErrorBody>().await else {
+    let Ok(body) = answer(response)
+        .read_limited(ERROR_LIMIT, METADATA_TIMEOUT, &"the error answer")
+        .await
+    else {
+        return err;
+    };
+    let Ok(body) = serde_json::from_slice::<ErrorBody>(&body) else {
         return err;
     };
     let detail = format!("{}: {}", body.error_code, body.message);

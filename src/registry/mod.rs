@@ -95,6 +95,25 @@ pub enum RegistryError {
         value: String,
         reason: &'static str,
     },
+    #[error("{path}: no such file or directory (check the --model-uri path)")]
+    NoSuchPath { path: String },
+    #[error("model repository {root} does not exist (check --model-repository)")]
+    NoRepository { root: String },
+    #[error("model '{name}' is not in the model repository {root}; it holds: {available}")]
+    UnknownModel {
+        name: String,
+        root: String,
+        available: String,
+    },
+    #[error(
+        "model '{name}' version '{version}' not found in {dir}; its versions there: {available}"
+    )]
+    UnknownVersion {
+        name: String,
+        version: String,
+        dir: String,
+        available: String,
+    },
     #[error("model '{name}' version '{version}' not found: nothing at {location}")]
     NotFound {
         name: String,

@@ -3,12 +3,16 @@
 //! remote ones into its cache). Both reuse a complete, verified earlier download of the same
 //! version instead of downloading again.
 
-use std::path::{Path, PathBuf};
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+};
 
 use super::{
-    Digest, ModelArtifact, ModelReference, Plan, PlannedFile, RegistryError, Resolver,
-    fetch::{FetchError, FetchOptions, cached, fetch},
+    Digest, Expected, ModelArtifact, ModelReference, Plan, PlannedFile, RegistryError, Resolver,
+    fetch::{FetchError, FetchOptions, Wanted, WantedDigest, cached, fetch},
     manifest::Manifest,
+    resolve::PINNED_ORIGIN,
 };
 use crate::metrics::ModelLabels;
 
@@ -19,14 +23,27 @@ pub async fn into_directory(
     resolver: &Resolver,
     options: &FetchOptions,
 ) -> Result<Manifest, RegistryError> {
-    let key = reference.cache_key();
-    if reference.is_pinned()
-        && let Some(manifest) = reuse(dest, move |m| m.reference == key).await
-    {
-        return Ok(manifest);
-    }
-    let plan = resolver.plan(reference).await?;
-    download(&plan, dest, options).await
+    bounded(options, async {
+        if reference.is_pinned()
+            && let Some(manifest) = reuse(dest, before_planning(reference, resolver)).await
+        {
+            return Ok(manifest);
+        }
+        let plan = resolver.plan(reference).await?;
+        download(&plan, dest, options).await
+    })
+    .await
+}
+
+/// `--fetch-timeout` bounds the whole fetch: resolution, listings, sidecars and `MLmodel` as
+/// much as the download, so a registry that never answers cannot hang an init container.
+async fn bounded<T>(
+    options: &FetchOptions,
+    work: impl Future<Output = Result<T, RegistryError>>,
+) -> Result<T, RegistryError> {
+    tokio::time::timeout(options.timeout, work)
+        .await
+        .unwrap_or(Err(FetchError::Timeout(options.timeout).into()))
 }
 
 /// Prepares `reference` for loading: local files in place, remote ones in `cache_dir`.
@@ -36,13 +53,21 @@ pub async fn for_serving(
     resolver: &Resolver,
     options: &FetchOptions,
 ) -> Result<ModelArtifact, RegistryError> {
+    bounded(options, prepare(reference, cache_dir, resolver, options)).await
+}
+
+async fn prepare(
+    reference: &ModelReference,
+    cache_dir: &Path,
+    resolver: &Resolver,
+    options: &FetchOptions,
+) -> Result<ModelArtifact, RegistryError> {
     if reference.is_pinned()
         && let Some(version) = reference.pinned_version()
         && !reference.is_local()
     {
-        let key = reference.cache_key();
         let dest = cache_path(cache_dir, reference.name(), version);
-        if let Some(manifest) = reuse(&dest, move |m| m.reference == key).await {
+        if let Some(manifest) = reuse(&dest, before_planning(reference, resolver)).await {
             return artifact_from(&dest, &manifest);
         }
     }
@@ -75,7 +100,7 @@ pub fn from_fetched(dir: &Path, pinned: Option<Digest>) -> Result<ModelArtifact,
             path: manifest.model_file.clone(),
             expected,
             found,
-            origin: "--model-sha256".to_owned(),
+            origin: PINNED_ORIGIN.to_owned(),
         }
         .into());
     }
@@ -88,9 +113,7 @@ async fn download(
     dest: &Path,
     options: &FetchOptions,
 ) -> Result<Manifest, RegistryError> {
-    let (name, version, source) = (plan.name.clone(), plan.version.clone(), plan.source.clone());
-    let same = move |m: &Manifest| m.model == name && m.version == version && m.source == source;
-    if let Some(manifest) = reuse(dest, same).await {
+    if let Some(manifest) = reuse(dest, of_plan(plan)).await {
         return Ok(manifest);
     }
     let labels = ModelLabels {
@@ -125,15 +148,68 @@ async fn download(
     Ok(manifest)
 }
 
-/// A verified earlier download in `dest` that `accept` agrees is the wanted one. Hashing large
-/// files blocks, so it runs off the async runtime.
-async fn reuse(
-    dest: &Path,
-    accept: impl Fn(&Manifest) -> bool + Send + 'static,
-) -> Option<Manifest> {
+/// A pinned reference's earlier download, reused without asking the registry. Before planning,
+/// the only digest known is `--model-sha256`; tag and sidecar digests were enforced when the
+/// download was written, for this very reference.
+fn before_planning(reference: &ModelReference, resolver: &Resolver) -> Wanted {
+    let key = reference.cache_key();
+    Wanted {
+        same: Box::new(move |m| m.reference == key),
+        digests: resolver
+            .model_sha256
+            .map(|digest| WantedDigest {
+                file: None,
+                expected: Expected {
+                    digest,
+                    origin: PINNED_ORIGIN.to_owned(),
+                },
+            })
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// An earlier download of the same plan: the same version from the same source, every planned
+/// file present with its listed size, and every expected digest (flag, tag, sidecar) recorded.
+fn of_plan(plan: &Plan) -> Wanted {
+    let (name, version, source) = (plan.name.clone(), plan.version.clone(), plan.source.clone());
+    let sizes: Vec<(String, Option<u64>)> = plan
+        .files
+        .iter()
+        .map(|file| (file.path.to_string(), file.size))
+        .collect();
+    let same = move |m: &Manifest| {
+        m.model == name
+            && m.version == version
+            && m.source == source
+            && sizes.iter().all(|(path, size)| {
+                m.files
+                    .iter()
+                    .any(|file| &file.path == path && size.is_none_or(|size| size == file.size))
+            })
+    };
+    let digests = plan
+        .files
+        .iter()
+        .filter_map(|file| {
+            file.expected.clone().map(|expected| WantedDigest {
+                file: Some(file.path.clone()),
+                expected,
+            })
+        })
+        .collect();
+    Wanted {
+        same: Box::new(same),
+        digests,
+    }
+}
+
+/// A verified earlier download in `dest` that is the `wanted` one. Hashing large files blocks,
+/// so it runs off the async runtime.
+async fn reuse(dest: &Path, wanted: Wanted) -> Option<Manifest> {
     let dest = dest.to_path_buf();
     let shown = dest.display().to_string();
-    let manifest = tokio::task::spawn_blocking(move || cached(&dest, accept))
+    let manifest = tokio::task::spawn_blocking(move || cached(&dest, &wanted))
         .await
         .ok()
         .flatten()?;
@@ -198,4 +274,31 @@ fn artifact_from(dir: &Path, manifest: &Manifest) -> Result<ModelArtifact, Regis
 fn cache_path(cache_dir: &Path, name: &str, version: &str) -> PathBuf {
     let safe = |part: &str| part.replace(['/', '\\'], "_").replace("..", "_");
     cache_dir.join(safe(name)).join(safe(version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::fetch::tests::{local_plan, options};
+
+    #[tokio::test]
+    async fn a_plan_whose_digest_an_earlier_download_contradicts_is_fetched_again_and_refused() {
+        let source = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let plan = local_plan(source.path(), &[("model.onnx", b"graph")], None);
+        download(&plan, dest.path(), &options()).await.unwrap();
+        let same = local_plan(source.path(), &[("model.onnx", b"graph")], None);
+        download(&same, dest.path(), &options()).await.unwrap();
+
+        let other = Digest::of_bytes(b"another graph");
+        let pinned = local_plan(source.path(), &[("model.onnx", b"graph")], Some(other));
+        let err = download(&pinned, dest.path(), &options())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, RegistryError::Fetch(FetchError::DigestMismatch { expected, .. }) if *expected == other),
+            "{err}"
+        );
+        assert!(Manifest::read(dest.path()).unwrap().is_none());
+    }
 }

@@ -3,21 +3,26 @@
 
 use url::Url;
 
+/// Query parameters that are secrets by name (presigned URLs, SAS tokens, OAuth).
 const SECRET_QUERY_KEYS: &[&str] = &[
     "sig",
-    "signature",
-    "token",
-    "access_token",
+    "key",
+    "code",
+    "auth",
     "api_key",
     "apikey",
-    "key",
-    "password",
-    "x-amz-signature",
     "x-amz-credential",
-    "x-amz-security-token",
-    "x-goog-signature",
     "x-goog-credential",
 ];
+/// Parts of a parameter's name that mark it as a secret wherever they appear
+/// (`client_secret`, `access_token`, `X-Amz-Signature`, `db_password`, ...).
+const SECRET_KEY_PARTS: &[&str] = &["secret", "token", "password", "passwd", "signature"];
+
+fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_QUERY_KEYS.contains(&key.as_str())
+        || SECRET_KEY_PARTS.iter().any(|part| key.contains(part))
+}
 
 /// The URL as it may be shown: `https://***@host/path?token=***`.
 pub fn redact_url(url: &Url) -> String {
@@ -30,20 +35,48 @@ pub fn redact_url(url: &Url) -> String {
         let pairs: Vec<(String, String)> = shown
             .query_pairs()
             .map(|(key, value)| {
-                let secret = SECRET_QUERY_KEYS.contains(&key.to_ascii_lowercase().as_str());
-                (
-                    key.into_owned(),
-                    if secret {
-                        "***".to_owned()
-                    } else {
-                        value.into_owned()
-                    },
-                )
+                let value = if is_secret(&key) {
+                    "***".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
             })
             .collect();
         shown.query_pairs_mut().clear().extend_pairs(pairs);
     }
     shown.to_string()
+}
+
+/// Text that should be a URL, as it may be shown, even when it does not parse (a port out of
+/// range, say): everything between `://` and the last `@` before the query is taken for
+/// userinfo, and secret query parameters are masked.
+pub fn redact_text(text: &str) -> String {
+    if let Ok(url) = Url::parse(text) {
+        return redact_url(&url);
+    }
+    let (address, query) = match text.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (text, None),
+    };
+    let mut shown = match address.split_once("://") {
+        Some((scheme, rest)) => match rest.rfind('@') {
+            Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+            None => address.to_owned(),
+        },
+        None => address.to_owned(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if is_secret(key) => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        shown = format!("{shown}?{}", pairs.join("&"));
+    }
+    shown
 }
 
 #[cfg(test)]
@@ -61,6 +94,22 @@ mod tests {
             "https://***@host/m/1/model.onnx?X-Amz-Signature=***&part=2"
         );
         assert!(!shown.contains("hunter2") && !shown.contains("alice") && !shown.contains("abc"));
+    }
+
+    #[test]
+    fn removes_oauth_secrets_and_credentials_from_urls_that_do_not_parse() {
+        let url = Url::parse("https://host/cb?client_secret=abc&code=def&state=ok").unwrap();
+        assert_eq!(
+            redact_url(&url),
+            "https://host/cb?client_secret=***&code=***&state=ok"
+        );
+        let broken = "https://alice:s3cretpw@host:99999/m/1/model.onnx?access_token=t0k&v=2";
+        assert!(Url::parse(broken).is_err());
+        assert_eq!(
+            redact_text(broken),
+            "https://***@host:99999/m/1/model.onnx?access_token=***&v=2"
+        );
+        assert_eq!(redact_text("/srv/models/m/1"), "/srv/models/m/1");
     }
 
     #[test]

@@ -6,7 +6,10 @@ use std::{fmt, path::PathBuf};
 
 use url::Url;
 
-use super::{RegistryError, redact::redact_url};
+use super::{
+    RegistryError,
+    redact::{redact_text, redact_url},
+};
 
 /// Where bytes live: a local path or a URL for object storage or HTTP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +61,20 @@ impl Location {
         }
     }
 
+    /// The location one path segment further up (`None` at the top).
+    pub fn parent(&self) -> Option<Location> {
+        match self {
+            Location::Local(path) => path
+                .parent()
+                .map(|parent| Location::Local(parent.to_path_buf())),
+            Location::Remote(url) => {
+                let mut url = url.clone();
+                url.path_segments_mut().ok()?.pop_if_empty().pop();
+                Some(Location::Remote(url))
+            }
+        }
+    }
+
     /// The last `count` path segments, outermost first (a version directory's name and version).
     fn trailing_segments(&self, count: usize) -> Vec<String> {
         let segments: Vec<String> = match self {
@@ -90,10 +107,6 @@ impl fmt::Display for Location {
             Location::Remote(url) => f.write_str(&redact_url(url)),
         }
     }
-}
-
-fn redact_text(text: &str) -> String {
-    Url::parse(text).map_or_else(|_| text.to_owned(), |url| redact_url(&url))
 }
 
 /// How a model version is chosen in the MLflow Model Registry.
@@ -394,6 +407,11 @@ mod tests {
         );
         let local = Location::parse("/srv/models").unwrap();
         assert_eq!(local.join("fraud").to_string(), "/srv/models/fraud");
+        let version = Location::parse("s3://bucket/models/fraud/7/").unwrap();
+        assert_eq!(
+            version.parent().unwrap().to_string(),
+            "s3://bucket/models/fraud"
+        );
     }
 
     #[test]
@@ -401,5 +419,17 @@ mod tests {
         let err = ModelReference::parse("https://user:secret@host/model.onnx", None, None, None)
             .unwrap_err();
         assert!(!err.to_string().contains("secret"), "{err}");
+        let unparsable = ModelReference::parse(
+            "https://alice:s3cretpw@host:99999/m/1/model.onnx",
+            None,
+            None,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            unparsable.contains("invalid port") && !unparsable.contains("s3cretpw"),
+            "{unparsable}"
+        );
     }
 }

@@ -2,20 +2,22 @@
 //! digest each must have. Nothing is downloaded here except small metadata (listings, the
 //! `MLmodel` file, `.sha256` sidecars).
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use futures_util::TryStreamExt;
 use url::Url;
 
 use super::{
     Expected, Plan, PlannedFile, RegistryError,
     digest::Digest,
-    mlflow::{MlModel, MlflowClient},
+    mlflow::{METADATA_TIMEOUT, MlModel, MlflowClient},
     redact::redact_url,
     reference::{Location, ModelReference, Selector},
     relpath::RelativePath,
     retry::{RetryPolicy, with_retries},
-    source::{FileSource, TransferError, check_status, describe_reqwest},
+    source::{FileSource, TransferError, check_status, describe_reqwest, within},
     store::{Store, StoreOptions, is_plain_http},
 };
 
@@ -24,6 +26,8 @@ pub const DEFAULT_MODEL_FILE: &str = "model.onnx";
 /// The file describing an MLflow model: its flavors (which file is the ONNX model) and signature.
 const MLMODEL: &str = "MLmodel";
 const SIDECAR_SUFFIX: &str = ".sha256";
+/// Where a digest given on the command line is said to come from.
+pub const PINNED_ORIGIN: &str = "--model-sha256";
 /// Sidecars and MLmodel files are tiny; anything larger is not what it claims to be.
 const SMALL_FILE_LIMIT: usize = 1 << 20;
 
@@ -32,6 +36,8 @@ pub struct Resolver {
     pub store: StoreOptions,
     /// `--model-sha256`: the model file's digest as the manifest pins it.
     pub model_sha256: Option<Digest>,
+    /// `--fetch-stall-timeout`: how long a metadata request may wait for its next bytes.
+    pub stall_timeout: Duration,
 }
 
 /// A file found at a location, before digests are attached.
@@ -49,15 +55,12 @@ impl Resolver {
                 root,
                 name,
                 version,
-            } => {
-                self.plan_location(&root.join(name).join(version), name, version)
-                    .await?
-            }
+            } => self.plan_repository(root, name, version).await?,
             ModelReference::Direct {
                 location,
                 name,
                 version,
-            } => self.plan_location(location, name, version).await?,
+            } => self.plan_direct(location, name, version).await?,
             ModelReference::Registry {
                 tracking,
                 name,
@@ -73,9 +76,85 @@ impl Resolver {
         };
         plan.reference = shown;
         if let Some(digest) = self.model_sha256 {
-            plan.expect_model_digest(digest, "--model-sha256");
+            plan.expect_model_digest(digest, PINNED_ORIGIN);
         }
         Ok(plan)
+    }
+
+    /// A version directory or model file named directly; a missing local path is named as such,
+    /// a missing version directory in a store with the versions beside it.
+    async fn plan_direct(
+        &self,
+        location: &Location,
+        name: &str,
+        version: &str,
+    ) -> Result<Plan, RegistryError> {
+        if let Location::Local(path) = location
+            && !path.exists()
+        {
+            return Err(RegistryError::NoSuchPath {
+                path: path.display().to_string(),
+            });
+        }
+        let planned = self.plan_location(location, name, version).await;
+        match location.parent() {
+            Some(model_dir) if !location.is_model_file() => {
+                self.listing_versions(planned, &model_dir, name, version)
+                    .await
+            }
+            _ => planned,
+        }
+    }
+
+    /// `ROOT/NAME/VERSION`; a version that is not there is reported with the versions that are.
+    async fn plan_repository(
+        &self,
+        root: &Location,
+        name: &str,
+        version: &str,
+    ) -> Result<Plan, RegistryError> {
+        if let Location::Local(root) = root {
+            check_local_repository(root, name, version)?;
+        }
+        let model_dir = root.join(name);
+        let planned = self
+            .plan_location(&model_dir.join(version), name, version)
+            .await;
+        self.listing_versions(planned, &model_dir, name, version)
+            .await
+    }
+
+    /// A version directory in an object store that is not there becomes an error listing the
+    /// versions that are, in `model_dir`.
+    async fn listing_versions(
+        &self,
+        planned: Result<Plan, RegistryError>,
+        model_dir: &Location,
+        name: &str,
+        version: &str,
+    ) -> Result<Plan, RegistryError> {
+        let (Err(RegistryError::NotFound { .. }), Location::Remote(url)) = (&planned, model_dir)
+        else {
+            return planned;
+        };
+        if is_plain_http(url) {
+            return planned;
+        }
+        let versions = match Store::open(url, &self.store) {
+            Ok(store) => store.subdirectories(self.stall_timeout).await,
+            Err(err) => Err(TransferError::Fatal(err.to_string())),
+        };
+        let available = match versions {
+            Ok(versions) if versions.is_empty() => "nothing".to_owned(),
+            Ok(versions) => versions.join(", "),
+            Err(err) => format!("they could not be listed: {err}"),
+        };
+        Err(RegistryError::UnknownVersion {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            dir: model_dir.to_string(),
+            available,
+        })
     }
 
     async fn plan_location(
@@ -127,9 +206,7 @@ impl Resolver {
             },
         };
         for (target, sidecar) in sidecars {
-            let text = read_small(&sidecar.source, &self.retry)
-                .await
-                .map_err(transfer)?;
+            let text = self.read_small(&sidecar.source).await.map_err(transfer)?;
             let digest = Digest::from_sidecar(&text).map_err(|reason| RegistryError::Transfer {
                 location: sidecar.source.to_string(),
                 message: reason,
@@ -143,7 +220,8 @@ impl Resolver {
         let store =
             Store::open(url, &self.store).map_err(|err| TransferError::Fatal(err.to_string()))?;
         if !single_file {
-            let listed = with_retries(&self.retry, "list", || store.list()).await?;
+            let stall = self.stall_timeout;
+            let listed = with_retries(&self.retry, "list", || store.list(stall)).await?;
             return Ok(listed
                 .into_iter()
                 .map(|(path, size)| Found {
@@ -154,7 +232,8 @@ impl Resolver {
                 .collect());
         }
         let file_name = last_segment(url);
-        let size = with_retries(&self.retry, "head", || store.size("")).await?;
+        let stall = self.stall_timeout;
+        let size = with_retries(&self.retry, "head", || within(stall, store.size(""))).await?;
         let size = size
             .ok_or_else(|| TransferError::Fatal(format!("{} does not exist", redact_url(url))))?;
         let mut found = vec![Found {
@@ -163,11 +242,15 @@ impl Resolver {
             source: store.source(""),
             size: Some(size),
         }];
-        let sidecar_url = Url::parse(&format!("{url}{SIDECAR_SUFFIX}"))
-            .map_err(|err| TransferError::Fatal(err.to_string()))?;
+        let Some(sidecar_url) = sidecar_url(url) else {
+            return Ok(found);
+        };
         let sidecar_store = Store::open(&sidecar_url, &self.store)
             .map_err(|err| TransferError::Fatal(err.to_string()))?;
-        if let Some(size) = with_retries(&self.retry, "head", || sidecar_store.size("")).await? {
+        let sidecar_size = with_retries(&self.retry, "head", || {
+            within(stall, sidecar_store.size(""))
+        });
+        if let Some(size) = sidecar_size.await? {
             found.push(Found {
                 path: RelativePath::new(&format!("{file_name}{SIDECAR_SUFFIX}"))
                     .map_err(|err| TransferError::Fatal(err.to_string()))?,
@@ -203,10 +286,11 @@ impl Resolver {
             },
             size: None,
         }];
-        let sidecar_url = Url::parse(&format!("{file_url}{SIDECAR_SUFFIX}"))
-            .map_err(|err| TransferError::Fatal(err.to_string()))?;
+        let Some(sidecar_url) = sidecar_url(&file_url) else {
+            return Ok(found);
+        };
         let exists = with_retries(&self.retry, "sidecar", || {
-            http_exists(&client, &sidecar_url)
+            within(self.stall_timeout, http_exists(&client, &sidecar_url))
         })
         .await?;
         if exists {
@@ -229,14 +313,19 @@ impl Resolver {
         name: &str,
         selector: &Selector,
     ) -> Result<Plan, TransferError> {
-        let client = MlflowClient::from_env(tracking.clone(), self.retry.clone())
-            .map_err(|err| TransferError::Fatal(err.to_string()))?;
+        let client =
+            MlflowClient::from_env(tracking.clone(), self.retry.clone(), self.stall_timeout)
+                .map_err(|err| TransferError::Fatal(err.to_string()))?;
         // Each round trip to a registry costs milliseconds: ask for what is independent at once.
         let (version, artifact_uri) = match selector {
-            Selector::Version(number) => tokio::try_join!(
-                client.resolve(name, selector),
-                client.download_uri(name, number)
-            )?,
+            Selector::Version(number) => {
+                // Both fail for a missing version; the lookup's error lists the versions.
+                let (version, artifact_uri) = tokio::join!(
+                    client.resolve(name, selector),
+                    client.download_uri(name, number)
+                );
+                (version?, artifact_uri?)
+            }
             _ => {
                 let version = client.resolve(name, selector).await?;
                 let artifact_uri = client.download_uri(name, &version.version).await?;
@@ -254,7 +343,7 @@ impl Resolver {
         let mlmodel_source = self.artifact_source(&client, &artifact_uri, MLMODEL)?;
         let (found, mlmodel_text) = tokio::join!(
             self.list_artifacts(&client, &artifact_uri),
-            read_small(&mlmodel_source, &self.retry)
+            self.read_small(&mlmodel_source)
         );
         let found = found?;
         // The MLmodel file is read alongside the listing; its answer counts only if it is listed.
@@ -282,6 +371,18 @@ impl Resolver {
         };
         self.expect_tagged_digests(&mut plan, &version.tags)?;
         Ok(plan)
+    }
+
+    /// Reads a small file (sidecar, MLmodel) whole, as text, up to [`SMALL_FILE_LIMIT`].
+    async fn read_small(&self, source: &FileSource) -> Result<String, TransferError> {
+        let stall = self.stall_timeout;
+        with_retries(&self.retry, "read", || async {
+            let opened = within(stall, source.open(0)).await?;
+            let bytes = opened.read_limited(SMALL_FILE_LIMIT, stall, source).await?;
+            String::from_utf8(bytes)
+                .map_err(|_| TransferError::Fatal(format!("{source} is not UTF-8 text")))
+        })
+        .await
     }
 
     /// The source of one file below an artifact URI.
@@ -377,6 +478,19 @@ fn strip_authority(path: &str) -> &str {
     path.trim_start_matches('/')
 }
 
+/// The `.sha256` sidecar beside a model file's URL (appended to the path, never to the query).
+/// A URL with a query string (presigned, tokenized) grants that one object only, so no sidecar
+/// is asked for: its refusal would read as if the model itself were refused.
+fn sidecar_url(url: &Url) -> Option<Url> {
+    if url.query().is_some() {
+        tracing::info!(url = %redact_url(url), "the model URL has a query string (presigned or tokenized): no sidecar digest is looked for");
+        return None;
+    }
+    let mut sidecar = url.clone();
+    sidecar.set_path(&format!("{}{SIDECAR_SUFFIX}", url.path()));
+    Some(sidecar)
+}
+
 fn last_segment(url: &Url) -> String {
     url.path_segments()
         .and_then(|mut segments| segments.next_back().map(str::to_owned))
@@ -386,6 +500,7 @@ fn last_segment(url: &Url) -> String {
 async fn http_exists(client: &reqwest::Client, url: &Url) -> Result<bool, TransferError> {
     let response = client
         .head(url.clone())
+        .timeout(METADATA_TIMEOUT)
         .send()
         .await
         .map_err(|err| describe_reqwest(url, &err))?;
@@ -395,21 +510,51 @@ async fn http_exists(client: &reqwest::Client, url: &Url) -> Result<bool, Transf
     check_status(url, &response).map(|()| true)
 }
 
-/// Reads a small file (sidecar, MLmodel) whole, as text.
-async fn read_small(source: &FileSource, retry: &RetryPolicy) -> Result<String, TransferError> {
-    with_retries(retry, "read", || async {
-        let opened = source.open(0).await?;
-        let chunks: Vec<bytes::Bytes> = opened.bytes.try_collect().await?;
-        let bytes: Vec<u8> = chunks.concat();
-        if bytes.len() > SMALL_FILE_LIMIT {
-            return Err(TransferError::Fatal(format!(
-                "{source} is larger than {SMALL_FILE_LIMIT} bytes"
-            )));
-        }
-        String::from_utf8(bytes)
-            .map_err(|_| TransferError::Fatal(format!("{source} is not UTF-8 text")))
-    })
-    .await
+/// Names what is missing from a local model repository, and what it holds instead.
+fn check_local_repository(root: &Path, name: &str, version: &str) -> Result<(), RegistryError> {
+    let shown = root.display().to_string();
+    if !root.is_dir() {
+        return Err(RegistryError::NoRepository { root: shown });
+    }
+    let model = root.join(name);
+    if !model.is_dir() {
+        return Err(RegistryError::UnknownModel {
+            name: name.to_owned(),
+            root: shown,
+            available: subdirectories(root),
+        });
+    }
+    if !model.join(version).exists() {
+        return Err(RegistryError::UnknownVersion {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            dir: model.display().to_string(),
+            available: subdirectories(&model),
+        });
+    }
+    Ok(())
+}
+
+/// The subdirectories of `dir`, numbers in numeric order first, for an error message.
+fn subdirectories(dir: &Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    sort_versions(&mut names);
+    if names.is_empty() {
+        "nothing".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Numbers in numeric order, then names in alphabetical order.
+pub fn sort_versions(names: &mut [String]) {
+    names.sort_by_key(|name| (name.parse::<u64>().unwrap_or(u64::MAX), name.clone()));
 }
 
 /// Lists a local file, or a directory's files recursively. Links are refused: a fetch copies
@@ -564,6 +709,7 @@ mod tests {
             retry: RetryPolicy::new(0),
             store: StoreOptions::default(),
             model_sha256: None,
+            stall_timeout: Duration::from_secs(5),
         }
     }
 
@@ -645,6 +791,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("links are not copied"), "{err}");
+    }
+
+    #[test]
+    fn sidecars_are_beside_the_path_and_not_asked_of_presigned_urls() {
+        let plain = Url::parse("https://host/m/1/model.onnx").unwrap();
+        assert_eq!(
+            sidecar_url(&plain).unwrap().as_str(),
+            "https://host/m/1/model.onnx.sha256"
+        );
+        let presigned = Url::parse("https://host/m/1/model.onnx?X-Amz-Signature=GOOD").unwrap();
+        assert_eq!(sidecar_url(&presigned), None);
     }
 
     #[test]

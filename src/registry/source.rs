@@ -4,6 +4,7 @@
 
 use std::{
     fmt,
+    future::Future,
     io::SeekFrom,
     path::{Path, PathBuf},
     sync::Arc,
@@ -41,13 +42,61 @@ impl TransferError {
             retry_after: None,
         }
     }
+
+    /// Nothing arrived for `stall`: an answer or the next bytes of a body.
+    pub fn stalled(stall: Duration) -> TransferError {
+        TransferError::transient(format!(
+            "no bytes for {stall:?} (--fetch-stall-timeout); the transfer stalled"
+        ))
+    }
 }
 
-/// An open read: the offset the bytes start at (0 when the server ignored a range request)
-/// and the bytes.
+/// Runs `work` (a request, or the wait for the next bytes) unless it stays silent for `stall`.
+pub async fn within<T>(
+    stall: Duration,
+    work: impl Future<Output = Result<T, TransferError>>,
+) -> Result<T, TransferError> {
+    tokio::time::timeout(stall, work)
+        .await
+        .map_err(|_| TransferError::stalled(stall))?
+}
+
+/// An open read: the offset the bytes start at (0 when the server ignored a range request),
+/// how many bytes the source announces from there, and the bytes.
 pub struct Opened {
     pub offset: u64,
+    pub length: Option<u64>,
     pub bytes: BoxStream<'static, Result<Bytes, TransferError>>,
+}
+
+impl Opened {
+    /// Reads the whole body into memory, refusing it as soon as it is known to exceed `limit`
+    /// bytes (from its announced length, or at the limit plus one byte), so a hostile source
+    /// cannot make pinserve hold more than the limit.
+    pub async fn read_limited(
+        self,
+        limit: usize,
+        stall: Duration,
+        shown: &dyn fmt::Display,
+    ) -> Result<Vec<u8>, TransferError> {
+        let too_large = || {
+            TransferError::Fatal(format!(
+                "{shown} is larger than {limit} bytes, the limit for it; refusing to read it"
+            ))
+        };
+        if self.length.is_some_and(|length| length > limit as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        let mut bytes = self.bytes;
+        while let Some(chunk) = within(stall, async { bytes.next().await.transpose() }).await? {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
 }
 
 #[derive(Clone)]
@@ -108,12 +157,17 @@ async fn open_http(
         StatusCode::PARTIAL_CONTENT => offset,
         _ => 0,
     };
+    let length = response.content_length();
     let shown = redact_url(url);
     let bytes = response
         .bytes_stream()
         .map_err(move |err| TransferError::transient(format!("{shown}: the body broke off: {err}")))
         .boxed();
-    Ok(Opened { offset, bytes })
+    Ok(Opened {
+        offset,
+        length,
+        bytes,
+    })
 }
 
 /// Maps an HTTP status to success, a retryable failure or a final one.
@@ -179,11 +233,16 @@ async fn open_store(
         .await
         .map_err(|err| classify_store_error(&err))?;
     let offset = result.range.start;
+    let length = Some(result.range.end - result.range.start);
     let bytes = result
         .into_stream()
         .map_err(|err| classify_store_error(&err))
         .boxed();
-    Ok(Opened { offset, bytes })
+    Ok(Opened {
+        offset,
+        length,
+        bytes,
+    })
 }
 
 /// Object-store errors that name a missing object or refused credentials are final; the rest
@@ -222,6 +281,7 @@ async fn open_local(path: &Path, offset: u64) -> Result<Opened, TransferError> {
     let local_error =
         |err: std::io::Error| TransferError::Fatal(format!("{}: {err}", path.display()));
     let mut file = tokio::fs::File::open(path).await.map_err(local_error)?;
+    let size = file.metadata().await.map_err(local_error)?.len();
     file.seek(SeekFrom::Start(offset))
         .await
         .map_err(local_error)?;
@@ -229,7 +289,11 @@ async fn open_local(path: &Path, offset: u64) -> Result<Opened, TransferError> {
     let bytes = tokio_util::io::ReaderStream::new(file)
         .map_err(move |err| TransferError::Fatal(format!("{shown}: {err}")))
         .boxed();
-    Ok(Opened { offset, bytes })
+    Ok(Opened {
+        offset,
+        length: Some(size.saturating_sub(offset)),
+        bytes,
+    })
 }
 
 #[cfg(test)]

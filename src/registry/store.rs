@@ -2,9 +2,9 @@
 //! `object_store` crate, configured from each cloud's standard credential environment
 //! (`AWS_*`, `GOOGLE_APPLICATION_CREDENTIALS`, `AZURE_*`) as the cloud's own tools are.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::{
     ClientConfigKey, ClientOptions, ObjectStore, ObjectStoreExt, ObjectStoreScheme, RetryConfig,
     aws::{AmazonS3Builder, AmazonS3ConfigKey},
@@ -20,7 +20,8 @@ use super::{
     RegistryError,
     redact::redact_url,
     relpath::RelativePath,
-    source::{FileSource, TransferError, classify_store_error},
+    resolve::sort_versions,
+    source::{FileSource, TransferError, classify_store_error, within},
 };
 
 /// Per-request bound for object-store requests, bodies included: far beyond any download, which
@@ -42,12 +43,16 @@ pub struct Store {
     shown: String,
 }
 
-/// Whether `url` is served by a plain HTTP(S) server rather than a recognised object store.
+/// Whether `url` is served by a plain HTTP(S) server rather than a recognised object store. An
+/// HTTPS URL with a query string (a presigned S3 or GCS URL, a SAS URL) is fetched as it is:
+/// its query is the credential, which a store client would drop in favour of its own.
 pub fn is_plain_http(url: &Url) -> bool {
-    matches!(
-        ObjectStoreScheme::parse(url),
-        Ok((ObjectStoreScheme::Http, _))
-    )
+    let presigned = matches!(url.scheme(), "http" | "https") && url.query().is_some();
+    presigned
+        || matches!(
+            ObjectStoreScheme::parse(url),
+            Ok((ObjectStoreScheme::Http, _))
+        )
 }
 
 impl Store {
@@ -157,14 +162,17 @@ impl Store {
         }
     }
 
-    /// Every object below the URL, with its path relative to it and its size.
-    pub async fn list(&self) -> Result<Vec<(RelativePath, u64)>, TransferError> {
-        let objects: Vec<_> = self
+    /// Every object below the URL, with its path relative to it and its size; a listing that
+    /// sends nothing for `stall` is abandoned.
+    pub async fn list(&self, stall: Duration) -> Result<Vec<(RelativePath, u64)>, TransferError> {
+        let mut listing = self
             .store
             .list(Some(&self.base))
-            .try_collect()
-            .await
-            .map_err(|err| classify_store_error(&err))?;
+            .map_err(|err| classify_store_error(&err));
+        let mut objects = Vec::new();
+        while let Some(object) = within(stall, async { listing.next().await.transpose() }).await? {
+            objects.push(object);
+        }
         let prefix = format!("{}/", self.base.as_ref());
         objects
             .into_iter()
@@ -176,6 +184,24 @@ impl Store {
                     .map_err(|err| TransferError::Fatal(format!("{}: {err}", self.shown)))
             })
             .collect()
+    }
+
+    /// The names of the "directories" right below the URL (common prefixes), sorted.
+    pub async fn subdirectories(&self, stall: Duration) -> Result<Vec<String>, TransferError> {
+        let listed = within(stall, async {
+            self.store
+                .list_with_delimiter(Some(&self.base))
+                .await
+                .map_err(|err| classify_store_error(&err))
+        })
+        .await?;
+        let mut names: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|prefix| prefix.filename().map(str::to_owned))
+            .collect();
+        sort_versions(&mut names);
+        Ok(names)
     }
 
     /// The object's size, or `None` when it does not exist.
@@ -190,5 +216,21 @@ impl Store {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(err) => Err(classify_store_error(&err)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presigned_store_urls_are_fetched_as_plain_https() {
+        let presigned =
+            Url::parse("https://bucket.s3.amazonaws.com/m/1/model.onnx?X-Amz-Signature=abc")
+                .unwrap();
+        assert!(is_plain_http(&presigned));
+        let store = Url::parse("https://bucket.s3.amazonaws.com/m/1/model.onnx").unwrap();
+        assert!(!is_plain_http(&store));
+        assert!(is_plain_http(&Url::parse("https://host/m/1").unwrap()));
     }
 }

@@ -26,6 +26,10 @@ pub enum Reply {
     DropAfter(usize),
     /// The right headers and this many body bytes, then silence for the duration.
     StallAfter(usize, Duration),
+    /// The request is read and never answered (the connection stays open).
+    Silent,
+    /// A body without a length that never ends (until the client hangs up).
+    Endless,
 }
 
 pub struct Route {
@@ -33,6 +37,8 @@ pub struct Route {
     content_type: &'static str,
     script: VecDeque<Reply>,
     honour_ranges: bool,
+    /// The query string the route requires (as a presigned URL does); others are answered 403.
+    required_query: Option<&'static str>,
 }
 
 impl Route {
@@ -42,6 +48,7 @@ impl Route {
             content_type: "application/octet-stream",
             script: VecDeque::new(),
             honour_ranges: true,
+            required_query: None,
         }
     }
 
@@ -62,6 +69,17 @@ impl Route {
         self.honour_ranges = false;
         self
     }
+
+    /// Answers only requests whose query string is exactly `query`, others 403.
+    pub fn requiring_query(mut self, query: &'static str) -> Route {
+        self.required_query = Some(query);
+        self
+    }
+
+    /// Replies with `reply` to every request.
+    pub fn always(self, reply: Reply) -> Route {
+        self.script(std::iter::repeat_n(reply, 10_000))
+    }
 }
 
 /// One request as the server saw it.
@@ -69,6 +87,7 @@ impl Route {
 pub struct Seen {
     pub method: String,
     pub path: String,
+    pub query: Option<String>,
     pub range: Option<String>,
 }
 
@@ -123,7 +142,10 @@ async fn serve_one(stream: TcpStream, routes: Routes, seen: Arc<Mutex<Vec<Seen>>
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or_default().to_owned();
     let target = parts.next().unwrap_or_default();
-    let path = target.split('?').next().unwrap_or_default().to_owned();
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
+        None => (target.to_owned(), None),
+    };
     let mut range = None;
     loop {
         let mut line = String::new();
@@ -139,12 +161,18 @@ async fn serve_one(stream: TcpStream, routes: Routes, seen: Arc<Mutex<Vec<Seen>>
     seen.lock().unwrap().push(Seen {
         method: method.clone(),
         path: path.clone(),
+        query: query.clone(),
         range: range.clone(),
     });
     let planned = {
         let mut routes = routes.lock().unwrap();
         routes.get_mut(&path).map(|route| {
-            let reply = route.script.pop_front().unwrap_or(Reply::Content);
+            let reply = match route.required_query {
+                Some(required) if query.as_deref() != Some(required) => {
+                    Reply::Status(403, "{\"error\": \"the signature does not match\"}", vec![])
+                }
+                _ => route.script.pop_front().unwrap_or(Reply::Content),
+            };
             (
                 reply,
                 route.content.clone(),
@@ -214,6 +242,11 @@ async fn serve_one(stream: TcpStream, routes: Routes, seen: Arc<Mutex<Vec<Seen>>
             }
             .await
         }
+        Reply::Silent => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        }
+        Reply::Endless => write_endless(&mut stream, content_type, send_body).await,
         Reply::StallAfter(bytes, pause) => {
             async {
                 stream.write_all(head(status).as_bytes()).await?;
@@ -245,4 +278,45 @@ async fn write_status(
     stream
         .write_all(format!("{head}\r\n{json}").as_bytes())
         .await
+}
+
+/// Headers without a length, then (unless it is a HEAD request) zeros until the client hangs up.
+async fn write_endless(
+    stream: &mut TcpStream,
+    content_type: &str,
+    send_body: bool,
+) -> std::io::Result<()> {
+    let head =
+        format!("HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\nconnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    if !send_body {
+        return Ok(());
+    }
+    let chunk = vec![b'0'; 64 << 10];
+    loop {
+        stream.write_all(&chunk).await?;
+    }
+}
+
+/// A server that accepts connections and never reads or answers anything on them.
+pub struct SilentServer {
+    pub address: SocketAddr,
+}
+
+impl SilentServer {
+    pub async fn start() -> SilentServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        SilentServer { address }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
 }
