@@ -765,7 +765,7 @@ async fn missing_paths_models_versions_and_flags_are_named() {
         (
             in_repository("tabular_mlp", "9"),
             &[
-                "model 'tabular_mlp' version '9' not found in",
+                "model 'tabular_mlp' version '9' not found: nothing at",
                 "its versions there: 1",
             ],
         ),

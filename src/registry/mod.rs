@@ -106,12 +106,12 @@ pub enum RegistryError {
         available: String,
     },
     #[error(
-        "model '{name}' version '{version}' not found in {dir}; its versions there: {available}"
+        "model '{name}' version '{version}' not found: nothing at {location}; its versions there: {available}"
     )]
     UnknownVersion {
         name: String,
         version: String,
-        dir: String,
+        location: String,
         available: String,
     },
     #[error("model '{name}' version '{version}' not found: nothing at {location}")]

@@ -152,7 +152,7 @@ impl Resolver {
         Err(RegistryError::UnknownVersion {
             name: name.to_owned(),
             version: version.to_owned(),
-            dir: model_dir.to_string(),
+            location: model_dir.join(version).to_string(),
             available,
         })
     }
@@ -528,7 +528,7 @@ fn check_local_repository(root: &Path, name: &str, version: &str) -> Result<(), 
         return Err(RegistryError::UnknownVersion {
             name: name.to_owned(),
             version: version.to_owned(),
-            dir: model.display().to_string(),
+            location: model.join(version).display().to_string(),
             available: subdirectories(&model),
         });
     }
