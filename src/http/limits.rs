@@ -22,7 +22,7 @@ use super::{error::ApiError, server::OverCapacity, state::AppState};
 /// Answers 408 when the body has not arrived in full within the state's body read timeout of the
 /// request's arrival. The clock stops once the body has been read (or dropped): inference may take
 /// longer than that, a client that never finishes its body may not.
-pub async fn limit_body_time(
+pub(crate) async fn limit_body_time(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
@@ -90,7 +90,7 @@ impl HttpBody for Watched {
 
 /// Refuses API requests on a connection admitted from the probe reserve: 503, and the server
 /// closes the connection after the answer.
-pub async fn refuse_over_capacity(request: Request, next: Next) -> Response {
+pub(crate) async fn refuse_over_capacity(request: Request, next: Next) -> Response {
     match request.extensions().get::<OverCapacity>() {
         Some(over) => ApiError::ConnectionLimit { limit: over.limit }.into_response(),
         None => next.run(request).await,

@@ -3,7 +3,7 @@
 
 pub mod body;
 pub mod error;
-pub mod limits;
+pub(crate) mod limits;
 pub mod observe;
 pub mod ops;
 pub mod predict;

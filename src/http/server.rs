@@ -28,7 +28,7 @@ use tower::ServiceExt;
 /// its connection (HTTP/1 `Connection: close`, HTTP/2 GOAWAY), so that a client holding many
 /// idle keep-alive connections cannot make readiness, then liveness, fail. Connections beyond
 /// these are closed as soon as they are accepted, which keeps file descriptors for the reserve.
-pub const PROBE_RESERVE: usize = 32;
+pub(crate) const PROBE_RESERVE: usize = 32;
 
 /// Largest header block (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`); inference requests carry a
 /// few short headers.
@@ -55,25 +55,25 @@ pub struct ConnectionLimits {
 
 /// The shutdown stages, each cancelled once, in order.
 #[derive(Debug, Clone, Default)]
-pub struct Stages {
+pub(crate) struct Stages {
     /// Draining: every answer ends its connection, so keep-alive clients move elsewhere before
     /// the listener closes.
-    pub drain: CancellationToken,
+    pub(crate) drain: CancellationToken,
     /// Stop accepting; each connection ends once its requests are answered.
-    pub close: CancellationToken,
+    pub(crate) close: CancellationToken,
     /// The grace period is over: every connection and request still running is dropped.
-    pub abort: CancellationToken,
+    pub(crate) abort: CancellationToken,
 }
 
 /// Marks requests that arrived on a connection admitted from [`PROBE_RESERVE`].
 #[derive(Debug, Clone, Copy)]
-pub struct OverCapacity {
-    pub limit: usize,
+pub(crate) struct OverCapacity {
+    pub(crate) limit: usize,
 }
 
 /// Serves `router` on `listener` until [`Stages::close`], then waits for every connection (and
 /// every HTTP/2 stream) to end, which [`Stages::abort`] forces.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
@@ -350,7 +350,7 @@ impl Drop for InFlight {
 /// Raises the soft limit on open files to the hard one: some container runtimes leave the soft
 /// limit at 1024, which a few hundred idle connections exhaust. Logs the limit, and warns when
 /// `--max-connections` plus [`PROBE_RESERVE`] does not fit in it.
-pub fn raise_open_file_limit(max_connections: usize) {
+pub(crate) fn raise_open_file_limit(max_connections: usize) {
     match raise_nofile() {
         Ok((before, after)) => {
             tracing::info!(before, after, "open file limit");
