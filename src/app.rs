@@ -4,15 +4,21 @@
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle, time::timeout};
-use tokio_util::sync::CancellationToken;
+use tokio::{
+    net::TcpListener,
+    sync::oneshot,
+    task::JoinHandle,
+    time::{Instant, timeout, timeout_at},
+};
 
 use crate::{
     batch::{Batcher, WorkerHandle},
     config::{FetchConfig, ServeConfig},
-    http::{self, AppState, ServingModel},
+    http::{
+        self, AppState, ServingModel,
+        server::{self, Stages},
+    },
     metrics::ModelLabels,
     model::{self, Model, ModelError, OnnxModel, SessionOptions},
     registry::{Digest, Manifest, ModelArtifact, ModelReference, RegistryError, mlflow, obtain},
@@ -55,18 +61,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     let source = ServeSource::from_config(&config).map_err(AppError::Config)?;
-    let state = Arc::new(AppState::new(
-        source.initial_labels(),
-        config.max_body_bytes,
-        metrics,
-    ));
+    let state = Arc::new(
+        AppState::new(source.initial_labels(), config.max_body_bytes, metrics)
+            .with_body_read_timeout(config.connections.body_read_timeout),
+    );
     let address = listener.local_addr()?;
-    let stop_accepting = CancellationToken::new();
-    let server = tokio::spawn(serve(
-        listener,
-        http::router(Arc::clone(&state)),
-        stop_accepting.clone(),
-    ));
+    let stages = Stages::default();
+    let limits = config.connections.limits();
+    server::raise_open_file_limit(limits.max_connections);
+    let router = http::router(Arc::clone(&state));
+    let server = tokio::spawn(server::serve(listener, router, limits, stages.clone()));
     tracing::info!(%address, "listening");
 
     tokio::pin!(shutdown);
@@ -82,13 +86,15 @@ pub async fn run(
         }
         Some(Err(err)) => {
             report_failure(&state, &err, shutdown).await;
-            stop_accepting.cancel();
-            let _ = timeout(Duration::from_secs(1), server).await;
+            stages.close.cancel();
+            if timeout(Duration::from_secs(1), server).await.is_err() {
+                stages.abort.cancel();
+            }
             return Err(err.into());
         }
         None => None,
     };
-    drain_and_stop(state, server, stop_accepting, worker, &config).await
+    drain_and_stop(state, server, stages, worker, &config).await
 }
 
 /// Shows the failure on `/health` for [`FAILED_EXIT_DELAY`] (or until a shutdown signal).
@@ -99,22 +105,6 @@ async fn report_failure(state: &AppState, err: &LoadError, shutdown: impl Future
         () = tokio::time::sleep(FAILED_EXIT_DELAY) => {}
         () = shutdown => {}
     }
-}
-
-async fn serve(
-    listener: TcpListener,
-    router: axum::Router,
-    stop_accepting: CancellationToken,
-) -> std::io::Result<()> {
-    // Small request/response pairs must not wait on Nagle's algorithm.
-    let listener = listener.tap_io(|stream| {
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop_accepting.cancelled_owned())
-        .await
 }
 
 /// What `serve` loads: a directory `pinserve fetch` filled, or a reference it resolves itself.
@@ -275,38 +265,55 @@ pub async fn fetch(config: &FetchConfig) -> Result<Manifest, RegistryError> {
     .await
 }
 
+/// Once the grace period has cut requests off, the time the model worker gets to see its queue
+/// close and stop (its threads wake up; a call already running is not waited for beyond it).
+const WORKER_STOP_MARGIN: Duration = Duration::from_secs(1);
+
+/// Drains, then gives in-flight requests and the model worker one grace period between them:
+/// when it ends, every connection still open is dropped (which releases the batcher) and the
+/// worker gets what is left of the same period plus [`WORKER_STOP_MARGIN`], so shutdown never
+/// outlasts drain plus grace plus that second.
 async fn drain_and_stop(
     state: Arc<AppState>,
-    mut server: JoinHandle<std::io::Result<()>>,
-    stop_accepting: CancellationToken,
+    mut server: JoinHandle<()>,
+    stages: Stages,
     worker: Option<WorkerHandle>,
     config: &ServeConfig,
 ) -> Result<(), AppError> {
     state.begin_draining();
+    stages.drain.cancel();
     tracing::info!(
         drain_seconds = config.drain_seconds,
         "shutting down: not ready, still serving"
     );
     tokio::time::sleep(config.drain()).await;
-    stop_accepting.cancel();
-    // The router holds the only other references to the batcher; once the server is done, the
+    let deadline = Instant::now() + config.shutdown_grace();
+    stages.close.cancel();
+    // The connections hold the only other references to the batcher; once they are done, the
     // worker sees its queue close and stops after answering what is queued.
     drop(state);
     tracing::info!("listener closed; finishing in-flight requests");
-    let grace = config.shutdown_grace();
-    match timeout(grace, &mut server).await {
-        Ok(Ok(result)) => result?,
-        Ok(Err(join_error)) => tracing::error!(error = %join_error, "the HTTP server task failed"),
+    let served = match timeout_at(deadline, &mut server).await {
+        Ok(served) => served,
         Err(_) => {
             tracing::warn!(
                 grace_seconds = config.shutdown_grace_seconds,
                 "requests still in flight after the grace period; closing them"
             );
-            server.abort();
+            stages.abort.cancel();
+            server.await
         }
+    };
+    if let Err(join_error) = served {
+        tracing::error!(error = %join_error, "the HTTP server task failed");
     }
     if let Some(worker) = worker
-        && timeout(grace, worker.finished()).await.is_err()
+        && timeout_at(
+            deadline.max(Instant::now()) + WORKER_STOP_MARGIN,
+            worker.finished(),
+        )
+        .await
+        .is_err()
     {
         tracing::warn!("the model worker did not finish within the grace period");
     }

@@ -9,6 +9,7 @@ use url::Url;
 
 use crate::{
     batch::BatchConfig,
+    http::server::ConnectionLimits,
     model::{Device, GraphOptimization, SessionOptions, runtime},
     registry::{
         Digest, FetchOptions, Location, ModelReference, RegistryError, Resolver, Selector,
@@ -37,7 +38,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve one model version over HTTP: from a model repository, a registry, or a directory
     /// `pinserve fetch` filled.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Resolve, download and verify a model version into a directory, then exit (the init
     /// container of a Kubernetes pod).
     Fetch(FetchConfig),
@@ -291,16 +292,18 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub batching: BatchArgs,
 
-    /// Address to listen on. It is bound before the model loads, so probes get 503 rather
-    /// than a refused connection while loading.
+    /// Address to listen on: IP:PORT, [IPv6]:PORT or HOST:PORT (the name is resolved and the
+    /// first of its addresses that can be bound is used). It is bound before the model loads, so
+    /// probes get 503 rather than a refused connection while loading.
     #[arg(
         long,
         env = "PINSERVE_LISTEN",
         default_value = "0.0.0.0:8080",
+        value_parser = parse_listen_address,
         value_name = "ADDR",
         help_heading = HTTP
     )]
-    pub listen: SocketAddr,
+    pub listen: String,
 
     /// Largest request body accepted, in bytes; larger bodies are answered 413.
     #[arg(
@@ -333,6 +336,64 @@ pub struct ServeConfig {
         help_heading = HTTP
     )]
     pub shutdown_grace_seconds: u64,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// How long clients may take and how many connections they may hold.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = HTTP)]
+pub struct ConnectionArgs {
+    /// A client must send a request's headers within this long (HTTP/1), counted from the first
+    /// byte, or from the end of the previous response on a keep-alive connection; then the
+    /// connection is closed.
+    #[arg(long, env = "PINSERVE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub header_read_timeout: Duration,
+
+    /// A request's body must have arrived in full this long after its headers, or the request is
+    /// answered 408 and its connection closed.
+    #[arg(long, env = "PINSERVE_BODY_READ_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub body_read_timeout: Duration,
+
+    /// A connection with no request in flight for this long is closed (HTTP/2: sent GOAWAY).
+    #[arg(long, env = "PINSERVE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
+
+    /// Connections served at once. A few more are admitted for probes only (see the README); any
+    /// beyond those are closed as soon as they are accepted.
+    #[arg(long, env = "PINSERVE_MAX_CONNECTIONS", default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Requests one HTTP/2 connection may have in flight at once.
+    #[arg(long, env = "PINSERVE_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl ConnectionArgs {
+    pub fn limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections as usize,
+            http2_max_concurrent_streams: self.http2_max_concurrent_streams,
+        }
+    }
+}
+
+/// `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`; names are resolved when the listener is bound.
+fn parse_listen_address(text: &str) -> Result<String, String> {
+    if text.parse::<SocketAddr>().is_ok() {
+        return Ok(text.to_owned());
+    }
+    let expected =
+        "expected IP:PORT, [IPv6]:PORT or HOST:PORT, e.g. 0.0.0.0:8080 or localhost:8080";
+    let (host, port) = text.rsplit_once(':').ok_or_else(|| expected.to_owned())?;
+    let valid_host = !host.is_empty() && !host.contains([':', '[', ']', '/']);
+    if !valid_host || port.parse::<u16>().is_err() {
+        return Err(expected.to_owned());
+    }
+    Ok(text.to_owned())
 }
 
 /// `${XDG_CACHE_HOME:-$HOME/.cache}/pinserve`, or the temporary directory without a home.
@@ -557,6 +618,28 @@ mod tests {
         assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(config.runtime.device, Device::Cpu);
         assert_eq!(config.drain(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn listen_takes_an_address_or_a_host_name_with_a_port() {
+        for good in [
+            "0.0.0.0:8080",
+            "[::1]:0",
+            "localhost:8080",
+            "pinserve.ns.svc:80",
+        ] {
+            assert_eq!(parse_listen_address(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "localhost",
+            ":8080",
+            "localhost:http",
+            "::1:80",
+            "host:65536",
+        ] {
+            let err = parse_listen_address(bad).unwrap_err();
+            assert!(err.contains("HOST:PORT"), "{bad}: {err}");
+        }
     }
 
     fn source(args: &[&str]) -> ModelSource {

@@ -1,4 +1,4 @@
-use std::{io::Write, process::ExitCode};
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     match cli.command {
-        Command::Serve(config) => exit_now(report(serve(config))),
+        Command::Serve(config) => exit_now(report(serve(*config))),
         Command::Fetch(config) => report(fetch(&config)),
         Command::Inspect(args) => report(
             inspect::run(&args)
@@ -37,15 +37,10 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// Ends the process without running exit handlers. A loader thread can still be inside ONNX
-/// Runtime when shutdown completes (a model read from a slow volume, say), and ONNX Runtime's
-/// C++ static destructors, which `exit` runs, crash under it. Logs go to stderr, which is
-/// unbuffered; stdout is flushed first.
+/// Ends `serve` through [`shutdown::exit_immediately`]: a loader thread can still be inside ONNX
+/// Runtime when shutdown completes (a model read from a slow volume, say).
 fn exit_now(code: ExitCode) -> ! {
-    let _ = std::io::stdout().flush();
-    let status = if code == ExitCode::SUCCESS { 0 } else { 1 };
-    // SAFETY: `_exit` only ends the process; nothing runs after it.
-    unsafe { libc::_exit(status) }
+    shutdown::exit_immediately(if code == ExitCode::SUCCESS { 0 } else { 1 })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -76,7 +71,7 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let shutdown = shutdown::signal_received();
         let metrics = metrics::install_recorder().context("cannot install the metrics recorder")?;
         tokio::spawn(metrics::run_upkeep(metrics.clone()));
-        let listener = tokio::net::TcpListener::bind(config.listen)
+        let listener = tokio::net::TcpListener::bind(config.listen.as_str())
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         app::run(config, listener, Some(metrics), shutdown).await?;

@@ -37,5 +37,15 @@ async fn exit_on_second_signal(mut terminate: Signal, mut interrupt: Signal) {
         _ = interrupt.recv() => {}
     }
     tracing::warn!("second shutdown signal: exiting now");
-    std::process::exit(FORCED_EXIT_CODE);
+    exit_immediately(FORCED_EXIT_CODE);
+}
+
+/// Ends the process without running exit handlers. Inference can still be running inside ONNX
+/// Runtime (or a loader thread inside session creation), and ONNX Runtime's C++ static
+/// destructors, which `exit` runs, break it: in-flight requests were answered 500 and the
+/// process could crash. Logs go to stderr, which is unbuffered; stdout is flushed first.
+pub fn exit_immediately(status: i32) -> ! {
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    // SAFETY: `_exit` only ends the process; nothing runs after it.
+    unsafe { libc::_exit(status) }
 }

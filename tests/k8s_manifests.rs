@@ -401,8 +401,14 @@ fn check_model_source(rollout: &Value, service: &str) {
     );
 }
 
+/// Seconds left after drain and grace for the process to finish exiting (logs flushed, the
+/// worker's last call returning) before the kubelet's SIGKILL.
+const EXIT_MARGIN_SECONDS: i64 = 5;
+
 /// The kubelet kills the container terminationGracePeriodSeconds after the preStop hook starts;
-/// pinserve needs --drain-seconds plus --shutdown-grace-seconds after SIGTERM.
+/// pinserve needs --drain-seconds plus one --shutdown-grace-seconds after SIGTERM: in-flight
+/// requests and the model worker share that one grace period (a stuck request is dropped when it
+/// ends), plus a margin to exit.
 fn check_termination_grace(rollout: &Value) {
     let serve = container(rollout, "containers", SERVE);
     let seconds = |name, default| flag(serve, name).map_or(default, |v| v.parse().unwrap());
@@ -419,9 +425,9 @@ fn check_termination_grace(rollout: &Value) {
         "terminationGracePeriodSeconds",
     );
     assert!(
-        period > pre_stop_seconds + drain + grace,
-        "terminationGracePeriodSeconds {period} <= preStop {pre_stop_seconds} + drain {drain} + \
-         shutdown grace {grace}"
+        period >= pre_stop_seconds + drain + grace + EXIT_MARGIN_SECONDS,
+        "terminationGracePeriodSeconds {period} < preStop {pre_stop_seconds} + drain {drain} + \
+         shutdown grace {grace} + exit margin {EXIT_MARGIN_SECONDS}"
     );
 }
 

@@ -12,6 +12,7 @@ use std::{
 use common::{Server, find_log, fixtures};
 use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn tabular_request() -> Value {
     json!({"inputs": [{"name": "features", "shape": [1, 32], "datatype": "FP32", "data": vec![0.5; 32]}]})
@@ -283,4 +284,121 @@ async fn sigterm_while_loading_exits_cleanly() {
         exit.signal(),
         server.logs()
     );
+}
+
+/// A request whose body never completes holds its connection, but not shutdown: when the grace
+/// period ends it is dropped, and the model worker stops within the same period instead of
+/// waiting a second one for the batcher that connection held.
+#[tokio::test]
+async fn a_stuck_request_cannot_extend_shutdown_past_drain_plus_grace() {
+    let mut server = Server::fixture(
+        "tabular_mlp",
+        &["--drain-seconds", "1", "--shutdown-grace-seconds", "1"],
+    )
+    .await;
+    let mut stuck = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let head = "POST /v2/models/tabular_mlp/infer HTTP/1.1\r\nhost: pinserve\r\n\
+                content-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"inputs\": [";
+    stuck.write_all(head.as_bytes()).await.unwrap();
+    server.signal("TERM");
+
+    let exit = server.wait_exit(Duration::from_secs(30));
+    assert_eq!(exit.code(), Some(0));
+    let mut answer = Vec::new();
+    let _ = stuck.read_to_end(&mut answer).await;
+    assert!(
+        answer.is_empty(),
+        "the stuck request was answered: {answer:?}"
+    );
+    let logs = server.logs();
+    let position = |message: &str| logs.iter().position(|e| e["message"] == message);
+    let cut_off = position("requests still in flight after the grace period; closing them");
+    let complete = position("shutdown complete");
+    assert!(
+        cut_off.is_some() && cut_off < complete,
+        "the grace period ended the stuck request, then shutdown completed: {logs:?}"
+    );
+    assert_eq!(
+        position("the model worker did not finish within the grace period"),
+        None,
+        "the worker stopped within the one grace period"
+    );
+}
+
+/// The second signal ends the process at once without running ONNX Runtime's destructors under
+/// a running inference: the in-flight client sees its connection closed, not a 500.
+#[tokio::test]
+async fn a_second_signal_during_inference_exits_130_without_an_answer() {
+    let mut server = Server::start_fixture("embedding_lookup", "3", &["--drain-seconds", "60"]);
+    server.wait_ready().await;
+    let request = server
+        .client()
+        .post(server.url("/v2/models/embedding_lookup/infer"))
+        .json(&json!({"inputs": [{"name": "ids", "shape": [1], "datatype": "INT64", "data": [3]}]}))
+        .send();
+    let request = tokio::spawn(request);
+    let in_inference =
+        r#"pinserve_queue_duration_seconds_count{model="embedding_lookup",version="3"} 1"#;
+    while !server.metrics().await.contains(in_inference) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.signal("TERM");
+    server.wait_for_health("draining").await;
+    server.signal("TERM");
+
+    assert_eq!(server.wait_exit(Duration::from_secs(20)).code(), Some(130));
+    match request.await.unwrap() {
+        Err(err) => assert!(!err.is_timeout(), "{err}"),
+        Ok(response) => panic!(
+            "the in-flight request was answered {}: {:?}",
+            response.status(),
+            response.text().await
+        ),
+    }
+}
+
+/// Once draining starts, answers tell keep-alive clients to leave before the listener closes:
+/// HTTP/1 with `Connection: close`, HTTP/2 with GOAWAY after the answer.
+#[tokio::test]
+async fn keep_alive_clients_are_told_to_leave_while_draining() {
+    let server = Server::fixture("tabular_mlp", &["--drain-seconds", "60"]).await;
+    let before = livez(&server).await;
+    assert_eq!(before.headers().get("connection"), None);
+    let tcp = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let (mut http2, mut connection) = h2::client::handshake(tcp).await.unwrap();
+
+    server.signal("TERM");
+    server.wait_for_health("draining").await;
+    let (status, body) = server
+        .post_json("/v2/models/tabular_mlp/infer", &tabular_request())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let during = livez(&server).await;
+    assert_eq!(during.status(), 200);
+    assert_eq!(during.headers()["connection"], "close");
+
+    let request = http::Request::get(server.url("/livez")).body(()).unwrap();
+    let (response, _) = http2.send_request(request, true).unwrap();
+    let (response, ended) = tokio::join!(
+        response,
+        tokio::time::timeout(Duration::from_secs(30), &mut connection)
+    );
+    assert_eq!(response.unwrap().status(), 200);
+    assert!(
+        ended.is_ok(),
+        "GOAWAY ends the HTTP/2 connection after the answer: {ended:?}"
+    );
+}
+
+async fn livez(server: &Server) -> reqwest::Response {
+    server
+        .client()
+        .get(server.url("/livez"))
+        .send()
+        .await
+        .unwrap()
 }

@@ -24,6 +24,15 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize, drained: bool },
     #[error("cannot read the request body: {0}")]
     Body(String),
+    #[error(
+        "the request body did not arrive within {}s (--body-read-timeout)",
+        .limit.as_secs_f64()
+    )]
+    BodyTimeout { limit: std::time::Duration },
+    #[error(
+        "the server is at its limit of {limit} connections; only probes are answered on this one"
+    )]
+    ConnectionLimit { limit: usize },
     #[error("{}; this server serves {served}", describe_model(name, version.as_deref()))]
     ModelNotFound {
         name: String,
@@ -65,6 +74,8 @@ impl ApiError {
         match self {
             ApiError::Request(_) | ApiError::Body(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::ConnectionLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ModelNotFound { .. } | ApiError::RouteNotFound { .. } => {
                 StatusCode::NOT_FOUND
             }
@@ -82,6 +93,7 @@ impl ApiError {
         matches!(
             self,
             ApiError::NotReady { .. }
+                | ApiError::ConnectionLimit { .. }
                 | ApiError::Batch(BatchError::QueueFull { .. } | BatchError::Stopped)
         )
     }
@@ -100,7 +112,9 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(RETRY_AFTER_SECONDS),
             );
         }
-        if let ApiError::PayloadTooLarge { drained: false, .. } = self {
+        if let ApiError::PayloadTooLarge { drained: false, .. } | ApiError::BodyTimeout { .. } =
+            self
+        {
             // The rest of the body was not read, so the connection cannot carry another request;
             // saying so keeps clients from reusing it and failing their next request.
             response

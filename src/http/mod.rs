@@ -3,9 +3,11 @@
 
 pub mod body;
 pub mod error;
+pub(crate) mod limits;
 pub mod observe;
 pub mod ops;
 pub mod predict;
+pub mod server;
 pub mod state;
 pub mod v2;
 
@@ -26,7 +28,8 @@ pub(crate) const V1_PREDICT_ROUTE: &str = "/v1/models/{model_and_verb}";
 
 /// The whole HTTP surface. API routes are measured; probe and scrape routes (readiness of the
 /// server or the model, liveness, metrics) are not, so probes answered 503 while a model loads
-/// never count as errors against a canary.
+/// never count as errors against a canary. Probe routes are also the only ones answered on
+/// connections beyond `--max-connections` (see [`server::PROBE_RESERVE`]).
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/v2", get(v2::server_metadata))
@@ -42,6 +45,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/predict", post(predict::predict))
         .route(V1_PREDICT_ROUTE, post(predict::predict_v1))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            limits::limit_body_time,
+        ))
+        .route_layer(middleware::from_fn(limits::refuse_over_capacity))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             observe::record,

@@ -1,7 +1,10 @@
 //! What the HTTP layer shares between requests: the model identity, the serving phase that
 //! `/health` reports, and (once loaded) the batcher that reaches the model.
 
-use std::sync::{Arc, OnceLock, RwLock};
+use std::{
+    sync::{Arc, OnceLock, RwLock},
+    time::Duration,
+};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -50,6 +53,8 @@ pub struct ServingModel {
 
 pub struct AppState {
     pub max_body_bytes: usize,
+    /// `--body-read-timeout`; `None` reads bodies for as long as they take.
+    pub body_read_timeout: Option<Duration>,
     pub metrics: Option<PrometheusHandle>,
     /// Until an alias or stage is resolved the version may be unknown; then it is replaced.
     labels: RwLock<Arc<ModelLabels>>,
@@ -67,11 +72,20 @@ impl AppState {
         labels.set_ready(false);
         AppState {
             max_body_bytes,
+            body_read_timeout: None,
             metrics,
             requests: RwLock::new(Arc::new(RequestSeries::new(labels.clone()))),
             labels: RwLock::new(Arc::new(labels)),
             phase: RwLock::new(Phase::Loading),
             model: OnceLock::new(),
+        }
+    }
+
+    /// Requests' bodies must arrive within `limit` (see [`super::limits::limit_body_time`]).
+    pub fn with_body_read_timeout(self, limit: Duration) -> AppState {
+        AppState {
+            body_read_timeout: Some(limit),
+            ..self
         }
     }
 

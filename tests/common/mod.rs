@@ -110,8 +110,10 @@ impl Server {
     pub fn start_with_env(args: &[&str], env: &[(&str, String)]) -> Server {
         let mut child = pinserve()
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            // Through the environment, so that a test's own --drain-seconds takes precedence.
+            .args(["--log-format", "json"])
+            // Through the environment, so that a test's own --listen or --drain-seconds takes
+            // precedence.
+            .env("PINSERVE_LISTEN", "127.0.0.1:0")
             .env("PINSERVE_DRAIN_SECONDS", "0")
             .envs(env.iter().map(|(name, value)| (name, value)))
             .args(args)

@@ -1,0 +1,226 @@
+//! Connection handling over raw TCP on loopback: header, body and idle timeouts, the connection
+//! cap with probes still answered, HTTP/2's limits, and listening on a host name.
+
+mod common;
+
+use std::{collections::HashMap, time::Duration};
+
+use common::Server;
+use serde_json::Value;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// How long a test waits for the server to close a connection before it fails: a bound on a
+/// failure, far above the one-second limits the tests configure, never a measurement.
+const CLOSE_GUARD: Duration = Duration::from_secs(30);
+
+const INFER: &str = "/v2/models/tabular_mlp/infer";
+
+async fn tabular_server(extra: &[&str]) -> Server {
+    Server::fixture("tabular_mlp", extra).await
+}
+
+async fn connect(server: &Server) -> TcpStream {
+    TcpStream::connect(server.address).await.unwrap()
+}
+
+/// Reads until the server closes the connection (a reset counts); returns what it sent first.
+async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(CLOSE_GUARD, async {
+        let mut buffer = [0_u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server kept the connection open");
+    received
+}
+
+struct Answer {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// Reads one response (headers and a Content-Length body), leaving the connection open.
+async fn read_answer(stream: &mut TcpStream) -> Answer {
+    let mut received = Vec::new();
+    let mut buffer = [0_u8; 4096];
+    loop {
+        let n = tokio::time::timeout(CLOSE_GUARD, stream.read(&mut buffer))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert!(n > 0, "closed before a full answer: {received:?}");
+        received.extend_from_slice(&buffer[..n]);
+        if let Some(answer) = parse_answer(&received) {
+            return answer;
+        }
+    }
+}
+
+fn parse_answer(received: &[u8]) -> Option<Answer> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(head) = response.parse(received).unwrap() else {
+        return None;
+    };
+    let headers: HashMap<String, String> = response
+        .headers
+        .iter()
+        .map(|h| {
+            let value = String::from_utf8_lossy(h.value).into_owned();
+            (h.name.to_ascii_lowercase(), value)
+        })
+        .collect();
+    let length: usize = headers["content-length"].parse().unwrap();
+    (received.len() >= head + length).then(|| Answer {
+        status: response.code.unwrap(),
+        body: received[head..head + length].to_vec(),
+        headers,
+    })
+}
+
+async fn get(stream: &mut TcpStream, path: &str) -> Answer {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: pinserve\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_answer(stream).await
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_closed_after_the_header_timeout() {
+    let server = tabular_server(&["--header-read-timeout", "1s", "--idle-timeout", "10m"]).await;
+    let mut slowloris = connect(&server).await;
+    slowloris
+        .write_all(b"POST /v2/models/tabular_mlp/infer HTTP/1.1\r\nhost: pinserve\r\ncontent-le")
+        .await
+        .unwrap();
+    let sent = read_until_closed(&mut slowloris).await;
+    if !sent.is_empty() {
+        assert_eq!(parse_answer(&sent).map(|a| a.status), Some(408));
+    }
+    assert_eq!(get(&mut connect(&server).await, "/livez").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_answered_408_and_the_connection_closed() {
+    let server = tabular_server(&["--body-read-timeout", "1s"]).await;
+    let mut slow = connect(&server).await;
+    let head = format!(
+        "POST {INFER} HTTP/1.1\r\nhost: pinserve\r\ncontent-type: application/json\r\n\
+         content-length: 2000\r\n\r\n{{\"inputs\": ["
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut slow).await;
+    assert_eq!(answer.status, 408);
+    assert_eq!(answer.header("connection"), Some("close"));
+    let error = answer.json()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("--body-read-timeout"), "{error}");
+    read_until_closed(&mut slow).await;
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(r#"route="/v2/models/{name}/infer",code="408"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    let server = tabular_server(&["--idle-timeout", "1s", "--header-read-timeout", "10m"]).await;
+    let mut silent = connect(&server).await;
+    assert!(read_until_closed(&mut silent).await.is_empty());
+
+    let mut keep_alive = connect(&server).await;
+    let answer = get(&mut keep_alive, "/livez").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("connection"), None, "kept alive");
+    assert!(read_until_closed(&mut keep_alive).await.is_empty());
+}
+
+#[tokio::test]
+async fn health_answers_while_the_connection_cap_is_reached() {
+    let server = tabular_server(&["--max-connections", "2"]).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect(&server).await;
+        assert_eq!(get(&mut stream, "/livez").await.status, 200);
+        held.push(stream);
+    }
+
+    let mut probe = connect(&server).await;
+    let health = get(&mut probe, "/health").await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "ready");
+    assert_eq!(health.header("connection"), Some("close"));
+    read_until_closed(&mut probe).await;
+
+    let refused = infer_over_new_connection(&server).await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("connection"), Some("close"));
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    let error = refused.json()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("limit of 2 connections"), "{error}");
+
+    drop(held);
+    loop {
+        let answer = infer_over_new_connection(&server).await;
+        if answer.status == 200 {
+            break;
+        }
+        assert_eq!(answer.status, 503, "{:?}", answer.json());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn infer_over_new_connection(server: &Server) -> Answer {
+    let body = serde_json::json!({"inputs": [
+        {"name": "features", "shape": [1, 32], "datatype": "FP32", "data": vec![0.5; 32]}
+    ]})
+    .to_string();
+    let request = format!(
+        "POST {INFER} HTTP/1.1\r\nhost: pinserve\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = connect(server).await;
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_answer(&mut stream).await
+}
+
+#[tokio::test]
+async fn http2_cleartext_is_served_with_the_configured_stream_limit() {
+    let server = tabular_server(&["--http2-max-concurrent-streams", "7"]).await;
+    let (mut client, mut connection) = h2::client::handshake(connect(&server).await).await.unwrap();
+    let request = http::Request::get(server.url("/health")).body(()).unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = tokio::select! {
+        response = response => response.unwrap(),
+        ended = &mut connection => panic!("the connection ended: {ended:?}"),
+    };
+    assert_eq!(response.status(), 200);
+    assert_eq!(connection.max_concurrent_send_streams(), 7);
+}
+
+#[tokio::test]
+async fn listen_accepts_a_host_name() {
+    let server = Server::start_fixture("tabular_mlp", "1", &["--listen", "localhost:0"]);
+    assert!(server.address.ip().is_loopback(), "{}", server.address);
+    server.wait_ready().await;
+}
