@@ -6,6 +6,7 @@ mod common;
 use std::{collections::HashMap, time::Duration};
 
 use common::Server;
+use futures_util::future::join_all;
 use serde_json::Value;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -17,6 +18,9 @@ use tokio::{
 const CLOSE_GUARD: Duration = Duration::from_secs(30);
 
 const INFER: &str = "/v2/models/tabular_mlp/infer";
+
+/// Connections admitted beyond `--max-connections` for probes (`PROBE_RESERVE` in the server).
+const PROBE_RESERVE: usize = 32;
 
 async fn tabular_server(extra: &[&str]) -> Server {
     Server::fixture("tabular_mlp", extra).await
@@ -178,6 +182,18 @@ async fn health_answers_while_the_connection_cap_is_reached() {
     let error = refused.json()["error"].as_str().unwrap().to_owned();
     assert!(error.contains("limit of 2 connections"), "{error}");
 
+    // Idle connections parked beyond the cap fill the probe reserve only briefly.
+    let parked: Vec<_> = join_all((0..PROBE_RESERVE + 8).map(|_| connect(&server))).await;
+    let deadline = tokio::time::Instant::now() + CLOSE_GUARD;
+    while get_over_new_connection(&server, "/health").await != Some(200) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "probes stayed shut out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(parked);
+
     drop(held);
     loop {
         let answer = infer_over_new_connection(&server).await;
@@ -187,6 +203,14 @@ async fn health_answers_while_the_connection_cap_is_reached() {
         assert_eq!(answer.status, 503, "{:?}", answer.json());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The status of a GET on a new connection, or `None` if the connection was closed unanswered.
+async fn get_over_new_connection(server: &Server, path: &str) -> Option<u16> {
+    let mut stream = connect(server).await;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: pinserve\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    parse_answer(&read_until_closed(&mut stream).await).map(|answer| answer.status)
 }
 
 async fn infer_over_new_connection(server: &Server) -> Answer {

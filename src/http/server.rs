@@ -25,10 +25,17 @@ use tower::ServiceExt;
 
 /// Connections admitted beyond `--max-connections` for probes. On them `/health`, `/livez` and
 /// the other probe routes are answered as usual, API requests get 503, and every answer closes
-/// its connection (HTTP/1 `Connection: close`, HTTP/2 GOAWAY), so that a client holding many
-/// idle keep-alive connections cannot make readiness, then liveness, fail. Connections beyond
-/// these are closed as soon as they are accepted, which keeps file descriptors for the reserve.
+/// its connection (HTTP/1 `Connection: close`, HTTP/2 GOAWAY), and one idle for
+/// [`RESERVE_IDLE_TIMEOUT`] is closed, so that a client holding many idle keep-alive connections
+/// cannot make readiness, then liveness, fail. Connections beyond these are closed as soon as
+/// they are accepted, which keeps file descriptors for the reserve.
 pub(crate) const PROBE_RESERVE: usize = 32;
+
+/// How long a connection from [`PROBE_RESERVE`] may stay without a request in flight: a probe
+/// sends its request as soon as it connects, while idle connections parked there (a client's
+/// keep-alive pool grown past the cap) would otherwise hold the reserve for `--idle-timeout`
+/// and shut probes out.
+const RESERVE_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Largest header block (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`); inference requests carry a
 /// few short headers.
@@ -242,6 +249,10 @@ impl Connection {
             drain: self.stages.drain,
             over_capacity: self.slot.over_capacity,
         };
+        let idle_timeout = match self.slot.over_capacity {
+            Some(_) => self.limits.idle_timeout.min(RESERVE_IDLE_TIMEOUT),
+            None => self.limits.idle_timeout,
+        };
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
         let mut open = true;
@@ -253,7 +264,7 @@ impl Connection {
                     }
                     return;
                 }
-                () = idle(&mut activity, self.limits.idle_timeout), if open => {}
+                () = idle(&mut activity, idle_timeout), if open => {}
                 () = leave.cancelled(), if open => {}
             }
             connection.as_mut().graceful_shutdown();
