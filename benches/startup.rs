@@ -61,10 +61,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args = common::bench_args();
     let model = args.first().map_or("compute_mlp", String::as_str);
     let runs: usize = args.get(1).map_or(5, |r| r.parse().unwrap());
     let requests: usize = args.get(2).map_or(200, |r| r.parse().unwrap());

@@ -63,7 +63,8 @@ pub async fn run(
     let source = ServeSource::from_config(&config).map_err(AppError::Config)?;
     let state = Arc::new(
         AppState::new(source.initial_labels(), config.max_body_bytes, metrics)
-            .with_body_read_timeout(config.connections.body_read_timeout),
+            .with_body_read_timeout(config.connections.body_read_timeout)
+            .with_body_budget(config.max_inflight_body_bytes),
     );
     let address = listener.local_addr()?;
     let stages = Stages::default();

@@ -315,6 +315,18 @@ pub struct ServeConfig {
     )]
     pub max_body_bytes: usize,
 
+    /// Bytes of request bodies held at once, while they arrive, are decoded and answered: a
+    /// body takes its share before it is buffered, and a request beyond the budget is refused
+    /// with 503 and Retry-After. Peak memory follows it (see the README). Default: twice
+    /// --max-body-bytes; never less than it.
+    #[arg(
+        long,
+        env = "PINSERVE_MAX_INFLIGHT_BODY_BYTES",
+        value_name = "BYTES",
+        help_heading = HTTP
+    )]
+    pub max_inflight_body_bytes: Option<usize>,
+
     /// Seconds to keep serving after SIGTERM while /health answers 503, so that Kubernetes
     /// removes the pod from its Service endpoints before the listener closes.
     #[arg(

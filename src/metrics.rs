@@ -113,7 +113,7 @@ fn describe() {
     );
     describe_counter!(
         REJECTED,
-        "Requests not run, by reason: queue_full (503), timeout (504), client_disconnected."
+        "Requests not run, by reason: queue_full (503), timeout (504), client_disconnected, body_budget (503)."
     );
     describe_counter!(
         FETCH_BYTES,
@@ -185,15 +185,22 @@ impl ModelLabels {
             queue_duration: metrics::histogram!(QUEUE_DURATION, &self.pairs()),
             batch_size: metrics::histogram!(BATCH_SIZE, &self.pairs()),
             queue_rows: metrics::gauge!(QUEUE_ROWS, &self.pairs()),
-            rejected: Rejection::ALL.map(|reason| {
-                let labels = [
-                    ("model", self.model.clone()),
-                    ("version", self.version.clone()),
-                    ("reason", reason.label().to_owned()),
-                ];
-                metrics::counter!(REJECTED, &labels)
-            }),
+            rejected: Rejection::ALL.map(|reason| self.rejected(reason)),
         }
+    }
+
+    fn rejected(&self, reason: Rejection) -> Counter {
+        let labels = [
+            ("model", self.model.clone()),
+            ("version", self.version.clone()),
+            ("reason", reason.label().to_owned()),
+        ];
+        metrics::counter!(REJECTED, &labels)
+    }
+
+    /// Counts a request refused before it reached the batcher (which holds its own handles).
+    pub fn count_rejected(&self, reason: Rejection) {
+        self.rejected(reason).increment(1);
     }
 
     pub fn fetch_bytes(&self) -> metrics::Counter {
@@ -219,13 +226,16 @@ pub enum Rejection {
     Timeout,
     /// Dropped before inference: its client had gone.
     ClientDisconnected,
+    /// Refused with 503 before its body was read: `--max-inflight-body-bytes` were held.
+    BodyBudget,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 3] = [
+    const ALL: [Rejection; 4] = [
         Rejection::QueueFull,
         Rejection::Timeout,
         Rejection::ClientDisconnected,
+        Rejection::BodyBudget,
     ];
 
     fn label(self) -> &'static str {
@@ -233,6 +243,7 @@ impl Rejection {
             Rejection::QueueFull => "queue_full",
             Rejection::Timeout => "timeout",
             Rejection::ClientDisconnected => "client_disconnected",
+            Rejection::BodyBudget => "body_budget",
         }
     }
 }
@@ -244,7 +255,7 @@ pub struct BatchMetrics {
     pub batch_size: Histogram,
     pub queue_rows: Gauge,
     /// Indexed like [`Rejection::ALL`].
-    rejected: [Counter; 3],
+    rejected: [Counter; 4],
 }
 
 impl BatchMetrics {

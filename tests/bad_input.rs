@@ -373,6 +373,27 @@ async fn predict_bodies_are_checked_too() {
 }
 
 #[tokio::test]
+async fn an_empty_outputs_list_and_an_overlong_id_are_400_not_model_failures() {
+    let server = Server::fixture("tabular_mlp", &[]).await;
+    let path = "/v2/models/tabular_mlp/infer";
+    let features = input("features", "FP32", json!([1, 32]), json!(vec![0.5; 32]));
+    let no_outputs = json!({"inputs": [features.clone()], "outputs": []});
+    expect_json_error(&server, path, &no_outputs, 400, &["\"outputs\" is empty"]).await;
+    let long_id = json!({"id": "x".repeat(1025), "inputs": [features.clone()]});
+    expect_json_error(&server, path, &long_id, 400, &["\"id\" is 1025 bytes long"]).await;
+    let ok_id = json!({"id": "x".repeat(1024), "inputs": [features]});
+    let (status, body) = server.post_json(path, &ok_id).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"].as_str().map(str::len), Some(1024));
+    let metrics = server.metrics().await;
+    assert!(!metrics.contains(r#"code="500""#), "{metrics}");
+    assert!(
+        metrics.contains(r#"route="/v2/models/{name}/infer",code="400"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn bodies_over_the_limit_are_413_with_or_without_a_length() {
     let server = Server::fixture("tabular_mlp", &["--max-body-bytes", "4096"]).await;
     let big = infer(vec![input(

@@ -300,3 +300,24 @@ async fn several_instances_serve_the_same_answers() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_requests_batched_with_others_fail_nobody() {
+    let server = Server::fixture("tabular_mlp", &["--max-batch-delay", "20ms"]).await;
+    let path = "/v2/models/tabular_mlp/infer";
+    let request = |rows: usize| json!({"inputs": [{"name": "features", "shape": [rows, 32], "datatype": "FP32", "data": vec![0.5; rows * 32]}]});
+    for round in 0..4 {
+        let requests = (0..16).map(|i| {
+            let rows = if i % 4 == 0 { 0 } else { 1 };
+            let body = request(rows);
+            let server = &server;
+            async move { (rows, server.post_json(path, &body).await) }
+        });
+        for (rows, (status, body)) in join_all(requests).await {
+            assert_eq!(status, 200, "round {round}, {rows} rows: {body}");
+            assert_eq!(body["outputs"][0]["shape"][0], rows, "{body}");
+        }
+    }
+    let metrics = server.metrics().await;
+    assert!(!metrics.contains(r#"code="500""#), "{metrics}");
+}

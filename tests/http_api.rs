@@ -235,6 +235,42 @@ async fn predict_rows_for_a_single_input_model() {
     assert_eq!(body["predictions"], Value::Array(expected));
 }
 
+/// `curl` output ends on a line of its own: every JSON body, answer or error, ends with a
+/// newline (a binary-extension answer does not: its JSON part has a declared length).
+#[tokio::test]
+async fn json_bodies_end_with_a_newline() {
+    let server = Server::fixture("tabular_mlp", &[]).await;
+    let get = |path: &'static str| server.client().get(server.url(path)).send();
+    let post =
+        |path: &'static str, body: Value| server.client().post(server.url(path)).json(&body).send();
+    let predict = json!({"instances": [vec![0.5; 32]]});
+    let responses = [
+        get("/v2").await,
+        get("/v2/models/tabular_mlp").await,
+        get("/v2/models/tabular_mlp/ready").await,
+        get("/v2/health/ready").await,
+        get("/health").await,
+        get("/livez").await,
+        get("/no/such/route").await,
+        post("/v2/models/tabular_mlp/infer", tabular_request(2)).await,
+        post("/v2/models/tabular_mlp/infer", json!({"inputs": []})).await,
+        post("/predict", predict).await,
+    ];
+    for response in responses {
+        let response = response.unwrap();
+        let (status, url) = (response.status(), response.url().clone());
+        let content_type = response.headers()[reqwest::header::CONTENT_TYPE].clone();
+        let body = response.bytes().await.unwrap();
+        assert_eq!(content_type, "application/json", "{url}");
+        assert!(
+            body.ends_with(b"}\n"),
+            "{status} {url}: {:?}",
+            String::from_utf8_lossy(&body)
+        );
+        serde_json::from_slice::<Value>(&body).expect("still JSON");
+    }
+}
+
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_json() {
     let server = Server::fixture("tabular_mlp", &[]).await;

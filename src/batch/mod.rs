@@ -82,6 +82,7 @@ pub struct Job {
     pub inputs: Vec<Tensor>,
     /// Signature indices of the outputs to return.
     pub outputs: Vec<usize>,
+    /// Rows the job stacks into a batch and gets back: dimension 0 of its inputs, maybe zero.
     pub rows: usize,
     pub key: BatchKey,
     pub enqueued: Instant,
@@ -94,7 +95,41 @@ pub struct Job {
     _outstanding: Outstanding,
 }
 
+/// What `rows` count for in admission, demand and batch sizes: at least one, since even an
+/// empty request costs a model call. Never used to split outputs: a job gets back exactly its
+/// own rows, zero included.
+fn weight(rows: usize) -> usize {
+    rows.max(1)
+}
+
 impl Job {
+    /// A job for `inputs`, admitted with `admission`, its weight counted in `demand` until it is
+    /// answered.
+    fn new(
+        inputs: Vec<Tensor>,
+        outputs: Vec<usize>,
+        reply: oneshot::Sender<Result<Vec<Tensor>, BatchError>>,
+        admission: Admission,
+        demand: &Arc<Demand>,
+    ) -> Job {
+        let rows = rows_of(&inputs);
+        Job {
+            key: BatchKey::of(&inputs, &outputs),
+            inputs,
+            outputs,
+            rows,
+            enqueued: Instant::now(),
+            reply,
+            span: tracing::Span::current(),
+            admission,
+            _outstanding: demand.track(weight(rows)),
+        }
+    }
+
+    fn weight(&self) -> usize {
+        weight(self.rows)
+    }
+
     /// The job leaves the queue: its rows no longer count against admission.
     fn dequeue(&mut self) {
         self.admission.release();
@@ -279,20 +314,9 @@ impl Batcher {
         inputs: Vec<Tensor>,
         outputs: Vec<usize>,
     ) -> Result<Vec<Tensor>, BatchError> {
-        let rows = rows_of(&inputs).max(1);
-        let admission = self.admit(rows)?;
+        let admission = self.admit(weight(rows_of(&inputs)))?;
         let (reply, answer) = oneshot::channel();
-        let job = Job {
-            key: BatchKey::of(&inputs, &outputs),
-            inputs,
-            outputs,
-            rows,
-            enqueued: Instant::now(),
-            reply,
-            span: tracing::Span::current(),
-            admission,
-            _outstanding: self.demand.track(rows),
-        };
+        let job = Job::new(inputs, outputs, reply, admission, &self.demand);
         self.jobs.send(job).map_err(|_| BatchError::Stopped)?;
         answer.await.map_err(|_| BatchError::Stopped)?
     }

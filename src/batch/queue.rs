@@ -157,14 +157,14 @@ impl Pending {
     }
 
     fn push(&mut self, job: Job) {
-        *self.rows_by_key.entry(job.key.clone()).or_default() += job.rows;
+        *self.rows_by_key.entry(job.key.clone()).or_default() += job.weight();
         self.jobs.push_back(job);
     }
 
     fn remove(&mut self, index: usize) -> Job {
         let mut job = self.jobs.remove(index).expect("the index is in range");
         if let Some(rows) = self.rows_by_key.get_mut(&job.key) {
-            *rows -= job.rows;
+            *rows -= job.weight();
             if *rows == 0 {
                 self.rows_by_key.remove(&job.key);
             }
@@ -221,14 +221,15 @@ impl Pending {
     /// The oldest job and, when batching, the following jobs with its key that fit.
     fn take_batch(&mut self) -> Vec<Job> {
         let first = self.remove(0);
-        let mut rows = first.rows;
+        let mut rows = first.weight();
         let mut jobs = vec![first];
         let mut index = 0;
         while self.limits.batchable && rows < self.limits.max_batch_size && index < self.jobs.len()
         {
             let candidate = &self.jobs[index];
-            if candidate.key == jobs[0].key && rows + candidate.rows <= self.limits.max_batch_size {
-                rows += candidate.rows;
+            let weight = candidate.weight();
+            if candidate.key == jobs[0].key && rows + weight <= self.limits.max_batch_size {
+                rows += weight;
                 jobs.push(self.remove(index));
             } else {
                 index += 1;
@@ -254,7 +255,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        batch::{Admission, assemble::rows_of},
+        batch::Admission,
         metrics::ModelLabels,
         model::{Tensor, TensorData},
     };
@@ -281,21 +282,18 @@ mod tests {
             .unwrap(),
         ];
         let (reply, answer) = oneshot::channel();
-        let job = Job {
-            key: BatchKey::of(&inputs, &[0]),
-            rows: rows_of(&inputs),
-            inputs,
-            outputs: vec![0],
-            enqueued: Instant::now(),
-            reply,
-            span: tracing::Span::none(),
-            admission: Admission {
-                queued: Arc::new(AtomicUsize::new(rows)),
-                rows,
-                metrics: metrics(),
-            },
-            _outstanding: Arc::new(Demand::default()).track(rows),
+        let admission = Admission {
+            queued: Arc::new(AtomicUsize::new(rows)),
+            rows,
+            metrics: metrics(),
         };
+        let job = Job::new(
+            inputs,
+            vec![0],
+            reply,
+            admission,
+            &Arc::new(Demand::default()),
+        );
         (job, answer)
     }
 
@@ -489,6 +487,52 @@ mod tests {
         drop(first);
         let second = harness.next().await;
         assert_eq!(second.jobs[0].inputs[0].shape(), &[1, 8]);
+    }
+
+    /// Answers each row with the sum of its values, as a `[rows, 1]` output.
+    struct RowSums(Arc<crate::model::Signature>);
+
+    impl crate::model::Model for RowSums {
+        fn signature(&self) -> &Arc<crate::model::Signature> {
+            &self.0
+        }
+
+        fn run(
+            &mut self,
+            inputs: Vec<Tensor>,
+            _outputs: &[usize],
+        ) -> Result<Vec<Tensor>, crate::model::ModelError> {
+            let TensorData::Fp32(values) = inputs[0].data() else {
+                unreachable!("the tests send FP32")
+            };
+            let sums: Vec<f32> = values
+                .chunks(inputs[0].shape()[1])
+                .map(|row| row.iter().sum())
+                .collect();
+            Ok(vec![
+                Tensor::new(vec![sums.len(), 1], TensorData::Fp32(sums)).unwrap(),
+            ])
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_request_shares_a_batch_without_failing_the_others() {
+        let mut harness = start(32, 5, true);
+        let (empty, _a) = job(0, 4);
+        let (full, _b) = job(3, 4);
+        harness.jobs.send(empty).unwrap();
+        harness.jobs.send(full).unwrap();
+        let mut batch = harness.next().await;
+        assert_eq!(rows(&batch), [0, 3], "an empty request stacks no rows");
+        let rows = rows(&batch);
+        let mut model = RowSums(Arc::new(crate::model::Signature {
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        }));
+        let answers = super::super::worker::run_model(&mut model, &mut batch.jobs, &rows)
+            .expect("the batch's output splits into its jobs' rows");
+        let shapes: Vec<&[usize]> = answers.iter().map(|answer| answer[0].shape()).collect();
+        assert_eq!(shapes, [&[0, 1][..], &[3, 1]]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -133,7 +133,7 @@ fn run_batch(
 
 /// One model call for the whole batch (the inputs stacked when there are several jobs). A panic
 /// must cost this batch, not the worker every later request depends on.
-fn run_model(
+pub(super) fn run_model(
     model: &mut dyn Model,
     jobs: &mut [Job],
     rows: &[usize],

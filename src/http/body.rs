@@ -2,6 +2,14 @@
 //! answered 413, but only after reading (and discarding) a bounded amount of what the client is
 //! still sending: closing a socket with unread data makes the kernel send a reset, which can
 //! destroy the 413 before the client has read it.
+//!
+//! The buffer grows as bytes arrive rather than being reserved from `Content-Length`: a header
+//! costs the server nothing until its body does, so connections that declare large bodies and
+//! send none cannot exhaust the address space.
+//!
+//! Every body also takes a share of the [`BodyBudget`] (`--max-inflight-body-bytes`) before it
+//! is buffered, and holds it until its request is answered: decoding multiplies a body's size,
+//! so the budget, not the number of connections, bounds the memory requests take.
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,16 +18,131 @@ use axum::{
     extract::{FromRequest, Request},
     http::{HeaderMap, header},
 };
-use bytes::BytesMut;
 use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{error::ApiError, state::AppState};
+use crate::metrics::Rejection;
 
-/// How much of an oversized body is read and thrown away so the client sees the 413.
+/// How much of a refused body is read and thrown away so the client sees the answer.
 const DISCARD_BYTES: usize = 16 << 20;
 const DISCARD_TIME: Duration = Duration::from_secs(2);
+/// The first allocation for a body; it then doubles as bytes arrive.
+const INITIAL_CAPACITY: usize = 16 << 10;
+/// Without `--max-inflight-body-bytes`, this many bodies of the largest size fit at once.
+const DEFAULT_INFLIGHT_BODIES: usize = 2;
+/// The budget counts in KiB, so that one semaphore acquisition (a `u32`) covers any body.
+const UNIT: usize = 1 << 10;
 
-pub struct RequestBody(pub Bytes);
+/// Bytes of request bodies held at once, from before they are buffered until their request is
+/// answered.
+pub struct BodyBudget {
+    permits: Arc<Semaphore>,
+    bytes: usize,
+}
+
+impl BodyBudget {
+    /// `configured` bytes, else [`DEFAULT_INFLIGHT_BODIES`] bodies of `max_body_bytes`; never
+    /// less than one such body, which could otherwise never be accepted.
+    pub fn new(max_body_bytes: usize, configured: Option<usize>) -> BodyBudget {
+        let default = max_body_bytes.saturating_mul(DEFAULT_INFLIGHT_BODIES);
+        let bytes = configured.unwrap_or(default);
+        if bytes < max_body_bytes {
+            tracing::warn!(
+                configured = bytes,
+                max_body_bytes,
+                "--max-inflight-body-bytes is below --max-body-bytes; raised to it"
+            );
+        }
+        let bytes = bytes.max(max_body_bytes);
+        BodyBudget {
+            permits: Arc::new(Semaphore::new((bytes / UNIT).min(Semaphore::MAX_PERMITS))),
+            bytes,
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Adds `bytes` to `share`, or says why not: the budget is spent.
+    fn grow(&self, share: &mut BudgetShare, bytes: usize) -> Result<(), ApiError> {
+        let permit = u32::try_from(bytes.div_ceil(UNIT))
+            .ok()
+            .and_then(|units| Arc::clone(&self.permits).try_acquire_many_owned(units).ok())
+            .ok_or(ApiError::BodyBudgetSpent {
+                needed: bytes,
+                budget: self.bytes,
+                drained: false,
+            })?;
+        match &mut share.0 {
+            Some(held) => held.merge(permit),
+            None => share.0 = Some(permit),
+        }
+        Ok(())
+    }
+}
+
+/// A request's part of the [`BodyBudget`], given back when it is dropped.
+#[derive(Default)]
+pub struct BudgetShare(Option<OwnedSemaphorePermit>);
+
+impl BudgetShare {
+    fn bytes(&self) -> usize {
+        self.0
+            .as_ref()
+            .map_or(0, |permit| permit.num_permits() * UNIT)
+    }
+}
+
+impl Drop for BudgetShare {
+    fn drop(&mut self) {
+        if self.bytes() >= TRIM_AFTER_BYTES {
+            release_freed_memory();
+        }
+    }
+}
+
+/// A request whose body was at least this large has just freed many times that in decoded
+/// tensors and answers.
+const TRIM_AFTER_BYTES: usize = 8 << 20;
+
+/// Gives memory that large requests freed back to the system. glibc's allocator keeps it
+/// otherwise: after a large block is freed it raises its threshold for serving blocks from
+/// fresh mappings, so the next large tensors land in arenas that never shrink, and a pod that
+/// once decoded a few large bodies keeps their peak as its resident size. Run on the blocking
+/// pool, at most one at a time, since trimming walks every arena.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        /// Trims asked for since the running one started; zero when none runs.
+        static WANTED: AtomicUsize = AtomicUsize::new(0);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if WANTED.fetch_add(1, Ordering::AcqRel) > 0 {
+            return;
+        }
+        runtime.spawn_blocking(|| {
+            loop {
+                let seen = WANTED.load(Ordering::Acquire);
+                // SAFETY: malloc_trim only gives free memory back; it has no preconditions.
+                unsafe { libc::malloc_trim(0) };
+                let done = WANTED.compare_exchange(seen, 0, Ordering::AcqRel, Ordering::Acquire);
+                if done.is_ok() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// The whole body, and its share of the budget: handlers keep `share` until they answer.
+pub struct RequestBody {
+    pub bytes: Bytes,
+    pub share: BudgetShare,
+}
 
 impl FromRequest<Arc<AppState>> for RequestBody {
     type Rejection = ApiError;
@@ -27,23 +150,64 @@ impl FromRequest<Arc<AppState>> for RequestBody {
     async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let limit = state.max_body_bytes;
         let declared = declared_length(request.headers());
-        let mut body = request.into_body();
+        let body = request.into_body();
         if declared.is_some_and(|length| length > limit) {
             return Err(too_large(body, limit).await);
         }
-        let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0));
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|err| ApiError::Body(err.to_string()))?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            if buffer.len() + data.len() > limit {
-                return Err(too_large(body, limit).await);
-            }
-            buffer.extend_from_slice(&data);
+        let mut share = BudgetShare::default();
+        if let Err(err) = state.body_budget.grow(&mut share, declared.unwrap_or(0)) {
+            return Err(budget_spent(body, state, err).await);
         }
-        Ok(RequestBody(buffer.freeze()))
+        read(body, state, declared, share).await
     }
+}
+
+/// Buffers the body, growing its share of the budget when it has no declared length.
+async fn read(
+    mut body: Body,
+    state: &AppState,
+    declared: Option<usize>,
+    mut share: BudgetShare,
+) -> Result<RequestBody, ApiError> {
+    let limit = state.max_body_bytes;
+    let ceiling = declared.unwrap_or(limit);
+    let mut buffer = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| ApiError::Body(err.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buffer.len() + data.len() > limit {
+            return Err(too_large(body, limit).await);
+        }
+        make_room(&mut buffer, data.len(), ceiling);
+        let unshared = buffer.capacity().saturating_sub(share.bytes());
+        if unshared > 0
+            && let Err(err) = state.body_budget.grow(&mut share, unshared)
+        {
+            return Err(budget_spent(body, state, err).await);
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(RequestBody {
+        bytes: Bytes::from(buffer),
+        share,
+    })
+}
+
+/// Makes room for `incoming` more bytes, doubling the capacity so a body costs few copies, but
+/// not past `ceiling` (the declared length, else the limit): a body that arrives as declared
+/// ends in a buffer of exactly its size.
+fn make_room(buffer: &mut Vec<u8>, incoming: usize, ceiling: usize) {
+    let needed = buffer.len() + incoming;
+    if needed <= buffer.capacity() {
+        return;
+    }
+    let target = (buffer.capacity() * 2)
+        .max(INITIAL_CAPACITY)
+        .min(ceiling)
+        .max(needed);
+    buffer.reserve_exact(target - buffer.len());
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<usize> {
@@ -53,11 +217,26 @@ fn declared_length(headers: &HeaderMap) -> Option<usize> {
         .and_then(|value| value.parse().ok())
 }
 
-async fn too_large(body: Body, limit: usize) -> ApiError {
+/// Answers `err` after discarding what the client is still sending, within bounds, and notes
+/// whether the rest of the body was read.
+async fn refuse(body: Body, err: ApiError) -> ApiError {
     let drained = tokio::time::timeout(DISCARD_TIME, discard(body))
         .await
         .unwrap_or(false);
-    ApiError::PayloadTooLarge { limit, drained }
+    err.drained(drained)
+}
+
+async fn too_large(body: Body, limit: usize) -> ApiError {
+    let err = ApiError::PayloadTooLarge {
+        limit,
+        drained: false,
+    };
+    refuse(body, err).await
+}
+
+async fn budget_spent(body: Body, state: &AppState, err: ApiError) -> ApiError {
+    state.labels().count_rejected(Rejection::BodyBudget);
+    refuse(body, err).await
 }
 
 /// Reads the rest of the body; `true` if it ended within [`DISCARD_BYTES`].
@@ -71,4 +250,50 @@ async fn discard(mut body: Body) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_buffer_grows_with_the_bytes_up_to_the_declared_length() {
+        let declared = 100_000;
+        let mut buffer = Vec::new();
+        make_room(&mut buffer, 10, declared);
+        assert_eq!(
+            buffer.capacity(),
+            INITIAL_CAPACITY,
+            "not the declared length"
+        );
+        let mut capacities = Vec::new();
+        while buffer.len() < declared {
+            let chunk = (declared - buffer.len()).min(7_000);
+            make_room(&mut buffer, chunk, declared);
+            buffer.resize(buffer.len() + chunk, 0);
+            capacities.push(buffer.capacity());
+        }
+        capacities.dedup();
+        assert_eq!(capacities, [16 << 10, 32 << 10, 64 << 10, declared]);
+    }
+
+    #[test]
+    fn shares_of_the_budget_are_given_back_when_dropped() {
+        let budget = BodyBudget::new(4 << 10, Some(8 << 10));
+        let mut first = BudgetShare::default();
+        budget.grow(&mut first, 3 << 10).unwrap();
+        budget.grow(&mut first, 1).unwrap();
+        assert_eq!(first.bytes(), 4 << 10, "counted in whole KiB");
+        let mut second = BudgetShare::default();
+        let spent = budget.grow(&mut second, 5 << 10).unwrap_err();
+        assert!(matches!(spent, ApiError::BodyBudgetSpent { .. }), "{spent}");
+        drop(first);
+        budget.grow(&mut second, 5 << 10).unwrap();
+        assert_eq!(
+            BodyBudget::new(4 << 10, Some(1)).bytes(),
+            4 << 10,
+            "one largest body always fits"
+        );
+        assert_eq!(BodyBudget::new(4 << 10, None).bytes(), 8 << 10);
+    }
 }

@@ -3,12 +3,12 @@
 //! where they become a response.
 
 use axum::{
-    Json,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::json;
 
+use super::JsonLine;
 use crate::{
     batch::BatchError,
     model::{InputError, ModelError},
@@ -22,6 +22,15 @@ pub enum ApiError {
     /// `drained`: the rest of the body was read, so the connection can carry another request.
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize, drained: bool },
+    /// `drained` as for [`ApiError::PayloadTooLarge`].
+    #[error(
+        "the server already holds as many request bodies as --max-inflight-body-bytes ({budget} bytes) allows, and this one needs {needed} more bytes; retry later"
+    )]
+    BodyBudgetSpent {
+        needed: usize,
+        budget: usize,
+        drained: bool,
+    },
     #[error("cannot read the request body: {0}")]
     Body(String),
     #[error(
@@ -70,6 +79,30 @@ impl From<InputError> for ApiError {
 const RETRY_AFTER_SECONDS: &str = "1";
 
 impl ApiError {
+    /// Records whether the rest of a refused body was read.
+    pub(crate) fn drained(self, drained: bool) -> ApiError {
+        match self {
+            ApiError::PayloadTooLarge { limit, .. } => ApiError::PayloadTooLarge { limit, drained },
+            ApiError::BodyBudgetSpent { needed, budget, .. } => ApiError::BodyBudgetSpent {
+                needed,
+                budget,
+                drained,
+            },
+            other => other,
+        }
+    }
+
+    /// Whether the connection can carry another request: not when a refused body was left
+    /// unread.
+    fn body_left_unread(&self) -> bool {
+        matches!(
+            self,
+            ApiError::PayloadTooLarge { drained: false, .. }
+                | ApiError::BodyBudgetSpent { drained: false, .. }
+                | ApiError::BodyTimeout { .. }
+        )
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Request(_) | ApiError::Body(_) => StatusCode::BAD_REQUEST,
@@ -80,7 +113,9 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady { .. } | ApiError::BodyBudgetSpent { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Batch(BatchError::QueueFull { .. } | BatchError::Stopped) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -94,6 +129,7 @@ impl ApiError {
             self,
             ApiError::NotReady { .. }
                 | ApiError::ConnectionLimit { .. }
+                | ApiError::BodyBudgetSpent { .. }
                 | ApiError::Batch(BatchError::QueueFull { .. } | BatchError::Stopped)
         )
     }
@@ -105,16 +141,14 @@ impl IntoResponse for ApiError {
         if let ApiError::Batch(BatchError::Model(err)) = &self {
             log_unexpected(err);
         }
-        let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        let mut response = (status, JsonLine(json!({ "error": self.to_string() }))).into_response();
         if self.retry_after() {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECONDS),
             );
         }
-        if let ApiError::PayloadTooLarge { drained: false, .. } | ApiError::BodyTimeout { .. } =
-            self
-        {
+        if self.body_left_unread() {
             // The rest of the body was not read, so the connection cannot carry another request;
             // saying so keeps clients from reusing it and failing their next request.
             response
@@ -163,6 +197,15 @@ mod tests {
         assert_eq!(queue_full.status(), StatusCode::SERVICE_UNAVAILABLE);
         let response = queue_full.into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let busy = ApiError::BodyBudgetSpent {
+            needed: 1,
+            budget: 1,
+            drained: false,
+        };
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let response = busy.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(response.headers()[header::CONNECTION], "close");
         let failed = ApiError::Batch(BatchError::Model(ModelError::Inference("boom".into())));
         assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }

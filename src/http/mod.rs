@@ -71,9 +71,27 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// A response whose JSON body is already serialised.
-fn json_response(body: Vec<u8>) -> Response {
+/// A response whose JSON body is already serialised; like every JSON body pinserve sends, it
+/// ends with a newline, so `curl` output does not run into the shell prompt.
+fn json_response(mut body: Vec<u8>) -> Response {
+    body.push(b'\n');
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `axum::Json`, with the body ending in a newline as [`json_response`]'s do.
+pub(crate) struct JsonLine<T>(pub(crate) T);
+
+impl<T: serde::Serialize> IntoResponse for JsonLine<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_vec(&self.0) {
+            Ok(body) => json_response(body),
+            Err(err) => (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot serialise the response: {err}\n"),
+            )
+                .into_response(),
+        }
+    }
 }
 
 /// Decoding or encoding a body this large (in bytes) takes long enough to hold up the runtime's

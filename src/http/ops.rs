@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use axum::{
-    Json,
     extract::{OriginalUri, State},
     http::{Method, StatusCode, header},
     response::{IntoResponse, Response},
@@ -13,6 +12,7 @@ use axum::{
 use serde_json::json;
 
 use super::{
+    JsonLine,
     error::ApiError,
     state::{AppState, Phase},
 };
@@ -34,7 +34,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
         (Phase::Failed(error), _) => body["error"] = json!(error),
         _ => {}
     }
-    (phase_status(&phase), Json(body)).into_response()
+    (phase_status(&phase), JsonLine(body)).into_response()
 }
 
 fn phase_status(phase: &Phase) -> StatusCode {
@@ -45,20 +45,20 @@ fn phase_status(phase: &Phase) -> StatusCode {
 }
 
 /// `GET /livez`: the process runs and its HTTP stack answers.
-pub async fn livez() -> Json<serde_json::Value> {
-    Json(json!({ "status": "alive" }))
+pub async fn livez() -> Response {
+    JsonLine(json!({ "status": "alive" })).into_response()
 }
 
 /// `GET /v2/health/live`.
-pub async fn v2_live() -> Json<serde_json::Value> {
-    Json(json!({ "live": true }))
+pub async fn v2_live() -> Response {
+    JsonLine(json!({ "live": true })).into_response()
 }
 
 /// `GET /v2/health/ready`: follows the same phase as `/health`.
 pub async fn v2_ready(State(state): State<Arc<AppState>>) -> Response {
     let phase = state.phase();
     let ready = phase == Phase::Ready;
-    (phase_status(&phase), Json(json!({ "ready": ready }))).into_response()
+    (phase_status(&phase), JsonLine(json!({ "ready": ready }))).into_response()
 }
 
 /// `GET /metrics`: Prometheus text exposition format.

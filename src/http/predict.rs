@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use axum::{
-    body::Bytes,
     extract::{OriginalUri, Path, State},
     http::Method,
     response::Response,
@@ -14,7 +13,7 @@ use crate::protocol::predict::{self, Outputs};
 
 pub async fn predict(
     State(state): State<Arc<AppState>>,
-    RequestBody(body): RequestBody,
+    body: RequestBody,
 ) -> Result<Response, ApiError> {
     run(&state, body).await
 }
@@ -25,7 +24,7 @@ pub async fn predict_v1(
     Path(segment): Path<String>,
     method: Method,
     OriginalUri(uri): OriginalUri,
-    RequestBody(body): RequestBody,
+    body: RequestBody,
 ) -> Result<Response, ApiError> {
     let name = segment
         .strip_suffix(":predict")
@@ -37,7 +36,12 @@ pub async fn predict_v1(
     run(&state, body).await
 }
 
-async fn run(state: &AppState, body: Bytes) -> Result<Response, ApiError> {
+async fn run(state: &AppState, body: RequestBody) -> Result<Response, ApiError> {
+    // The share of the body budget is held until the answer is ready.
+    let RequestBody {
+        bytes: body,
+        share: _share,
+    } = body;
     let model = state.serving_model()?;
     let signature = model.batcher.signature();
     let request = {

@@ -8,7 +8,7 @@ use std::{
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use super::error::ApiError;
+use super::{body::BodyBudget, error::ApiError};
 use crate::{
     batch::Batcher,
     metrics::{ModelLabels, RequestSeries},
@@ -55,6 +55,7 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// `--body-read-timeout`; `None` reads bodies for as long as they take.
     pub body_read_timeout: Option<Duration>,
+    pub body_budget: BodyBudget,
     pub metrics: Option<PrometheusHandle>,
     /// Until an alias or stage is resolved the version may be unknown; then it is replaced.
     labels: RwLock<Arc<ModelLabels>>,
@@ -73,6 +74,7 @@ impl AppState {
         AppState {
             max_body_bytes,
             body_read_timeout: None,
+            body_budget: BodyBudget::new(max_body_bytes, None),
             metrics,
             requests: RwLock::new(Arc::new(RequestSeries::new(labels.clone()))),
             labels: RwLock::new(Arc::new(labels)),
@@ -87,6 +89,12 @@ impl AppState {
             body_read_timeout: Some(limit),
             ..self
         }
+    }
+
+    /// Sets `--max-inflight-body-bytes` (else the default derived from the body limit).
+    pub fn with_body_budget(mut self, configured: Option<usize>) -> AppState {
+        self.body_budget = BodyBudget::new(self.max_body_bytes, configured);
+        self
     }
 
     /// The model name and version every metric and answer carries.

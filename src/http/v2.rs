@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use axum::{
-    Json,
     extract::{Path, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -12,6 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
+    JsonLine,
     body::RequestBody,
     error::ApiError,
     json_response, off_runtime,
@@ -29,8 +29,8 @@ pub struct ModelPath {
     version: Option<String>,
 }
 
-pub async fn server_metadata() -> Json<ServerMetadata> {
-    Json(ServerMetadata::current())
+pub async fn server_metadata() -> Response {
+    JsonLine(ServerMetadata::current()).into_response()
 }
 
 pub async fn model_metadata(
@@ -42,7 +42,7 @@ pub async fn model_metadata(
     let labels = state.labels();
     let metadata = ModelMetadata::new(&labels.model, &labels.version, model.batcher.signature())
         .with_mlflow_signature(model.mlflow_signature.as_ref());
-    Ok(Json(metadata).into_response())
+    Ok(JsonLine(metadata).into_response())
 }
 
 pub async fn model_ready(
@@ -58,15 +58,20 @@ pub async fn model_ready(
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = json!({ "name": labels.model, "version": labels.version, "ready": ready });
-    Ok((status, Json(body)).into_response())
+    Ok((status, JsonLine(body)).into_response())
 }
 
 pub async fn infer(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
     headers: HeaderMap,
-    RequestBody(body): RequestBody,
+    body: RequestBody,
 ) -> Result<Response, ApiError> {
+    // The share of the body budget is held until the answer is ready.
+    let RequestBody {
+        bytes: body,
+        share: _share,
+    } = body;
     state.check_model(&path.name, path.version.as_deref())?;
     let model = state.serving_model()?;
     let json_length = inference_header_length(&headers)?;

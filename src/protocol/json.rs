@@ -252,6 +252,172 @@ pub fn decode_raw(
     Ok(data)
 }
 
+/// The shape of nested JSON arrays, learned while their scalars are decoded: every array at one
+/// depth must have the same length, and every scalar must sit at the same depth.
+#[derive(Default)]
+struct Nesting {
+    /// The length of the arrays at each depth, known once the first of them has closed.
+    lengths: Vec<Option<usize>>,
+    scalar_depth: Option<usize>,
+    /// One more than the deepest array seen so far.
+    array_depth: usize,
+}
+
+impl Nesting {
+    fn open_array(&mut self, depth: usize) -> Result<(), String> {
+        if self.scalar_depth.is_some_and(|scalars| depth >= scalars) {
+            return Err(format!(
+                "ragged nested arrays: an array at depth {depth}, where others hold numbers or strings"
+            ));
+        }
+        self.array_depth = self.array_depth.max(depth + 1);
+        Ok(())
+    }
+
+    fn close_array(&mut self, depth: usize, length: usize) -> Result<(), String> {
+        if self.lengths.len() <= depth {
+            self.lengths.resize(depth + 1, None);
+        }
+        match self.lengths[depth].replace(length) {
+            Some(earlier) if earlier != length => Err(format!(
+                "ragged nested arrays: an array at depth {depth} has {length} elements, an earlier one {earlier}"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn scalar(&mut self, depth: usize) -> Result<(), String> {
+        match self.scalar_depth {
+            None if self.array_depth > depth => Err(format!(
+                "ragged nested arrays: a value at depth {depth}, where others are arrays"
+            )),
+            None => {
+                self.scalar_depth = Some(depth);
+                Ok(())
+            }
+            Some(scalars) if scalars == depth => Ok(()),
+            Some(scalars) => Err(format!(
+                "ragged nested arrays: a value at depth {depth}, others at depth {scalars}"
+            )),
+        }
+    }
+
+    fn shape(&self) -> Vec<usize> {
+        self.lengths
+            .iter()
+            .map(|length| length.unwrap_or(0))
+            .collect()
+    }
+}
+
+/// Scalars are checked for their depth, then decoded as [`Flatten`] decodes them.
+macro_rules! shaped_scalars {
+    ($($method:ident($ty:ty)),*) => {$(
+        fn $method<E: de::Error>(self, value: $ty) -> Result<(), E> {
+            self.nesting.scalar(self.depth).map_err(E::custom)?;
+            Flatten(self.values).$method(value)
+        }
+    )*};
+}
+
+/// Like [`Flatten`], also learning the nesting's shape.
+struct Shaped<'a, T> {
+    values: &'a mut Vec<T>,
+    nesting: &'a mut Nesting,
+    depth: usize,
+}
+
+impl<'de, T: JsonElement> DeserializeSeed<'de> for Shaped<'_, T> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, T: JsonElement> Visitor<'de> for Shaped<'_, T> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{} or an array of them", T::EXPECTED)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.nesting
+            .open_array(self.depth)
+            .map_err(de::Error::custom)?;
+        let mut length = 0;
+        while seq
+            .next_element_seed(Shaped {
+                values: &mut *self.values,
+                nesting: &mut *self.nesting,
+                depth: self.depth + 1,
+            })?
+            .is_some()
+        {
+            length += 1;
+        }
+        self.nesting
+            .close_array(self.depth, length)
+            .map_err(de::Error::custom)
+    }
+
+    shaped_scalars!(
+        visit_bool(bool),
+        visit_i64(i64),
+        visit_u64(u64),
+        visit_f64(f64),
+        visit_str(&str)
+    );
+}
+
+fn nested<T: JsonElement>(
+    texts: &[&str],
+    stacked: bool,
+) -> Result<(Vec<usize>, Vec<T>), serde_json::Error> {
+    let mut values = Vec::new();
+    let mut nesting = Nesting::default();
+    for text in texts {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        Shaped {
+            values: &mut values,
+            nesting: &mut nesting,
+            depth: 0,
+        }
+        .deserialize(&mut deserializer)?;
+        deserializer.end()?;
+    }
+    let mut shape = nesting.shape();
+    if stacked {
+        shape.insert(0, texts.len());
+    }
+    Ok((shape, values))
+}
+
+/// Decodes JSON text of (nested) arrays of `datatype` elements into a flat buffer and the shape
+/// of the nesting, without a `Value` tree; ragged nesting is an error. With `stacked`, each of
+/// `texts` is one row: all must have the same shape, and the result's is `[rows, ...that]`.
+pub fn decode_nested(
+    datatype: DataType,
+    texts: &[&str],
+    stacked: bool,
+) -> Result<(Vec<usize>, TensorData), serde_json::Error> {
+    macro_rules! each {
+        ($($variant:ident),*) => {
+            match datatype {
+                $(DataType::$variant => {
+                    let (shape, values) = nested(texts, stacked)?;
+                    (shape, TensorData::$variant(values))
+                })*
+            }
+        };
+    }
+    Ok(each!(
+        Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Fp16, Bf16, Fp32, Fp64,
+        Bytes
+    ))
+}
+
 /// A buffer written as a flat JSON array.
 pub struct FlatJson<'a>(pub &'a TensorData);
 

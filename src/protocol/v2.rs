@@ -93,6 +93,7 @@ pub fn decode_request(
         None => (body, &[][..]),
     };
     let wire: WireRequest = serde_json::from_slice(header).map_err(RequestError::malformed)?;
+    check_id(wire.id.as_deref())?;
     let binary_total = binary.len();
     let mut named = Vec::with_capacity(wire.inputs.len());
     for input in wire.inputs {
@@ -156,6 +157,12 @@ pub fn decode_request(
     let inputs = signature.bind_inputs(named)?;
     let default_binary = wire.parameters.binary_data_output;
     let (outputs, binary_outputs) = match &wire.outputs {
+        Some(requested) if requested.is_empty() => {
+            return Err(RequestError::Malformed(
+                "\"outputs\" is empty: name at least one output, or leave \"outputs\" out to get all of them"
+                    .to_owned(),
+            ));
+        }
         Some(requested) => {
             for output in requested {
                 if output.parameters.shared_memory_region.is_some() {
@@ -191,6 +198,21 @@ pub fn decode_request(
         outputs,
         binary_outputs,
     })
+}
+
+/// The longest request `id` echoed back. Ids name requests in logs and traces; a longer one is
+/// refused rather than copied into the answer, where serialising it would cost the runtime
+/// time that probes and small requests need.
+pub const MAX_ID_BYTES: usize = 1024;
+
+fn check_id(id: Option<&str>) -> Result<(), RequestError> {
+    match id {
+        Some(id) if id.len() > MAX_ID_BYTES => Err(RequestError::Malformed(format!(
+            "\"id\" is {} bytes long; at most {MAX_ID_BYTES} bytes are accepted",
+            id.len()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The header of the binary tensor data extension: the length of the JSON part of the body.
@@ -488,6 +510,32 @@ mod tests {
             decode(r#"{"inputs": []}"#)
                 .unwrap_err()
                 .contains("missing input 'features'")
+        );
+    }
+
+    #[test]
+    fn an_empty_outputs_list_is_refused() {
+        let err = decode(
+            r#"{"inputs": [{"name": "features", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}],
+                "outputs": []}"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("\"outputs\" is empty"), "{err}");
+    }
+
+    #[test]
+    fn ids_longer_than_the_limit_are_refused() {
+        let body = |id: &str| {
+            format!(
+                r#"{{"id": "{id}", "inputs": [{{"name": "features", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}}]}}"#
+            )
+        };
+        let longest = "x".repeat(MAX_ID_BYTES);
+        assert_eq!(decode(&body(&longest)).unwrap().id, Some(longest));
+        let err = decode(&body(&"x".repeat(MAX_ID_BYTES + 1))).unwrap_err();
+        assert!(
+            err.contains("\"id\" is 1025 bytes long; at most 1024"),
+            "{err}"
         );
     }
 

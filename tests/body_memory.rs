@@ -1,0 +1,155 @@
+//! Request bodies cost memory only as their bytes arrive, and the bytes held at once are bounded
+//! by `--max-inflight-body-bytes`.
+
+mod common;
+
+use std::{process::Command, time::Duration};
+
+use common::Server;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// A connection that has sent a request's head declaring `length` bytes of body, and no body.
+async fn header_only(server: &Server, path: &str, length: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: pinserve\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// The process's address space, in bytes.
+fn address_space(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmSize:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmSize in /proc/PID/status");
+    kib << 10
+}
+
+/// Limits the running server's address space to what it uses now plus `headroom` bytes.
+fn limit_address_space(server: &Server, headroom: u64) {
+    let limit = address_space(server.pid()) + headroom;
+    let status = Command::new("prlimit")
+        .arg(format!("--pid={}", server.pid()))
+        .arg(format!("--as={limit}"))
+        .status()
+        .expect("prlimit (util-linux) runs");
+    assert!(status.success(), "prlimit failed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn declared_lengths_reserve_nothing_before_their_bytes_arrive() {
+    // A budget too large to matter: this is about what a declared length costs by itself.
+    let server = Server::fixture(
+        "tabular_mlp",
+        &["--max-inflight-body-bytes", "100000000000"],
+    )
+    .await;
+    // 512 MiB to spare, while 100 connections declare the 64 MiB limit each.
+    limit_address_space(&server, 512 << 20);
+    let mut connections = Vec::new();
+    for _ in 0..100 {
+        connections.push(header_only(&server, "/predict", 64 << 20).await);
+    }
+    assert_eq!(server.get("/health").await.0, 200);
+    for mut connection in connections {
+        // The body ends early: the 400 shows the server read this request, and is still alive.
+        connection.shutdown().await.unwrap();
+        let mut answer = String::new();
+        connection.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+    assert_eq!(server.get("/health").await.0, 200);
+}
+
+/// A `/predict` body of exactly `size` bytes (padded with spaces), valid for tabular_mlp.
+fn predict_body(size: usize) -> Vec<u8> {
+    let mut body = format!("{{\"instances\": [{:?}]}}", vec![0.5f32; 32]).into_bytes();
+    assert!(body.len() <= size);
+    body.resize(size, b' ');
+    body
+}
+
+fn rejected_for_budget(metrics: &str) -> f64 {
+    let series =
+        r#"pinserve_rejected_total{model="tabular_mlp",version="1",reason="body_budget"} "#;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spent_body_budget_answers_503_until_it_is_given_back() {
+    let budget = 1 << 20;
+    let server = Server::fixture(
+        "tabular_mlp",
+        &[
+            "--max-body-bytes",
+            "1048576",
+            "--max-inflight-body-bytes",
+            "1048576",
+        ],
+    )
+    .await;
+    assert_eq!(
+        rejected_for_budget(&server.metrics().await),
+        0.0,
+        "registered at 0"
+    );
+    let body = predict_body(budget);
+    let mut holder = header_only(&server, "/predict", budget).await;
+    holder.write_all(&body[..budget / 2]).await.unwrap();
+    let small = predict_body(200);
+    // Wait until the holder's share is taken: until then a small request is still served.
+    let mut refused = None;
+    for _ in 0..2000 {
+        let response = server
+            .client()
+            .post(server.url("/predict"))
+            .body(small.clone())
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 503 {
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 200);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let refused = refused.expect("a half-sent body held no share of the budget");
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let error: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("--max-inflight-body-bytes (1048576 bytes)"),
+        "{error}"
+    );
+    let chunked =
+        reqwest::Body::wrap_stream(futures_util::stream::iter([Ok::<_, std::io::Error>(
+            small.clone(),
+        )]));
+    assert_eq!(
+        server.post_bytes("/predict", chunked).await.0,
+        503,
+        "without a length too"
+    );
+    assert_eq!(server.get("/health").await.0, 200, "probes are not bodies");
+    holder.write_all(&body[budget / 2..]).await.unwrap();
+    let mut answer = vec![0; 12];
+    holder.read_exact(&mut answer).await.unwrap();
+    assert_eq!(answer, b"HTTP/1.1 200", "the held request is answered");
+    let (status, answer) = server.post_bytes("/predict", small).await;
+    assert_eq!(status, 200, "the budget is given back: {answer}");
+    assert!(rejected_for_budget(&server.metrics().await) >= 2.0);
+}
