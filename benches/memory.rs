@@ -3,13 +3,15 @@
 //! `PINSERVE_BASELINE_BINARY` names one) an earlier build, each request on a fresh server.
 //!
 //! `cargo bench --bench memory -- [BODY_MIB] [CONCURRENT]` (defaults: 64 3). The body limit is
-//! set to the body size; the in-flight budget is left at its default, so some of the concurrent
-//! bodies may be refused with 503 by this build (counted in the table).
+//! set to the body size and the queue made long enough for every body's rows; the in-flight
+//! budget is left at its default (two bodies), so this build refuses the third of three
+//! concurrent bodies with 503 (counted in the table, with the reason printed below it). "after"
+//! is the resident size a second after the last answer, once freed memory had time to go back.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::{fmt::Write, path::PathBuf};
+use std::{collections::BTreeSet, fmt::Write, path::PathBuf, time::Duration};
 
 use common::Server;
 use futures_util::future::join_all;
@@ -143,6 +145,7 @@ struct Measured {
     after_mib: f64,
     answered: usize,
     refused: usize,
+    reasons: BTreeSet<String>,
 }
 
 /// Serves `format.model` with `binary` and sends `concurrent` copies of its body at once.
@@ -151,7 +154,11 @@ async fn measure(binary: &PathBuf, format: &Format, concurrent: usize) -> Measur
     // harness reads PINSERVE_BINARY once, to choose what to start.
     unsafe { std::env::set_var("PINSERVE_BINARY", binary) };
     let limit = format.body.len().to_string();
-    let server = Server::fixture(format.model, &["--max-body-bytes", &limit]).await;
+    let server = Server::fixture(
+        format.model,
+        &["--max-body-bytes", &limit, "--max-queue-rows", "1000000000"],
+    )
+    .await;
     let pid = server.pid();
     let idle = status_kib(pid, "VmRSS:");
     let sends = (0..concurrent).map(|_| {
@@ -171,12 +178,18 @@ async fn measure(binary: &PathBuf, format: &Format, concurrent: usize) -> Measur
         after_mib: 0.0,
         answered: 0,
         refused: 0,
+        reasons: BTreeSet::new(),
     };
     for response in join_all(sends).await {
-        let response = response.unwrap();
+        let response = response.unwrap_or_else(|err| panic!("{}: no answer: {err}", format.name));
         match response.status().as_u16() {
             200 => measured.answered += 1,
-            503 => measured.refused += 1,
+            503 => {
+                measured.refused += 1;
+                let reason = response.text().await.unwrap();
+                measured.reasons.insert(reason);
+                continue;
+            }
             other => panic!(
                 "{}: {other} {}",
                 format.name,
@@ -187,6 +200,7 @@ async fn measure(binary: &PathBuf, format: &Format, concurrent: usize) -> Measur
     }
     measured.idle_mib = idle as f64 / 1024.0;
     measured.peak_mib = status_kib(pid, "VmHWM:") as f64 / 1024.0;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     measured.after_mib = status_kib(pid, "VmRSS:") as f64 / 1024.0;
     measured
 }
@@ -206,6 +220,7 @@ async fn main() {
         "{:<11} {:<16} {:>4} {:>9} {:>10} {:>10} {:>10} {:>8}",
         "build", "format", "sent", "200/503", "idle MiB", "peak MiB", "after MiB", "k"
     );
+    let mut reasons = BTreeSet::new();
     for make in [predict_json, v2_json, v2_binary, v2_binary_bytes] {
         let format = make(size);
         for (build, binary) in &builds {
@@ -225,7 +240,11 @@ async fn main() {
                 )
                 .unwrap();
                 println!("{line}");
+                reasons.extend(m.reasons);
             }
         }
+    }
+    for reason in reasons {
+        println!("503: {reason}");
     }
 }

@@ -76,6 +76,26 @@ fn predict_body(size: usize) -> Vec<u8> {
     body
 }
 
+/// Posts `body` to `/predict` until it is refused with 503 (each earlier answer must be 200),
+/// waiting for a share of the budget to be taken by another connection; `None` if it never is.
+async fn first_refusal(server: &Server, body: &[u8]) -> Option<reqwest::Response> {
+    for _ in 0..2000 {
+        let response = server
+            .client()
+            .post(server.url("/predict"))
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("the upload was reset instead of answered");
+        if response.status() == 503 {
+            return Some(response);
+        }
+        assert_eq!(response.status(), 200);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
+}
+
 fn rejected_for_budget(metrics: &str) -> f64 {
     let series =
         r#"pinserve_rejected_total{model="tabular_mlp",version="1",reason="body_budget"} "#;
@@ -108,24 +128,10 @@ async fn a_spent_body_budget_answers_503_until_it_is_given_back() {
     let mut holder = header_only(&server, "/predict", budget).await;
     holder.write_all(&body[..budget / 2]).await.unwrap();
     let small = predict_body(200);
-    // Wait until the holder's share is taken: until then a small request is still served.
-    let mut refused = None;
-    for _ in 0..2000 {
-        let response = server
-            .client()
-            .post(server.url("/predict"))
-            .body(small.clone())
-            .send()
-            .await
-            .unwrap();
-        if response.status() == 503 {
-            refused = Some(response);
-            break;
-        }
-        assert_eq!(response.status(), 200);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let refused = refused.expect("a half-sent body held no share of the budget");
+    // Until the holder's share is taken, a small request is still served.
+    let refused = first_refusal(&server, &small)
+        .await
+        .expect("a half-sent body held no share of the budget");
     assert_eq!(refused.headers()["retry-after"], "1");
     let error: serde_json::Value = refused.json().await.unwrap();
     assert!(
@@ -152,4 +158,42 @@ async fn a_spent_body_budget_answers_503_until_it_is_given_back() {
     let (status, answer) = server.post_bytes("/predict", small).await;
     assert_eq!(status, 200, "the budget is given back: {answer}");
     assert!(rejected_for_budget(&server.metrics().await) >= 2.0);
+}
+
+/// A body refused for the budget is within the limit, so it is read (and dropped) to its end:
+/// a client uploading a large body sees the 503 and keeps its connection, rather than having
+/// its upload reset half-way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_body_refused_for_the_budget_still_reads_its_answer() {
+    let limit = 32 << 20;
+    let limit_flag = limit.to_string();
+    let server = Server::fixture(
+        "tabular_mlp",
+        &[
+            "--max-body-bytes",
+            &limit_flag,
+            "--max-inflight-body-bytes",
+            &limit_flag,
+        ],
+    )
+    .await;
+    // The declared length takes the whole budget at once.
+    let _holder = header_only(&server, "/predict", limit).await;
+    let body = predict_body(limit);
+    let refused = first_refusal(&server, &body)
+        .await
+        .expect("the holder took no share of the budget");
+    assert!(
+        refused.headers().get("connection").is_none(),
+        "the connection stays usable: {:?}",
+        refused.headers()
+    );
+    let error: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("--max-inflight-body-bytes"),
+        "{error}"
+    );
 }

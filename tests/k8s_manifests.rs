@@ -3,9 +3,10 @@
 //! validation (and the validators are shown to reject a misspelt field), and every environment
 //! of every model service keeps the rules the deployment relies on: honest probes, a non-root
 //! read-only pod, limits, a pinned image, a model fetched into an emptyDir and pinned in the pod
-//! template, a termination grace above pinserve's drain plus shutdown grace, a canary gated on
-//! the analysis, names that still connect after prefixing, and Argo CD applications that sync
-//! staging by themselves and never delete production.
+//! template, a termination grace above pinserve's drain plus shutdown grace, request bodies
+//! bounded to fit the memory limit, a canary gated on the analysis, names that still connect
+//! after prefixing, and Argo CD applications that sync staging by themselves and never delete
+//! production.
 
 mod k8s;
 
@@ -29,6 +30,10 @@ const SERVE: &str = "pinserve";
 /// pinserve's defaults, for flags a manifest leaves out.
 const DEFAULT_DRAIN_SECONDS: i64 = 5;
 const DEFAULT_SHUTDOWN_GRACE_SECONDS: i64 = 30;
+const DEFAULT_MAX_BODY_BYTES: u64 = 64 << 20;
+/// Peak memory per byte of request bodies held at once, the largest `cargo bench --bench memory`
+/// measured (binary BYTES for churn_pipeline; BENCHMARKS.md, "Request memory").
+const REQUEST_MEMORY_PER_BODY_BYTE: u64 = 17;
 const RESOURCES_FINALIZER: &str = "resources-finalizer.argocd.argoproj.io";
 
 fn service_env(service: &str, env: &str) -> String {
@@ -431,6 +436,38 @@ fn check_termination_grace(rollout: &Value) {
     );
 }
 
+/// Kubernetes memory quantities as the manifests write them (`512Mi`, `2Gi`), in bytes.
+fn memory_bytes(quantity: &str) -> u64 {
+    let (number, shift) = [("Ki", 10), ("Mi", 20), ("Gi", 30)]
+        .iter()
+        .find_map(|(suffix, shift)| quantity.strip_suffix(suffix).map(|n| (n, *shift)))
+        .unwrap_or((quantity, 0));
+    number.parse::<u64>().expect("a whole memory quantity") << shift
+}
+
+/// The request bodies pinserve may hold at once (`--max-inflight-body-bytes`, by default twice
+/// `--max-body-bytes`), times what decoding and inference make of each byte, fit in half the
+/// container's memory limit: the other half is the model's and the runtime's.
+fn check_request_memory(rollout: &Value) {
+    let serve = container(rollout, "containers", SERVE);
+    let bytes = |name| flag(serve, name).map(|v| v.parse::<u64>().unwrap());
+    let body = bytes("--max-body-bytes").unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    let inflight = bytes("--max-inflight-body-bytes").unwrap_or(2 * body);
+    let limit = memory_bytes(
+        serve["resources"]["limits"]["memory"]
+            .as_str()
+            .expect("a memory limit"),
+    );
+    assert!(
+        REQUEST_MEMORY_PER_BODY_BYTE * inflight <= limit / 2,
+        "{} MiB of request bodies at once (--max-inflight-body-bytes) take up to {} MiB, more \
+         than half the memory limit of {} MiB",
+        inflight >> 20,
+        (REQUEST_MEMORY_PER_BODY_BYTE * inflight) >> 20,
+        limit >> 20
+    );
+}
+
 #[test]
 fn every_environment_keeps_the_pod_policies() {
     for (service, env) in service_folders() {
@@ -457,6 +494,7 @@ fn every_environment_keeps_the_pod_policies() {
         check("image", &|| check_image(rollout));
         check("model source", &|| check_model_source(rollout, &service));
         check("termination grace", &|| check_termination_grace(rollout));
+        check("request memory", &|| check_request_memory(rollout));
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::{error::ApiError, state::AppState};
 use crate::metrics::Rejection;
 
-/// How much of a refused body is read and thrown away so the client sees the answer.
+/// How much of an oversized body is read and thrown away so the client sees the 413.
 const DISCARD_BYTES: usize = 16 << 20;
 const DISCARD_TIME: Duration = Duration::from_secs(2);
 /// The first allocation for a body; it then doubles as bytes arrive.
@@ -43,21 +43,27 @@ pub struct BodyBudget {
 
 impl BodyBudget {
     /// `configured` bytes, else [`DEFAULT_INFLIGHT_BODIES`] bodies of `max_body_bytes`; never
-    /// less than one such body, which could otherwise never be accepted.
+    /// less than one such body, which could otherwise never be accepted. Counted in whole
+    /// [`UNIT`]s, rounded up, as each body's share is: N bodies of the largest size always fit
+    /// in a budget of N times it.
     pub fn new(max_body_bytes: usize, configured: Option<usize>) -> BodyBudget {
-        let default = max_body_bytes.saturating_mul(DEFAULT_INFLIGHT_BODIES);
-        let bytes = configured.unwrap_or(default);
-        if bytes < max_body_bytes {
-            tracing::warn!(
-                configured = bytes,
-                max_body_bytes,
-                "--max-inflight-body-bytes is below --max-body-bytes; raised to it"
-            );
+        let largest = max_body_bytes.div_ceil(UNIT);
+        let units = match configured {
+            Some(bytes) if bytes.div_ceil(UNIT) < largest => {
+                tracing::warn!(
+                    configured = bytes,
+                    max_body_bytes,
+                    "--max-inflight-body-bytes is below --max-body-bytes; raised to it"
+                );
+                largest
+            }
+            Some(bytes) => bytes.div_ceil(UNIT),
+            None => largest.saturating_mul(DEFAULT_INFLIGHT_BODIES),
         }
-        let bytes = bytes.max(max_body_bytes);
+        .min(Semaphore::MAX_PERMITS);
         BodyBudget {
-            permits: Arc::new(Semaphore::new((bytes / UNIT).min(Semaphore::MAX_PERMITS))),
-            bytes,
+            permits: Arc::new(Semaphore::new(units)),
+            bytes: configured.map_or(units * UNIT, |bytes| bytes.max(max_body_bytes)),
         }
     }
 
@@ -217,35 +223,40 @@ fn declared_length(headers: &HeaderMap) -> Option<usize> {
         .and_then(|value| value.parse().ok())
 }
 
-/// Answers `err` after discarding what the client is still sending, within bounds, and notes
-/// whether the rest of the body was read.
-async fn refuse(body: Body, err: ApiError) -> ApiError {
-    let drained = tokio::time::timeout(DISCARD_TIME, discard(body))
+/// Answers `err` after discarding what the client is still sending, up to `bytes` within
+/// `time`, and notes whether the rest of the body was read.
+async fn refuse(body: Body, err: ApiError, bytes: usize, time: Duration) -> ApiError {
+    let drained = tokio::time::timeout(time, discard(body, bytes))
         .await
         .unwrap_or(false);
     err.drained(drained)
 }
 
+/// An oversized body may never end, so only a bounded part of it is read.
 async fn too_large(body: Body, limit: usize) -> ApiError {
     let err = ApiError::PayloadTooLarge {
         limit,
         drained: false,
     };
-    refuse(body, err).await
+    refuse(body, err, DISCARD_BYTES, DISCARD_TIME).await
 }
 
+/// A body refused for the budget is within the body limit: it is read to its end and dropped as
+/// it arrives (costing no memory), so the client reads its 503 and may retry on the same
+/// connection rather than seeing its upload reset.
 async fn budget_spent(body: Body, state: &AppState, err: ApiError) -> ApiError {
     state.labels().count_rejected(Rejection::BodyBudget);
-    refuse(body, err).await
+    let time = state.body_read_timeout.unwrap_or(DISCARD_TIME);
+    refuse(body, err, state.max_body_bytes, time).await
 }
 
-/// Reads the rest of the body; `true` if it ended within [`DISCARD_BYTES`].
-async fn discard(mut body: Body) -> bool {
+/// Reads the rest of the body; `true` if it ended within `bytes`.
+async fn discard(mut body: Body, bytes: usize) -> bool {
     let mut discarded = 0;
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { return false };
         discarded += frame.data_ref().map_or(0, Bytes::len);
-        if discarded > DISCARD_BYTES {
+        if discarded > bytes {
             return false;
         }
     }
@@ -295,5 +306,19 @@ mod tests {
             "one largest body always fits"
         );
         assert_eq!(BodyBudget::new(4 << 10, None).bytes(), 8 << 10);
+    }
+
+    #[test]
+    fn the_default_budget_takes_two_of_the_largest_bodies_whatever_their_size() {
+        for largest in [1, 1000, 1025, (64 << 20) - 1, 67_108_603] {
+            let budget = BodyBudget::new(largest, None);
+            let mut first = BudgetShare::default();
+            let mut second = BudgetShare::default();
+            budget.grow(&mut first, largest).unwrap();
+            budget.grow(&mut second, largest).unwrap();
+            assert!(budget.grow(&mut BudgetShare::default(), 1).is_err());
+            let alone = BodyBudget::new(largest, Some(largest));
+            alone.grow(&mut BudgetShare::default(), largest).unwrap();
+        }
     }
 }
