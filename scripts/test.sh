@@ -50,8 +50,10 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     run_tests=(cargo test --no-fail-fast)
 fi
-# The pinserve processes the tests start get a HOME of their own and must turn ONNX Runtime's
-# telemetry off by themselves: nothing may appear in the developer's own caches.
+# The pinserve processes the tests start get a HOME of their own, without ORT_DISABLE_TELEMETRY,
+# and must turn ONNX Runtime's telemetry off by themselves (tests/privacy.rs); test binaries that
+# load ONNX Runtime in-process get it from .cargo/config.toml. Nothing may appear in the
+# developer's own caches.
 unset ORT_DISABLE_TELEMETRY
 real_caches=("${XDG_CACHE_HOME:-$HOME/.cache}/pinserve" "$HOME/.cache/Microsoft")
 before_tests=$(mktemp)
