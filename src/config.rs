@@ -44,6 +44,10 @@ pub enum Command {
     Fetch(FetchConfig),
     /// Print a model's inputs and outputs (name, datatype, shape; -1 marks a dynamic dimension).
     Inspect(InspectArgs),
+    /// Register an ONNX model in the MLflow Model Registry (a run, a logged model and a model
+    /// version tagged with the file's sha256), without MLflow's Python package; prints the new
+    /// version.
+    Register(RegisterConfig),
 }
 
 const MODEL: &str = "Model";
@@ -542,6 +546,87 @@ pub struct InspectArgs {
     /// Path to libonnxruntime.so (see `pinserve serve --help`).
     #[arg(long, env = "PINSERVE_ONNXRUNTIME_LIB", value_name = "PATH")]
     pub onnxruntime_lib: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RegisterConfig {
+    /// The ONNX model file; the external-data files its weights name are registered with it.
+    #[arg(long, env = "PINSERVE_MODEL_FILE", value_name = "PATH")]
+    pub model_file: PathBuf,
+
+    /// The registered model's name (created if it does not exist).
+    #[arg(long, env = "PINSERVE_REGISTER_NAME", value_name = "NAME")]
+    pub name: String,
+
+    /// MLflow tracking server holding the Model Registry [default: MLFLOW_TRACKING_URI].
+    #[arg(long, env = "PINSERVE_REGISTRY_URI", value_name = "URL")]
+    pub registry_uri: Option<String>,
+
+    /// Experiment of the registering run [default: MLFLOW_EXPERIMENT_NAME, else Default].
+    #[arg(long, env = "PINSERVE_EXPERIMENT", value_name = "NAME")]
+    pub experiment: Option<String>,
+
+    /// A tag on the new version; repeat for more (in the environment: comma-separated).
+    #[arg(
+        long = "tag",
+        env = "PINSERVE_REGISTER_TAGS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ',',
+        value_parser = parse_tag
+    )]
+    pub tags: Vec<(String, String)>,
+
+    /// Point this alias (e.g. `candidate`) at the new version.
+    #[arg(long, env = "PINSERVE_REGISTER_ALIAS", value_name = "ALIAS")]
+    pub alias: Option<String>,
+
+    /// A reference profile of the training data, uploaded beside the model as
+    /// reference_profile.json (drift monitoring compares served inputs with it).
+    #[arg(long, env = "PINSERVE_REFERENCE_PROFILE", value_name = "FILE")]
+    pub reference_profile: Option<PathBuf>,
+
+    /// The training dataset: its path and SHA-256 are recorded on the version and as the run's
+    /// input.
+    #[arg(long, env = "PINSERVE_DATASET", value_name = "PATH")]
+    pub dataset: Option<PathBuf>,
+
+    /// Path to libonnxruntime.so (see `pinserve serve --help`).
+    #[arg(long, env = "PINSERVE_ONNXRUNTIME_LIB", value_name = "PATH")]
+    pub onnxruntime_lib: Option<PathBuf>,
+}
+
+impl RegisterConfig {
+    /// `--registry-uri`, else `MLFLOW_TRACKING_URI`, as MLflow clients read it.
+    pub fn tracking_uri(&self) -> Result<Url, RegistryError> {
+        let source = ModelSource {
+            model_uri: None,
+            model_repository: None,
+            registry_uri: self.registry_uri.clone(),
+            model_name: None,
+            model_version: None,
+        };
+        source.tracking_uri()?.ok_or_else(|| {
+            RegistryError::Config(
+                "say where to register: --registry-uri URL or MLFLOW_TRACKING_URI".to_owned(),
+            )
+        })
+    }
+
+    /// `--experiment`, else `MLFLOW_EXPERIMENT_NAME`, else MLflow's `Default` experiment.
+    pub fn experiment_name(&self) -> String {
+        self.experiment
+            .clone()
+            .or_else(|| std::env::var("MLFLOW_EXPERIMENT_NAME").ok())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "Default".to_owned())
+    }
+}
+
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("'{text}' is not KEY=VALUE")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

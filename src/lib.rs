@@ -12,6 +12,9 @@
 //! Around them, [`registry`] resolves a model reference to files on disk, [`app`] wires
 //! everything and runs the lifecycle (bind, load, warm up, ready, drain, stop), [`config`]
 //! parses the command line, and [`metrics`] declares every exported metric.
+//!
+//! The lifecycle commands call into the same code: [`register`] puts a model into the MLflow
+//! Model Registry through [`registry`]'s MLflow client.
 
 pub mod app;
 pub mod batch;
@@ -21,6 +24,7 @@ pub mod inspect;
 pub mod metrics;
 pub mod model;
 pub mod protocol;
+pub mod register;
 pub mod registry;
 pub mod shutdown;
 pub mod telemetry;

@@ -19,6 +19,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(config) => exit_now(report(serve(*config))),
         Command::Fetch(config) => report(fetch(&config)),
+        Command::Register(config) => report(
+            pinserve::register::run(&config)
+                .map(|version| println!("{version}"))
+                .map_err(Into::into),
+        ),
         Command::Inspect(args) => report(
             inspect::run(&args)
                 .map(|table| print!("{table}"))

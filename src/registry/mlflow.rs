@@ -29,6 +29,8 @@ use super::{
     source::{FileSource, Opened, TransferError, check_status, describe_reqwest, within},
 };
 
+pub mod write;
+
 /// Metadata calls are small; a registry that does not answer one in this time is down.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 /// MLflow's error code for a model or version that does not exist.

@@ -1,0 +1,271 @@
+//! The MLflow REST calls that change the registry: runs, logged models, artifacts uploaded
+//! through the tracking server's artifact proxy, registered models and their versions. Used by
+//! `pinserve register` (and by `eval --log-to-mlflow`), in the order MLflow 3's own client makes
+//! them, so that what pinserve registers reads back in MLflow's UI and clients like their own.
+//!
+//! Calls that create something are sent once (a retried `runs/create` would make two runs);
+//! idempotent ones (uploads, updates, reads) are retried as the fetcher's reads are.
+
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{ANSWER_LIMIT, ErrorBody, METADATA_TIMEOUT, MlflowClient, answer};
+use crate::registry::{
+    redact::redact_url,
+    retry::with_retries,
+    source::{TransferError, describe_reqwest, within},
+};
+
+/// MLflow's error code for a name that is taken (an experiment, a registered model).
+pub const ALREADY_EXISTS: &str = "RESOURCE_ALREADY_EXISTS";
+/// MLflow's error code for something that does not exist.
+pub const DOES_NOT_EXIST: &str = "RESOURCE_DOES_NOT_EXIST";
+/// The URI scheme of artifacts the tracking server proxies (`mlflow server --serve-artifacts`,
+/// the default since MLflow 2).
+const PROXIED_ARTIFACTS: &str = "mlflow-artifacts:/";
+const ARTIFACTS_API: &str = "api/2.0/mlflow-artifacts/artifacts";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The server answered, and refused: its error code and message.
+    #[error("{endpoint}: {status} {code}: {message}")]
+    Refused {
+        endpoint: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    #[error(
+        "the tracking server stores artifacts at {uri}, which pinserve cannot upload to: it \
+         uploads through the server's artifact proxy (mlflow-artifacts:/, what `mlflow server` \
+         does unless started with --no-serve-artifacts)"
+    )]
+    ArtifactsNotProxied { uri: String },
+}
+
+impl WriteError {
+    /// The MLflow error code of a refusal.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            WriteError::Refused { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A tag as MLflow's API writes it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+impl KeyValue {
+    pub fn new(key: impl Into<String>, value: impl Into<String>) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// A logged model: an artifact directory of its own (`models:/<model_id>`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct LoggedModel {
+    pub model_id: String,
+    pub experiment_id: String,
+    pub artifact_uri: String,
+}
+
+impl MlflowClient {
+    /// Sends `body` to a JSON endpoint and returns the answer; retried only if `idempotent`.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        idempotent: bool,
+    ) -> Result<Value, WriteError> {
+        let mut url = self.endpoint(path);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let send = || async {
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .timeout(METADATA_TIMEOUT);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = within(self.stall, async {
+                request
+                    .send()
+                    .await
+                    .map_err(|err| describe_reqwest(&url, &err))
+            })
+            .await?;
+            read_answer(path, response, self.stall).await
+        };
+        if !idempotent {
+            return send().await.map_err(Answer::into_error);
+        }
+        // A refusal ends the retries with the server's answer; only transfer trouble is retried.
+        with_retries(&self.retry, path, || async {
+            match send().await {
+                Ok(value) => Ok(Ok(value)),
+                Err(Answer::Refused(err)) => Ok(Err(err)),
+                Err(Answer::Transfer(err)) => Err(err),
+            }
+        })
+        .await?
+    }
+
+    /// `GET`, with query parameters.
+    pub async fn get_value(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, WriteError> {
+        self.call(Method::GET, path, query, None, true).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, WriteError> {
+        self.call(Method::POST, path, &[], Some(body), false).await
+    }
+
+    pub async fn post_idempotent(&self, path: &str, body: &Value) -> Result<Value, WriteError> {
+        self.call(Method::POST, path, &[], Some(body), true).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, WriteError> {
+        self.call(Method::PATCH, path, &[], Some(body), true).await
+    }
+
+    /// The id of experiment `name`, created if it does not exist yet.
+    pub async fn experiment_id(&self, name: &str) -> Result<String, WriteError> {
+        let found = self
+            .get_value(
+                "api/2.0/mlflow/experiments/get-by-name",
+                &[("experiment_name", name)],
+            )
+            .await;
+        match found {
+            Ok(answer) => Ok(string_at(&answer, &["experiment", "experiment_id"])),
+            Err(err) if err.code() == Some(DOES_NOT_EXIST) => {
+                let created = self
+                    .post(
+                        "api/2.0/mlflow/experiments/create",
+                        &json!({ "name": name }),
+                    )
+                    .await?;
+                Ok(string_at(&created, &["experiment_id"]))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Uploads `bytes` as `relative` under a proxied artifact root (`mlflow-artifacts:/...`).
+    pub async fn upload_artifact(
+        &self,
+        artifact_uri: &str,
+        relative: &str,
+        bytes: bytes::Bytes,
+    ) -> Result<(), WriteError> {
+        let Some(root) = artifact_uri.strip_prefix(PROXIED_ARTIFACTS) else {
+            return Err(WriteError::ArtifactsNotProxied {
+                uri: artifact_uri.to_owned(),
+            });
+        };
+        let path = format!(
+            "{ARTIFACTS_API}/{}/{relative}",
+            root.trim_start_matches('/').trim_end_matches('/')
+        );
+        let url = self.endpoint(&path);
+        with_retries(&self.retry, &path, || async {
+            let request = self
+                .http
+                .put(url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(bytes.clone())
+                .send();
+            let response = within(self.stall, async {
+                request.await.map_err(|err| describe_reqwest(&url, &err))
+            })
+            .await?;
+            read_answer(&path, response, self.stall)
+                .await
+                .map(drop)
+                .map_err(|err| match err {
+                    Answer::Transfer(err) => err,
+                    Answer::Refused(refused) => TransferError::Fatal(refused.to_string()),
+                })
+        })
+        .await
+        .map_err(WriteError::from)
+    }
+}
+
+/// An answer that is not a success: a refusal to report as is, or trouble worth retrying.
+enum Answer {
+    Refused(WriteError),
+    Transfer(TransferError),
+}
+
+impl Answer {
+    fn into_error(self) -> WriteError {
+        match self {
+            Answer::Refused(err) => err,
+            Answer::Transfer(err) => err.into(),
+        }
+    }
+}
+
+impl From<TransferError> for Answer {
+    fn from(err: TransferError) -> Answer {
+        Answer::Transfer(err)
+    }
+}
+
+/// The answer's JSON; 5xx and 429 are transient, other errors refusals with MLflow's code.
+async fn read_answer(
+    path: &str,
+    response: reqwest::Response,
+    stall: std::time::Duration,
+) -> Result<Value, Answer> {
+    let status = response.status();
+    let shown = redact_url(response.url());
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(TransferError::transient(format!("{shown}: {status}")).into());
+    }
+    let body = answer(response)
+        .read_limited(ANSWER_LIMIT, stall, &shown)
+        .await?;
+    if !status.is_success() {
+        let error: ErrorBody = serde_json::from_slice(&body).unwrap_or(ErrorBody {
+            error_code: String::new(),
+            message: String::from_utf8_lossy(&body).into_owned(),
+        });
+        return Err(Answer::Refused(WriteError::Refused {
+            endpoint: path.to_owned(),
+            status: status.as_u16(),
+            code: error.error_code,
+            message: error.message,
+        }));
+    }
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&body)
+        .map_err(|err| TransferError::Fatal(format!("{shown}: unreadable answer: {err}")).into())
+}
+
+/// The string at `path` in an answer, empty when absent (the caller's next call then fails
+/// with MLflow's own message).
+pub fn string_at(value: &Value, path: &[&str]) -> String {
+    path.iter()
+        .fold(value, |value, key| &value[key])
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
