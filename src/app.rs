@@ -14,7 +14,7 @@ use tokio::{
 
 use crate::{
     batch::{Batcher, WorkerHandle},
-    config::{FetchConfig, ServeConfig},
+    config::{FetchArgs, FetchConfig, ServeConfig},
     http::{
         self, AppState, ServingModel,
         server::{self, Stages},
@@ -160,13 +160,7 @@ async fn load(
     let artifact = match source {
         ServeSource::Fetched(dir) => obtain::from_fetched(dir, config.fetch.model_sha256)?,
         ServeSource::Reference(reference) => {
-            obtain::for_serving(
-                reference,
-                &config.cache_dir,
-                &config.fetch.resolver(),
-                &config.fetch.options(),
-            )
-            .await?
+            obtain_artifact(reference, &config.cache_dir, &config.fetch).await?
         }
     };
     state.identify(ModelLabels {
@@ -176,9 +170,7 @@ async fn load(
     let started = std::time::Instant::now();
     let digest = digest_alongside(&artifact);
     let options = config.runtime.session_options(config.batching.instances);
-    let loads =
-        (0..config.batching.instances).map(|_| load_on_thread(artifact.clone(), options.clone()));
-    let models = futures_util::future::try_join_all(loads).await?;
+    let models = load_sessions(&artifact, &options, config.batching.instances).await?;
     let mut artifact = artifact;
     if let Some(digest) = digest {
         artifact.sha256 = digest.await.ok().flatten();
@@ -188,6 +180,27 @@ async fn load(
         artifact,
         load_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The model's files, fetched into `cache_dir` (and verified) unless a verified copy is there,
+/// as `serve --model-uri` gets them.
+pub async fn obtain_artifact(
+    reference: &ModelReference,
+    cache_dir: &std::path::Path,
+    fetch: &FetchArgs,
+) -> Result<ModelArtifact, RegistryError> {
+    obtain::for_serving(reference, cache_dir, &fetch.resolver(), &fetch.options()).await
+}
+
+/// `instances` sessions of the model, each loaded and warmed up on a thread of its own, with
+/// the MLmodel's signature (if any) checked against the graph: exactly what `serve` runs.
+pub async fn load_sessions(
+    artifact: &ModelArtifact,
+    options: &SessionOptions,
+    instances: u16,
+) -> Result<Vec<OnnxModel>, LoadError> {
+    let loads = (0..instances).map(|_| load_on_thread(artifact.clone(), options.clone()));
+    futures_util::future::try_join_all(loads).await
 }
 
 /// Hashes a model file nobody vouched for (for `pinserve_model_info`) while it loads. Only a

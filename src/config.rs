@@ -622,6 +622,151 @@ impl RegisterConfig {
     }
 }
 
+const EVAL: &str = "Evaluation";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EvalTask {
+    Classification,
+    Regression,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvalConfig {
+    /// The candidate: models:/NAME/VERSION, models:/NAME@ALIAS, a version directory or model
+    /// file as a path or URL, as `serve --model-uri` takes it.
+    #[arg(env = "PINSERVE_EVAL_MODEL", value_name = "MODEL")]
+    pub model: String,
+
+    /// Held-out data: a CSV or Parquet file (local path).
+    #[arg(long, env = "PINSERVE_EVAL_DATA", value_name = "PATH", help_heading = EVAL)]
+    pub data: PathBuf,
+
+    /// The column holding the true label or value.
+    #[arg(long, env = "PINSERVE_EVAL_TARGET", value_name = "COLUMN", help_heading = EVAL)]
+    pub target: String,
+
+    /// For a model with one 2-D input: the columns that make its features, in order [default:
+    /// every column but the target, in file order].
+    #[arg(
+        long,
+        env = "PINSERVE_EVAL_FEATURE_COLUMNS",
+        value_name = "A,B,...",
+        value_delimiter = ',',
+        help_heading = EVAL
+    )]
+    pub feature_columns: Vec<String>,
+
+    /// The version to beat, as another model reference.
+    #[arg(
+        long,
+        env = "PINSERVE_BASELINE_URI",
+        value_name = "MODEL",
+        conflicts_with = "baseline_from",
+        help_heading = EVAL
+    )]
+    pub baseline_uri: Option<String>,
+
+    /// The version to beat: the one this overlay (a directory of k8s/services/) pins today,
+    /// resolved against the same registry.
+    #[arg(long, env = "PINSERVE_BASELINE_FROM", value_name = "OVERLAY_DIR", help_heading = EVAL)]
+    pub baseline_from: Option<PathBuf>,
+
+    /// The gate (YAML: per-metric threshold, min_absolute_change, min_relative_change,
+    /// greater_is_better; latency.p99_ms; confidence_bound).
+    #[arg(long, env = "PINSERVE_GATE", value_name = "FILE", help_heading = EVAL)]
+    pub gate: Option<PathBuf>,
+
+    /// Write the report as JSON here.
+    #[arg(long, env = "PINSERVE_REPORT_JSON", value_name = "FILE", help_heading = EVAL)]
+    pub report_json: Option<PathBuf>,
+
+    /// Write the report as Markdown (a pull request's body) here.
+    #[arg(long, env = "PINSERVE_REPORT_MD", value_name = "FILE", help_heading = EVAL)]
+    pub report_md: Option<PathBuf>,
+
+    /// Log the metrics to an MLflow run and tag the candidate's model version with the outcome.
+    #[arg(long, env = "PINSERVE_LOG_TO_MLFLOW", help_heading = EVAL)]
+    pub log_to_mlflow: bool,
+
+    /// Experiment of the evaluation run.
+    #[arg(long, env = "PINSERVE_EXPERIMENT", default_value = "pinserve-eval", value_name = "NAME", help_heading = EVAL)]
+    pub experiment: String,
+
+    /// The task [default: inferred from the model's outputs].
+    #[arg(long, env = "PINSERVE_EVAL_TASK", value_enum, help_heading = EVAL)]
+    pub task: Option<EvalTask>,
+
+    /// The output holding predicted labels (classification) or values (regression).
+    #[arg(long, env = "PINSERVE_LABEL_OUTPUT", value_name = "NAME", help_heading = EVAL)]
+    pub label_output: Option<String>,
+
+    /// The output holding class scores or probabilities.
+    #[arg(long, env = "PINSERVE_SCORE_OUTPUT", value_name = "NAME", help_heading = EVAL)]
+    pub score_output: Option<String>,
+
+    /// The positive class of a binary classifier.
+    #[arg(long, env = "PINSERVE_POSITIVE_CLASS", default_value = "1", value_name = "LABEL", help_heading = EVAL)]
+    pub positive_class: String,
+
+    /// Bootstrap resamples for the confidence intervals (0: none).
+    #[arg(long, env = "PINSERVE_BOOTSTRAP", default_value_t = 1000, value_name = "N", help_heading = EVAL)]
+    pub bootstrap: usize,
+
+    /// Confidence level of the intervals.
+    #[arg(long, env = "PINSERVE_CONFIDENCE", default_value_t = 0.95, value_name = "C", help_heading = EVAL)]
+    pub confidence: f64,
+
+    /// Seed of the bootstrap, so that two runs agree.
+    #[arg(long, env = "PINSERVE_SEED", default_value_t = 0, value_name = "S", help_heading = EVAL)]
+    pub seed: u64,
+
+    /// Rows per request sent through the batcher.
+    #[arg(long, env = "PINSERVE_EVAL_BATCH_SIZE", default_value_t = 256, value_name = "ROWS", help_heading = EVAL)]
+    pub batch_size: usize,
+
+    /// MLflow tracking server for models:/ references and --log-to-mlflow [default:
+    /// MLFLOW_TRACKING_URI].
+    #[arg(long, env = "PINSERVE_REGISTRY_URI", value_name = "URL", help_heading = MODEL)]
+    pub registry_uri: Option<String>,
+
+    /// Where fetched models are kept (as `serve --cache-dir`).
+    #[arg(
+        long,
+        env = "PINSERVE_CACHE_DIR",
+        value_name = "DIR",
+        default_value_os_t = default_cache_dir(),
+        help_heading = FETCH
+    )]
+    pub cache_dir: PathBuf,
+
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+impl EvalConfig {
+    /// `MODEL` (or another reference) resolved as `serve --model-uri` resolves it.
+    pub fn reference(&self, uri: &str) -> Result<ModelReference, RegistryError> {
+        self.source(uri).reference()
+    }
+
+    pub fn tracking_uri(&self) -> Result<Option<Url>, RegistryError> {
+        self.source("").tracking_uri()
+    }
+
+    fn source(&self, uri: &str) -> ModelSource {
+        ModelSource {
+            model_uri: Some(uri.to_owned()),
+            model_repository: None,
+            registry_uri: self.registry_uri.clone(),
+            model_name: None,
+            model_version: None,
+        }
+    }
+}
+
 fn parse_tag(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),

@@ -12,7 +12,7 @@ mod mlmodel;
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 pub use self::external_data::ExternalDataError;
 use self::mlmodel::LoggedModelFacts;
@@ -174,7 +174,7 @@ async fn register(
     } else {
         "FAILED"
     };
-    let ended = end_run(client, &run_id, status).await;
+    let ended = client.end_run(&run_id, status).await;
     let version = outcome?;
     ended.map_err(step("end the run"))?;
     Ok(version)
@@ -230,55 +230,18 @@ async fn create_run(
     config: &RegisterConfig,
     prepared: &Prepared,
 ) -> Result<String, WriteError> {
-    let mut tags = vec![
+    let tags = vec![
         KeyValue::new("mlflow.source.name", "pinserve register"),
         KeyValue::new("mlflow.source.type", "LOCAL"),
         KeyValue::new("mlflow.runName", format!("register-{}", config.name)),
     ];
-    if let Ok(user) = std::env::var("USER") {
-        tags.push(KeyValue::new("mlflow.user", user));
-    }
-    let body = json!({
-        "experiment_id": experiment_id,
-        "start_time": now_millis(),
-        "tags": tags,
-    });
-    let created = client.post("api/2.0/mlflow/runs/create", &body).await?;
-    let run_id = string_at(&created, &["run", "info", "run_id"]);
+    let run = client.start_run(experiment_id, tags).await?;
     if let Some((path, digest)) = &prepared.dataset {
-        log_dataset(client, &run_id, path, digest).await?;
+        client
+            .log_dataset_input(&run.run_id, path, &digest.to_string(), "training")
+            .await?;
     }
-    Ok(run_id)
-}
-
-/// Records the training data as the run's input, as `mlflow.log_input` does, with its digest.
-async fn log_dataset(
-    client: &MlflowClient,
-    run_id: &str,
-    path: &str,
-    digest: &Digest,
-) -> Result<(), WriteError> {
-    let hex = digest.to_string();
-    let name = Path::new(path)
-        .file_name()
-        .map_or(path.to_owned(), |name| name.to_string_lossy().into_owned());
-    let body = json!({
-        "run_id": run_id,
-        "datasets": [{
-            "tags": [{"key": "mlflow.data.context", "value": "training"}],
-            "dataset": {
-                "name": name,
-                // MLflow's stores keep at most 36 characters of a dataset digest.
-                "digest": &hex[..36],
-                "source_type": "local",
-                "source": json!({ "uri": path }).to_string(),
-            },
-        }],
-    });
-    client
-        .post_idempotent("api/2.0/mlflow/runs/log-inputs", &body)
-        .await
-        .map(drop)
+    Ok(run.run_id)
 }
 
 async fn create_logged_model(
@@ -434,18 +397,4 @@ async fn set_alias(
         .post_idempotent("api/2.0/mlflow/registered-models/alias", &body)
         .await
         .map(drop)
-}
-
-async fn end_run(client: &MlflowClient, run_id: &str, status: &str) -> Result<(), WriteError> {
-    let body: Value = json!({ "run_id": run_id, "status": status, "end_time": now_millis() });
-    client
-        .post_idempotent("api/2.0/mlflow/runs/update", &body)
-        .await
-        .map(drop)
-}
-
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }

@@ -72,6 +72,13 @@ impl KeyValue {
     }
 }
 
+/// A run: its id, and where its artifacts go.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub run_id: String,
+    pub artifact_uri: String,
+}
+
 /// A logged model: an artifact directory of its own (`models:/<model_id>`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct LoggedModel {
@@ -163,6 +170,62 @@ impl MlflowClient {
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// Records a dataset as a run's input, as `mlflow.log_input` does: named after its file,
+    /// with its digest and where it was read from; `context` is MLflow's `training`,
+    /// `evaluation`, ...
+    pub async fn log_dataset_input(
+        &self,
+        run_id: &str,
+        path: &str,
+        sha256_hex: &str,
+        context: &str,
+    ) -> Result<(), WriteError> {
+        let name = std::path::Path::new(path)
+            .file_name()
+            .map_or(path.to_owned(), |name| name.to_string_lossy().into_owned());
+        let body = json!({
+            "run_id": run_id,
+            "datasets": [{
+                "tags": [{"key": "mlflow.data.context", "value": context}],
+                "dataset": {
+                    "name": name,
+                    // MLflow's stores keep at most 36 characters of a dataset digest.
+                    "digest": &sha256_hex[..sha256_hex.len().min(36)],
+                    "source_type": "local",
+                    "source": json!({ "uri": path }).to_string(),
+                },
+            }],
+        });
+        self.post_idempotent("api/2.0/mlflow/runs/log-inputs", &body)
+            .await
+            .map(drop)
+    }
+
+    /// Starts a run in `experiment_id` with `tags` (plus the user, as MLflow's client adds it).
+    pub async fn start_run(
+        &self,
+        experiment_id: &str,
+        mut tags: Vec<KeyValue>,
+    ) -> Result<Run, WriteError> {
+        if let Ok(user) = std::env::var("USER") {
+            tags.push(KeyValue::new("mlflow.user", user));
+        }
+        let body = json!({ "experiment_id": experiment_id, "start_time": now_millis(), "tags": tags });
+        let created = self.post("api/2.0/mlflow/runs/create", &body).await?;
+        Ok(Run {
+            run_id: string_at(&created, &["run", "info", "run_id"]),
+            artifact_uri: string_at(&created, &["run", "info", "artifact_uri"]),
+        })
+    }
+
+    /// Ends a run with `status` (`FINISHED`, `FAILED`).
+    pub async fn end_run(&self, run_id: &str, status: &str) -> Result<(), WriteError> {
+        let body = json!({ "run_id": run_id, "status": status, "end_time": now_millis() });
+        self.post_idempotent("api/2.0/mlflow/runs/update", &body)
+            .await
+            .map(drop)
     }
 
     /// Uploads `bytes` as `relative` under a proxied artifact root (`mlflow-artifacts:/...`).
@@ -268,4 +331,11 @@ pub fn string_at(value: &Value, path: &[&str]) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// Milliseconds since the Unix epoch, MLflow's timestamps.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
