@@ -744,3 +744,183 @@ fn target_values(column: &ArrayRef, name: &str, offset: u64) -> Result<Target, D
         format!("the target must hold numbers or strings, not {found}"),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use arrow_array::{Float64Array, Int64Array, StringArray};
+    use parquet::arrow::ArrowWriter;
+
+    use super::*;
+
+    fn spec(name: &str, datatype: DataType, dims: Vec<Dim>) -> TensorSpec {
+        TensorSpec::new(name, datatype, dims)
+    }
+
+    fn stacked(features: usize) -> Signature {
+        let dims = vec![Dim::Dynamic(None), Dim::Fixed(features)];
+        Signature {
+            inputs: vec![spec("input", DataType::Fp32, dims)],
+            outputs: Vec::new(),
+        }
+    }
+
+    fn per_column() -> Signature {
+        let column = || vec![Dim::Dynamic(None), Dim::Fixed(1)];
+        Signature {
+            inputs: vec![
+                spec("plan", DataType::Bytes, column()),
+                spec("tenure", DataType::Fp32, column()),
+            ],
+            outputs: Vec::new(),
+        }
+    }
+
+    fn mapping(target: &str) -> ColumnMapping {
+        ColumnMapping {
+            target: target.to_owned(),
+            ..ColumnMapping::default()
+        }
+    }
+
+    fn csv_file(text: &str) -> tempfile::TempPath {
+        let mut file = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file.into_temp_path()
+    }
+
+    #[test]
+    fn csv_features_stack_in_file_order_in_batches() {
+        let path = csv_file("a,y,b\n1,0,2\n3,1,4.5\n5,1,6\n");
+        let dataset = Dataset::open(&path, &stacked(2), &mapping("y")).unwrap();
+        assert_eq!(dataset.rows, 3);
+        assert_eq!(
+            dataset.sha256,
+            hex::encode(Sha256::digest(std::fs::read(&path).unwrap()))
+        );
+        let batches: Vec<Batch> = dataset.batches(2).unwrap().map(Result::unwrap).collect();
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0].inputs[0].shape(), [2, 2]);
+        assert_eq!(
+            batches[0].inputs[0].data(),
+            &TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.5])
+        );
+        assert_eq!(batches[1].target, Target::Numeric(vec![1.0]));
+    }
+
+    #[test]
+    fn explicit_feature_columns_choose_and_order() {
+        let path = csv_file("id,a,y,b\n7,1,0,2\n");
+        let mapping = ColumnMapping {
+            feature_columns: Some(vec!["b".to_owned(), "a".to_owned()]),
+            ..mapping("y")
+        };
+        let dataset = Dataset::open(&path, &stacked(2), &mapping).unwrap();
+        let batch = dataset.batches(10).unwrap().next().unwrap().unwrap();
+        assert_eq!(batch.inputs[0].data(), &TensorData::Fp32(vec![2.0, 1.0]));
+    }
+
+    fn open_error(text: &str, signature: &Signature, mapping: &ColumnMapping) -> String {
+        let path = csv_file(text);
+        Dataset::open(&path, signature, mapping)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn column_problems_are_named() {
+        let err = open_error("a,b\n1,2\n", &stacked(1), &mapping("y"));
+        assert!(err.contains("'y' (the target) is not in the file"), "{err}");
+        let err = open_error("a,y\nx,1\n", &stacked(1), &mapping("y"));
+        assert!(
+            err.contains("column 'a' holds strings, but input 'input' takes FP32"),
+            "{err}"
+        );
+        let err = open_error("a,b,y\n1,2,1\n", &stacked(3), &mapping("y"));
+        assert!(
+            err.contains("takes 3 features, but 2 columns are left: 'a', 'b'"),
+            "{err}"
+        );
+        let text = "plan,tenure,id,y\nbasic,3,9,1\n";
+        let err = open_error(text, &per_column(), &mapping("y"));
+        assert!(err.contains("columns 'id' match no model input"), "{err}");
+        let ignoring = ColumnMapping {
+            ignore: vec!["id".to_owned()],
+            ..mapping("y")
+        };
+        assert!(Dataset::open(&csv_file(text), &per_column(), &ignoring).is_ok());
+        let err = open_error("plan,y\nbasic,1\n", &per_column(), &mapping("y"));
+        assert!(
+            err.contains("'tenure' (input 'tenure') is not in the file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn nulls_are_refused_with_their_row() {
+        let path = csv_file("a,y\n1,0\n,1\n");
+        let dataset = Dataset::open(&path, &stacked(1), &mapping("y")).unwrap();
+        let err = dataset.batches(10).unwrap().next().unwrap().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("column 'a' has a null at data row 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn string_columns_feed_string_inputs_and_labels() {
+        let path = csv_file("plan,tenure,y\nbasic,3,yes\n,4,no\n");
+        let dataset = Dataset::open(&path, &per_column(), &mapping("y")).unwrap();
+        let batch = dataset.batches(10).unwrap().next().unwrap().unwrap();
+        let plans = TensorData::Bytes(vec!["basic".to_owned(), String::new()]);
+        assert_eq!(batch.inputs[0].data(), &plans);
+        assert_eq!(batch.inputs[1].shape(), [2, 1]);
+        let labels = vec!["yes".to_owned(), "no".to_owned()];
+        assert_eq!(batch.target, Target::Labels(labels));
+    }
+
+    fn parquet_file(columns: Vec<(&str, ArrayRef)>) -> tempfile::TempPath {
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let file = tempfile::Builder::new()
+            .suffix(".parquet")
+            .tempfile()
+            .unwrap();
+        let mut writer =
+            ArrowWriter::try_new(file.reopen().unwrap(), batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        file.into_temp_path()
+    }
+
+    #[test]
+    fn parquet_is_read_in_batches_with_its_own_types() {
+        let plans: ArrayRef = Arc::new(StringArray::from(vec!["basic", "premium", "eu"]));
+        let tenure: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
+        let target: ArrayRef = Arc::new(Float64Array::from(vec![1.0, 0.0, 1.0]));
+        let path = parquet_file(vec![("plan", plans), ("y", target), ("tenure", tenure)]);
+        let dataset = Dataset::open(&path, &per_column(), &mapping("y")).unwrap();
+        assert_eq!((dataset.rows, dataset.format()), (3, Format::Parquet));
+        let batches: Vec<Batch> = dataset.batches(2).unwrap().map(Result::unwrap).collect();
+        assert_eq!(
+            batches[0].inputs[1].data(),
+            &TensorData::Fp32(vec![1.0, 2.0])
+        );
+        assert_eq!(batches[1].target, Target::Numeric(vec![1.0]));
+    }
+
+    #[test]
+    fn parquet_numbers_do_not_feed_string_inputs() {
+        let plans: ArrayRef = Arc::new(Int64Array::from(vec![1]));
+        let tenure: ArrayRef = Arc::new(Float64Array::from(vec![1.0]));
+        let target: ArrayRef = Arc::new(Int64Array::from(vec![1]));
+        let path = parquet_file(vec![("plan", plans), ("tenure", tenure), ("y", target)]);
+        let err = Dataset::open(&path, &per_column(), &mapping("y")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("column 'plan' holds Int64, but input 'plan' takes BYTES"),
+            "{err}"
+        );
+    }
+}

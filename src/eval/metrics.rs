@@ -708,3 +708,89 @@ impl Confusion {
         (sums.0 / n, sums.1 / n, sums.2 / n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::task::Inferred;
+
+    fn plan(task: Task, label: Option<&str>, score: Option<&str>) -> TaskPlan {
+        TaskPlan {
+            task,
+            label_output: label.map(str::to_owned),
+            score_output: score.map(str::to_owned),
+            classes: None,
+            positive_class: None,
+            outputs: Vec::new(),
+            inferred: Inferred::default(),
+        }
+    }
+
+    /// Rows 0..n with labels, positive-class scores and truth, each repeated `repeat[i]` times.
+    fn classifier(truth: &[f64], positive: &[f32], repeat: &[usize]) -> Evaluation {
+        let plan = plan(Task::Classification, Some("label"), Some("scores"));
+        let rows: Vec<usize> = (0..truth.len()).flat_map(|i| vec![i; repeat[i]]).collect();
+        let labels: Vec<i64> = rows.iter().map(|&i| i64::from(positive[i] > 0.5)).collect();
+        let scores: Vec<f32> = rows
+            .iter()
+            .flat_map(|&i| [1.0 - positive[i], positive[i]])
+            .collect();
+        let mut predictions = Predictions::new(&plan);
+        let outputs = [
+            Tensor::new(vec![rows.len()], TensorData::Int64(labels)).unwrap(),
+            Tensor::new(vec![rows.len(), 2], TensorData::Fp32(scores)).unwrap(),
+        ];
+        predictions.push(&outputs).unwrap();
+        let mut target = Truth::new(Task::Classification);
+        target
+            .push(Target::Numeric(rows.iter().map(|&i| truth[i]).collect()))
+            .unwrap();
+        Evaluation::new(&plan, &predictions, &target).unwrap()
+    }
+
+    #[test]
+    fn weights_equal_repeated_rows() {
+        let truth = [0.0, 1.0, 1.0, 0.0, 1.0, 0.0];
+        let positive = [0.2, 0.4, 0.9, 0.4, 0.6, 0.7];
+        let repeat = [2, 0, 3, 1, 1, 4];
+        let weights: Vec<u32> = repeat.iter().map(|&r| r as u32).collect();
+        let weighted = classifier(&truth, &positive, &[1; 6]).metrics_weighted(&weights);
+        let repeated = classifier(&truth, &positive, &repeat).metrics();
+        assert_eq!(
+            weighted.keys().collect::<Vec<_>>(),
+            repeated.keys().collect::<Vec<_>>()
+        );
+        for (name, value) in &repeated {
+            assert!((weighted[name] - value).abs() < 1e-12, "{name}");
+        }
+    }
+
+    #[test]
+    fn auc_is_left_out_when_one_class_is_present() {
+        let metrics = classifier(&[1.0, 1.0], &[0.3, 0.8], &[1, 1]).metrics();
+        assert!(!metrics.contains_key("roc_auc"));
+        assert_eq!(metrics["accuracy"], 0.5);
+    }
+
+    #[test]
+    fn mismatched_rows_and_non_labels_are_errors() {
+        let plan = plan(Task::Classification, Some("label"), None);
+        let mut predictions = Predictions::new(&plan);
+        let labels = Tensor::new(vec![2], TensorData::Int64(vec![0, 1])).unwrap();
+        predictions.push(&[labels]).unwrap();
+        let mut truth = Truth::new(Task::Classification);
+        assert_eq!(
+            truth.push(Target::Numeric(vec![0.5])),
+            Err(MetricError::NotALabel { value: 0.5 })
+        );
+        truth.push(Target::Numeric(vec![1.0])).unwrap();
+        let err = Evaluation::new(&plan, &predictions, &truth).unwrap_err();
+        assert_eq!(
+            err,
+            MetricError::RowMismatch {
+                truth: 1,
+                predicted: 2
+            }
+        );
+    }
+}
