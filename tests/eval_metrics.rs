@@ -74,16 +74,23 @@ fn label_json(label: &Label) -> Value {
     }
 }
 
-fn plan(task: Task, label: Option<&str>, score: Option<&str>) -> TaskPlan {
-    TaskPlan {
-        task,
-        label_output: label.map(str::to_owned),
-        score_output: score.map(str::to_owned),
-        classes: None,
-        positive_class: None,
-        outputs: Vec::new(),
-        inferred: Default::default(),
-    }
+/// The plan `task::infer` makes for a model that answers `outputs`.
+fn plan(kind: Task, outputs: Vec<TensorSpec>) -> TaskPlan {
+    let signature = Signature {
+        inputs: Vec::new(),
+        outputs,
+    };
+    let overrides = Overrides {
+        task: Some(kind),
+        ..Overrides::default()
+    };
+    task::infer(&signature, &overrides).unwrap()
+}
+
+fn dynamic(shape: &[usize]) -> Vec<Dim> {
+    let mut dims = vec![Dim::Dynamic(None)];
+    dims.extend(shape[1..].iter().map(|&size| Dim::Fixed(size)));
+    dims
 }
 
 /// A classification case: true and predicted labels, and scores with their shape.
@@ -94,11 +101,15 @@ struct Classified {
 }
 
 fn evaluate_classes(case: Classified, what: &str) -> Evaluation {
-    let plan = plan(
-        Task::Classification,
-        Some("label"),
-        case.scores.as_ref().map(|_| "scores"),
-    );
+    let mut outputs = vec![TensorSpec::new(
+        "label",
+        case.predicted.datatype(),
+        dynamic(&[0]),
+    )];
+    if let Some((shape, data)) = &case.scores {
+        outputs.push(TensorSpec::new("scores", data.datatype(), dynamic(shape)));
+    }
+    let plan = plan(Task::Classification, outputs);
     let rows = case.predicted.len();
     let mut outputs = vec![Tensor::new(vec![rows], case.predicted.clone()).unwrap()];
     if let Some((shape, data)) = &case.scores {
@@ -244,7 +255,8 @@ fn labels_only_classifier() {
 }
 
 fn evaluate_regression(truth: Vec<f64>, predicted: Vec<f32>, what: &str) -> Evaluation {
-    let plan = plan(Task::Regression, None, Some("value"));
+    let value = TensorSpec::new("value", DataType::Fp32, dynamic(&[0, 1]));
+    let plan = plan(Task::Regression, vec![value]);
     let mut predictions = Predictions::new(&plan);
     let rows = predicted.len();
     let tensor = Tensor::new(vec![rows, 1], TensorData::Fp32(predicted.clone())).unwrap();
@@ -339,7 +351,7 @@ fn fixture_matches_sklearn(model: &str, data: &Path, signature: &Signature, batc
         "task": "classification",
         "y_true": run["target"].as_array().unwrap().iter().map(|t| label_json(&Label::parse(t.as_str().unwrap()))).collect::<Vec<_>>(),
         "y_pred": run["outputs"]["label"]["data"],
-        "scores": scores_json(&outputs[1].shape().to_vec(), outputs[1].data()),
+        "scores": scores_json(outputs[1].shape(), outputs[1].data()),
         "score_dtype": "float32",
         "classes": evaluation.classes().iter().map(label_json).collect::<Vec<_>>(),
         "positive": evaluation.positive_class().map(label_json),

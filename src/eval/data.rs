@@ -228,15 +228,7 @@ impl Dataset {
         projection.sort_unstable();
         projection.dedup();
         let position = |column: usize| projection.binary_search(&column).expect("projected");
-        let inputs = chosen
-            .iter()
-            .map(|(spec, columns)| InputColumns {
-                stacked: is_stacked(signature),
-                positions: columns.iter().map(|&c| position(c)).collect(),
-                names: columns.iter().map(|&c| names[c].to_owned()).collect(),
-                spec: (*spec).clone(),
-            })
-            .collect();
+        let inputs = input_columns(&chosen, &names, position, is_stacked(signature));
         Ok(Dataset {
             target: (position(target), names[target].to_owned()),
             path: path.to_path_buf(),
@@ -336,6 +328,24 @@ impl Iterator for Batches<'_> {
         self.offset += batch.num_rows() as u64;
         Some(self.dataset.convert(&batch, offset))
     }
+}
+
+/// Each input's columns, by name and by position in the projected batches.
+fn input_columns(
+    chosen: &Chosen<'_>,
+    names: &[&str],
+    position: impl Fn(usize) -> usize,
+    stacked: bool,
+) -> Vec<InputColumns> {
+    chosen
+        .iter()
+        .map(|(spec, columns)| InputColumns {
+            stacked,
+            positions: columns.iter().map(|&c| position(c)).collect(),
+            names: columns.iter().map(|&c| names[c].to_owned()).collect(),
+            spec: (*spec).clone(),
+        })
+        .collect()
 }
 
 /// The CSV file's inferred schema, hash and row count.

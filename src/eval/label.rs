@@ -21,7 +21,7 @@ impl Label {
     /// An integral, finite number as a label; `None` for `0.5`, NaN or out-of-range values.
     pub fn from_number(value: f64) -> Option<Label> {
         const LIMIT: f64 = 9_007_199_254_740_992.0; // 2^53: every integer below is exact
-        (value.fract() == 0.0 && value.abs() <= LIMIT).then(|| Label::Int(value as i64))
+        (value.fract() == 0.0 && value.abs() <= LIMIT).then_some(Label::Int(value as i64))
     }
 }
 

@@ -86,11 +86,7 @@ fn describe(outputs: &[TensorSpec]) -> String {
 
 /// One value per row: `[N]` or `[N, 1]`.
 fn is_per_row(spec: &TensorSpec) -> bool {
-    match spec.dims.as_slice() {
-        [_] => true,
-        [_, Dim::Fixed(1)] => true,
-        _ => false,
-    }
+    matches!(spec.dims.as_slice(), [_] | [_, Dim::Fixed(1)])
 }
 
 fn is_label(spec: &TensorSpec) -> bool {
