@@ -12,7 +12,7 @@
 //!     truth.push(batch.target)?;
 //! }
 //! let evaluation = Evaluation::new(&plan, &predictions, &truth)?;
-//! let with_ci = bootstrap::intervals(&evaluation, &BootstrapConfig::default());
+//! let with_ci = bootstrap::intervals(&evaluation, &BootstrapConfig::default())?;
 //! let versus = bootstrap::paired_difference(&evaluation, &baseline_evaluation, &config)?;
 //! ```
 //!
