@@ -585,6 +585,17 @@ def build_churn_pipeline() -> Fixture:
     return Fixture("churn_pipeline", model_bytes, cases)
 
 
+def churn_eval_csv() -> str:
+    """300 held-out customers for `pinserve eval`, with the model's string and float inputs."""
+    table, churned = churn_rows(np.random.default_rng(6), 300)
+    lines = [",".join([*CHURN_INPUTS, "target"])]
+    lines += [
+        ",".join([row[0], row[1], float_text(row[2]), float_text(row[3]), str(int(label))])
+        for row, label in zip(table, churned, strict=True)
+    ]
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------- #
 # embedding_lookup: a Gather that ONNX Runtime itself rejects for unknown ids
 # --------------------------------------------------------------------------- #
@@ -745,6 +756,8 @@ BUILDERS: dict[str, Callable[[], Fixture]] = {
     "compute_mlp": build_compute_mlp,
 }
 HEAVY = {"compute_mlp"}
+# Held-out data files for `pinserve eval`, written to eval-data/<name>.csv.
+EVAL_DATA: dict[str, Callable[[], str]] = {"churn": churn_eval_csv}
 
 
 def write(path: Path, content: str | bytes) -> None:
@@ -810,7 +823,7 @@ def main() -> None:
     choice.add_argument(
         "--only",
         nargs="+",
-        choices=list(BUILDERS),
+        choices=[*BUILDERS, "eval-data"],
         metavar="NAME",
         help=f"build only these fixtures: {', '.join(BUILDERS)}",
     )
@@ -818,10 +831,16 @@ def main() -> None:
 
     print(f"{'model':<15} {'bytes':>10}  signature (ONNX Runtime {ort.__version__})")
     for name in selected_fixtures(args):
+        if name == "eval-data":
+            continue
         started = time.perf_counter()
         fixture = BUILDERS[name]()
         row = materialize(fixture)
         print(f"{row}\n{'':<27}  built in {time.perf_counter() - started:.1f} s")
+    if not args.only or "eval-data" in args.only:
+        for name, build in EVAL_DATA.items():
+            write(ROOT / "eval-data" / f"{name}.csv", build())
+            print(f"eval-data/{name}.csv written")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@
 pub mod app;
 pub mod batch;
 pub mod config;
+pub mod eval;
 pub mod http;
 pub mod inspect;
 pub mod metrics;

@@ -1,0 +1,98 @@
+"""scikit-learn's metrics for pinserve's eval tests (tests/eval_metrics.rs).
+
+``metrics CASE.json``: the case holds ``task``, ``y_true``, and for classification
+``y_pred``, optional ``scores`` (rows of class scores, or one positive-class score per
+row), ``score_dtype`` (float32 or float64), ``classes`` (score-column order) and
+``positive``; for regression ``y_pred`` holds the values. Prints the metrics as JSON.
+
+``predict MODEL.onnx DATA.csv TARGET``: runs the model in ONNX Runtime on the file's
+rows, mapping columns to inputs as pinserve does (one 2-D input: every other column,
+stacked as float32; several inputs: one column per input, [N, 1]), and prints the
+inputs it fed, the outputs and the target.
+"""
+
+import csv
+import json
+import sys
+
+import numpy as np
+from sklearn import metrics
+
+
+def classification(case: dict) -> dict:
+    y_true, y_pred = np.array(case["y_true"]), np.array(case["y_pred"])
+    classes = case["classes"]
+    if len(classes) <= 2:
+        kwargs = {"average": "binary", "pos_label": case["positive"]}
+    else:
+        kwargs = {"average": "macro"}
+    result = {
+        "accuracy": metrics.accuracy_score(y_true, y_pred),
+        "precision": metrics.precision_score(y_true, y_pred, zero_division=0, **kwargs),
+        "recall": metrics.recall_score(y_true, y_pred, zero_division=0, **kwargs),
+        "f1": metrics.f1_score(y_true, y_pred, zero_division=0, **kwargs),
+    }
+    if case.get("scores") is not None:
+        scores = np.array(case["scores"], dtype=case["score_dtype"])
+        if len(classes) <= 2:
+            positive = scores if scores.ndim == 1 else scores[:, classes.index(case["positive"])]
+            result["roc_auc"] = metrics.roc_auc_score(y_true == case["positive"], positive)
+        else:
+            result["roc_auc"] = metrics.roc_auc_score(
+                y_true, scores, multi_class="ovr", average="macro", labels=classes
+            )
+        result["log_loss"] = metrics.log_loss(y_true, scores, labels=classes)
+    return result
+
+
+def regression(case: dict) -> dict:
+    y_true, y_pred = np.array(case["y_true"]), np.array(case["y_pred"])
+    return {
+        "rmse": metrics.root_mean_squared_error(y_true, y_pred),
+        "mae": metrics.mean_absolute_error(y_true, y_pred),
+        "r2": metrics.r2_score(y_true, y_pred),
+    }
+
+
+def predict(model_path: str, data_path: str, target: str) -> dict:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    with open(data_path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    inputs = session.get_inputs()
+    if len(inputs) == 1 and len(inputs[0].shape) == 2:
+        names = [n for n in rows[0] if n != target]
+        feeds = {inputs[0].name: np.array([[float(r[n]) for n in names] for r in rows], np.float32)}
+    else:
+        feeds = {}
+        for spec in inputs:
+            column = [r[spec.name] for r in rows]
+            if spec.type == "tensor(string)":
+                feeds[spec.name] = np.array(column, dtype=object).reshape(-1, 1)
+            else:
+                feeds[spec.name] = np.array(column, dtype=np.float32).reshape(-1, 1)
+    outputs = session.run(None, feeds)
+    return {
+        "inputs": {n: a.reshape(-1).tolist() for n, a in feeds.items()},
+        "outputs": {
+            o.name: {"shape": list(a.shape), "data": a.reshape(-1).tolist()}
+            for o, a in zip(session.get_outputs(), outputs, strict=True)
+        },
+        "target": [r[target] for r in rows],
+    }
+
+
+def main() -> None:
+    if sys.argv[1] == "metrics":
+        with open(sys.argv[2], encoding="utf-8") as handle:
+            case = json.load(handle)
+        task = classification if case["task"] == "classification" else regression
+        result = {name: float(value) for name, value in task(case).items()}
+    else:
+        result = predict(*sys.argv[2:5])
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
