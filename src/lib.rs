@@ -11,7 +11,8 @@
 //!
 //! Around them, [`registry`] resolves a model reference to files on disk, [`app`] wires
 //! everything and runs the lifecycle (bind, load, warm up, ready, drain, stop), [`config`]
-//! parses the command line, and [`metrics`] declares every exported metric.
+//! parses the command line, and [`metrics`] declares every exported metric. [`promote`] is the
+//! GitOps side: it pins a model version and digest in a k8s/services overlay and proposes it.
 
 pub mod app;
 pub mod batch;
@@ -20,6 +21,7 @@ pub mod http;
 pub mod inspect;
 pub mod metrics;
 pub mod model;
+pub mod promote;
 pub mod protocol;
 pub mod registry;
 pub mod shutdown;

@@ -1,0 +1,454 @@
+//! `pinserve promote`: pins a model version and its digest in a k8s/services overlay, the way an
+//! image digest pins a container's bytes, so that the git commit says exactly what will run.
+//!
+//! The overlay is checked before anything changes: it must pin one model, the one `--model`
+//! names; an eval report must be for this version and have passed; every digest that is known
+//! (`--sha256`, the registry's `sha256` tag, the report's) must agree. The change is then written
+//! in place ([`overlay`]), or shown (`--dry-run`), or committed on a new branch, pushed and
+//! proposed as a pull request ([`git`], [`forge`]). Promoting what is pinned already changes
+//! nothing; rolling back is promoting an older version.
+
+mod forge;
+mod git;
+mod overlay;
+mod report;
+
+use std::path::{Path, PathBuf};
+
+use self::{
+    forge::{Forge, PullRequest},
+    git::Repo,
+    overlay::{MODEL_SHA256, Overlay},
+    report::Report,
+};
+pub use self::{
+    forge::{ForgeError, ForgeKind},
+    git::GitError,
+    overlay::OverlayError,
+    report::ReportError,
+};
+use crate::{
+    config::PromoteConfig,
+    registry::{
+        Digest, RegistryError, Selector,
+        mlflow::{METADATA_TIMEOUT, MlflowClient},
+        retry::RetryPolicy,
+    },
+};
+
+const KUSTOMIZATION: &str = "kustomization.yaml";
+
+/// Why a promotion was refused or failed; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum PromoteError {
+    #[error("{} is not a service overlay (k8s/services/SERVICE/ENV): {reason}", dir.display())]
+    NotAnOverlay { dir: PathBuf, reason: String },
+    #[error("{}: {source}", path.display())]
+    Overlay { path: PathBuf, source: OverlayError },
+    #[error("--model {given}, but the overlay pins model {pinned}")]
+    OtherModel { given: String, pinned: String },
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error("the digests disagree: {first_origin} says {first}, {origin} says {digest}")]
+    DigestMismatch {
+        first_origin: &'static str,
+        first: Digest,
+        origin: &'static str,
+        digest: Digest,
+    },
+    #[error(
+        "the overlay pins {MODEL_SHA256}, and version {version} needs its digest: give --sha256, \
+         --sha256-from-registry or a --report with a sha256"
+    )]
+    NoDigest { version: String },
+    #[error(
+        "the overlay does not pin {MODEL_SHA256}: add its guarded patch (see k8s/README.md) to \
+         pin a digest"
+    )]
+    NoDigestPin,
+    #[error("--sha256-from-registry: {0}")]
+    Registry(String),
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error("--open-pr: {0}")]
+    Forge(#[from] ForgeError),
+}
+
+/// The overlay being promoted: where it is and what it pins now.
+struct Target {
+    service: String,
+    env: String,
+    path: PathBuf,
+    overlay: Overlay,
+}
+
+/// The change a promotion makes.
+struct Change {
+    from: String,
+    to: String,
+    sha256: Option<String>,
+    edited: Overlay,
+}
+
+/// Runs the promotion; what it prints on stdout (one summary line, after the diff for
+/// `--dry-run`).
+pub async fn run(config: &PromoteConfig) -> Result<String, PromoteError> {
+    let (service, env) = service_and_env(&config.overlay)?;
+    let path = config.overlay.join(KUSTOMIZATION);
+    let repo = match config.commit {
+        true => Some(Repo::open(&config.overlay).await?),
+        false => None,
+    };
+    let text = match &repo {
+        Some((repo, prefix)) => repo.committed(&format!("{prefix}{KUSTOMIZATION}")).await?,
+        None => std::fs::read_to_string(&path).map_err(|err| overlay_error(&path, err))?,
+    };
+    let overlay = Overlay::parse(text).map_err(|source| PromoteError::Overlay {
+        path: path.clone(),
+        source,
+    })?;
+    let target = Target {
+        service,
+        env,
+        path,
+        overlay,
+    };
+    let report = config.report.as_deref().map(Report::read).transpose()?;
+    let change = plan(config, &target, report.as_ref()).await?;
+    let summary = summary(&target, &change);
+    if change.edited.text() == target.overlay.text() {
+        return Ok(format!(
+            "{} {} already pins version {}{}: nothing to do",
+            target.service,
+            target.env,
+            change.to,
+            digest_note(&change)
+        ));
+    }
+    if config.dry_run {
+        let shown = target.path.display().to_string();
+        let diff = overlay::diff(&shown, target.overlay.text(), change.edited.text());
+        return Ok(format!("{diff}would have {summary}"));
+    }
+    match repo {
+        None => write(&target.path, change.edited.text()).map(|()| summary),
+        Some((repo, prefix)) => {
+            publish(config, &target, &change, report.as_ref(), &repo, &prefix).await
+        }
+    }
+}
+
+/// SERVICE and ENV: the overlay folder's parent's name and its own.
+fn service_and_env(dir: &Path) -> Result<(String, String), PromoteError> {
+    let not_an_overlay = |reason: String| PromoteError::NotAnOverlay {
+        dir: dir.to_owned(),
+        reason,
+    };
+    let full = dir
+        .canonicalize()
+        .map_err(|err| not_an_overlay(err.to_string()))?;
+    let name = |path: Option<&Path>| {
+        path.and_then(Path::file_name)
+            .map(|name| name.to_string_lossy().into_owned())
+    };
+    match (name(full.parent()), name(Some(&full))) {
+        (Some(service), Some(env)) => Ok((service, env)),
+        _ => Err(not_an_overlay("it has no SERVICE/ENV folders".to_owned())),
+    }
+}
+
+fn overlay_error(path: &Path, err: std::io::Error) -> PromoteError {
+    PromoteError::Overlay {
+        path: path.to_owned(),
+        source: OverlayError::Unreadable(err.to_string()),
+    }
+}
+
+/// Checks what is asked against the overlay and the report, and edits the overlay's text.
+async fn plan(
+    config: &PromoteConfig,
+    target: &Target,
+    report: Option<&Report>,
+) -> Result<Change, PromoteError> {
+    let pinned = target.overlay.name.value();
+    if let Some(given) = config.model.as_deref().filter(|given| *given != pinned) {
+        return Err(PromoteError::OtherModel {
+            given: given.to_owned(),
+            pinned: pinned.to_owned(),
+        });
+    }
+    if let Some(report) = report {
+        report.check(pinned, &config.version)?;
+    }
+    let digest = agreed_digest(config, pinned, report).await?;
+    let from = target.overlay.version.value().to_owned();
+    let current = target.overlay.sha256.as_ref();
+    let sha256 = match (digest, current) {
+        (Some(_), None) => return Err(PromoteError::NoDigestPin),
+        (None, Some(_)) if from != config.version => {
+            return Err(PromoteError::NoDigest {
+                version: config.version.clone(),
+            });
+        }
+        (Some(digest), Some(pin)) if pin.value().parse() == Ok(digest) => None,
+        (digest, _) => digest.map(|digest| digest.to_string()),
+    };
+    let edited = target
+        .overlay
+        .edit(&config.version, sha256.as_deref())
+        .map_err(|source| PromoteError::Overlay {
+            path: target.path.clone(),
+            source,
+        })?;
+    let sha256 = edited.sha256.as_ref().map(|pin| pin.value().to_owned());
+    Ok(Change {
+        from,
+        to: config.version.clone(),
+        sha256,
+        edited,
+    })
+}
+
+/// The digest every known source agrees on: `--sha256`, the registry's tag, the report's.
+async fn agreed_digest(
+    config: &PromoteConfig,
+    model: &str,
+    report: Option<&Report>,
+) -> Result<Option<Digest>, PromoteError> {
+    let mut known: Vec<(&'static str, Digest)> = Vec::new();
+    if let Some(digest) = config.sha256 {
+        known.push(("--sha256", digest));
+    }
+    if config.sha256_from_registry {
+        known.push(("the registry", registry_digest(config, model).await?));
+    }
+    if let Some(digest) = report.and_then(Report::sha256) {
+        known.push(("the report", digest));
+    }
+    let Some(&(first_origin, first)) = known.first() else {
+        return Ok(None);
+    };
+    match known.iter().find(|(_, digest)| *digest != first) {
+        Some(&(origin, digest)) => Err(PromoteError::DigestMismatch {
+            first_origin,
+            first,
+            origin,
+            digest,
+        }),
+        None => Ok(Some(first)),
+    }
+}
+
+/// The `sha256` tag of the version in the MLflow Model Registry, read with the client `fetch`
+/// uses (the same authentication variables apply).
+async fn registry_digest(config: &PromoteConfig, model: &str) -> Result<Digest, PromoteError> {
+    let failed = |message: String| PromoteError::Registry(message);
+    let tracking = match &config.registry_uri {
+        Some(uri) => uri.clone(),
+        None => std::env::var("MLFLOW_TRACKING_URI")
+            .ok()
+            .filter(|uri| !uri.is_empty())
+            .ok_or_else(|| failed("give --registry-uri or MLFLOW_TRACKING_URI".to_owned()))?
+            .parse()
+            .map_err(|err| failed(format!("MLFLOW_TRACKING_URI: {err}")))?,
+    };
+    let client = MlflowClient::from_env(tracking, RetryPolicy::new(3), METADATA_TIMEOUT)
+        .map_err(|err: RegistryError| failed(err.to_string()))?;
+    let selector = Selector::Version(config.version.clone());
+    let version = client
+        .resolve(model, &selector)
+        .await
+        .map_err(|err| failed(format!("model {model} version {}: {err}", config.version)))?;
+    let tag = version.tag("sha256").ok_or_else(|| {
+        failed(format!(
+            "model {model} version {} has no sha256 tag",
+            config.version
+        ))
+    })?;
+    tag.parse()
+        .map_err(|err| failed(format!("its sha256 tag: {err}")))
+}
+
+/// Replaces the file through a sibling temporary file, so it is never seen half written.
+fn write(path: &Path, text: &str) -> Result<(), PromoteError> {
+    let failed = |source| PromoteError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let scratch = path.with_extension("yaml.pinserve-promote");
+    std::fs::write(&scratch, text).map_err(failed)?;
+    std::fs::rename(&scratch, path).map_err(failed)
+}
+
+fn is_rollback(change: &Change) -> bool {
+    match (change.from.parse::<u64>(), change.to.parse::<u64>()) {
+        (Ok(from), Ok(to)) => to < from,
+        _ => false,
+    }
+}
+
+fn digest_note(change: &Change) -> String {
+    match &change.sha256 {
+        Some(digest) => format!(" (sha256 {}…)", &digest[..digest.len().min(12)]),
+        None => " (sha256 not pinned)".to_owned(),
+    }
+}
+
+/// `promoted fraud-detection staging: version 8 -> 9 (sha256 ab12…)`.
+fn summary(target: &Target, change: &Change) -> String {
+    let verb = if is_rollback(change) {
+        "rolled back"
+    } else {
+        "promoted"
+    };
+    format!(
+        "{verb} {} {}: version {} -> {}{}",
+        target.service,
+        target.env,
+        change.from,
+        change.to,
+        digest_note(change)
+    )
+}
+
+/// The commit's message: a title, the versions and digest, and the eval summary.
+fn commit_message(target: &Target, change: &Change, report: Option<&Report>) -> String {
+    let verb = if is_rollback(change) {
+        "Roll back"
+    } else {
+        "Promote"
+    };
+    let model = target.overlay.name.value();
+    let old_digest = target
+        .overlay
+        .sha256
+        .as_ref()
+        .map_or("not pinned", |pin| pin.value());
+    let mut message = format!(
+        "{verb} {} {} to model version {}\n\n\
+         {} ({}): model {model} version {} -> {}\n\
+         sha256: {} -> {}\n",
+        target.service,
+        target.env,
+        change.to,
+        target.service,
+        target.env,
+        change.from,
+        change.to,
+        if old_digest.is_empty() {
+            "not pinned"
+        } else {
+            old_digest
+        },
+        change
+            .sha256
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .unwrap_or("not pinned"),
+    );
+    match report {
+        Some(report) => message += &format!("\n{}\n", report.summary()),
+        None => message += "\nNo evaluation report was given.\n",
+    }
+    message
+}
+
+/// `--commit`, `--push` and `--open-pr`: the summary line grows with each step taken.
+async fn publish(
+    config: &PromoteConfig,
+    target: &Target,
+    change: &Change,
+    report: Option<&Report>,
+    repo: &Repo,
+    prefix: &str,
+) -> Result<String, PromoteError> {
+    let branch = config.branch.clone().unwrap_or_else(|| {
+        format!(
+            "pinserve/promote/{}-{}-{}",
+            target.service, target.env, change.to
+        )
+    });
+    let message = commit_message(target, change, report);
+    let path = format!("{prefix}{KUSTOMIZATION}");
+    let made = repo
+        .commit_on_branch(&branch, &path, change.edited.text(), &message)
+        .await?;
+    let mut summary = summary(target, change);
+    summary += &format!(
+        ", {} on branch {branch}",
+        if made {
+            "committed"
+        } else {
+            "already committed"
+        }
+    );
+    tracing::info!(%branch, new_commit = made, "promotion committed");
+    let Some(remote) = &config.push else {
+        return Ok(summary);
+    };
+    repo.push(remote, &branch).await?;
+    summary += &format!(", pushed to {remote}");
+    if let Some(kind) = config.open_pr {
+        let opened = open_pull_request(config, kind, repo, remote, &branch, &message).await?;
+        let verb = if opened.created {
+            "opened"
+        } else {
+            "already open"
+        };
+        summary += &format!(", pull request {verb}: {}", opened.url);
+    }
+    Ok(summary)
+}
+
+async fn open_pull_request(
+    config: &PromoteConfig,
+    kind: ForgeKind,
+    repo: &Repo,
+    remote: &str,
+    branch: &str,
+    message: &str,
+) -> Result<forge::Opened, PromoteError> {
+    let repository = match &config.forge_repo {
+        Some(repository) => repository.clone(),
+        None => {
+            let url = repo.remote_url(remote).await?;
+            kind.repo_of_remote(&url)
+                .ok_or(ForgeError::BadRepo { repo: url })?
+        }
+    };
+    let body = match &config.report_md {
+        Some(path) => std::fs::read_to_string(path).map_err(|err| {
+            PromoteError::Report(ReportError::Unreadable {
+                path: path.clone(),
+                reason: err.to_string(),
+            })
+        })?,
+        None => message
+            .split_once("\n\n")
+            .map_or("", |(_, body)| body)
+            .to_owned(),
+    };
+    let title = message.lines().next().unwrap_or_default();
+    let api = config.forge_url.clone().expect("clap requires --forge-url");
+    let base = config.pr_base.as_deref().expect("clap requires --pr-base");
+    let forge = Forge::from_env(kind, api)?;
+    let pr = PullRequest {
+        repo: &repository,
+        head: branch,
+        base,
+        title,
+        body: &body,
+    };
+    tracing::info!(
+        repository,
+        branch,
+        base,
+        "looking up or opening the pull request"
+    );
+    Ok(forge.open(&pr).await?)
+}
