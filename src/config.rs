@@ -853,7 +853,7 @@ mod tests {
     #[test]
     fn an_empty_model_sha256_pins_nothing() {
         let digest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        let parse = |value: &str| {
+        let parse = |value: &str| -> Result<Option<Digest>, clap::Error> {
             let flag = format!("--model-sha256={value}");
             match Cli::try_parse_from(["pinserve", "fetch", "--dest", "d", &flag])?.command {
                 Command::Fetch(config) => Ok(config.fetch.model_sha256()),

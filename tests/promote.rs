@@ -15,6 +15,7 @@ mod k8s;
 
 use std::{
     collections::HashMap,
+    ffi::OsStr,
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -89,7 +90,7 @@ impl Deploy {
     }
 
     /// `pinserve promote ARGS` in the repository, tokens for the fake forge set.
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
+    fn command(&self, args: &[impl AsRef<OsStr>]) -> tokio::process::Command {
         let mut command = pinserve_async();
         command.current_dir(&self.repo).arg("promote").args(args);
         for variable in ["GITHUB_TOKEN", "GITLAB_TOKEN", "GITEA_TOKEN"] {
@@ -99,7 +100,7 @@ impl Deploy {
         command
     }
 
-    async fn promote(&self, args: &[&str]) -> Output {
+    async fn promote(&self, args: &[impl AsRef<OsStr>]) -> Output {
         self.command(args).output().await.unwrap()
     }
 
@@ -605,6 +606,26 @@ impl Drop for GitDaemon {
     }
 }
 
+/// Promotes staging to version 9 with `extra`, committed, pushed to `remote`, and proposed on
+/// `forge` at `api` for main.
+fn pull_request_args(remote: &str, forge: &str, api: &str, extra: &[&str]) -> Vec<String> {
+    let common = [
+        "--overlay",
+        STAGING,
+        "--version",
+        "9",
+        "--commit",
+        "--push",
+        remote,
+    ];
+    let forge = ["--open-pr", forge, "--forge-url", api, "--pr-base", "main"];
+    [&common[..], &forge, extra]
+        .concat()
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The commit on `branch` in the bare remote, and its change against main.
 fn pushed(deploy: &Deploy, branch: &str) -> (String, String) {
     let bare = deploy.bare();
@@ -623,23 +644,7 @@ async fn commits_pushes_and_opens_one_pull_request_on_github() {
                                       "passed": true, "metrics": {"auc": 0.93}}),
     );
     let api = format!("http://{address}/api/v3");
-    let args = [
-        "--overlay",
-        STAGING,
-        "--version",
-        "9",
-        "--report",
-        &report,
-        "--commit",
-        "--push",
-        "origin",
-        "--open-pr",
-        "github",
-        "--forge-url",
-        &api,
-        "--pr-base",
-        "main",
-    ];
+    let args = pull_request_args("origin", "github", &api, &["--report", &report]);
     let output = deploy.promote(&args).await;
     assert_success(&output);
     assert_eq!(
@@ -711,23 +716,7 @@ async fn opens_one_gitlab_merge_request_over_git_daemon() {
     deploy.git(&["remote", "add", "daemon", &url]);
     let (forge, address) = FakeForge::start().await;
     let api = format!("http://{address}/api/v4");
-    let args = [
-        "--overlay",
-        STAGING,
-        "--version",
-        "9",
-        "--sha256",
-        DIGEST_9,
-        "--commit",
-        "--push",
-        "daemon",
-        "--open-pr",
-        "gitlab",
-        "--forge-url",
-        &api,
-        "--pr-base",
-        "main",
-    ];
+    let args = pull_request_args("daemon", "gitlab", &api, &["--sha256", DIGEST_9]);
     let output = deploy.promote(&args).await;
     assert_success(&output);
     assert!(
@@ -775,27 +764,15 @@ async fn opens_a_gitea_pull_request_with_the_markdown_report() {
     )
     .unwrap();
     let api = format!("http://{address}/api/v1");
-    let args = [
-        "--overlay",
-        STAGING,
-        "--version",
-        "9",
+    let extra = [
         "--sha256",
         DIGEST_9,
-        "--commit",
         "--branch",
         "promote-9",
-        "--push",
-        "origin",
-        "--open-pr",
-        "gitea",
-        "--forge-url",
-        &api,
-        "--pr-base",
-        "main",
         "--report-md",
         markdown.to_str().unwrap(),
     ];
+    let args = pull_request_args("origin", "gitea", &api, &extra);
     assert_success(&deploy.promote(&args).await);
     assert_success(&deploy.promote(&args).await);
     let calls = forge.calls();

@@ -61,12 +61,9 @@ pub enum ForgeError {
     BadToken { variable: &'static str },
     #[error("'{repo}' is not OWNER/REPO; name the repository with --forge-repo")]
     BadRepo { repo: String },
-    #[error("{method} {url}: {message}")]
-    Request {
-        method: Method,
-        url: Url,
-        message: String,
-    },
+    /// `call` is `METHOD URL`; URLs carry no token.
+    #[error("{call}: {message}")]
+    Request { call: String, message: String },
 }
 
 /// What to open: from `head` into `base` of `repo`.
@@ -114,8 +111,7 @@ impl Forge {
             .timeout(TIMEOUT)
             .build()
             .map_err(|err| ForgeError::Request {
-                method: Method::GET,
-                url: api.clone(),
+                call: format!("client for {api}"),
                 message: err.to_string(),
             })?;
         Ok(Forge {
@@ -153,37 +149,42 @@ impl Forge {
     /// The address of the open pull request from `pr.head` into `pr.base`, if there is one.
     /// The list is also filtered here: Gitea ignores the `head` query parameter.
     async fn find_open(&self, pr: &PullRequest<'_>) -> Result<Option<String>, ForgeError> {
-        let (segments, query, head_of): (_, Vec<(&str, String)>, fn(&Value) -> &Value) =
-            match self.kind {
-                ForgeKind::Gitlab => (
-                    self.project(pr.repo, "merge_requests"),
-                    vec![
-                        ("state", "opened".to_owned()),
-                        ("source_branch", pr.head.to_owned()),
-                        ("target_branch", pr.base.to_owned()),
+        let (segments, query) = match self.kind {
+            ForgeKind::Gitlab => (
+                self.project(pr.repo, "merge_requests"),
+                [
+                    ("state", "opened".to_owned()),
+                    ("source_branch", pr.head.to_owned()),
+                    ("target_branch", pr.base.to_owned()),
+                ],
+            ),
+            _ => {
+                let owner = pr.repo.split('/').next().unwrap_or_default();
+                (
+                    self.repository(pr.repo, "pulls")?,
+                    [
+                        ("state", "open".to_owned()),
+                        ("head", format!("{owner}:{}", pr.head)),
+                        ("base", pr.base.to_owned()),
                     ],
-                    |item| &item["source_branch"],
-                ),
-                _ => {
-                    let owner = pr.repo.split('/').next().unwrap_or_default();
-                    (
-                        self.repository(pr.repo, "pulls")?,
-                        vec![
-                            ("state", "open".to_owned()),
-                            ("head", format!("{owner}:{}", pr.head)),
-                            ("base", pr.base.to_owned()),
-                        ],
-                        |item| &item["head"]["ref"],
-                    )
-                }
-            };
+                )
+            }
+        };
         let listed = self.call(Method::GET, &segments, &query, None).await?;
         let found = listed
             .as_array()
             .into_iter()
             .flatten()
-            .find(|item| head_of(item) == pr.head);
+            .find(|item| self.head_of(item) == pr.head);
         Ok(found.and_then(|item| self.web_url(item)))
+    }
+
+    /// The branch a listed pull request comes from.
+    fn head_of<'a>(&self, item: &'a Value) -> &'a Value {
+        match self.kind {
+            ForgeKind::Gitlab => &item["source_branch"],
+            _ => &item["head"]["ref"],
+        }
     }
 
     fn web_url(&self, item: &Value) -> Option<String> {
@@ -245,8 +246,7 @@ impl Forge {
 
     fn error(&self, method: &Method, url: &Url, message: String) -> ForgeError {
         ForgeError::Request {
-            method: method.clone(),
-            url: url.clone(),
+            call: format!("{method} {url}"),
             message,
         }
     }

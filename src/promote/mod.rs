@@ -98,6 +98,43 @@ struct Change {
 /// Runs the promotion; what it prints on stdout (one summary line, after the diff for
 /// `--dry-run`).
 pub async fn run(config: &PromoteConfig) -> Result<String, PromoteError> {
+    let (target, repo) = load(config).await?;
+    let report = config.report.as_deref().map(Report::read).transpose()?;
+    let change = plan(config, &target, report.as_ref()).await?;
+    if change.edited.text() == target.overlay.text() {
+        return Ok(format!(
+            "{} {} already pins version {}{}: nothing to do",
+            target.service,
+            target.env,
+            change.to,
+            digest_note(&change)
+        ));
+    }
+    let summary = summary(&target, &change);
+    tracing::info!(
+        service = target.service,
+        env = target.env,
+        from = change.from,
+        to = change.to,
+        sha256 = change.sha256,
+        "promoting"
+    );
+    if config.dry_run {
+        let shown = target.path.display().to_string();
+        let diff = overlay::diff(&shown, target.overlay.text(), change.edited.text());
+        return Ok(format!("{diff}would have {summary}"));
+    }
+    match repo {
+        None => write(&target.path, change.edited.text()).map(|()| summary),
+        Some((repo, prefix)) => {
+            publish(config, &target, &change, report.as_ref(), &repo, &prefix).await
+        }
+    }
+}
+
+/// The overlay and what it pins: as committed at HEAD with `--commit` (the repository and the
+/// overlay's folder in it come along), else as the file is now.
+async fn load(config: &PromoteConfig) -> Result<(Target, Option<(Repo, String)>), PromoteError> {
     let (service, env) = service_and_env(&config.overlay)?;
     let path = config.overlay.join(KUSTOMIZATION);
     let repo = match config.commit {
@@ -118,29 +155,7 @@ pub async fn run(config: &PromoteConfig) -> Result<String, PromoteError> {
         path,
         overlay,
     };
-    let report = config.report.as_deref().map(Report::read).transpose()?;
-    let change = plan(config, &target, report.as_ref()).await?;
-    let summary = summary(&target, &change);
-    if change.edited.text() == target.overlay.text() {
-        return Ok(format!(
-            "{} {} already pins version {}{}: nothing to do",
-            target.service,
-            target.env,
-            change.to,
-            digest_note(&change)
-        ));
-    }
-    if config.dry_run {
-        let shown = target.path.display().to_string();
-        let diff = overlay::diff(&shown, target.overlay.text(), change.edited.text());
-        return Ok(format!("{diff}would have {summary}"));
-    }
-    match repo {
-        None => write(&target.path, change.edited.text()).map(|()| summary),
-        Some((repo, prefix)) => {
-            publish(config, &target, &change, report.as_ref(), &repo, &prefix).await
-        }
-    }
+    Ok((target, repo))
 }
 
 /// SERVICE and ENV: the overlay folder's parent's name and its own.
@@ -292,9 +307,10 @@ fn is_rollback(change: &Change) -> bool {
     }
 }
 
+/// The pinned digest, cut short as `git log --oneline` cuts commits.
 fn digest_note(change: &Change) -> String {
-    match &change.sha256 {
-        Some(digest) => format!(" (sha256 {}…)", &digest[..digest.len().min(12)]),
+    match change.sha256.as_deref().filter(|digest| !digest.is_empty()) {
+        Some(digest) => format!(" (sha256 {}…)", digest.chars().take(12).collect::<String>()),
         None => " (sha256 not pinned)".to_owned(),
     }
 }
@@ -323,39 +339,26 @@ fn commit_message(target: &Target, change: &Change, report: Option<&Report>) -> 
     } else {
         "Promote"
     };
+    let (service, env) = (&target.service, &target.env);
     let model = target.overlay.name.value();
-    let old_digest = target
-        .overlay
-        .sha256
-        .as_ref()
-        .map_or("not pinned", |pin| pin.value());
-    let mut message = format!(
-        "{verb} {} {} to model version {}\n\n\
-         {} ({}): model {model} version {} -> {}\n\
-         sha256: {} -> {}\n",
-        target.service,
-        target.env,
-        change.to,
-        target.service,
-        target.env,
-        change.from,
-        change.to,
-        if old_digest.is_empty() {
-            "not pinned"
-        } else {
-            old_digest
-        },
-        change
-            .sha256
-            .as_deref()
-            .filter(|d| !d.is_empty())
-            .unwrap_or("not pinned"),
+    let shown = |digest: Option<&str>| {
+        let digest = digest.filter(|digest| !digest.is_empty());
+        digest.unwrap_or("not pinned").to_owned()
+    };
+    let old_digest = shown(target.overlay.sha256.as_ref().map(|pin| pin.value()));
+    let new_digest = shown(change.sha256.as_deref());
+    let evaluation = report.map_or_else(
+        || "No evaluation report was given.".to_owned(),
+        Report::summary,
     );
-    match report {
-        Some(report) => message += &format!("\n{}\n", report.summary()),
-        None => message += "\nNo evaluation report was given.\n",
-    }
-    message
+    format!(
+        "{verb} {service} {env} to model version {to}\n\n\
+         {service} ({env}): model {model} version {from} -> {to}\n\
+         sha256: {old_digest} -> {new_digest}\n\n\
+         {evaluation}\n",
+        from = change.from,
+        to = change.to,
+    )
 }
 
 /// `--commit`, `--push` and `--open-pr`: the summary line grows with each step taken.
