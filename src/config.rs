@@ -176,8 +176,8 @@ pub struct FetchArgs {
     /// The model file's expected SHA-256 (hex), pinned in the manifest. It takes precedence over
     /// an MLflow `sha256` model-version tag and a `model.onnx.sha256` sidecar. Empty means not
     /// pinned, as the base manifest's `--model-sha256=$(MODEL_SHA256)` passes it.
-    #[arg(long, env = "PINSERVE_MODEL_SHA256", value_name = "HEX", value_parser = parse_pin, help_heading = FETCH)]
-    pub model_sha256: Option<Pin>,
+    #[arg(long, env = "PINSERVE_MODEL_SHA256", value_name = "HEX", value_parser = parse_optional_digest, help_heading = FETCH)]
+    pub model_sha256: Option<OptionalDigest>,
 
     /// Retries of a failed request (connection errors, timeouts, 429, 5xx, stalled bodies).
     #[arg(long, env = "PINSERVE_FETCH_RETRIES", default_value_t = 5, value_name = "N", help_heading = FETCH)]
@@ -219,19 +219,19 @@ pub struct FetchArgs {
 
 /// `--model-sha256`'s value: a digest, or nothing for an empty value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pin(Option<Digest>);
+pub struct OptionalDigest(Option<Digest>);
 
-fn parse_pin(text: &str) -> Result<Pin, String> {
+fn parse_optional_digest(text: &str) -> Result<OptionalDigest, String> {
     if text.trim().is_empty() {
-        return Ok(Pin(None));
+        return Ok(OptionalDigest(None));
     }
-    text.parse().map(|digest| Pin(Some(digest)))
+    text.parse().map(|digest| OptionalDigest(Some(digest)))
 }
 
 impl FetchArgs {
     /// The digest `--model-sha256` pins, if any.
     pub fn model_sha256(&self) -> Option<Digest> {
-        self.model_sha256.and_then(|pin| pin.0)
+        self.model_sha256.and_then(|digest| digest.0)
     }
 
     pub fn resolver(&self) -> Resolver {

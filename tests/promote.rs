@@ -283,30 +283,47 @@ async fn rolling_back_is_promoting_an_older_version() {
     );
 }
 
-#[tokio::test]
-async fn refuses_what_does_not_match_and_changes_nothing() {
-    let deploy = Deploy::new();
-    let before = deploy.overlay_text();
-    let promote = async |extra: &[&str]| {
+impl Deploy {
+    /// `pinserve promote` of staging to version 9, with `extra`.
+    async fn promote_9(&self, extra: &[&str]) -> Output {
         let mut args = vec!["--overlay", STAGING, "--version", "9"];
         args.extend_from_slice(extra);
-        deploy.promote(&args).await
-    };
-    let output = promote(&["--sha256", DIGEST_9, "--model", "churn-prediction"]).await;
+        self.promote(&args).await
+    }
+}
+
+#[tokio::test]
+async fn refuses_another_model_or_a_version_without_its_digest() {
+    let deploy = Deploy::new();
+    let before = deploy.overlay_text();
+    let output = deploy
+        .promote_9(&["--sha256", DIGEST_9, "--model", "churn-prediction"])
+        .await;
     assert_refused(
         &output,
         1,
         "--model churn-prediction, but the overlay pins model fraud-detection",
     );
-    let output = promote(&[]).await;
+    let output = deploy.promote_9(&[]).await;
     assert_refused(&output, 1, "version 9 needs its digest");
+    let output = deploy.promote_9(&["--sha256-from-registry"]).await;
+    assert_refused(
+        &output,
+        1,
+        "--sha256-from-registry: give --registry-uri or MLFLOW_TRACKING_URI",
+    );
+    assert_eq!(deploy.overlay_text(), before);
+}
+
+#[tokio::test]
+async fn refuses_a_report_for_another_version_or_that_failed_or_another_digest() {
+    let deploy = Deploy::new();
+    let before = deploy.overlay_text();
     let report = |model: &str, version: &str, passed: bool, sha256: &str| {
         let name = format!("{model}-{version}-{passed}-{}.json", &sha256[..4]);
-        deploy.report(
-            &name,
-            json!({"model": model, "version": version, "sha256": sha256,
-                             "passed": passed, "metrics": {"auc": 0.91}}),
-        )
+        let report = json!({"model": model, "version": version, "sha256": sha256,
+                            "passed": passed, "metrics": {"auc": 0.91}});
+        deploy.report(&name, report)
     };
     for (file, wanted) in [
         (
@@ -322,38 +339,42 @@ async fn refuses_what_does_not_match_and_changes_nothing() {
             "did not pass",
         ),
     ] {
-        assert_refused(&promote(&["--report", &file]).await, 1, wanted);
+        assert_refused(&deploy.promote_9(&["--report", &file]).await, 1, wanted);
     }
     let file = report("fraud-detection", "9", true, DIGEST_7);
-    let output = promote(&["--report", &file, "--sha256", DIGEST_9]).await;
+    let output = deploy
+        .promote_9(&["--report", &file, "--sha256", DIGEST_9])
+        .await;
     assert_refused(
         &output,
         1,
         &format!("the digests disagree: --sha256 says {DIGEST_9}, the report says {DIGEST_7}"),
     );
     assert_eq!(deploy.overlay_text(), before);
-    // Usage errors are clap's, with its exit code.
-    assert_refused(&promote(&["--push", "origin"]).await, 2, "--commit");
-    assert_refused(
-        &promote(&["--commit", "--push", "origin", "--open-pr", "github"]).await,
-        2,
-        "--forge-url",
-    );
-    assert_refused(
-        &promote(&["--sha256", DIGEST_9, "--sha256-from-registry"]).await,
-        2,
-        "cannot be used with",
-    );
+}
+
+/// Usage errors are clap's, with its exit code.
+#[tokio::test]
+async fn usage_errors_exit_with_2() {
+    let deploy = Deploy::new();
+    for (extra, wanted) in [
+        (&["--push", "origin"][..], "--commit"),
+        (
+            &["--commit", "--push", "origin", "--open-pr", "github"],
+            "--forge-url",
+        ),
+        (
+            &["--sha256", DIGEST_9, "--sha256-from-registry"],
+            "cannot be used with",
+        ),
+        (&["--dry-run", "--commit"], "cannot be used with"),
+    ] {
+        assert_refused(&deploy.promote_9(extra).await, 2, wanted);
+    }
     let output = deploy
         .promote(&["--overlay", STAGING, "--version", "../9"])
         .await;
     assert_refused(&output, 2, "not a model version");
-    let output = promote(&["--sha256-from-registry"]).await;
-    assert_refused(
-        &output,
-        1,
-        "--sha256-from-registry: give --registry-uri or MLFLOW_TRACKING_URI",
-    );
 }
 
 #[tokio::test]
@@ -655,21 +676,14 @@ async fn commits_pushes_and_opens_one_pull_request_on_github() {
     );
     let (message, numstat) = pushed(&deploy, BRANCH_9);
     assert_eq!(numstat, format!("2\t2\t{OVERLAY_FILE}"));
-    assert!(
-        message.starts_with("Promote fraud-detection staging to model version 9\n\n"),
-        "{message}"
-    );
-    assert!(
-        message.contains("fraud-detection (staging): model fraud-detection version 8 -> 9\n"),
-        "{message}"
-    );
-    assert!(
-        message.contains(&format!("sha256: {PINNED} -> {DIGEST_9}")),
-        "{message}"
-    );
-    assert!(
-        message.contains("Evaluation (eval-report.json): passed\n  metrics.auc: 0.93"),
-        "{message}"
+    assert_eq!(
+        message,
+        format!(
+            "Promote fraud-detection staging to model version 9\n\n\
+             fraud-detection (staging): model fraud-detection version 8 -> 9\n\
+             sha256: {PINNED} -> {DIGEST_9}\n\n\
+             Evaluation (eval-report.json): passed\n  metrics.auc: 0.93"
+        )
     );
     // The checkout is left as it was: on main, clean.
     assert_eq!(

@@ -126,8 +126,10 @@ pub async fn run(config: &PromoteConfig) -> Result<String, PromoteError> {
     }
     match repo {
         None => write(&target.path, change.edited.text()).map(|()| summary),
-        Some((repo, prefix)) => {
-            publish(config, &target, &change, report.as_ref(), &repo, &prefix).await
+        Some(repo) => {
+            let message = commit_message(&target, &change, report.as_ref());
+            let record = Record::new(config, message)?;
+            publish(config, &target, &change, &record, &repo).await
         }
     }
 }
@@ -202,17 +204,7 @@ async fn plan(
     }
     let digest = agreed_digest(config, pinned, report).await?;
     let from = target.overlay.version.value().to_owned();
-    let current = target.overlay.sha256.as_ref();
-    let sha256 = match (digest, current) {
-        (Some(_), None) => return Err(PromoteError::NoDigestPin),
-        (None, Some(_)) if from != config.version => {
-            return Err(PromoteError::NoDigest {
-                version: config.version.clone(),
-            });
-        }
-        (Some(digest), Some(pin)) if pin.value().parse() == Ok(digest) => None,
-        (digest, _) => digest.map(|digest| digest.to_string()),
-    };
+    let sha256 = digest_to_write(&target.overlay, &config.version, digest)?;
     let edited = target
         .overlay
         .edit(&config.version, sha256.as_deref())
@@ -227,6 +219,23 @@ async fn plan(
         sha256,
         edited,
     })
+}
+
+/// The digest to write over the pinned one: none when it is unchanged or unknown and the
+/// version stays; a new version of an overlay that pins digests must come with one.
+fn digest_to_write(
+    overlay: &Overlay,
+    version: &str,
+    digest: Option<Digest>,
+) -> Result<Option<String>, PromoteError> {
+    match (digest, overlay.sha256.as_ref()) {
+        (Some(_), None) => Err(PromoteError::NoDigestPin),
+        (None, Some(_)) if overlay.version.value() != version => Err(PromoteError::NoDigest {
+            version: version.to_owned(),
+        }),
+        (Some(digest), Some(pin)) if pin.value().parse() == Ok(digest) => Ok(None),
+        (digest, _) => Ok(digest.map(|digest| digest.to_string())),
+    }
 }
 
 /// The digest every known source agrees on: `--sha256`, the registry's tag, the report's.
@@ -361,14 +370,43 @@ fn commit_message(target: &Target, change: &Change, report: Option<&Report>) -> 
     )
 }
 
+/// What `--commit` and `--open-pr` write: the commit message, and the pull request's body
+/// (`--report-md`, else the message's body).
+struct Record {
+    message: String,
+    body: String,
+}
+
+impl Record {
+    /// Read before anything changes, so a missing `--report-md` stops the promotion early.
+    fn new(config: &PromoteConfig, message: String) -> Result<Record, PromoteError> {
+        let body = match &config.report_md {
+            Some(path) => std::fs::read_to_string(path).map_err(|err| {
+                PromoteError::Report(ReportError::Unreadable {
+                    path: path.clone(),
+                    reason: err.to_string(),
+                })
+            })?,
+            None => message
+                .split_once("\n\n")
+                .map_or("", |(_, body)| body)
+                .to_owned(),
+        };
+        Ok(Record { message, body })
+    }
+
+    fn title(&self) -> &str {
+        self.message.lines().next().unwrap_or_default()
+    }
+}
+
 /// `--commit`, `--push` and `--open-pr`: the summary line grows with each step taken.
 async fn publish(
     config: &PromoteConfig,
     target: &Target,
     change: &Change,
-    report: Option<&Report>,
-    repo: &Repo,
-    prefix: &str,
+    record: &Record,
+    (repo, prefix): &(Repo, String),
 ) -> Result<String, PromoteError> {
     let branch = config.branch.clone().unwrap_or_else(|| {
         format!(
@@ -376,28 +414,27 @@ async fn publish(
             target.service, target.env, change.to
         )
     });
-    let message = commit_message(target, change, report);
     let path = format!("{prefix}{KUSTOMIZATION}");
     let made = repo
-        .commit_on_branch(&branch, &path, change.edited.text(), &message)
+        .commit_on_branch(&branch, &path, change.edited.text(), &record.message)
         .await?;
-    let mut summary = summary(target, change);
-    summary += &format!(
-        ", {} on branch {branch}",
-        if made {
-            "committed"
-        } else {
-            "already committed"
-        }
-    );
     tracing::info!(%branch, new_commit = made, "promotion committed");
+    let committed = if made {
+        "committed"
+    } else {
+        "already committed"
+    };
+    let mut summary = format!(
+        "{}, {committed} on branch {branch}",
+        summary(target, change)
+    );
     let Some(remote) = &config.push else {
         return Ok(summary);
     };
     repo.push(remote, &branch).await?;
     summary += &format!(", pushed to {remote}");
     if let Some(kind) = config.open_pr {
-        let opened = open_pull_request(config, kind, repo, remote, &branch, &message).await?;
+        let opened = open_pull_request(config, kind, (repo, remote), &branch, record).await?;
         let verb = if opened.created {
             "opened"
         } else {
@@ -408,44 +445,23 @@ async fn publish(
     Ok(summary)
 }
 
+/// The open pull request from `branch`, or a new one.
 async fn open_pull_request(
     config: &PromoteConfig,
     kind: ForgeKind,
-    repo: &Repo,
-    remote: &str,
+    (repo, remote): (&Repo, &str),
     branch: &str,
-    message: &str,
+    record: &Record,
 ) -> Result<forge::Opened, PromoteError> {
-    let repository = match &config.forge_repo {
-        Some(repository) => repository.clone(),
-        None => {
-            let url = repo.remote_url(remote).await?;
-            kind.repo_of_remote(&url)
-                .ok_or(ForgeError::BadRepo { repo: url })?
-        }
-    };
-    let body = match &config.report_md {
-        Some(path) => std::fs::read_to_string(path).map_err(|err| {
-            PromoteError::Report(ReportError::Unreadable {
-                path: path.clone(),
-                reason: err.to_string(),
-            })
-        })?,
-        None => message
-            .split_once("\n\n")
-            .map_or("", |(_, body)| body)
-            .to_owned(),
-    };
-    let title = message.lines().next().unwrap_or_default();
+    let repository = forge_repository(config, kind, repo, remote).await?;
     let api = config.forge_url.clone().expect("clap requires --forge-url");
     let base = config.pr_base.as_deref().expect("clap requires --pr-base");
-    let forge = Forge::from_env(kind, api)?;
     let pr = PullRequest {
         repo: &repository,
         head: branch,
         base,
-        title,
-        body: &body,
+        title: record.title(),
+        body: &record.body,
     };
     tracing::info!(
         repository,
@@ -453,5 +469,21 @@ async fn open_pull_request(
         base,
         "looking up or opening the pull request"
     );
-    Ok(forge.open(&pr).await?)
+    Ok(Forge::from_env(kind, api)?.open(&pr).await?)
+}
+
+/// `--forge-repo`, else the repository the push remote's URL names.
+async fn forge_repository(
+    config: &PromoteConfig,
+    kind: ForgeKind,
+    repo: &Repo,
+    remote: &str,
+) -> Result<String, PromoteError> {
+    if let Some(repository) = &config.forge_repo {
+        return Ok(repository.clone());
+    }
+    let url = repo.remote_url(remote).await?;
+    Ok(kind
+        .repo_of_remote(&url)
+        .ok_or(ForgeError::BadRepo { repo: url })?)
 }
