@@ -485,6 +485,14 @@ mod tests {
         ));
     }
 
+    /// The variable a pin count error names, and the count.
+    fn pin_count(text: String) -> Option<(&'static str, usize)> {
+        match Overlay::parse(text) {
+            Err(OverlayError::PinCount { var, count }) => Some((var, count)),
+            _ => None,
+        }
+    }
+
     #[test]
     fn refuses_overlays_that_do_not_pin_exactly_one_model() {
         let text = overlay("\"8\"", DIGEST);
@@ -492,49 +500,29 @@ mod tests {
             + "  - target:\n      kind: Rollout\n    patch: |-\n\
                \x20     - op: test\n        path: /spec/template/spec/initContainers/0/env/5/name\n        value: MODEL_VERSION\n\
                \x20     - op: replace\n        path: /spec/template/spec/initContainers/0/env/5/value\n        value: \"3\"\n";
-        let err = Overlay::parse(twice).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                OverlayError::PinCount {
-                    var: MODEL_VERSION,
-                    count: 2
-                }
-            ),
-            "{err}"
-        );
+        assert_eq!(pin_count(twice), Some((MODEL_VERSION, 2)));
         let unguarded = text.replace("value: MODEL_NAME", "value: SOMETHING_ELSE");
-        let err = Overlay::parse(unguarded).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                OverlayError::PinCount {
-                    var: MODEL_NAME,
-                    count: 0
-                }
-            ),
-            "{err}"
-        );
+        assert_eq!(pin_count(unguarded), Some((MODEL_NAME, 0)));
+    }
+
+    #[test]
+    fn refuses_values_it_cannot_edit_in_place() {
         let number = Overlay::parse(overlay("8", DIGEST)).unwrap_err();
         assert!(
             matches!(number, OverlayError::NotAString { .. }),
             "{number}"
         );
-        let block = overlay("\"8\"", DIGEST).replace(
-            &format!("value: {DIGEST}"),
-            &format!("value: >-\n          {DIGEST}"),
-        );
+        let folded = format!("value: >-\n          {DIGEST}");
+        let block = overlay("\"8\"", DIGEST).replace(&format!("value: {DIGEST}"), &folded);
         let err = Overlay::parse(block).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                OverlayError::NotLocated {
-                    var: MODEL_SHA256,
-                    ..
-                }
-            ),
-            "{err}"
+        let located = matches!(
+            err,
+            OverlayError::NotLocated {
+                var: MODEL_SHA256,
+                ..
+            }
         );
+        assert!(located, "{err}");
     }
 
     #[test]
@@ -546,6 +534,24 @@ mod tests {
         assert!(scalar(" \"a\\\"b\"", 0).is_none());
         assert!(scalar(" \"a\" b", 0).is_none());
         assert!(scalar(" |-", 0).is_none());
+    }
+
+    proptest::proptest! {
+        /// Whatever the version, digest and comments, the text changes at the values alone.
+        #[test]
+        fn edits_change_the_values_alone(
+            version in "[0-9a-z][0-9a-z._-]{0,8}",
+            digest in "[0-9a-f]{64}",
+            comment in "[ -~]{0,40}",
+        ) {
+            let text = overlay("\"8\"  # pinned", &format!("\"{DIGEST}\""))
+                .replace("patches:\n", &format!("# {comment}\npatches:\n"));
+            let edited = Overlay::parse(text.clone()).unwrap().edit(&version, Some(&digest)).unwrap();
+            let expected = text
+                .replace("value: \"8\"  #", &format!("value: \"{version}\"  #"))
+                .replace(DIGEST, &digest);
+            proptest::prop_assert_eq!(edited.text(), expected);
+        }
     }
 
     #[test]
