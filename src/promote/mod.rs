@@ -38,7 +38,8 @@ use crate::{
 
 const KUSTOMIZATION: &str = "kustomization.yaml";
 
-/// Why a promotion was refused or failed; nothing was changed.
+/// Why a promotion was refused or failed. Every refusal comes before anything changes; a push or
+/// pull request that fails leaves the commit on its branch, where a rerun picks it up.
 #[derive(Debug, thiserror::Error)]
 pub enum PromoteError {
     #[error("{} is not a service overlay (k8s/services/SERVICE/ENV): {reason}", dir.display())]
