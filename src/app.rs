@@ -158,7 +158,7 @@ async fn load(
     state: &AppState,
 ) -> Result<Loaded, LoadError> {
     let artifact = match source {
-        ServeSource::Fetched(dir) => obtain::from_fetched(dir, config.fetch.model_sha256)?,
+        ServeSource::Fetched(dir) => obtain::from_fetched(dir, config.fetch.model_sha256())?,
         ServeSource::Reference(reference) => {
             obtain_artifact(reference, &config.cache_dir, &config.fetch).await?
         }

@@ -11,6 +11,7 @@ use crate::{
     batch::BatchConfig,
     http::server::ConnectionLimits,
     model::{Device, GraphOptimization, SessionOptions, runtime},
+    promote::ForgeKind,
     registry::{
         Digest, FetchOptions, Location, ModelReference, RegistryError, Resolver, Selector,
         check_component, retry::RetryPolicy, store::StoreOptions,
@@ -48,6 +49,9 @@ pub enum Command {
     /// version tagged with the file's sha256), without MLflow's Python package; prints the new
     /// version.
     Register(RegisterConfig),
+    /// Pin a model version (and its digest) in a k8s/services overlay, and optionally commit,
+    /// push and open a pull request for it.
+    Promote(Box<PromoteConfig>),
 }
 
 const MODEL: &str = "Model";
@@ -174,9 +178,10 @@ impl ModelSource {
 #[derive(Debug, Clone, Args)]
 pub struct FetchArgs {
     /// The model file's expected SHA-256 (hex), pinned in the manifest. It takes precedence over
-    /// an MLflow `sha256` model-version tag and a `model.onnx.sha256` sidecar.
-    #[arg(long, env = "PINSERVE_MODEL_SHA256", value_name = "HEX", help_heading = FETCH)]
-    pub model_sha256: Option<Digest>,
+    /// an MLflow `sha256` model-version tag and a `model.onnx.sha256` sidecar. Empty means not
+    /// pinned, as the base manifest's `--model-sha256=$(MODEL_SHA256)` passes it.
+    #[arg(long, env = "PINSERVE_MODEL_SHA256", value_name = "HEX", value_parser = parse_optional_digest, help_heading = FETCH)]
+    pub model_sha256: Option<OptionalDigest>,
 
     /// Retries of a failed request (connection errors, timeouts, 429, 5xx, stalled bodies).
     #[arg(long, env = "PINSERVE_FETCH_RETRIES", default_value_t = 5, value_name = "N", help_heading = FETCH)]
@@ -216,14 +221,30 @@ pub struct FetchArgs {
     pub storage_endpoint: Option<String>,
 }
 
+/// `--model-sha256`'s value: a digest, or nothing for an empty value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalDigest(Option<Digest>);
+
+fn parse_optional_digest(text: &str) -> Result<OptionalDigest, String> {
+    if text.trim().is_empty() {
+        return Ok(OptionalDigest(None));
+    }
+    text.parse().map(|digest| OptionalDigest(Some(digest)))
+}
+
 impl FetchArgs {
+    /// The digest `--model-sha256` pins, if any.
+    pub fn model_sha256(&self) -> Option<Digest> {
+        self.model_sha256.and_then(|digest| digest.0)
+    }
+
     pub fn resolver(&self) -> Resolver {
         Resolver {
             retry: RetryPolicy::new(self.fetch_retries),
             store: StoreOptions {
                 endpoint: self.storage_endpoint.clone(),
             },
-            model_sha256: self.model_sha256,
+            model_sha256: self.model_sha256(),
             stall_timeout: self.fetch_stall_timeout,
         }
     }
@@ -774,6 +795,98 @@ fn parse_tag(text: &str) -> Result<(String, String), String> {
     }
 }
 
+const PROMOTE: &str = "Promotion";
+const GIT: &str = "Git and pull request";
+
+/// `pinserve promote`: which overlay, which version and digest, and what to do with the change.
+#[derive(Debug, Clone, Args)]
+pub struct PromoteConfig {
+    /// The service overlay to edit, k8s/services/SERVICE/ENV (the folder of its kustomization).
+    #[arg(long, env = "PINSERVE_OVERLAY", value_name = "DIR", help_heading = PROMOTE)]
+    pub overlay: PathBuf,
+
+    /// The model version to pin (an older one rolls back).
+    #[arg(long, env = "PINSERVE_VERSION", value_name = "V", value_parser = parse_version, help_heading = PROMOTE)]
+    pub version: String,
+
+    /// The model the overlay must pin; a different pinned name is refused.
+    #[arg(long, env = "PINSERVE_MODEL", value_name = "NAME", help_heading = PROMOTE)]
+    pub model: Option<String>,
+
+    /// The model file's SHA-256 to pin as MODEL_SHA256.
+    #[arg(long, env = "PINSERVE_SHA256", value_name = "HEX", help_heading = PROMOTE)]
+    pub sha256: Option<Digest>,
+
+    /// Read the digest from the version's `sha256` tag in the MLflow Model Registry.
+    #[arg(long, env = "PINSERVE_SHA256_FROM_REGISTRY", conflicts_with = "sha256", help_heading = PROMOTE)]
+    pub sha256_from_registry: bool,
+
+    /// MLflow tracking server for --sha256-from-registry [default: MLFLOW_TRACKING_URI].
+    #[arg(long, env = "PINSERVE_REGISTRY_URI", value_name = "URL", help_heading = PROMOTE)]
+    pub registry_uri: Option<Url>,
+
+    /// The JSON report `pinserve eval` wrote: its model, version and sha256 must match, and it
+    /// must say `passed`.
+    #[arg(long, env = "PINSERVE_REPORT", value_name = "FILE", help_heading = PROMOTE)]
+    pub report: Option<PathBuf>,
+
+    /// A Markdown report for the pull request's body [default: a summary of --report].
+    #[arg(long, env = "PINSERVE_REPORT_MD", value_name = "FILE", help_heading = PROMOTE)]
+    pub report_md: Option<PathBuf>,
+
+    /// Print the diff the promotion would make, and change nothing.
+    #[arg(long, env = "PINSERVE_DRY_RUN", conflicts_with = "commit", help_heading = PROMOTE)]
+    pub dry_run: bool,
+
+    /// Commit the change on a new branch (the checkout itself is left as it is).
+    #[arg(long, env = "PINSERVE_COMMIT", help_heading = GIT)]
+    pub commit: bool,
+
+    /// The branch to commit on [default: pinserve/promote/SERVICE-ENV-VERSION].
+    #[arg(long, env = "PINSERVE_BRANCH", value_name = "NAME", requires = "commit", help_heading = GIT)]
+    pub branch: Option<String>,
+
+    /// Push the branch to this git remote.
+    #[arg(long, env = "PINSERVE_PUSH", value_name = "REMOTE", requires = "commit", help_heading = GIT)]
+    pub push: Option<String>,
+
+    /// Open a pull request (merge request) for the pushed branch, unless one is open already.
+    #[arg(
+        long,
+        env = "PINSERVE_OPEN_PR",
+        value_enum,
+        value_name = "FORGE",
+        requires_all = ["push", "forge_url", "pr_base"],
+        help_heading = GIT
+    )]
+    pub open_pr: Option<ForgeKind>,
+
+    /// The forge's API root, e.g. https://api.github.com, https://gitlab.com/api/v4 or
+    /// https://gitea.example/api/v1.
+    #[arg(long, env = "PINSERVE_FORGE_URL", value_name = "URL", help_heading = GIT)]
+    pub forge_url: Option<Url>,
+
+    /// OWNER/REPO (GitLab: the project's path or id) [default: from the push remote's URL].
+    #[arg(long, env = "PINSERVE_FORGE_REPO", value_name = "REPO", help_heading = GIT)]
+    pub forge_repo: Option<String>,
+
+    /// The branch the pull request is to merge into.
+    #[arg(long, env = "PINSERVE_PR_BASE", value_name = "BRANCH", help_heading = GIT)]
+    pub pr_base: Option<String>,
+}
+
+/// A version as the overlay pins it: it also names a git branch and is written into YAML, so
+/// only letters, digits, `.`, `_` and `-` (MLflow's versions are numbers).
+fn parse_version(text: &str) -> Result<String, String> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    if text.is_empty() || !text.chars().all(safe) || text.starts_with(['.', '-']) {
+        return Err(format!(
+            "'{text}' is not a model version: letters, digits, '.', '_' and '-' only"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -965,6 +1078,21 @@ mod tests {
                 .to_string()
                 .contains("say which model")
         );
+    }
+
+    #[test]
+    fn an_empty_model_sha256_pins_nothing() {
+        let digest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let parse = |value: &str| -> Result<Option<Digest>, clap::Error> {
+            let flag = format!("--model-sha256={value}");
+            match Cli::try_parse_from(["pinserve", "fetch", "--dest", "d", &flag])?.command {
+                Command::Fetch(config) => Ok(config.fetch.model_sha256()),
+                _ => panic!("not fetch"),
+            }
+        };
+        assert_eq!(parse("").unwrap(), None);
+        assert_eq!(parse(digest).unwrap(), Some(digest.parse().unwrap()));
+        assert!(parse("abc").is_err());
     }
 
     #[test]

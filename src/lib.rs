@@ -14,7 +14,8 @@
 //! parses the command line, and [`metrics`] declares every exported metric.
 //!
 //! The lifecycle commands call into the same code: [`register`] puts a model into the MLflow
-//! Model Registry through [`registry`]'s MLflow client.
+//! Model Registry through [`registry`]'s MLflow client, and [`promote`] is the GitOps side: it
+//! pins a model version and digest in a k8s/services overlay and proposes it.
 
 pub mod app;
 pub mod batch;
@@ -24,6 +25,7 @@ pub mod http;
 pub mod inspect;
 pub mod metrics;
 pub mod model;
+pub mod promote;
 pub mod protocol;
 pub mod register;
 pub mod registry;

@@ -5,7 +5,7 @@ use clap::Parser;
 use pinserve::{
     app,
     config::{Cli, Command, FetchConfig, ServeConfig},
-    inspect, metrics, model, shutdown, telemetry,
+    inspect, metrics, model, promote, shutdown, telemetry,
 };
 
 fn main() -> ExitCode {
@@ -28,6 +28,11 @@ fn main() -> ExitCode {
             inspect::run(&args)
                 .map(|table| print!("{table}"))
                 .map_err(Into::into),
+        ),
+        Command::Promote(config) => report(
+            runtime()
+                .and_then(|runtime| Ok(runtime.block_on(promote::run(&config))?))
+                .map(|summary| println!("{summary}")),
         ),
     }
 }

@@ -531,6 +531,15 @@ async fn a_changed_pin_is_enforced_on_an_earlier_download() {
     assert_nothing_servable(dest.path());
 }
 
+/// The base manifest passes `--model-sha256=$(MODEL_SHA256)` with MODEL_SHA256 empty where a
+/// service pins no digest: an empty value pins nothing, as no flag does.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_pin_pins_nothing() {
+    let dest = tempfile::tempdir().unwrap();
+    let output = fetch_local(dest.path(), &["--model-sha256="]).await;
+    assert_fetched(&output, dest.path());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_enforces_a_changed_pin_on_its_cache() {
     let server = FaultyServer::start([(MODEL, model_route()), (SIDECAR, sidecar_route())]).await;

@@ -340,8 +340,8 @@ fn check_image(rollout: &Value) {
     );
 }
 
-/// The model is not in the image: the init container fetches the version pinned in its
-/// environment into an emptyDir, and the serving container loads that directory read-only.
+/// The model is not in the image: the init container fetches the version and digest pinned in
+/// its environment into an emptyDir, and the serving container loads that directory read-only.
 fn check_model_source(rollout: &Value, service: &str) {
     let spec = &rollout["spec"]["template"]["spec"];
     let volumes = spec["volumes"].as_sequence().expect("no volumes");
@@ -378,6 +378,17 @@ fn check_model_source(rollout: &Value, service: &str) {
     assert!(
         version.parse::<u64>().is_ok_and(|v| v > 0),
         "MODEL_VERSION {version:?} is not a registry version number"
+    );
+    // The digest pins the model's bytes as an image digest pins an image's: the base leaves it
+    // empty (not pinned), every service overlay pins one.
+    assert_eq!(flag(fetch, "--model-sha256"), Some("$(MODEL_SHA256)"));
+    let digest = env_value(fetch, "MODEL_SHA256").expect("MODEL_SHA256 is not a literal");
+    assert!(
+        digest.len() == 64
+            && digest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "MODEL_SHA256 {digest:?} is not a pinned SHA-256 digest (64 lowercase hexadecimal digits)"
     );
     let dest = flag(fetch, "--dest").expect("fetch has no --dest");
     let model_dir = flag(serve, "--model-dir").expect("serve has no --model-dir");
@@ -520,6 +531,15 @@ fn overlays_set_namespace_replicas_and_resources() {
         ));
     }
     assert_eq!(seen.len(), 2, "staging and production are identical");
+}
+
+/// The base pins no digest: an empty MODEL_SHA256, which `pinserve fetch` reads as not pinned;
+/// pinning one is the service overlays' part (checked with the model source above).
+#[test]
+fn base_leaves_the_digest_to_the_overlays() {
+    let docs = render("base");
+    let fetch = container(one_of_kind(&docs, "Rollout"), "initContainers", FETCH);
+    assert_eq!(env_value(fetch, "MODEL_SHA256"), Some(""));
 }
 
 /// Patches of the Rollout are JSON 6902 with a `test` before any change: kustomize does not know

@@ -335,3 +335,65 @@ async fn tls_is_verified_against_a_custom_ca_or_skipped_only_when_asked() {
         assert_eq!(manifest(dest.path())["version"], "1");
     }
 }
+
+/// An overlay pinning `tabular-mlp` version 1 by its digest, as k8s/services lays one out;
+/// its folder (`tabular-mlp/staging`).
+fn tabular_overlay(root: &Path) -> std::path::PathBuf {
+    let template = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("k8s/services/fraud-detection/staging/kustomization.yaml");
+    let text = std::fs::read_to_string(template).unwrap();
+    let pinned = text.rsplit_once("value: ").unwrap().1.trim().to_owned();
+    let text = text
+        .replace("value: fraud-detection", "value: tabular-mlp")
+        .replace("value: \"8\"", "value: \"1\"")
+        .replace(
+            &pinned,
+            &format!("\"{}\"", registered_digest("tabular-mlp", "1")),
+        );
+    let dir = root.join("tabular-mlp/staging");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("kustomization.yaml"), text).unwrap();
+    dir
+}
+
+/// `pinserve promote --sha256-from-registry` pins the version's `sha256` tag, read with the
+/// client fetch uses, and refuses a tag that disagrees with the eval report's digest.
+#[tokio::test(flavor = "multi_thread")]
+async fn promote_pins_the_digest_the_registry_tags() {
+    let root = tempfile::tempdir().unwrap();
+    let overlay = tabular_overlay(root.path());
+    let promote = async |version: &str, extra: &[&str]| {
+        common::pinserve_async()
+            .args([
+                "promote",
+                "--overlay",
+                overlay.to_str().unwrap(),
+                "--version",
+                version,
+            ])
+            .args(["--sha256-from-registry"])
+            .args(extra)
+            .env("MLFLOW_TRACKING_URI", mlflow_uri())
+            .output()
+            .await
+            .unwrap()
+    };
+    let output = promote("2", &[]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let digest = registered_digest("tabular-mlp", "2");
+    let text = std::fs::read_to_string(overlay.join("kustomization.yaml")).unwrap();
+    assert!(text.contains(&format!("value: \"{digest}\"")), "{text}");
+
+    let report = root.path().join("report.json");
+    let real = registered_digest("tabular-mlp", "3");
+    let body =
+        serde_json::json!({"model": "tabular-mlp", "version": "3", "sha256": real, "passed": true});
+    std::fs::write(&report, body.to_string()).unwrap();
+    let output = promote("3", &["--report", report.to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("the digests disagree: the registry says"),
+        "{}",
+        stderr(&output)
+    );
+}
