@@ -212,7 +212,8 @@ impl MlflowClient {
         if let Ok(user) = std::env::var("USER") {
             tags.push(KeyValue::new("mlflow.user", user));
         }
-        let body = json!({ "experiment_id": experiment_id, "start_time": now_millis(), "tags": tags });
+        let body =
+            json!({ "experiment_id": experiment_id, "start_time": now_millis(), "tags": tags });
         let created = self.post("api/2.0/mlflow/runs/create", &body).await?;
         Ok(Run {
             run_id: string_at(&created, &["run", "info", "run_id"]),
