@@ -52,6 +52,9 @@ pub enum Command {
     /// Pin a model version (and its digest) in a k8s/services overlay, and optionally commit,
     /// push and open a pull request for it.
     Promote(Box<PromoteConfig>),
+    /// Evaluate a model version on held-out data through the serving path, against a baseline,
+    /// and judge it with a gate: exit 0 passed, 3 failed, 1 error, 2 usage.
+    Eval(Box<EvalConfig>),
 }
 
 const MODEL: &str = "Model";
@@ -236,6 +239,14 @@ impl FetchArgs {
     /// The digest `--model-sha256` pins, if any.
     pub fn model_sha256(&self) -> Option<Digest> {
         self.model_sha256.and_then(|digest| digest.0)
+    }
+
+    /// The same settings, pinning `digest` instead (another model of the same command).
+    pub fn pinning(&self, digest: Option<Digest>) -> FetchArgs {
+        FetchArgs {
+            model_sha256: Some(OptionalDigest(digest)),
+            ..self.clone()
+        }
     }
 
     pub fn resolver(&self) -> Resolver {

@@ -24,6 +24,11 @@ fn main() -> ExitCode {
                 .map(|version| println!("{version}"))
                 .map_err(Into::into),
         ),
+        Command::Eval(config) => match pinserve::eval::command::run(&config) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(GATE_FAILED),
+            Err(err) => report(Err(err.into())),
+        },
         Command::Inspect(args) => report(
             inspect::run(&args)
                 .map(|table| print!("{table}"))
@@ -36,6 +41,9 @@ fn main() -> ExitCode {
         ),
     }
 }
+
+/// `pinserve eval`'s status when the gate failed (1 is an error, 2 a usage error).
+const GATE_FAILED: u8 = 3;
 
 fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {

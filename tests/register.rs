@@ -6,17 +6,12 @@ mod common;
 
 use std::{path::Path, process::Output};
 
-use common::{Server, fixtures, services::mlflow_uri, stderr};
+use common::{
+    Server, fixtures,
+    services::{mlflow_get, mlflow_uri, tag, unique_name},
+    stderr,
+};
 use serde_json::{Value, json};
-
-/// A registered-model name no other test (or earlier run against the same server) uses.
-fn unique_name(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("register-{test}-{}-{nanos}", std::process::id())
-}
 
 async fn register(args: &[&str], env: &[(&str, String)]) -> Output {
     common::pinserve_async()
@@ -42,26 +37,6 @@ async fn register_ok(model_file: &Path, name: &str, extra: &[&str]) -> String {
         "a version number: {stdout:?}"
     );
     lines[0].to_owned()
-}
-
-async fn mlflow_get(path: &str, query: &[(&str, &str)]) -> Value {
-    let mut url = reqwest::Url::parse(&format!("{}/api/2.0/mlflow/{path}", mlflow_uri())).unwrap();
-    url.query_pairs_mut().extend_pairs(query);
-    let response = reqwest::Client::new().get(url).send().await.unwrap();
-    assert!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.status()
-    );
-    response.json().await.unwrap()
-}
-
-fn tag<'a>(version: &'a Value, key: &str) -> Option<&'a str> {
-    version["tags"]
-        .as_array()?
-        .iter()
-        .find(|tag| tag["key"] == key)
-        .and_then(|tag| tag["value"].as_str())
 }
 
 fn sha256_hex(path: &Path) -> String {
@@ -108,7 +83,7 @@ fn assert_close(pinserve: &Value, mlflow: &Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registered_pipeline_loads_in_mlflows_client_and_serves_the_same_answers() {
-    let name = unique_name("pipeline");
+    let name = unique_name("register-pipeline");
     let model_file = fixtures().join("churn_pipeline/1/model.onnx");
     let version = register_ok(&model_file, &name, &["--alias", "candidate"]).await;
     assert_eq!(version, "1");
@@ -154,7 +129,7 @@ async fn a_registered_pipeline_loads_in_mlflows_client_and_serves_the_same_answe
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_version_carries_its_digest_tags_dataset_and_reference_profile() {
-    let name = unique_name("tags");
+    let name = unique_name("register-tags");
     let model_file = fixtures().join("tabular_mlp/1/model.onnx");
     let profile = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(profile.path(), br#"{"features": {"mean": 0.5}}"#).unwrap();
@@ -241,7 +216,7 @@ async fn external_data_files_are_registered_with_the_model() {
     )
     .await;
     assert!(output.status.success(), "{}", stderr(&output));
-    let name = unique_name("external");
+    let name = unique_name("register-external");
     let version = register_ok(&source.path().join("model.onnx"), &name, &[]).await;
     let listing = mlflow_get(
         "model-versions/get",

@@ -23,10 +23,14 @@
 //! - [`bootstrap`] adds percentile intervals, and the paired interval of a difference.
 
 pub mod bootstrap;
+pub mod command;
 pub mod data;
+pub mod gate;
 pub mod label;
 pub mod metrics;
+pub mod report;
 pub mod task;
+mod writeback;
 
 pub use self::{
     label::Label,

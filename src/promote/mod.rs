@@ -10,7 +10,7 @@
 
 mod forge;
 mod git;
-mod overlay;
+pub(crate) mod overlay;
 mod report;
 
 use std::path::{Path, PathBuf};

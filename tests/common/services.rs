@@ -33,3 +33,34 @@ pub fn expected(key: &str) -> (Value, Value) {
     );
     (case["request"].clone(), case["outputs"].clone())
 }
+
+/// `GET` an endpoint of the open MLflow server's REST API (`model-versions/get`, ...).
+pub async fn mlflow_get(path: &str, query: &[(&str, &str)]) -> Value {
+    let mut url = reqwest::Url::parse(&format!("{}/api/2.0/mlflow/{path}", mlflow_uri())).unwrap();
+    url.query_pairs_mut().extend_pairs(query);
+    let response = reqwest::get(url).await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+/// A tag of a model version (or run) as MLflow's API returns it.
+pub fn tag<'a>(entity: &'a Value, key: &str) -> Option<&'a str> {
+    entity["tags"]
+        .as_array()?
+        .iter()
+        .find(|tag| tag["key"] == key)
+        .and_then(|tag| tag["value"].as_str())
+}
+
+/// A registered-model name no other test (or earlier run against the same server) uses.
+pub fn unique_name(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{test}-{}-{nanos}", std::process::id())
+}

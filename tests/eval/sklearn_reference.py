@@ -9,6 +9,10 @@ row), ``score_dtype`` (float32 or float64), ``classes`` (score-column order) and
 rows, mapping columns to inputs as pinserve does (one 2-D input: every other column,
 stacked as float32; several inputs: one column per input, [N, 1]), and prints the
 inputs it fed, the outputs and the target.
+
+``evaluate MODEL.onnx DATA.csv TARGET TASK``: both of the above, end to end, as
+``pinserve eval`` reports it (tests/eval.rs): a classifier's ``label`` and ``probabilities``
+outputs (classes in sorted order, the positive class 1), a regressor's only output.
 """
 
 import csv
@@ -83,8 +87,31 @@ def predict(model_path: str, data_path: str, target: str) -> dict:
     }
 
 
+def evaluate(model_path: str, data_path: str, target: str, task: str) -> dict:
+    predicted = predict(model_path, data_path, target)
+    outputs = predicted["outputs"]
+    if task == "regression":
+        (values,) = outputs.values()
+        case = {"y_true": [float(t) for t in predicted["target"]], "y_pred": values["data"]}
+        return regression(case)
+    y_true = [int(float(t)) for t in predicted["target"]]
+    scores = outputs["probabilities"]
+    columns = scores["shape"][1]
+    case = {
+        "y_true": y_true,
+        "y_pred": [int(v) for v in outputs["label"]["data"]],
+        "scores": np.array(scores["data"]).reshape(-1, columns).tolist(),
+        "score_dtype": "float32",
+        "classes": sorted(set(y_true) | set(int(v) for v in outputs["label"]["data"])),
+        "positive": 1,
+    }
+    return classification(case)
+
+
 def main() -> None:
-    if sys.argv[1] == "metrics":
+    if sys.argv[1] == "evaluate":
+        result = {name: float(value) for name, value in evaluate(*sys.argv[2:6]).items()}
+    elif sys.argv[1] == "metrics":
         with open(sys.argv[2], encoding="utf-8") as handle:
             case = json.load(handle)
         task = classification if case["task"] == "classification" else regression
