@@ -587,7 +587,7 @@ pub struct RegisterConfig {
     pub model_file: PathBuf,
 
     /// The registered model's name (created if it does not exist).
-    #[arg(long, env = "PINSERVE_REGISTER_NAME", value_name = "NAME")]
+    #[arg(long, env = "PINSERVE_NAME", value_name = "NAME")]
     pub name: String,
 
     /// MLflow tracking server holding the Model Registry [default: MLFLOW_TRACKING_URI].
@@ -601,7 +601,7 @@ pub struct RegisterConfig {
     /// A tag on the new version; repeat for more (in the environment: comma-separated).
     #[arg(
         long = "tag",
-        env = "PINSERVE_REGISTER_TAGS",
+        env = "PINSERVE_TAG",
         value_name = "KEY=VALUE",
         value_delimiter = ',',
         value_parser = parse_tag
@@ -609,7 +609,7 @@ pub struct RegisterConfig {
     pub tags: Vec<(String, String)>,
 
     /// Point this alias (e.g. `candidate`) at the new version.
-    #[arg(long, env = "PINSERVE_REGISTER_ALIAS", value_name = "ALIAS")]
+    #[arg(long, env = "PINSERVE_ALIAS", value_name = "ALIAS")]
     pub alias: Option<String>,
 
     /// A reference profile of the training data, uploaded beside the model as
@@ -670,18 +670,18 @@ pub struct EvalConfig {
     pub model: String,
 
     /// Held-out data: a CSV or Parquet file (local path).
-    #[arg(long, env = "PINSERVE_EVAL_DATA", value_name = "PATH", help_heading = EVAL)]
+    #[arg(long, env = "PINSERVE_DATA", value_name = "PATH", help_heading = EVAL)]
     pub data: PathBuf,
 
     /// The column holding the true label or value.
-    #[arg(long, env = "PINSERVE_EVAL_TARGET", value_name = "COLUMN", help_heading = EVAL)]
+    #[arg(long, env = "PINSERVE_TARGET", value_name = "COLUMN", help_heading = EVAL)]
     pub target: String,
 
     /// For a model with one 2-D input: the columns that make its features, in order [default:
     /// every column but the target, in file order].
     #[arg(
         long,
-        env = "PINSERVE_EVAL_FEATURE_COLUMNS",
+        env = "PINSERVE_FEATURE_COLUMNS",
         value_name = "A,B,...",
         value_delimiter = ',',
         help_heading = EVAL
@@ -725,7 +725,7 @@ pub struct EvalConfig {
     pub experiment: String,
 
     /// The task [default: inferred from the model's outputs].
-    #[arg(long, env = "PINSERVE_EVAL_TASK", value_enum, help_heading = EVAL)]
+    #[arg(long, env = "PINSERVE_TASK", value_enum, help_heading = EVAL)]
     pub task: Option<EvalTask>,
 
     /// The output holding predicted labels (classification) or values (regression).
@@ -753,7 +753,7 @@ pub struct EvalConfig {
     pub seed: u64,
 
     /// Rows per request sent through the batcher.
-    #[arg(long, env = "PINSERVE_EVAL_BATCH_SIZE", default_value_t = 256, value_name = "ROWS", help_heading = EVAL)]
+    #[arg(long, env = "PINSERVE_BATCH_SIZE", default_value_t = 256, value_name = "ROWS", help_heading = EVAL)]
     pub batch_size: usize,
 
     /// MLflow tracking server for models:/ references and --log-to-mlflow [default:

@@ -9,9 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures_util::{StreamExt, stream::FuturesOrdered};
+
 use super::{
     bootstrap::{self, BootstrapConfig, BootstrapError, Interval},
-    data::{ColumnMapping, DataError, Dataset},
+    data::{Batch, ColumnMapping, DataError, Dataset},
     gate::{Gate, GateError},
     metrics::{Evaluation, MetricError, Predictions, Truth},
     report::{
@@ -262,22 +264,67 @@ fn overrides(config: &EvalConfig) -> Overrides {
     }
 }
 
-/// Every batch through the batcher, keeping only what the metrics need.
+/// Requests kept in flight, so that the model worker never waits for the next batch to be
+/// read and converted.
+const IN_FLIGHT: usize = 2;
+/// Batches read ahead of inference.
+const READ_AHEAD: usize = 2;
+
+/// Every batch through the batcher, keeping only what the metrics need. The file is read and
+/// converted on a thread of its own while earlier batches run, and answers are taken in order.
 async fn predict_all(
     batcher: &Batcher,
     dataset: &Dataset,
     plan: &TaskPlan,
     batch_size: usize,
 ) -> Result<(Predictions, Truth), EvalError> {
+    let mut batches = read_ahead(dataset.clone(), batch_size.max(1));
     let mut predictions = Predictions::new(plan);
     let mut truth = Truth::new(plan.task);
-    for batch in dataset.batches(batch_size.max(1))? {
-        let batch = batch?;
-        let outputs = batcher.infer(batch.inputs, plan.outputs.clone()).await?;
-        predictions.push(&outputs)?;
-        truth.push(batch.target)?;
+    let mut running = FuturesOrdered::new();
+    loop {
+        while running.len() < IN_FLIGHT {
+            let Some(batch) = batches.recv().await else {
+                break;
+            };
+            let batch = batch?;
+            let outputs = plan.outputs.clone();
+            running.push_back(async move {
+                let answer = batcher.infer(batch.inputs, outputs).await;
+                (answer, batch.target)
+            });
+        }
+        let Some((answer, target)) = running.next().await else {
+            break;
+        };
+        predictions.push(&answer?)?;
+        truth.push(target)?;
     }
     Ok((predictions, truth))
+}
+
+/// The dataset's batches, read on a thread of its own, at most [`READ_AHEAD`] ahead.
+fn read_ahead(
+    dataset: Dataset,
+    batch_size: usize,
+) -> tokio::sync::mpsc::Receiver<Result<Batch, DataError>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(READ_AHEAD);
+    std::thread::spawn(move || {
+        let batches = match dataset.batches(batch_size) {
+            Ok(batches) => batches,
+            Err(err) => {
+                let _ = sender.blocking_send(Err(err));
+                return;
+            }
+        };
+        for batch in batches {
+            // The receiver is gone when inference failed; stop reading.
+            if sender.blocking_send(batch).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
 }
 
 /// The first rows sent one at a time, each timed from submission to answer.
