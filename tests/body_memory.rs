@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::{process::Command, time::Duration};
+use std::process::Command;
 
 use common::Server;
 use tokio::{
@@ -76,24 +76,32 @@ fn predict_body(size: usize) -> Vec<u8> {
     body
 }
 
-/// Posts `body` to `/predict` until it is refused with 503 (each earlier answer must be 200),
-/// waiting for a share of the budget to be taken by another connection; `None` if it never is.
-async fn first_refusal(server: &Server, body: &[u8]) -> Option<reqwest::Response> {
-    for _ in 0..2000 {
-        let response = server
-            .client()
-            .post(server.url("/predict"))
-            .body(body.to_vec())
-            .send()
-            .await
-            .expect("the upload was reset instead of answered");
-        if response.status() == 503 {
-            return Some(response);
-        }
-        assert_eq!(response.status(), 200);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    None
+/// A connection whose request declares `length` bytes of body and holds its share of the
+/// budget: it asks `Expect: 100-continue`, and the server says continue only once it reads the
+/// body, which is after the share is taken, so the answer is the condition to wait for.
+async fn share_holder(server: &Server, path: &str, length: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: pinserve\r\ncontent-type: application/json\r\n\
+         content-length: {length}\r\nexpect: 100-continue\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let expected = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut answer = vec![0; expected.len()];
+    stream.read_exact(&mut answer).await.unwrap();
+    assert_eq!(answer, expected, "{}", String::from_utf8_lossy(&answer));
+    stream
+}
+
+/// Posts `body` to `/predict`; the answer must be one, not a reset upload.
+async fn post_predict(server: &Server, body: &[u8]) -> reqwest::Response {
+    server
+        .client()
+        .post(server.url("/predict"))
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("the upload was reset instead of answered")
 }
 
 fn rejected_for_budget(metrics: &str) -> f64 {
@@ -125,13 +133,17 @@ async fn a_spent_body_budget_answers_503_until_it_is_given_back() {
         "registered at 0"
     );
     let body = predict_body(budget);
-    let mut holder = header_only(&server, "/predict", budget).await;
-    holder.write_all(&body[..budget / 2]).await.unwrap();
     let small = predict_body(200);
     // Until the holder's share is taken, a small request is still served.
-    let refused = first_refusal(&server, &small)
-        .await
-        .expect("a half-sent body held no share of the budget");
+    assert_eq!(post_predict(&server, &small).await.status(), 200);
+    let mut holder = share_holder(&server, "/predict", budget).await;
+    holder.write_all(&body[..budget / 2]).await.unwrap();
+    let refused = post_predict(&server, &small).await;
+    assert_eq!(
+        refused.status(),
+        503,
+        "a half-sent body holds its share of the budget"
+    );
     assert_eq!(refused.headers()["retry-after"], "1");
     let error: serde_json::Value = refused.json().await.unwrap();
     assert!(
@@ -178,11 +190,10 @@ async fn a_large_body_refused_for_the_budget_still_reads_its_answer() {
     )
     .await;
     // The declared length takes the whole budget at once.
-    let _holder = header_only(&server, "/predict", limit).await;
+    let _holder = share_holder(&server, "/predict", limit).await;
     let body = predict_body(limit);
-    let refused = first_refusal(&server, &body)
-        .await
-        .expect("the holder took no share of the budget");
+    let refused = post_predict(&server, &body).await;
+    assert_eq!(refused.status(), 503, "the holder takes the whole budget");
     assert!(
         refused.headers().get("connection").is_none(),
         "the connection stays usable: {:?}",

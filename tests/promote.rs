@@ -16,11 +16,11 @@ mod k8s;
 use std::{
     collections::HashMap,
     ffi::OsStr,
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
 };
 
 use axum::{
@@ -592,9 +592,10 @@ impl GitDaemon {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("git")
+        let mut child = Command::new("git")
             .args([
                 "daemon",
+                "--verbose",
                 "--export-all",
                 "--enable=receive-pack",
                 "--reuseaddr",
@@ -605,17 +606,18 @@ impl GitDaemon {
             .arg(format!("--base-path={}", base.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("cannot start git daemon");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "git daemon did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // With --verbose, git daemon logs "Ready to rumble" once it listens; the rest of its log
+        // is drained so that it never blocks writing it.
+        let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
+        let ready = log
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|line| line.contains("Ready to rumble"));
+        assert!(ready, "git daemon exited before listening on {port}");
+        std::thread::spawn(move || log.for_each(drop));
         GitDaemon { child, port }
     }
 }
