@@ -160,21 +160,25 @@ impl ModelSource {
         })
     }
 
-    /// `--registry-uri`, else MLflow's own `MLFLOW_TRACKING_URI`, as MLflow clients read it.
     fn tracking_uri(&self) -> Result<Option<Url>, RegistryError> {
-        let text = self
-            .registry_uri
-            .clone()
-            .or_else(|| std::env::var("MLFLOW_TRACKING_URI").ok())
-            .filter(|text| !text.is_empty());
-        text.map(|text| {
-            Url::parse(&text).map_err(|err| RegistryError::InvalidReference {
-                reference: "the registry URI".to_owned(),
-                reason: err.to_string(),
-            })
-        })
-        .transpose()
+        tracking_uri(self.registry_uri.as_deref())
     }
+}
+
+/// `--registry-uri`, else MLflow's own `MLFLOW_TRACKING_URI`, as MLflow clients read it; every
+/// command that talks to MLflow finds it here.
+pub fn tracking_uri(registry_uri: Option<&str>) -> Result<Option<Url>, RegistryError> {
+    let text = registry_uri
+        .map(str::to_owned)
+        .or_else(|| std::env::var("MLFLOW_TRACKING_URI").ok())
+        .filter(|text| !text.is_empty());
+    text.map(|text| {
+        Url::parse(&text).map_err(|err| RegistryError::InvalidReference {
+            reference: "the registry URI".to_owned(),
+            reason: err.to_string(),
+        })
+    })
+    .transpose()
 }
 
 /// How downloads are verified, retried and bounded.
@@ -630,14 +634,7 @@ pub struct RegisterConfig {
 impl RegisterConfig {
     /// `--registry-uri`, else `MLFLOW_TRACKING_URI`, as MLflow clients read it.
     pub fn tracking_uri(&self) -> Result<Url, RegistryError> {
-        let source = ModelSource {
-            model_uri: None,
-            model_repository: None,
-            registry_uri: self.registry_uri.clone(),
-            model_name: None,
-            model_version: None,
-        };
-        source.tracking_uri()?.ok_or_else(|| {
+        tracking_uri(self.registry_uri.as_deref())?.ok_or_else(|| {
             RegistryError::Config(
                 "say where to register: --registry-uri URL or MLFLOW_TRACKING_URI".to_owned(),
             )
@@ -781,21 +778,11 @@ pub struct EvalConfig {
 impl EvalConfig {
     /// `MODEL` (or another reference) resolved as `serve --model-uri` resolves it.
     pub fn reference(&self, uri: &str) -> Result<ModelReference, RegistryError> {
-        self.source(uri).reference()
+        ModelReference::parse(uri, None, None, self.tracking_uri()?.as_ref())
     }
 
     pub fn tracking_uri(&self) -> Result<Option<Url>, RegistryError> {
-        self.source("").tracking_uri()
-    }
-
-    fn source(&self, uri: &str) -> ModelSource {
-        ModelSource {
-            model_uri: Some(uri.to_owned()),
-            model_repository: None,
-            registry_uri: self.registry_uri.clone(),
-            model_name: None,
-            model_version: None,
-        }
+        tracking_uri(self.registry_uri.as_deref())
     }
 }
 

@@ -273,15 +273,9 @@ async fn agreed_digest(
 /// uses (the same authentication variables apply).
 async fn registry_digest(config: &PromoteConfig, model: &str) -> Result<Digest, PromoteError> {
     let failed = |message: String| PromoteError::Registry(message);
-    let tracking = match &config.registry_uri {
-        Some(uri) => uri.clone(),
-        None => std::env::var("MLFLOW_TRACKING_URI")
-            .ok()
-            .filter(|uri| !uri.is_empty())
-            .ok_or_else(|| failed("give --registry-uri or MLFLOW_TRACKING_URI".to_owned()))?
-            .parse()
-            .map_err(|err| failed(format!("MLFLOW_TRACKING_URI: {err}")))?,
-    };
+    let tracking = crate::config::tracking_uri(config.registry_uri.as_ref().map(url::Url::as_str))
+        .map_err(|err| failed(err.to_string()))?
+        .ok_or_else(|| failed("give --registry-uri or MLFLOW_TRACKING_URI".to_owned()))?;
     let client = MlflowClient::from_env(tracking, RetryPolicy::new(3), METADATA_TIMEOUT)
         .map_err(|err: RegistryError| failed(err.to_string()))?;
     let selector = Selector::Version(config.version.clone());
