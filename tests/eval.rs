@@ -6,14 +6,11 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Output,
-};
+use std::{ffi::OsStr, path::Path, process::Output};
 
 use common::{
     fixtures,
-    services::{mlflow_get, mlflow_uri, tag, unique_name},
+    services::{mlflow_get, mlflow_uri, register_version, tag, unique_name},
     stderr,
 };
 use serde_json::Value;
@@ -22,24 +19,9 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The fixture generator's Python (scikit-learn, skl2onnx, ONNX Runtime).
-fn python() -> PathBuf {
-    std::env::var_os("PINSERVE_TEST_PYTHON")
-        .map_or_else(|| repo().join(".venv/bin/python"), PathBuf::from)
-}
-
 fn run_python(args: &[&str]) -> Vec<u8> {
-    let output = std::process::Command::new(python())
-        .args(args)
-        .env("ORT_DISABLE_TELEMETRY", "1")
-        .output()
-        .unwrap_or_else(|err| panic!("{}: {err}", python().display()));
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    common::run_fixture_python(&args)
 }
 
 /// scikit-learn's metrics on ONNX Runtime's (Python) predictions for `model` on `data`.
@@ -165,23 +147,6 @@ async fn multiclass_and_regression_metrics_equal_sklearns() {
     }
 }
 
-async fn register(model_file: &Path, name: &str) -> String {
-    let output = common::pinserve_async()
-        .args([
-            "register",
-            "--model-file",
-            model_file.to_str().unwrap(),
-            "--name",
-            name,
-        ])
-        .env("MLFLOW_TRACKING_URI", mlflow_uri())
-        .output()
-        .await
-        .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
 /// A copy of a real service overlay pinning `name` version `version` with the digest of
 /// `model_file`, which `eval` verifies the baseline against.
 fn overlay_pinning(name: &str, version: &str, model_file: &Path) -> tempfile::TempDir {
@@ -213,8 +178,8 @@ async fn a_better_version_passes_and_a_worse_one_is_stopped() {
     let script = repo().join("tests/eval/weaker_breast_cancer.py");
     run_python(&[script.to_str().unwrap(), weaker_file.to_str().unwrap()]);
     let better_file = fixtures().join("breast_cancer/1/model.onnx");
-    assert_eq!(register(&better_file, &name).await, "1");
-    assert_eq!(register(&weaker_file, &name).await, "2");
+    assert_eq!(register_version(&better_file, &name, &[]).await, "1");
+    assert_eq!(register_version(&weaker_file, &name, &[]).await, "2");
     let gate = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(gate.path(), GATE).unwrap();
     let data = fixtures().join("breast_cancer/test.csv");

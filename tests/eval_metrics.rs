@@ -2,11 +2,9 @@
 //! 1e-6, computed by scikit-learn 1.9 in the fixtures' Python environment (`.venv`, or
 //! `PINSERVE_TEST_PYTHON`; scripts/test.sh creates it).
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    process::Command,
-};
+mod common;
+
+use std::{collections::BTreeMap, ffi::OsStr, path::Path};
 
 use pinserve::{
     eval::{
@@ -23,25 +21,12 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn python() -> PathBuf {
-    std::env::var_os("PINSERVE_TEST_PYTHON")
-        .map_or_else(|| repo().join(".venv/bin/python"), PathBuf::from)
-}
-
 /// Runs tests/eval/sklearn_reference.py and parses what it prints.
 fn reference(args: &[&str]) -> Value {
-    let output = Command::new(python())
-        .arg(repo().join("tests/eval/sklearn_reference.py"))
-        .args(args)
-        .env("ORT_DISABLE_TELEMETRY", "1")
-        .output()
-        .unwrap_or_else(|err| panic!("cannot run {} ({err}); create .venv", python().display()));
-    assert!(
-        output.status.success(),
-        "sklearn_reference.py failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("the reference prints JSON")
+    let script = repo().join("tests/eval/sklearn_reference.py");
+    let mut all = vec![script.as_os_str()];
+    all.extend(args.iter().map(OsStr::new));
+    serde_json::from_slice(&common::run_fixture_python(&all)).expect("the reference prints JSON")
 }
 
 fn sklearn_metrics(case: &Value) -> BTreeMap<String, f64> {

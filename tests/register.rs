@@ -7,8 +7,8 @@ mod common;
 use std::{path::Path, process::Output};
 
 use common::{
-    Server, fixtures,
-    services::{mlflow_get, mlflow_uri, tag, unique_name},
+    fixtures,
+    services::{mlflow_get, mlflow_uri, register_version, serve_from_mlflow, tag, unique_name},
     stderr,
 };
 use serde_json::{Value, json};
@@ -21,22 +21,6 @@ async fn register(args: &[&str], env: &[(&str, String)]) -> Output {
         .output()
         .await
         .expect("pinserve register runs")
-}
-
-/// Registers `model_file` as `name` against the test MLflow, and returns the printed version.
-async fn register_ok(model_file: &Path, name: &str, extra: &[&str]) -> String {
-    let mut args = vec!["--model-file", model_file.to_str().unwrap(), "--name", name];
-    args.extend_from_slice(extra);
-    let output = register(&args, &[("MLFLOW_TRACKING_URI", mlflow_uri())]).await;
-    assert!(output.status.success(), "{}", stderr(&output));
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "one line on stdout: {stdout:?}");
-    assert!(
-        lines[0].parse::<u64>().is_ok(),
-        "a version number: {stdout:?}"
-    );
-    lines[0].to_owned()
 }
 
 fn sha256_hex(path: &Path) -> String {
@@ -85,7 +69,7 @@ fn assert_close(pinserve: &Value, mlflow: &Value) {
 async fn a_registered_pipeline_loads_in_mlflows_client_and_serves_the_same_answers() {
     let name = unique_name("register-pipeline");
     let model_file = fixtures().join("churn_pipeline/1/model.onnx");
-    let version = register_ok(&model_file, &name, &["--alias", "candidate"]).await;
+    let version = register_version(&model_file, &name, &["--alias", "candidate"]).await;
     assert_eq!(version, "1");
 
     let inputs = json!({
@@ -96,17 +80,7 @@ async fn a_registered_pipeline_loads_in_mlflows_client_and_serves_the_same_answe
     });
     let expected = mlflow_predict(&format!("models:/{name}/{version}"), &inputs);
 
-    let cache = tempfile::tempdir().unwrap();
-    let server = Server::start_with_env(
-        &[
-            "--model-uri",
-            &format!("models:/{name}@candidate"),
-            "--cache-dir",
-            cache.path().to_str().unwrap(),
-        ],
-        &[("MLFLOW_TRACKING_URI", mlflow_uri())],
-    );
-    server.wait_ready().await;
+    let (server, _cache) = serve_from_mlflow(&format!("models:/{name}@candidate")).await;
     let (status, body) = server
         .post_json("/predict", &json!({ "inputs": inputs }))
         .await;
@@ -134,7 +108,7 @@ async fn the_version_carries_its_digest_tags_dataset_and_reference_profile() {
     let profile = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(profile.path(), br#"{"features": {"mean": 0.5}}"#).unwrap();
     let dataset = fixtures().join("tabular_mlp/1/model.onnx");
-    let first = register_ok(
+    let first = register_version(
         &model_file,
         &name,
         &[
@@ -149,7 +123,7 @@ async fn the_version_carries_its_digest_tags_dataset_and_reference_profile() {
         ],
     )
     .await;
-    let second = register_ok(&model_file, &name, &[]).await;
+    let second = register_version(&model_file, &name, &[]).await;
     assert_eq!((first.as_str(), second.as_str()), ("1", "2"));
 
     let answer = mlflow_get(
@@ -217,7 +191,7 @@ async fn external_data_files_are_registered_with_the_model() {
     .await;
     assert!(output.status.success(), "{}", stderr(&output));
     let name = unique_name("register-external");
-    let version = register_ok(&source.path().join("model.onnx"), &name, &[]).await;
+    let version = register_version(&source.path().join("model.onnx"), &name, &[]).await;
     let listing = mlflow_get(
         "model-versions/get",
         &[("name", name.as_str()), ("version", version.as_str())],
@@ -226,17 +200,7 @@ async fn external_data_files_are_registered_with_the_model() {
     assert!(tag(&listing["model_version"], "sha256").is_some());
 
     let (request, outputs) = common::services::expected("tabular-mlp/2");
-    let cache = tempfile::tempdir().unwrap();
-    let server = Server::start_with_env(
-        &[
-            "--model-uri",
-            &format!("models:/{name}/{version}"),
-            "--cache-dir",
-            cache.path().to_str().unwrap(),
-        ],
-        &[("MLFLOW_TRACKING_URI", mlflow_uri())],
-    );
-    server.wait_ready().await;
+    let (server, _cache) = serve_from_mlflow(&format!("models:/{name}/{version}")).await;
     let path = format!("/v2/models/{name}/versions/{version}/infer");
     let (status, body) = server.post_json(&path, &request).await;
     assert_eq!(status, 200, "{body}");

@@ -8,7 +8,7 @@ use std::{path::Path, process::Output};
 
 use common::{
     Server, assert_outputs_match, manifest, run_fetch,
-    services::{expected, mlflow_uri, registered, var},
+    services::{expected, mlflow_uri, registered, serve_from_mlflow, var},
     stderr,
 };
 
@@ -23,22 +23,6 @@ async fn fetch(uri: &str, registry: &str, dest: &Path, env: &[(&str, String)]) -
         dest.to_str().unwrap(),
     ];
     run_fetch(&args, env).await
-}
-
-/// Serves `uri` from the open MLflow server, fetching in-process into a fresh cache.
-async fn serve_from_mlflow(uri: &str) -> (Server, tempfile::TempDir) {
-    let cache = tempfile::tempdir().unwrap();
-    let server = Server::start_with_env(
-        &[
-            "--model-uri",
-            uri,
-            "--cache-dir",
-            cache.path().to_str().unwrap(),
-        ],
-        &[("MLFLOW_TRACKING_URI", mlflow_uri())],
-    );
-    server.wait_ready().await;
-    (server, cache)
 }
 
 /// The registered digest of a version's model.onnx, as register_models.py computed it.

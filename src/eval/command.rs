@@ -13,7 +13,7 @@ use futures_util::{StreamExt, stream::FuturesOrdered};
 
 use super::{
     bootstrap::{self, BootstrapConfig, BootstrapError, Interval},
-    data::{Batch, ColumnMapping, DataError, Dataset},
+    data::{Batch, ColumnMapping, DataError, DataFile, Dataset},
     gate::{Gate, GateError},
     metrics::{Evaluation, MetricError, Predictions, Truth},
     report::{
@@ -90,8 +90,6 @@ pub(crate) struct ModelRun {
     pub evaluation: Evaluation,
     pub rows_per_second: f64,
     pub single_row: Vec<Duration>,
-    pub dataset_sha256: String,
-    pub dataset_rows: u64,
 }
 
 /// Evaluates, judges and reports; `Ok(false)` when the gate failed.
@@ -110,9 +108,10 @@ pub fn run(config: &EvalConfig) -> Result<bool, EvalError> {
 async fn evaluate(config: &EvalConfig) -> Result<bool, EvalError> {
     let gate = config.gate.as_deref().map(Gate::read).transpose()?;
     let baseline = baseline_source(config)?;
-    let candidate = run_model(config, &config.model, &config.fetch).await?;
+    let data = DataFile::read(&config.data)?;
+    let candidate = run_model(config, &data, &config.model, &config.fetch).await?;
     let baseline = match baseline {
-        Some((uri, fetch)) => Some(run_model(config, &uri, &fetch).await?),
+        Some((uri, fetch)) => Some(run_model(config, &data, &uri, &fetch).await?),
         None => None,
     };
     let findings = findings(config, &candidate, baseline.as_ref())?;
@@ -129,8 +128,8 @@ async fn evaluate(config: &EvalConfig) -> Result<bool, EvalError> {
             .unwrap_or_default(),
         dataset: DatasetSummary {
             path: config.data.display().to_string(),
-            sha256: candidate.dataset_sha256.clone(),
-            rows: candidate.dataset_rows,
+            sha256: data.sha256.clone(),
+            rows: data.rows,
         },
         task: candidate.plan.task.as_str().to_owned(),
         interpretation: interpretation(&candidate.plan),
@@ -195,6 +194,7 @@ fn baseline_source(config: &EvalConfig) -> Result<Option<(String, FetchArgs)>, E
 /// Fetches and loads `uri` as `serve` would, then runs the whole dataset through a batcher.
 async fn run_model(
     config: &EvalConfig,
+    data: &DataFile,
     uri: &str,
     fetch: &FetchArgs,
 ) -> Result<ModelRun, EvalError> {
@@ -233,7 +233,7 @@ async fn run_model(
             path: "the model worker".to_owned(),
             source,
         })?;
-    let dataset = Dataset::open(&config.data, &signature, &mapping(config))?;
+    let dataset = Dataset::for_model(data, &signature, &mapping(config))?;
     let started = Instant::now();
     let (predictions, truth) = predict_all(&batcher, &dataset, &plan, config.batch_size).await?;
     let rows_per_second = truth.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
@@ -246,8 +246,6 @@ async fn run_model(
         evaluation,
         rows_per_second,
         single_row,
-        dataset_sha256: dataset.sha256.clone(),
-        dataset_rows: dataset.rows,
     })
 }
 

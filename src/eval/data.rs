@@ -190,19 +190,52 @@ impl<R: Read> Hashing<R> {
     }
 }
 
+/// A data file read once: its format, columns, digest and row count. Each model evaluated on
+/// it (candidate and baseline) maps its columns from here without reading the file again.
+#[derive(Debug, Clone)]
+pub struct DataFile {
+    path: PathBuf,
+    format: Format,
+    schema: Schema,
+    pub sha256: String,
+    pub rows: u64,
+}
+
+impl DataFile {
+    /// Reads `path`'s schema, and hashes and counts it (one streaming pass).
+    pub fn read(path: &Path) -> Result<DataFile, DataError> {
+        let format = Format::of(path)?;
+        let (schema, sha256, rows) = match format {
+            Format::Csv => csv_schema(path)?,
+            Format::Parquet => parquet_schema(path)?,
+        };
+        Ok(DataFile {
+            path: path.to_path_buf(),
+            format,
+            schema,
+            sha256,
+            rows,
+        })
+    }
+}
+
 impl Dataset {
-    /// Opens `path`, checks its columns against `signature`, and hashes and counts it (one
-    /// streaming pass).
+    /// Opens `path`, checks its columns against `signature`, and hashes and counts it.
     pub fn open(
         path: &Path,
         signature: &Signature,
         mapping: &ColumnMapping,
     ) -> Result<Dataset, DataError> {
-        let format = Format::of(path)?;
-        let (file_schema, sha256, rows) = match format {
-            Format::Csv => csv_schema(path)?,
-            Format::Parquet => parquet_schema(path)?,
-        };
+        Dataset::for_model(&DataFile::read(path)?, signature, mapping)
+    }
+
+    /// `file`'s columns checked against `signature` and mapped to its inputs.
+    pub fn for_model(
+        file: &DataFile,
+        signature: &Signature,
+        mapping: &ColumnMapping,
+    ) -> Result<Dataset, DataError> {
+        let (format, file_schema) = (file.format, &file.schema);
         let names: Vec<&str> = file_schema
             .fields()
             .iter()
@@ -220,7 +253,7 @@ impl Dataset {
             }
         }
         let schema = match format {
-            Format::Csv => Arc::new(csv_read_schema(&file_schema, target, &chosen)),
+            Format::Csv => Arc::new(csv_read_schema(file_schema, target, &chosen)),
             Format::Parquet => Arc::new(file_schema.clone()),
         };
         let mut projection: Vec<usize> = chosen.iter().flat_map(|(_, c)| c.clone()).collect();
@@ -231,14 +264,14 @@ impl Dataset {
         let inputs = input_columns(&chosen, &names, position, is_stacked(signature));
         Ok(Dataset {
             target: (position(target), names[target].to_owned()),
-            path: path.to_path_buf(),
+            path: file.path.clone(),
             format,
             schema,
             projection,
             inputs,
             signature: signature.clone(),
-            sha256,
-            rows,
+            sha256: file.sha256.clone(),
+            rows: file.rows,
         })
     }
 

@@ -8,6 +8,7 @@ pub mod faulty;
 pub mod services;
 
 use std::{
+    ffi::OsStr,
     io::{BufRead, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -42,6 +43,31 @@ pub struct Server {
     pub address: SocketAddr,
     logs: Arc<Mutex<Vec<Value>>>,
     client: reqwest::Client,
+}
+
+/// The fixture generator's Python environment (scikit-learn, skl2onnx, ONNX Runtime), which
+/// scripts/test.sh creates as `.venv`, or `PINSERVE_TEST_PYTHON`.
+pub fn fixture_python() -> PathBuf {
+    std::env::var_os("PINSERVE_TEST_PYTHON").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
+        PathBuf::from,
+    )
+}
+
+/// Runs [`fixture_python`] with `args` and returns what it printed; it must succeed.
+pub fn run_fixture_python(args: &[&OsStr]) -> Vec<u8> {
+    let python = fixture_python();
+    let output = Command::new(&python)
+        .args(args)
+        .env("ORT_DISABLE_TELEMETRY", "1")
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {} ({err}); create .venv", python.display()));
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
 }
 
 /// A benchmark's own arguments: what `cargo bench --bench NAME -- ARGS` passes, without the

@@ -2,7 +2,11 @@
 //! S3) and what it registered in them. `scripts/test.sh` starts them and exports their
 //! addresses; a test run without them fails and says how to start them.
 
+use std::path::Path;
+
 use serde_json::Value;
+
+use super::{Server, pinserve_async};
 
 pub fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -63,4 +67,43 @@ pub fn unique_name(test: &str) -> String {
         .unwrap()
         .as_nanos();
     format!("{test}-{}-{nanos}", std::process::id())
+}
+
+/// Serves `uri` from the open MLflow server, fetching in-process into a fresh cache.
+pub async fn serve_from_mlflow(uri: &str) -> (Server, tempfile::TempDir) {
+    let cache = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        &[
+            "--model-uri",
+            uri,
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ],
+        &[("MLFLOW_TRACKING_URI", mlflow_uri())],
+    );
+    server.wait_ready().await;
+    (server, cache)
+}
+
+/// `pinserve register --model-file MODEL_FILE --name NAME EXTRA...` against the open MLflow
+/// server; it must succeed and print only the new version, which is returned.
+pub async fn register_version(model_file: &Path, name: &str, extra: &[&str]) -> String {
+    let output = pinserve_async()
+        .args(["register", "--model-file"])
+        .arg(model_file)
+        .args(["--name", name])
+        .args(extra)
+        .env("MLFLOW_TRACKING_URI", mlflow_uri())
+        .output()
+        .await
+        .expect("pinserve register runs");
+    assert!(output.status.success(), "{}", super::stderr(&output));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stdout: {stdout:?}");
+    assert!(
+        lines[0].parse::<u64>().is_ok(),
+        "a version number: {stdout:?}"
+    );
+    lines[0].to_owned()
 }
