@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{ANSWER_LIMIT, ErrorBody, METADATA_TIMEOUT, MlflowClient, answer};
+use super::{ANSWER_LIMIT, ErrorBody, METADATA_TIMEOUT, MISSING, MlflowClient, answer};
 use crate::registry::{
     redact::redact_url,
     retry::with_retries,
@@ -19,8 +19,6 @@ use crate::registry::{
 
 /// MLflow's error code for a name that is taken (an experiment, a registered model).
 pub const ALREADY_EXISTS: &str = "RESOURCE_ALREADY_EXISTS";
-/// MLflow's error code for something that does not exist.
-pub const DOES_NOT_EXIST: &str = "RESOURCE_DOES_NOT_EXIST";
 /// The URI scheme of artifacts the tracking server proxies (`mlflow server --serve-artifacts`,
 /// the default since MLflow 2).
 const PROXIED_ARTIFACTS: &str = "mlflow-artifacts:/";
@@ -83,7 +81,6 @@ pub struct Run {
 #[derive(Debug, Clone, Deserialize)]
 pub struct LoggedModel {
     pub model_id: String,
-    pub experiment_id: String,
     pub artifact_uri: String,
 }
 
@@ -159,7 +156,7 @@ impl MlflowClient {
             .await;
         match found {
             Ok(answer) => Ok(string_at(&answer, &["experiment", "experiment_id"])),
-            Err(err) if err.code() == Some(DOES_NOT_EXIST) => {
+            Err(err) if err.code() == Some(MISSING) => {
                 let created = self
                     .post(
                         "api/2.0/mlflow/experiments/create",
