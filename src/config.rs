@@ -666,9 +666,15 @@ pub struct EvalConfig {
     #[arg(env = "PINSERVE_EVAL_MODEL", value_name = "MODEL")]
     pub model: String,
 
-    /// Held-out data: a CSV or Parquet file (local path).
-    #[arg(long, env = "PINSERVE_DATA", value_name = "PATH", help_heading = EVAL)]
-    pub data: PathBuf,
+    /// Held-out data: a CSV or Parquet file, as a local path or a URL (s3://, gs://, az://,
+    /// https://) fetched with the model fetch's retries and timeouts; a `.sha256` sidecar
+    /// beside it is verified.
+    #[arg(long, env = "PINSERVE_DATA", value_name = "PATH|URL", help_heading = EVAL)]
+    pub data: String,
+
+    /// The data file's SHA-256: evaluation stops unless the bytes read have it.
+    #[arg(long, env = "PINSERVE_DATA_SHA256", value_name = "HEX", value_parser = parse_optional_digest, help_heading = EVAL)]
+    pub data_sha256: Option<OptionalDigest>,
 
     /// The column holding the true label or value.
     #[arg(long, env = "PINSERVE_TARGET", value_name = "COLUMN", help_heading = EVAL)]
@@ -783,6 +789,11 @@ impl EvalConfig {
 
     pub fn tracking_uri(&self) -> Result<Option<Url>, RegistryError> {
         tracking_uri(self.registry_uri.as_deref())
+    }
+
+    /// The digest `--data-sha256` pins, if any.
+    pub fn data_sha256(&self) -> Option<Digest> {
+        self.data_sha256.and_then(|digest| digest.0)
     }
 }
 

@@ -45,7 +45,12 @@ async fn eval(args: &[&str], env: &[(&str, String)]) -> (Output, Option<Value>) 
         .arg("eval")
         .args(args)
         .args(["--report-json", report.path().to_str().unwrap()])
-        .args(["--cache-dir", cache.path().to_str().unwrap()])
+        .args(
+            (!args.contains(&"--cache-dir"))
+                .then(|| ["--cache-dir", cache.path().to_str().unwrap()])
+                .into_iter()
+                .flatten(),
+        )
         .env_remove("MLFLOW_TRACKING_URI")
         .envs(env.iter().map(|(name, value)| (name, value)))
         .output()
@@ -336,4 +341,190 @@ async fn bad_data_gates_and_baselines_are_errors_with_exit_1() {
     }
     let (output, _) = eval(&[dir.to_str().unwrap(), "--target", "target"], &[]).await;
     assert_eq!(output.status.code(), Some(2), "usage: {}", stderr(&output));
+}
+
+/// A directory served by Python's own `http.server` on a loopback port, stopped when dropped.
+struct HttpDirectory {
+    _server: tokio::process::Child,
+    port: u16,
+}
+
+impl HttpDirectory {
+    async fn serve(dir: &Path) -> HttpDirectory {
+        use tokio::io::AsyncBufReadExt;
+        let mut server = tokio::process::Command::new(common::fixture_python())
+            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
+            .arg("--directory")
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python -m http.server starts");
+        let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
+        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ...", once it listens.
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("http.server says where it listens");
+        let port = line
+            .split_whitespace()
+            .skip_while(|word| *word != "port")
+            .nth(1)
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        HttpDirectory {
+            _server: server,
+            port,
+        }
+    }
+
+    fn url(&self, file: &str) -> String {
+        format!("http://127.0.0.1:{}/{file}", self.port)
+    }
+}
+
+/// Puts `bytes` at `key` in the test services' S3 bucket; returns its `s3://` URL.
+async fn put_s3(key: &str, bytes: Vec<u8>) -> String {
+    use common::services::{registered, var};
+    use object_store::{ObjectStoreExt, aws::AmazonS3Builder};
+    let bucket = registered()["s3"]["bucket"].as_str().unwrap().to_owned();
+    let store = AmazonS3Builder::new()
+        .with_bucket_name(&bucket)
+        .with_endpoint(var("PINSERVE_TEST_S3_ENDPOINT"))
+        .with_allow_http(true)
+        .with_access_key_id(var("PINSERVE_TEST_S3_ACCESS_KEY_ID"))
+        .with_secret_access_key(var("PINSERVE_TEST_S3_SECRET_ACCESS_KEY"))
+        .with_region(var("PINSERVE_TEST_S3_REGION"))
+        .build()
+        .unwrap();
+    store
+        .put(&object_store::path::Path::from(key), bytes.into())
+        .await
+        .unwrap();
+    format!("s3://{bucket}/{key}")
+}
+
+/// The report of evaluating `dir` on `data` (no bootstrap), which must pass.
+async fn eval_on(dir: &Path, data: &str, env: &[(&str, String)]) -> Value {
+    let args = [
+        dir.to_str().unwrap(),
+        "--data",
+        data,
+        "--target",
+        "target",
+        "--bootstrap",
+        "0",
+    ];
+    let (output, report) = eval(&args, env).await;
+    assert_eq!(output.status.code(), Some(0), "{data}: {}", stderr(&output));
+    report.expect("a JSON report")
+}
+
+fn metric_values(report: &Value) -> Vec<(String, f64)> {
+    report["metrics"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, estimate)| (name.clone(), estimate["value"].as_f64().unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_at_a_url_is_fetched_verified_and_named_in_the_report() {
+    let dir = fixtures().join("breast_cancer/1");
+    let local = fixtures().join("breast_cancer/test.csv");
+    let digest = sha256_hex(&local);
+    let read_locally = eval_on(&dir, local.to_str().unwrap(), &[]).await;
+
+    let served = tempfile::tempdir().unwrap();
+    std::fs::copy(&local, served.path().join("test.csv")).unwrap();
+    std::fs::write(
+        served.path().join("test.csv.sha256"),
+        format!("{digest}  test.csv\n"),
+    )
+    .unwrap();
+    let http = HttpDirectory::serve(served.path()).await;
+    let s3 = put_s3(
+        &format!("{}/test.csv", unique_name("eval-data")),
+        std::fs::read(&local).unwrap(),
+    )
+    .await;
+    for (url, env) in [
+        (http.url("test.csv"), Vec::new()),
+        (s3, common::services::s3_env()),
+    ] {
+        let report = eval_on(&dir, &url, &env).await;
+        assert_eq!(report["dataset"]["path"], url.as_str());
+        assert_eq!(report["dataset"]["sha256"], digest.as_str(), "{url}");
+        assert_eq!(report["dataset"]["rows"], read_locally["dataset"]["rows"]);
+        assert_eq!(
+            metric_values(&report),
+            metric_values(&read_locally),
+            "{url}: the same rows as the local file"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_that_is_missing_or_not_the_pinned_bytes_is_refused_with_exit_1() {
+    let dir = fixtures().join("breast_cancer/1");
+    let local = fixtures().join("breast_cancer/test.csv");
+    let served = tempfile::tempdir().unwrap();
+    std::fs::copy(&local, served.path().join("tampered.csv")).unwrap();
+    std::fs::copy(&local, served.path().join("unpinned.csv")).unwrap();
+    let other = "0".repeat(64);
+    std::fs::write(served.path().join("tampered.csv.sha256"), &other).unwrap();
+    let http = HttpDirectory::serve(served.path()).await;
+    let cache = tempfile::tempdir().unwrap();
+    let cases = [
+        (http.url("tampered.csv"), vec![], other.clone()),
+        (http.url("absent.csv"), vec![], "absent.csv".to_owned()),
+        (
+            http.url("held-out.txt"),
+            vec![],
+            "unknown data format".to_owned(),
+        ),
+        (
+            local.to_str().unwrap().to_owned(),
+            vec!["--data-sha256", other.as_str()],
+            "--data-sha256".to_owned(),
+        ),
+        (
+            http.url("unpinned.csv"),
+            vec!["--data-sha256", other.as_str()],
+            "--data-sha256".to_owned(),
+        ),
+    ];
+    for (data, extra, expected) in cases {
+        let mut args = vec![
+            dir.to_str().unwrap(),
+            "--data",
+            &data,
+            "--target",
+            "target",
+            "--fetch-retries",
+            "0",
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ];
+        args.extend(extra.iter().copied());
+        let (output, report) = eval(&args, &[]).await;
+        assert_eq!(output.status.code(), Some(1), "{data}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains(&expected),
+            "{data}: expected {expected:?} in {}",
+            stderr(&output)
+        );
+        assert!(
+            report.is_none(),
+            "{data}: no report for data never evaluated"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "downloads are removed: {left:?}");
 }

@@ -8,7 +8,7 @@ use std::process::Output;
 
 use common::{
     Server, assert_outputs_match, manifest, run_fetch,
-    services::{expected, registered, var},
+    services::{expected, registered, s3_env, var},
 };
 
 /// A store holding the test model repository, and the environment that reaches it.
@@ -25,18 +25,7 @@ fn s3() -> Store {
             registered["s3"]["bucket"].as_str().unwrap(),
             registered["s3"]["root"].as_str().unwrap()
         ),
-        env: vec![
-            ("AWS_ACCESS_KEY_ID", var("PINSERVE_TEST_S3_ACCESS_KEY_ID")),
-            (
-                "AWS_SECRET_ACCESS_KEY",
-                var("PINSERVE_TEST_S3_SECRET_ACCESS_KEY"),
-            ),
-            ("AWS_REGION", var("PINSERVE_TEST_S3_REGION")),
-            (
-                "PINSERVE_STORAGE_ENDPOINT",
-                var("PINSERVE_TEST_S3_ENDPOINT"),
-            ),
-        ],
+        env: s3_env(),
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -13,7 +13,7 @@ use futures_util::{StreamExt, stream::FuturesOrdered};
 
 use super::{
     bootstrap::{self, BootstrapConfig, BootstrapError, Interval},
-    data::{Batch, ColumnMapping, DataError, DataFile, Dataset},
+    data::{Batch, ColumnMapping, DataError, DataFile, Dataset, Format},
     gate::{Gate, GateError},
     metrics::{Evaluation, MetricError, Predictions, Truth},
     report::{
@@ -30,7 +30,7 @@ use crate::{
     metrics::ModelLabels,
     model::Model,
     promote::overlay::{Overlay, OverlayError},
-    registry::{Digest, ModelArtifact, RegistryError, mlflow::write::WriteError},
+    registry::{Digest, Location, ModelArtifact, RegistryError, mlflow::write::WriteError, obtain},
 };
 
 /// Single-row requests timed for the latency figures.
@@ -63,6 +63,12 @@ pub enum EvalError {
         path: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error("{path}: sha256 {found}, but --data-sha256 expects {expected}")]
+    DataDigest {
+        path: String,
+        expected: Digest,
+        found: String,
     },
     #[error("--log-to-mlflow: {0}")]
     WriteBack(String),
@@ -108,7 +114,18 @@ pub fn run(config: &EvalConfig) -> Result<bool, EvalError> {
 async fn evaluate(config: &EvalConfig) -> Result<bool, EvalError> {
     let gate = config.gate.as_deref().map(Gate::read).transpose()?;
     let baseline = baseline_source(config)?;
-    let data = DataFile::read(&config.data)?;
+    let shown = Location::parse(&config.data)?.to_string();
+    let (local, _downloaded) = local_data(config).await?;
+    let data = DataFile::read_as(&local, &shown)?;
+    if let Some(expected) = config.data_sha256()
+        && data.sha256 != expected.to_string()
+    {
+        return Err(EvalError::DataDigest {
+            path: shown,
+            expected,
+            found: data.sha256,
+        });
+    }
     let candidate = run_model(config, &data, &config.model, &config.fetch).await?;
     let baseline = match baseline {
         Some((uri, fetch)) => Some(run_model(config, &data, &uri, &fetch).await?),
@@ -127,7 +144,7 @@ async fn evaluate(config: &EvalConfig) -> Result<bool, EvalError> {
             .map(|digest| digest.to_string())
             .unwrap_or_default(),
         dataset: DatasetSummary {
-            path: config.data.display().to_string(),
+            path: shown,
             sha256: data.sha256.clone(),
             rows: data.rows,
         },
@@ -143,6 +160,35 @@ async fn evaluate(config: &EvalConfig) -> Result<bool, EvalError> {
         writeback::log(config, &report).await?;
     }
     Ok(passed)
+}
+
+/// `--data` on local disk is read where it is; at a URL it is downloaded and verified, as a
+/// model is, into a directory below the cache that goes when evaluation ends (returned with it).
+async fn local_data(
+    config: &EvalConfig,
+) -> Result<(PathBuf, Option<tempfile::TempDir>), EvalError> {
+    let url = match Location::parse(&config.data)? {
+        Location::Local(path) => return Ok((path, None)),
+        Location::Remote(url) => url,
+    };
+    // Before downloading what could not be read anyway.
+    let name = url
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .unwrap_or_default();
+    Format::of(Path::new(name), &Location::Remote(url.clone()).to_string())?;
+    let io = |source| EvalError::Io {
+        path: config.cache_dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&config.cache_dir).map_err(io)?;
+    let dir = tempfile::Builder::new()
+        .prefix(".eval-data-")
+        .tempdir_in(&config.cache_dir)
+        .map_err(io)?;
+    let fetch = &config.fetch;
+    let path = obtain::file_into(&url, dir.path(), &fetch.resolver(), &fetch.options()).await?;
+    Ok((path, Some(dir)))
 }
 
 fn mapping(config: &EvalConfig) -> ColumnMapping {

@@ -60,23 +60,23 @@ pub enum Format {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {path}: {source}")]
     Io {
-        path: PathBuf,
+        path: String,
         #[source]
         source: io::Error,
     },
-    #[error("{}: unknown data format; use a .csv or .parquet file", path.display())]
-    UnknownFormat { path: PathBuf },
-    #[error("{}: {source}", path.display())]
+    #[error("{path}: unknown data format; use a .csv or .parquet file")]
+    UnknownFormat { path: String },
+    #[error("{path}: {source}")]
     Arrow {
-        path: PathBuf,
+        path: String,
         #[source]
         source: ArrowError,
     },
-    #[error("{}: {source}", path.display())]
+    #[error("{path}: {source}")]
     Parquet {
-        path: PathBuf,
+        path: String,
         #[source]
         source: ParquetError,
     },
@@ -127,6 +127,8 @@ struct InputColumns {
 #[derive(Debug, Clone)]
 pub struct Dataset {
     path: PathBuf,
+    /// The file as errors name it (its URL, when it was downloaded).
+    shown: String,
     format: Format,
     /// The schema to read with (CSV: with the types the model needs).
     schema: Arc<Schema>,
@@ -146,7 +148,8 @@ fn quoted(names: &[&str]) -> String {
 }
 
 impl Format {
-    fn of(path: &Path) -> Result<Format, DataError> {
+    /// The format a file's name says it has; `shown` names it in the error.
+    pub(crate) fn of(path: &Path, shown: &str) -> Result<Format, DataError> {
         let extension = path
             .extension()
             .and_then(|e| e.to_str())
@@ -155,7 +158,7 @@ impl Format {
             "csv" => Ok(Format::Csv),
             "parquet" | "pq" => Ok(Format::Parquet),
             _ => Err(DataError::UnknownFormat {
-                path: path.to_path_buf(),
+                path: shown.to_owned(),
             }),
         }
     }
@@ -195,6 +198,7 @@ impl<R: Read> Hashing<R> {
 #[derive(Debug, Clone)]
 pub struct DataFile {
     path: PathBuf,
+    shown: String,
     format: Format,
     schema: Schema,
     pub sha256: String,
@@ -204,13 +208,19 @@ pub struct DataFile {
 impl DataFile {
     /// Reads `path`'s schema, and hashes and counts it (one streaming pass).
     pub fn read(path: &Path) -> Result<DataFile, DataError> {
-        let format = Format::of(path)?;
+        DataFile::read_as(path, &path.display().to_string())
+    }
+
+    /// [`DataFile::read`] of a local copy, named `shown` (where it came from) in errors.
+    pub fn read_as(path: &Path, shown: &str) -> Result<DataFile, DataError> {
+        let format = Format::of(path, shown)?;
         let (schema, sha256, rows) = match format {
-            Format::Csv => csv_schema(path)?,
-            Format::Parquet => parquet_schema(path)?,
+            Format::Csv => csv_schema(path, shown)?,
+            Format::Parquet => parquet_schema(path, shown)?,
         };
         Ok(DataFile {
             path: path.to_path_buf(),
+            shown: shown.to_owned(),
             format,
             schema,
             sha256,
@@ -265,6 +275,7 @@ impl Dataset {
         Ok(Dataset {
             target: (position(target), names[target].to_owned()),
             path: file.path.clone(),
+            shown: file.shown.clone(),
             format,
             schema,
             projection,
@@ -322,21 +333,21 @@ impl Dataset {
 
     fn io(&self, source: io::Error) -> DataError {
         DataError::Io {
-            path: self.path.clone(),
+            path: self.shown.clone(),
             source,
         }
     }
 
     fn arrow(&self, source: ArrowError) -> DataError {
         DataError::Arrow {
-            path: self.path.clone(),
+            path: self.shown.clone(),
             source,
         }
     }
 
     fn parquet(&self, source: ParquetError) -> DataError {
         DataError::Parquet {
-            path: self.path.clone(),
+            path: self.shown.clone(),
             source,
         }
     }
@@ -382,9 +393,9 @@ fn input_columns(
 }
 
 /// The CSV file's inferred schema, hash and row count.
-fn csv_schema(path: &Path) -> Result<(Schema, String, u64), DataError> {
+fn csv_schema(path: &Path, shown: &str) -> Result<(Schema, String, u64), DataError> {
     let io_error = |source| DataError::Io {
-        path: path.to_path_buf(),
+        path: shown.to_owned(),
         source,
     };
     let file = File::open(path).map_err(io_error)?;
@@ -392,7 +403,7 @@ fn csv_schema(path: &Path) -> Result<(Schema, String, u64), DataError> {
         .with_header(true)
         .infer_schema(file, Some(CSV_INFERENCE_ROWS))
         .map_err(|source| DataError::Arrow {
-            path: path.to_path_buf(),
+            path: shown.to_owned(),
             source,
         })?;
     let mut records = csv::Reader::from_reader(Hashing::new(File::open(path).map_err(io_error)?));
@@ -409,15 +420,15 @@ fn csv_schema(path: &Path) -> Result<(Schema, String, u64), DataError> {
 }
 
 /// The Parquet file's schema, hash and row count (from its footer).
-fn parquet_schema(path: &Path) -> Result<(Schema, String, u64), DataError> {
+fn parquet_schema(path: &Path, shown: &str) -> Result<(Schema, String, u64), DataError> {
     let io_error = |source| DataError::Io {
-        path: path.to_path_buf(),
+        path: shown.to_owned(),
         source,
     };
     let file = File::open(path).map_err(io_error)?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| DataError::Parquet {
-            path: path.to_path_buf(),
+            path: shown.to_owned(),
             source,
         })?;
     let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;

@@ -50,7 +50,7 @@ pub enum FetchError {
     #[error("{path}: {message}")]
     Transfer { path: String, message: String },
     #[error(
-        "{path}: sha256 {found} does not match the expected {expected} (from {origin}); refusing to serve it"
+        "{path}: sha256 {found} does not match the expected {expected} (from {origin}); refusing to use it"
     )]
     DigestMismatch {
         path: String,

@@ -80,6 +80,28 @@ async fn prepare(
     artifact_from(&dest, &manifest)
 }
 
+/// Downloads the one file at `url` (held-out data for `eval`) into `dest`, an empty directory,
+/// verified against the `.sha256` sidecar beside it when there is one; returns its local path.
+/// Data at a URL may change under the same name, so nothing earlier is reused.
+pub async fn file_into(
+    url: &url::Url,
+    dest: &Path,
+    resolver: &Resolver,
+    options: &FetchOptions,
+) -> Result<PathBuf, RegistryError> {
+    bounded(options, async {
+        let plan = resolver.plan_file(url).await?;
+        let labels = ModelLabels {
+            model: plan.name.clone(),
+            version: plan.version.clone(),
+        };
+        tracing::info!(source = %plan.source, dest = %dest.display(), "fetching");
+        let manifest = fetch(&plan, dest, options, &labels).await?;
+        Ok(dest.join(&manifest.model_file))
+    })
+    .await
+}
+
 /// What `pinserve fetch` wrote into `dir`, checked against its manifest (sizes; the digests
 /// were verified when it was written) and, when given, against the pinned model digest.
 pub fn from_fetched(dir: &Path, pinned: Option<Digest>) -> Result<ModelArtifact, RegistryError> {

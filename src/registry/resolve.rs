@@ -205,15 +205,67 @@ impl Resolver {
                 Location::Remote(_) => None,
             },
         };
+        self.expect_sidecar_digests(&mut plan, sidecars, location)
+            .await?;
+        Ok(plan)
+    }
+
+    /// One file that is not a model (`eval --data`) at a URL, with its `.sha256` sidecar when
+    /// there is one: fetched with the same retries, timeouts and verification as a model file.
+    pub async fn plan_file(&self, url: &Url) -> Result<Plan, RegistryError> {
+        let location = Location::Remote(url.clone());
+        let transfer = |err: TransferError| RegistryError::Transfer {
+            location: location.to_string(),
+            message: err.to_string(),
+        };
+        let found = if is_plain_http(url) {
+            self.list_http_file(url).await
+        } else {
+            self.list_store(url, true).await
+        }
+        .map_err(transfer)?;
+        let (files, sidecars) = split_sidecars(found);
+        let file = files
+            .first()
+            .map(|file| file.path.clone())
+            .ok_or_else(|| transfer(TransferError::Fatal("no file at this URL".to_owned())))?;
+        let mut plan = Plan {
+            name: file.to_string(),
+            version: String::new(),
+            reference: location.to_string(),
+            source: location.to_string(),
+            model_file: file,
+            files: files.into_iter().map(PlannedFile::from).collect(),
+            signature: None,
+            local_dir: None,
+        };
+        self.expect_sidecar_digests(&mut plan, sidecars, &location)
+            .await?;
+        Ok(plan)
+    }
+
+    /// Reads each sidecar and makes its digest the one its file must have.
+    async fn expect_sidecar_digests(
+        &self,
+        plan: &mut Plan,
+        sidecars: Vec<(RelativePath, Found)>,
+        location: &Location,
+    ) -> Result<(), RegistryError> {
         for (target, sidecar) in sidecars {
-            let text = self.read_small(&sidecar.source).await.map_err(transfer)?;
+            let text =
+                self.read_small(&sidecar.source)
+                    .await
+                    .map_err(|err| RegistryError::Transfer {
+                        location: location.to_string(),
+                        message: err.to_string(),
+                    })?;
             let digest = Digest::from_sidecar(&text).map_err(|reason| RegistryError::Transfer {
                 location: sidecar.source.to_string(),
                 message: reason,
             })?;
             plan.expect_digest(&target, digest, &format!("sidecar {}", sidecar.path));
         }
-        Ok(plan)
+        Ok(())
     }
 
     async fn list_store(&self, url: &Url, single_file: bool) -> Result<Vec<Found>, TransferError> {
@@ -272,6 +324,12 @@ impl Resolver {
                 Location::Local(_) => unreachable!("joining a URL gives a URL"),
             }
         };
+        self.list_http_file(&file_url).await
+    }
+
+    /// One file on a plain HTTP server, and its `.sha256` sidecar when the server has one.
+    async fn list_http_file(&self, file_url: &Url) -> Result<Vec<Found>, TransferError> {
+        let file_url = file_url.clone();
         let client = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()

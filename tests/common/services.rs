@@ -107,3 +107,20 @@ pub async fn register_version(model_file: &Path, name: &str, extra: &[&str]) -> 
     );
     lines[0].to_owned()
 }
+
+/// The environment that reaches the moto S3 server, as AWS's own variables and pinserve's
+/// `--storage-endpoint` say it.
+pub fn s3_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", var("PINSERVE_TEST_S3_ACCESS_KEY_ID")),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            var("PINSERVE_TEST_S3_SECRET_ACCESS_KEY"),
+        ),
+        ("AWS_REGION", var("PINSERVE_TEST_S3_REGION")),
+        (
+            "PINSERVE_STORAGE_ENDPOINT",
+            var("PINSERVE_TEST_S3_ENDPOINT"),
+        ),
+    ]
+}
