@@ -1,7 +1,8 @@
 //! `pinserve eval` at scale: a million rows of a tabular model through the serving path, next
 //! to raw ONNX Runtime running the same batches from memory in this process (the ceiling), in
-//! one run. Also the eval process's peak resident memory next to the data file's size, and the
-//! cost of the bootstrap at that size.
+//! interleaved rounds of one run (a single pass takes a fraction of a second, and this
+//! machine's speed moves more than the difference between them). Also the eval process's peak
+//! resident memory next to the data file's size, and the cost of the bootstrap at that size.
 //!
 //! `cargo bench --bench eval -- [ROWS] [BATCH]` (defaults: 1000000 4096). The data is a Parquet
 //! file of tabular_mlp's 32 features and a numeric target, written first (seeded).
@@ -55,34 +56,52 @@ fn write_data(path: &Path, rows: usize) {
     writer.close().unwrap();
 }
 
-/// Rows per second of one in-process session over `rows` rows in batches of `batch`, from
-/// data already in memory.
-fn raw_onnxruntime(rows: usize, batch: usize) -> f64 {
-    let environment = pinserve::model::runtime::environment(None).unwrap();
-    let mut session = Session::builder(environment)
-        .unwrap()
-        .with_intra_threads(pinserve::model::runtime::available_cpus())
-        .unwrap()
-        .commit_from_file(common::fixtures().join("tabular_mlp/1/model.onnx"))
-        .unwrap();
-    let data: Vec<f32> = (0..batch * FEATURES)
-        .map(|i| (i % 97) as f32 / 97.0)
-        .collect();
-    let mut run = |n: usize| {
-        let input = TensorRef::from_array_view(([n, FEATURES], &data[..n * FEATURES])).unwrap();
-        let outputs = session.run(ort::inputs!["features" => input]).unwrap();
+/// One in-process session over in-memory batches: the ceiling eval is measured against.
+struct RawSession {
+    session: Session,
+    data: Vec<f32>,
+}
+
+impl RawSession {
+    /// A session with ONNX Runtime's own defaults (spinning threads) or, with `spinning` off,
+    /// the intra-op settings `serve` and `eval` use by default; every core either way.
+    fn new(batch: usize, spinning: bool) -> RawSession {
+        let environment = pinserve::model::runtime::environment(None).unwrap();
+        let session = Session::builder(environment)
+            .unwrap()
+            .with_intra_threads(pinserve::model::runtime::available_cpus())
+            .unwrap()
+            .with_intra_op_spinning(spinning)
+            .unwrap()
+            .commit_from_file(common::fixtures().join("tabular_mlp/1/model.onnx"))
+            .unwrap();
+        let data = (0..batch * FEATURES)
+            .map(|i| (i % 97) as f32 / 97.0)
+            .collect();
+        let mut raw = RawSession { session, data };
+        raw.run(batch);
+        raw
+    }
+
+    fn run(&mut self, n: usize) {
+        let input =
+            TensorRef::from_array_view(([n, FEATURES], &self.data[..n * FEATURES])).unwrap();
+        let outputs = self.session.run(ort::inputs!["features" => input]).unwrap();
         let (_, values) = outputs[0].try_extract_tensor::<f32>().unwrap();
         std::hint::black_box(values[0]);
-    };
-    run(batch);
-    let started = Instant::now();
-    let mut left = rows;
-    while left > 0 {
-        let n = left.min(batch);
-        run(n);
-        left -= n;
     }
-    rows as f64 / started.elapsed().as_secs_f64()
+
+    /// Rows per second over `rows` rows in batches of `batch`.
+    fn throughput(&mut self, rows: usize, batch: usize) -> f64 {
+        let started = Instant::now();
+        let mut left = rows;
+        while left > 0 {
+            let n = left.min(batch);
+            self.run(n);
+            left -= n;
+        }
+        rows as f64 / started.elapsed().as_secs_f64()
+    }
 }
 
 /// Rows per second of reading and converting the file alone, as eval does it (no inference).
@@ -150,6 +169,15 @@ fn run_eval(data: &Path, batch: usize, bootstrap: usize) -> EvalRun {
     }
 }
 
+/// Rounds of each measurement, interleaved so that a change in the machine's speed during the
+/// run reaches all of them alike; medians are reported.
+const ROUNDS: usize = 5;
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 fn main() {
     let args = common::bench_args();
     let rows: usize = args.first().map_or(1_000_000, |a| a.parse().unwrap());
@@ -158,25 +186,63 @@ fn main() {
     let data = work.path().join("tabular.parquet");
     write_data(&data, rows);
     let file_mib = std::fs::metadata(&data).unwrap().len() as f64 / f64::from(1 << 20);
-    println!("{rows} rows of tabular_mlp in Parquet ({file_mib:.0} MiB), batches of {batch}");
-    let raw = raw_onnxruntime(rows, batch);
-    let read = read_only(&data, batch);
-    let plain = run_eval(&data, batch, 0);
+    println!(
+        "{rows} rows of tabular_mlp in Parquet ({file_mib:.0} MiB), batches of {batch}, \
+         medians of {ROUNDS} interleaved rounds"
+    );
+    let mut spinning = RawSession::new(batch, true);
+    let mut sleeping = RawSession::new(batch, false);
+    let (mut raw, mut raw_sleeping, mut read, mut eval) = (vec![], vec![], vec![], vec![]);
+    let mut plain = Vec::new();
+    for _ in 0..ROUNDS {
+        raw.push(spinning.throughput(rows, batch));
+        raw_sleeping.push(sleeping.throughput(rows, batch));
+        read.push(read_only(&data, batch));
+        let run = run_eval(&data, batch, 0);
+        eval.push(run.rows_per_second);
+        plain.push(run);
+    }
+    let spread = |values: &[f64]| {
+        let (low, high) = values
+            .iter()
+            .fold((f64::MAX, 0.0_f64), |(l, h), &v| (l.min(v), h.max(v)));
+        format!("{low:.0}..{high:.0}")
+    };
+    let ratios: Vec<f64> = eval.iter().zip(&raw).map(|(e, r)| e / r).collect();
+    let (raw_median, eval_median) = (median(raw.clone()), median(eval.clone()));
+    println!(
+        "raw ONNX Runtime, from memory:      {raw_median:>12.0} rows/s  (rounds {})",
+        spread(&raw)
+    );
+    let sleeping_median = median(raw_sleeping.clone());
+    println!(
+        "  the same, threads not spinning:   {sleeping_median:>12.0} rows/s  ({:.2} of raw; rounds {})",
+        sleeping_median / raw_median,
+        spread(&raw_sleeping)
+    );
+    let read_median = median(read.clone());
+    println!(
+        "reading and converting alone:       {read_median:>12.0} rows/s  ({:.2} of raw; rounds {})",
+        read_median / raw_median,
+        spread(&read)
+    );
+    println!(
+        "pinserve eval, batched pass:        {eval_median:>12.0} rows/s  ({:.2} of raw; rounds {})",
+        eval_median / raw_median,
+        spread(&eval)
+    );
+    println!(
+        "  eval / raw, round by round:       {}",
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let seconds = median(plain.iter().map(|run| run.seconds).collect());
+    let peak = plain.iter().map(|run| run.peak_mib).fold(0.0, f64::max);
+    println!("pinserve eval --bootstrap 0:        {seconds:>8.2} s wall, peak RSS {peak:.0} MiB");
     let bootstrapped = run_eval(&data, batch, 1000);
-    println!("raw ONNX Runtime, from memory:      {raw:>12.0} rows/s");
-    println!(
-        "reading and converting alone:       {read:>12.0} rows/s  ({:.2} of raw)",
-        read / raw
-    );
-    println!(
-        "pinserve eval, batched pass:        {:>12.0} rows/s  ({:.2} of raw)",
-        plain.rows_per_second,
-        plain.rows_per_second / raw
-    );
-    println!(
-        "pinserve eval --bootstrap 0:        {:>8.2} s wall, peak RSS {:.0} MiB",
-        plain.seconds, plain.peak_mib
-    );
     println!(
         "pinserve eval --bootstrap 1000:     {:>8.2} s wall, peak RSS {:.0} MiB ({:.0} rows/s batched)",
         bootstrapped.seconds, bootstrapped.peak_mib, bootstrapped.rows_per_second
