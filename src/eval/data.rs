@@ -841,6 +841,26 @@ mod tests {
 
     use super::*;
 
+    proptest::proptest! {
+        /// Row-major order for any row and column count, none included.
+        #[test]
+        fn numeric_columns_interleave_row_major(rows in 0usize..300, width in 0usize..5) {
+            let columns: Vec<ArrayRef> = (0..width)
+                .map(|c| {
+                    let values = (0..rows).map(|r| (r * 10 + c) as i64);
+                    Arc::new(Int64Array::from_iter_values(values)) as ArrayRef
+                })
+                .collect();
+            let expected = (0..rows)
+                .flat_map(|r| (0..width).map(move |c| (r * 10 + c) as i64))
+                .collect();
+            proptest::prop_assert_eq!(
+                interleave_numeric(&columns, rows, DataType::Int64),
+                Some(TensorData::Int64(expected))
+            );
+        }
+    }
+
     fn spec(name: &str, datatype: DataType, dims: Vec<Dim>) -> TensorSpec {
         TensorSpec::new(name, datatype, dims)
     }
