@@ -192,16 +192,14 @@ fn main() {
     );
     let mut spinning = RawSession::new(batch, true);
     let mut sleeping = RawSession::new(batch, false);
-    let (mut raw, mut raw_sleeping, mut read, mut eval) = (vec![], vec![], vec![], vec![]);
-    let mut plain = Vec::new();
+    let (mut raw, mut raw_sleeping, mut read, mut plain) = (vec![], vec![], vec![], vec![]);
     for _ in 0..ROUNDS {
         raw.push(spinning.throughput(rows, batch));
         raw_sleeping.push(sleeping.throughput(rows, batch));
         read.push(read_only(&data, batch));
-        let run = run_eval(&data, batch, 0);
-        eval.push(run.rows_per_second);
-        plain.push(run);
+        plain.push(run_eval(&data, batch, 0));
     }
+    let eval: Vec<f64> = plain.iter().map(|run| run.rows_per_second).collect();
     let spread = |values: &[f64]| {
         let (low, high) = values
             .iter()
