@@ -200,35 +200,23 @@ fn main() {
         plain.push(run_eval(&data, batch, 0));
     }
     let eval: Vec<f64> = plain.iter().map(|run| run.rows_per_second).collect();
-    let spread = |values: &[f64]| {
+    let ratios: Vec<f64> = eval.iter().zip(&raw).map(|(e, r)| e / r).collect();
+    let raw_median = median(raw.clone());
+    // One line per measurement: its median, its share of raw's median and its rounds' range.
+    let line = |label: &str, values: &[f64]| {
         let (low, high) = values
             .iter()
             .fold((f64::MAX, 0.0_f64), |(l, h), &v| (l.min(v), h.max(v)));
-        format!("{low:.0}..{high:.0}")
+        let value = median(values.to_vec());
+        println!(
+            "{label:<36}{value:>12.0} rows/s  ({:.2} of raw; rounds {low:.0}..{high:.0})",
+            value / raw_median
+        );
     };
-    let ratios: Vec<f64> = eval.iter().zip(&raw).map(|(e, r)| e / r).collect();
-    let (raw_median, eval_median) = (median(raw.clone()), median(eval.clone()));
-    println!(
-        "raw ONNX Runtime, from memory:      {raw_median:>12.0} rows/s  (rounds {})",
-        spread(&raw)
-    );
-    let sleeping_median = median(raw_sleeping.clone());
-    println!(
-        "  the same, threads not spinning:   {sleeping_median:>12.0} rows/s  ({:.2} of raw; rounds {})",
-        sleeping_median / raw_median,
-        spread(&raw_sleeping)
-    );
-    let read_median = median(read.clone());
-    println!(
-        "reading and converting alone:       {read_median:>12.0} rows/s  ({:.2} of raw; rounds {})",
-        read_median / raw_median,
-        spread(&read)
-    );
-    println!(
-        "pinserve eval, batched pass:        {eval_median:>12.0} rows/s  ({:.2} of raw; rounds {})",
-        eval_median / raw_median,
-        spread(&eval)
-    );
+    line("raw ONNX Runtime, from memory:", &raw);
+    line("  the same, threads not spinning:", &raw_sleeping);
+    line("reading and converting alone:", &read);
+    line("pinserve eval, batched pass:", &eval);
     println!(
         "  eval / raw, round by round:       {}",
         ratios
