@@ -16,7 +16,8 @@ They are built this way because:
 * Each fixture exercises one aspect of serving: a trained sklearn classifier
   with a held-out split (breast_cancer), several string and numeric inputs
   (churn_pipeline), the common dense MLP with a named dynamic batch dimension
-  (tabular_mlp), a fixed batch dimension (fixed_batch), every protocol datatype
+  (tabular_mlp), boosted trees over the same features (tabular_gbdt), a fixed
+  batch dimension (fixed_batch), every protocol datatype
   (all_dtypes), a lookup that ONNX Runtime itself fails on out-of-range ids
   (embedding_lookup) with two degraded later versions for the canary analysis,
   one failing some requests (2) and one too slow (3), a model large enough to
@@ -335,6 +336,27 @@ def build_fixed_batch() -> Fixture:
         Case("batch_1_zeros", {"features": np.zeros((1, TABULAR_SIZES[0]), dtype=np.float32)}),
     ]
     return Fixture("fixed_batch", tabular_mlp_bytes(1), cases)
+
+
+def tabular_gbdt_label(features: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """The rule tabular_gbdt learns (benches/eval.rs writes its data with the same rule)."""
+    score = features[:, 0] + features[:, 1] * features[:, 2] - features[:, 3] + 0.3 * noise
+    return (score > 0.4).astype(np.int64)
+
+
+def build_tabular_gbdt() -> Fixture:
+    """What tabular models mostly are: boosted trees (scikit-learn's GradientBoostingClassifier,
+    100 trees of depth 4) over tabular_mlp's 32 features, trained on 5000 synthetic rows."""
+    rng = np.random.default_rng(3)
+    features = rng.random((5000, TABULAR_SIZES[0]), dtype=np.float32)
+    labels = tabular_gbdt_label(features, rng.standard_normal(5000))
+    estimator = GradientBoostingClassifier(n_estimators=100, max_depth=4, random_state=0)
+    estimator.fit(features, labels)
+    model_bytes = sklearn_to_onnx(
+        estimator, "tabular_gbdt", [("features", FloatTensorType([None, TABULAR_SIZES[0]]))]
+    )
+    cases = [Case(f"batch_{rows}", {"features": features[:rows]}) for rows in (1, 4, 64)]
+    return Fixture("tabular_gbdt", model_bytes, cases)
 
 
 COMPUTE_SIZES = [512, 2048, 2048, 2048, 256]
@@ -747,6 +769,7 @@ BUILDERS: dict[str, Callable[[], Fixture]] = {
     "breast_cancer": build_breast_cancer,
     "churn_pipeline": build_churn_pipeline,
     "tabular_mlp": build_tabular_mlp,
+    "tabular_gbdt": build_tabular_gbdt,
     "fixed_batch": build_fixed_batch,
     "all_dtypes": build_all_dtypes,
     "embedding_lookup": build_embedding_lookup,

@@ -759,6 +759,12 @@ pub struct EvalConfig {
     #[arg(long, env = "PINSERVE_BATCH_SIZE", default_value_t = 256, value_name = "ROWS", help_heading = EVAL)]
     pub batch_size: usize,
 
+    /// ONNX Runtime sessions, each on a thread of its own, as `serve --instances` (intra-op
+    /// threads are shared out among them). A model that costs less per row than reading its
+    /// features evaluates fastest with one session per CPU (BENCHMARKS.md).
+    #[arg(long, env = "PINSERVE_INSTANCES", default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..), help_heading = EVAL)]
+    pub instances: u16,
+
     /// MLflow tracking server for models:/ references and --log-to-mlflow [default:
     /// MLFLOW_TRACKING_URI].
     #[arg(long, env = "PINSERVE_REGISTRY_URI", value_name = "URL", help_heading = MODEL)]

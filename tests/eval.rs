@@ -152,6 +152,35 @@ async fn multiclass_and_regression_metrics_equal_sklearns() {
     }
 }
 
+/// Sessions working in parallel answer batches out of order; eval must keep every row with
+/// its target, in file order, or the seeded bootstrap intervals would move.
+#[tokio::test(flavor = "multi_thread")]
+async fn several_instances_score_the_same_rows_in_the_same_order() {
+    let dir = fixtures().join("breast_cancer/1");
+    let data = fixtures().join("breast_cancer/test.csv");
+    let mut reports = Vec::new();
+    for instances in ["1", "3"] {
+        let args = [
+            dir.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--target",
+            "target",
+            "--batch-size",
+            "8",
+            "--bootstrap",
+            "200",
+            "--instances",
+            instances,
+        ];
+        let (output, report) = eval(&args, &[]).await;
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        reports.push(report.expect("a JSON report"));
+    }
+    assert!(reports[0]["metrics"]["accuracy"]["ci"].is_array());
+    assert_eq!(reports[0]["metrics"], reports[1]["metrics"]);
+}
+
 /// A copy of a real service overlay pinning `name` version `version` with the digest of
 /// `model_file`, which `eval` verifies the baseline against.
 fn overlay_pinning(name: &str, version: &str, model_file: &Path) -> tempfile::TempDir {

@@ -48,6 +48,11 @@ async fn tabular_mlp_matches_onnxruntime() {
 }
 
 #[tokio::test]
+async fn tabular_gbdt_matches_onnxruntime() {
+    check_golden("tabular_gbdt").await;
+}
+
+#[tokio::test]
 async fn fixed_batch_matches_onnxruntime() {
     check_golden("fixed_batch").await;
 }

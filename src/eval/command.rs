@@ -256,8 +256,8 @@ async fn run_model(
                 })?,
             );
     }
-    let options = config.runtime.session_options(1);
-    let models = app::load_sessions(&artifact, &options, 1).await?;
+    let options = config.runtime.session_options(config.instances);
+    let models = app::load_sessions(&artifact, &options, config.instances).await?;
     let signature = models[0].signature().as_ref().clone();
     let plan = task::infer(&signature, &overrides(config))?;
     let labels = ModelLabels {
@@ -281,7 +281,9 @@ async fn run_model(
         })?;
     let dataset = Dataset::for_model(data, &signature, &mapping(config))?;
     let started = Instant::now();
-    let (predictions, truth) = predict_all(&batcher, &dataset, &plan, config.batch_size).await?;
+    let in_flight = usize::from(config.instances) + QUEUED;
+    let (predictions, truth) =
+        predict_all(&batcher, &dataset, &plan, config.batch_size, in_flight).await?;
     let rows_per_second = truth.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
     let single_row = time_single_rows(&batcher, &dataset, &plan).await?;
     let evaluation = Evaluation::new(&plan, &predictions, &truth)?;
@@ -308,11 +310,12 @@ fn overrides(config: &EvalConfig) -> Overrides {
     }
 }
 
-/// Requests kept in flight, so that the model worker never waits for the next batch to be
-/// read and converted.
-const IN_FLIGHT: usize = 2;
+/// Requests kept waiting in the batcher's queue beyond one per instance, so that a worker that
+/// finishes finds its next batch there, however long this task takes to be scheduled and send
+/// one (on a machine whose cores are all busy reading and inferring, that can be a millisecond).
+const QUEUED: usize = 2;
 /// Batches read ahead of inference.
-const READ_AHEAD: usize = 2;
+const READ_AHEAD: usize = 4;
 
 /// Every batch through the batcher, keeping only what the metrics need. The file is read and
 /// converted on a thread of its own while earlier batches run, and answers are taken in order.
@@ -321,13 +324,14 @@ async fn predict_all(
     dataset: &Dataset,
     plan: &TaskPlan,
     batch_size: usize,
+    in_flight: usize,
 ) -> Result<(Predictions, Truth), EvalError> {
     let mut batches = read_ahead(dataset.clone(), batch_size.max(1));
     let mut predictions = Predictions::new(plan);
     let mut truth = Truth::new(plan.task);
     let mut running = FuturesOrdered::new();
     loop {
-        while running.len() < IN_FLIGHT {
+        while running.len() < in_flight {
             let Some(batch) = batches.recv().await else {
                 break;
             };
