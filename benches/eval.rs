@@ -156,7 +156,7 @@ fn dataset(data: &Path) -> Dataset {
             .as_ref()
             .clone();
     let mapping = ColumnMapping {
-        target: "target".to_owned(),
+        target: Some("target".to_owned()),
         ..ColumnMapping::default()
     };
     Dataset::open(data, &signature, &mapping).unwrap()

@@ -298,7 +298,7 @@ fn fixture_matches_sklearn(model: &str, data: &Path, signature: &Signature, batc
     ]);
     let plan = task::infer(signature, &Overrides::default()).unwrap();
     let mapping = ColumnMapping {
-        target: "target".to_owned(),
+        target: Some("target".to_owned()),
         ..ColumnMapping::default()
     };
     let dataset = Dataset::open(data, signature, &mapping).unwrap();
@@ -315,7 +315,7 @@ fn fixture_matches_sklearn(model: &str, data: &Path, signature: &Signature, batc
                     .cloned(),
             );
         }
-        truth.push(batch.target).unwrap();
+        truth.push(batch.target.expect("a target column")).unwrap();
     }
     for (name, values) in &fed {
         assert_eq!(

@@ -9,26 +9,24 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures_util::{StreamExt, stream::FuturesOrdered};
-
 use super::{
     bootstrap::{self, BootstrapConfig, BootstrapError, Interval},
-    data::{Batch, ColumnMapping, DataError, DataFile, Dataset, Format},
+    data::{ColumnMapping, DataError, DataFile, Dataset, Format},
     gate::{Gate, GateError},
     metrics::{Evaluation, MetricError, Predictions, Truth},
     report::{
         BaselineResult, DatasetSummary, Estimate, Findings, GateSummary, Interpretation, Latency,
         Report,
     },
+    scoring::{ScoreError, Scorer},
     task::{self, Overrides, Task, TaskError, TaskPlan},
     writeback,
 };
 use crate::{
     app::{self, LoadError},
-    batch::{BatchConfig, BatchError, Batcher},
+    batch::{BatchError, Batcher},
     config::{EvalConfig, EvalTask, FetchArgs},
-    metrics::ModelLabels,
-    model::Model,
+    model::Tensor,
     promote::overlay::{Overlay, OverlayError},
     registry::{Digest, Location, ModelArtifact, RegistryError, mlflow::write::WriteError, obtain},
 };
@@ -54,6 +52,8 @@ pub enum EvalError {
     Gate(#[from] GateError),
     #[error("inference failed: {0}")]
     Inference(#[from] BatchError),
+    #[error(transparent)]
+    Score(#[from] ScoreError),
     #[error("{path}: {reason}")]
     Baseline { path: String, reason: String },
     #[error("the candidate is a {candidate} model and the baseline a {baseline} one")]
@@ -193,7 +193,7 @@ async fn local_data(
 
 fn mapping(config: &EvalConfig) -> ColumnMapping {
     ColumnMapping {
-        target: config.target.clone(),
+        target: Some(config.target.clone()),
         feature_columns: (!config.feature_columns.is_empty())
             .then(|| config.feature_columns.clone()),
         ignore: Vec::new(),
@@ -256,36 +256,19 @@ async fn run_model(
                 })?,
             );
     }
-    let options = config.runtime.session_options(config.instances);
-    let models = app::load_sessions(&artifact, &options, config.instances).await?;
-    let signature = models[0].signature().as_ref().clone();
-    let plan = task::infer(&signature, &overrides(config))?;
-    let labels = ModelLabels {
-        model: artifact.name.clone(),
-        version: artifact.version.clone(),
-    };
-    let batch_config = BatchConfig {
-        max_batch_size: config.batch_size.max(1),
-        max_queue_rows: usize::MAX,
-        request_timeout: Duration::from_secs(24 * 3600),
-        ..BatchConfig::default()
-    };
-    let models = models
-        .into_iter()
-        .map(|m| Box::new(m) as Box<dyn Model>)
-        .collect();
-    let (batcher, _workers) =
-        Batcher::start(models, &labels, batch_config).map_err(|source| EvalError::Io {
-            path: "the model worker".to_owned(),
-            source,
-        })?;
-    let dataset = Dataset::for_model(data, &signature, &mapping(config))?;
+    let scorer = Scorer::start(
+        &artifact,
+        &config.runtime,
+        config.instances,
+        config.batch_size,
+    )
+    .await?;
+    let plan = task::infer(&scorer.signature, &overrides(config))?;
+    let dataset = Dataset::for_model(data, &scorer.signature, &mapping(config))?;
     let started = Instant::now();
-    let in_flight = usize::from(config.instances) + QUEUED;
-    let (predictions, truth) =
-        predict_all(&batcher, &dataset, &plan, config.batch_size, in_flight).await?;
+    let (predictions, truth) = predict_all(&scorer, &dataset, &plan).await?;
     let rows_per_second = truth.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
-    let single_row = time_single_rows(&batcher, &dataset, &plan).await?;
+    let single_row = time_single_rows(&scorer.batcher, &dataset, &plan).await?;
     let evaluation = Evaluation::new(&plan, &predictions, &truth)?;
     tracing::info!(model = %artifact.name, version = %artifact.version, rows = truth.len(), rows_per_second, "evaluated");
     Ok(ModelRun {
@@ -310,69 +293,31 @@ fn overrides(config: &EvalConfig) -> Overrides {
     }
 }
 
-/// Requests kept waiting in the batcher's queue beyond one per instance, so that a worker that
-/// finishes finds its next batch there, however long this task takes to be scheduled and send
-/// one (on a machine whose cores are all busy reading and inferring, that can be a millisecond).
-const QUEUED: usize = 2;
-/// Batches read ahead of inference.
-const READ_AHEAD: usize = 4;
-
-/// Every batch through the batcher, keeping only what the metrics need. The file is read and
-/// converted on a thread of its own while earlier batches run, and answers are taken in order.
+/// Every batch through the batcher, keeping only what the metrics need.
 async fn predict_all(
-    batcher: &Batcher,
+    scorer: &Scorer,
     dataset: &Dataset,
     plan: &TaskPlan,
-    batch_size: usize,
-    in_flight: usize,
 ) -> Result<(Predictions, Truth), EvalError> {
-    let mut batches = read_ahead(dataset.clone(), batch_size.max(1));
     let mut predictions = Predictions::new(plan);
     let mut truth = Truth::new(plan.task);
-    let mut running = FuturesOrdered::new();
-    loop {
-        while running.len() < in_flight {
-            let Some(batch) = batches.recv().await else {
-                break;
-            };
-            let batch = batch?;
-            let outputs = plan.outputs.clone();
-            running.push_back(async move {
-                let answer = batcher.infer(batch.inputs, outputs).await;
-                (answer, batch.target)
-            });
-        }
-        let Some((answer, target)) = running.next().await else {
-            break;
-        };
-        predictions.push(&answer?)?;
-        truth.push(target)?;
-    }
+    scorer
+        .score(
+            dataset,
+            &plan.outputs,
+            |_| Ok(()),
+            |outputs: Vec<Tensor>, target| -> Result<(), EvalError> {
+                predictions.push(&outputs)?;
+                // Eval's mapping always names a target; without one, the row counts differ
+                // and the evaluation says so.
+                if let Some(target) = target {
+                    truth.push(target)?;
+                }
+                Ok(())
+            },
+        )
+        .await?;
     Ok((predictions, truth))
-}
-
-/// The dataset's batches, read on a thread of its own, at most [`READ_AHEAD`] ahead.
-fn read_ahead(
-    dataset: Dataset,
-    batch_size: usize,
-) -> tokio::sync::mpsc::Receiver<Result<Batch, DataError>> {
-    let (sender, receiver) = tokio::sync::mpsc::channel(READ_AHEAD);
-    std::thread::spawn(move || {
-        let batches = match dataset.batches(batch_size) {
-            Ok(batches) => batches,
-            Err(err) => {
-                let _ = sender.blocking_send(Err(err));
-                return;
-            }
-        };
-        for batch in batches {
-            // The receiver is gone when inference failed; stop reading.
-            if sender.blocking_send(batch).is_err() {
-                return;
-            }
-        }
-    });
-    receiver
 }
 
 /// The first rows sent one at a time, each timed from submission to answer.

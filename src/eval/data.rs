@@ -29,7 +29,9 @@ const CSV_INFERENCE_ROWS: usize = 1000;
 /// Which columns are what.
 #[derive(Debug, Clone, Default)]
 pub struct ColumnMapping {
-    pub target: String,
+    /// The column holding what the model should predict (none for data without one, such as a
+    /// reference profile's).
+    pub target: Option<String>,
     /// For a model with one 2-D input: its features, in this order (default: every other
     /// column, in file order).
     pub feature_columns: Option<Vec<String>>,
@@ -48,7 +50,8 @@ pub enum Target {
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub inputs: Vec<Tensor>,
-    pub target: Target,
+    /// `None` when the mapping names no target.
+    pub target: Option<Target>,
     pub rows: usize,
 }
 
@@ -134,7 +137,7 @@ pub struct Dataset {
     schema: Arc<Schema>,
     projection: Vec<usize>,
     inputs: Vec<InputColumns>,
-    target: (usize, String),
+    target: Option<(usize, String)>,
     signature: Signature,
     /// Hex SHA-256 of the file's bytes.
     pub sha256: String,
@@ -267,13 +270,13 @@ impl Dataset {
             Format::Parquet => Arc::new(file_schema.clone()),
         };
         let mut projection: Vec<usize> = chosen.iter().flat_map(|(_, c)| c.clone()).collect();
-        projection.push(target);
+        projection.extend(target);
         projection.sort_unstable();
         projection.dedup();
         let position = |column: usize| projection.binary_search(&column).expect("projected");
         let inputs = input_columns(&chosen, &names, position, is_stacked(signature));
         Ok(Dataset {
-            target: (position(target), names[target].to_owned()),
+            target: target.map(|column| (position(column), names[column].to_owned())),
             path: file.path.clone(),
             shown: file.shown.clone(),
             format,
@@ -462,9 +465,13 @@ fn choose_columns<'s>(
     names: &[&str],
     signature: &'s Signature,
     mapping: &ColumnMapping,
-) -> Result<(usize, Chosen<'s>), DataError> {
-    let target = column_index(names, &mapping.target, "the target")?;
-    let mut skipped = vec![target];
+) -> Result<(Option<usize>, Chosen<'s>), DataError> {
+    let target = mapping
+        .target
+        .as_deref()
+        .map(|column| column_index(names, column, "the target"))
+        .transpose()?;
+    let mut skipped: Vec<usize> = target.into_iter().collect();
     for column in &mapping.ignore {
         skipped.push(column_index(names, column, "to ignore")?);
     }
@@ -613,7 +620,7 @@ fn check_type(
 
 /// The inferred schema with each input column read as its input's type, the target as
 /// Float64 when numeric and strings otherwise, so a later row cannot change a column's type.
-fn csv_read_schema(inferred: &Schema, target: usize, chosen: &Chosen<'_>) -> Schema {
+fn csv_read_schema(inferred: &Schema, target: Option<usize>, chosen: &Chosen<'_>) -> Schema {
     let mut fields: Vec<_> = inferred
         .fields()
         .iter()
@@ -630,7 +637,9 @@ fn csv_read_schema(inferred: &Schema, target: usize, chosen: &Chosen<'_>) -> Sch
             fields[column] = fields[column].clone().with_data_type(read_as.clone());
         }
     }
-    if inferred.field(target).data_type().is_numeric() {
+    if let Some(target) = target
+        && inferred.field(target).data_type().is_numeric()
+    {
         fields[target] = fields[target].clone().with_data_type(ArrowType::Float64);
     }
     Schema::new(fields)
@@ -648,10 +657,14 @@ impl Dataset {
                 ))
             })
             .collect::<Result<Vec<_>, DataError>>()?;
-        let (position, name) = &self.target;
+        let target = self
+            .target
+            .as_ref()
+            .map(|(position, name)| target_values(batch.column(*position), name, offset))
+            .transpose()?;
         Ok(Batch {
             inputs: self.signature.bind_inputs(named)?,
-            target: target_values(batch.column(*position), name, offset)?,
+            target,
             rows: batch.num_rows(),
         })
     }
@@ -886,7 +899,7 @@ mod tests {
 
     fn mapping(target: &str) -> ColumnMapping {
         ColumnMapping {
-            target: target.to_owned(),
+            target: Some(target.to_owned()),
             ..ColumnMapping::default()
         }
     }
@@ -913,7 +926,7 @@ mod tests {
             batches[0].inputs[0].data(),
             &TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.5])
         );
-        assert_eq!(batches[1].target, Target::Numeric(vec![1.0]));
+        assert_eq!(batches[1].target, Some(Target::Numeric(vec![1.0])));
     }
 
     #[test]
@@ -985,7 +998,7 @@ mod tests {
         assert_eq!(batch.inputs[0].data(), &plans);
         assert_eq!(batch.inputs[1].shape(), [2, 1]);
         let labels = vec!["yes".to_owned(), "no".to_owned()];
-        assert_eq!(batch.target, Target::Labels(labels));
+        assert_eq!(batch.target, Some(Target::Labels(labels)));
     }
 
     fn parquet_file(columns: Vec<(&str, ArrayRef)>) -> tempfile::TempPath {
@@ -1014,7 +1027,7 @@ mod tests {
             batches[0].inputs[1].data(),
             &TensorData::Fp32(vec![1.0, 2.0])
         );
-        assert_eq!(batches[1].target, Target::Numeric(vec![1.0]));
+        assert_eq!(batches[1].target, Some(Target::Numeric(vec![1.0])));
     }
 
     #[test]

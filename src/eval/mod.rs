@@ -29,6 +29,7 @@ pub mod gate;
 pub mod label;
 pub mod metrics;
 pub mod report;
+pub mod scoring;
 pub mod task;
 mod writeback;
 
