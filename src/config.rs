@@ -55,6 +55,9 @@ pub enum Command {
     /// Evaluate a model version on held-out data through the serving path, against a baseline,
     /// and judge it with a gate: exit 0 passed, 3 failed, 1 error, 2 usage.
     Eval(Box<EvalConfig>),
+    /// Summarise the data a model was trained on, and its predictions there, as the reference
+    /// profile that serving compares live traffic with (drift).
+    Profile(Box<ProfileConfig>),
 }
 
 const MODEL: &str = "Model";
@@ -616,8 +619,8 @@ pub struct RegisterConfig {
     #[arg(long, env = "PINSERVE_ALIAS", value_name = "ALIAS")]
     pub alias: Option<String>,
 
-    /// A reference profile of the training data, uploaded beside the model as
-    /// reference_profile.json (drift monitoring compares served inputs with it).
+    /// The training data's reference profile (`pinserve profile`), checked against the model and
+    /// uploaded beside it as reference.json (drift monitoring compares served inputs with it).
     #[arg(long, env = "PINSERVE_REFERENCE_PROFILE", value_name = "FILE")]
     pub reference_profile: Option<PathBuf>,
 
@@ -652,6 +655,7 @@ impl RegisterConfig {
 }
 
 const EVAL: &str = "Evaluation";
+const DATA: &str = "Data and inference";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EvalTask {
@@ -666,30 +670,9 @@ pub struct EvalConfig {
     #[arg(env = "PINSERVE_EVAL_MODEL", value_name = "MODEL")]
     pub model: String,
 
-    /// Held-out data: a CSV or Parquet file, as a local path or a URL (s3://, gs://, az://,
-    /// https://) fetched with the model fetch's retries and timeouts; a `.sha256` sidecar
-    /// beside it is verified.
-    #[arg(long, env = "PINSERVE_DATA", value_name = "PATH|URL", help_heading = EVAL)]
-    pub data: String,
-
-    /// The data file's SHA-256: evaluation stops unless the bytes read have it.
-    #[arg(long, env = "PINSERVE_DATA_SHA256", value_name = "HEX", value_parser = parse_optional_digest, help_heading = EVAL)]
-    pub data_sha256: Option<OptionalDigest>,
-
     /// The column holding the true label or value.
     #[arg(long, env = "PINSERVE_TARGET", value_name = "COLUMN", help_heading = EVAL)]
     pub target: String,
-
-    /// For a model with one 2-D input: the columns that make its features, in order [default:
-    /// every column but the target, in file order].
-    #[arg(
-        long,
-        env = "PINSERVE_FEATURE_COLUMNS",
-        value_name = "A,B,...",
-        value_delimiter = ',',
-        help_heading = EVAL
-    )]
-    pub feature_columns: Vec<String>,
 
     /// The version to beat, as another model reference.
     #[arg(
@@ -727,18 +710,6 @@ pub struct EvalConfig {
     #[arg(long, env = "PINSERVE_EXPERIMENT", default_value = "pinserve-eval", value_name = "NAME", help_heading = EVAL)]
     pub experiment: String,
 
-    /// The task [default: inferred from the model's outputs].
-    #[arg(long, env = "PINSERVE_TASK", value_enum, help_heading = EVAL)]
-    pub task: Option<EvalTask>,
-
-    /// The output holding predicted labels (classification) or values (regression).
-    #[arg(long, env = "PINSERVE_LABEL_OUTPUT", value_name = "NAME", help_heading = EVAL)]
-    pub label_output: Option<String>,
-
-    /// The output holding class scores or probabilities.
-    #[arg(long, env = "PINSERVE_SCORE_OUTPUT", value_name = "NAME", help_heading = EVAL)]
-    pub score_output: Option<String>,
-
     /// The positive class of a binary classifier.
     #[arg(long, env = "PINSERVE_POSITIVE_CLASS", default_value = "1", value_name = "LABEL", help_heading = EVAL)]
     pub positive_class: String,
@@ -755,17 +726,58 @@ pub struct EvalConfig {
     #[arg(long, env = "PINSERVE_SEED", default_value_t = 0, value_name = "S", help_heading = EVAL)]
     pub seed: u64,
 
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
+}
+
+/// What `eval` and `profile` share: the data, how its columns and the model's outputs are read,
+/// and how the model is fetched and run (as `serve` runs it).
+#[derive(Debug, Clone, Args)]
+pub struct ScoringArgs {
+    /// The data: a CSV or Parquet file, as a local path or a URL (s3://, gs://, az://,
+    /// https://) fetched with the model fetch's retries and timeouts; a `.sha256` sidecar
+    /// beside it is verified.
+    #[arg(long, env = "PINSERVE_DATA", value_name = "PATH|URL", help_heading = DATA)]
+    pub data: String,
+
+    /// The data file's SHA-256: nothing is computed unless the bytes read have it.
+    #[arg(long, env = "PINSERVE_DATA_SHA256", value_name = "HEX", value_parser = parse_optional_digest, help_heading = DATA)]
+    pub data_sha256: Option<OptionalDigest>,
+
+    /// For a model with one 2-D input: the columns that make its features, in order [default:
+    /// every column but the target, in file order].
+    #[arg(
+        long,
+        env = "PINSERVE_FEATURE_COLUMNS",
+        value_name = "A,B,...",
+        value_delimiter = ',',
+        help_heading = DATA
+    )]
+    pub feature_columns: Vec<String>,
+
+    /// The task [default: inferred from the model's outputs].
+    #[arg(long, env = "PINSERVE_TASK", value_enum, help_heading = DATA)]
+    pub task: Option<EvalTask>,
+
+    /// The output holding predicted labels (classification) or values (regression).
+    #[arg(long, env = "PINSERVE_LABEL_OUTPUT", value_name = "NAME", help_heading = DATA)]
+    pub label_output: Option<String>,
+
+    /// The output holding class scores or probabilities.
+    #[arg(long, env = "PINSERVE_SCORE_OUTPUT", value_name = "NAME", help_heading = DATA)]
+    pub score_output: Option<String>,
+
     /// Rows per request sent through the batcher.
-    #[arg(long, env = "PINSERVE_BATCH_SIZE", default_value_t = 256, value_name = "ROWS", help_heading = EVAL)]
+    #[arg(long, env = "PINSERVE_BATCH_SIZE", default_value_t = 256, value_name = "ROWS", help_heading = DATA)]
     pub batch_size: usize,
 
     /// ONNX Runtime sessions, each on a thread of its own, as `serve --instances` (intra-op
     /// threads are shared out among them). A model that costs less per row than reading its
-    /// features evaluates fastest with one session per CPU (BENCHMARKS.md).
-    #[arg(long, env = "PINSERVE_INSTANCES", default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..), help_heading = EVAL)]
+    /// features scores fastest with one session per CPU (BENCHMARKS.md).
+    #[arg(long, env = "PINSERVE_INSTANCES", default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..), help_heading = DATA)]
     pub instances: u16,
 
-    /// MLflow tracking server for models:/ references and --log-to-mlflow [default:
+    /// MLflow tracking server for models:/ references and eval's --log-to-mlflow [default:
     /// MLFLOW_TRACKING_URI].
     #[arg(long, env = "PINSERVE_REGISTRY_URI", value_name = "URL", help_heading = MODEL)]
     pub registry_uri: Option<String>,
@@ -787,8 +799,48 @@ pub struct EvalConfig {
     pub runtime: RuntimeArgs,
 }
 
-impl EvalConfig {
-    /// `MODEL` (or another reference) resolved as `serve --model-uri` resolves it.
+const PROFILE: &str = "Profile";
+
+/// `pinserve profile`: the data a model was trained on, summarised for drift monitoring.
+#[derive(Debug, Clone, Args)]
+pub struct ProfileConfig {
+    /// The model the profile is for, as `serve --model-uri` takes it: its predictions on the
+    /// data are profiled too, and its inputs say how the columns map.
+    #[arg(env = "PINSERVE_PROFILE_MODEL", value_name = "MODEL")]
+    pub model: String,
+
+    /// A column of the data that is not a feature (the training target), left out.
+    #[arg(long, env = "PINSERVE_TARGET", value_name = "COLUMN", help_heading = PROFILE)]
+    pub target: Option<String>,
+
+    /// Where to write the profile (JSON); `reference.json` beside `model.onnx` travels with the
+    /// model.
+    #[arg(long, env = "PINSERVE_OUT", value_name = "FILE", help_heading = PROFILE)]
+    pub out: PathBuf,
+
+    /// Quantile bins per numeric feature and per score.
+    #[arg(long, env = "PINSERVE_BINS", default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(2..=1000), help_heading = PROFILE)]
+    pub bins: u16,
+
+    /// Categories listed per categorical feature; the rest count as "other".
+    #[arg(long, env = "PINSERVE_MAX_CATEGORIES", default_value_t = 20, value_name = "K", help_heading = PROFILE)]
+    pub max_categories: usize,
+
+    /// Rows sampled (uniformly, seeded) for the bins of larger data; smaller data is described
+    /// exactly.
+    #[arg(long, env = "PINSERVE_SAMPLE_ROWS", default_value_t = 100_000, value_name = "ROWS", value_parser = clap::value_parser!(u64).range(1..), help_heading = PROFILE)]
+    pub sample_rows: u64,
+
+    /// Seed of the sample, so that two runs agree.
+    #[arg(long, env = "PINSERVE_SEED", default_value_t = 0, value_name = "S", help_heading = PROFILE)]
+    pub seed: u64,
+
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
+}
+
+impl ScoringArgs {
+    /// `uri` resolved as `serve --model-uri` resolves it.
     pub fn reference(&self, uri: &str) -> Result<ModelReference, RegistryError> {
         ModelReference::parse(uri, None, None, self.tracking_uri()?.as_ref())
     }

@@ -14,8 +14,10 @@
 //! parses the command line, and [`metrics`] declares every exported metric.
 //!
 //! The lifecycle commands call into the same code: [`register`] puts a model into the MLflow
-//! Model Registry through [`registry`]'s MLflow client, and [`promote`] is the GitOps side: it
-//! pins a model version and digest in a k8s/services overlay and proposes it.
+//! Model Registry through [`registry`]'s MLflow client, [`eval`] scores held-out data through the
+//! serving path and judges it, [`profile`] summarises training data for drift monitoring, and
+//! [`promote`] is the GitOps side: it pins a model version and digest in a k8s/services overlay
+//! and proposes it.
 
 pub mod app;
 pub mod batch;
@@ -25,6 +27,7 @@ pub mod http;
 pub mod inspect;
 pub mod metrics;
 pub mod model;
+pub mod profile;
 pub mod promote;
 pub mod protocol;
 pub mod register;

@@ -29,6 +29,21 @@ fn main() -> ExitCode {
             Ok(false) => ExitCode::from(GATE_FAILED),
             Err(err) => report(Err(err.into())),
         },
+        Command::Profile(config) => report(
+            pinserve::profile::command::run(&config)
+                .map(|profile| {
+                    println!(
+                        "profiled {} features and {} outputs of {} version {} on {} rows into {}",
+                        profile.features.len(),
+                        profile.predictions.len(),
+                        profile.model.name,
+                        profile.model.version,
+                        profile.dataset.rows,
+                        config.out.display()
+                    )
+                })
+                .map_err(Into::into),
+        ),
         Command::Inspect(args) => report(
             inspect::run(&args)
                 .map(|table| print!("{table}"))

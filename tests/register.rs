@@ -105,8 +105,8 @@ async fn a_registered_pipeline_loads_in_mlflows_client_and_serves_the_same_answe
 async fn the_version_carries_its_digest_tags_dataset_and_reference_profile() {
     let name = unique_name("register-tags");
     let model_file = fixtures().join("tabular_mlp/1/model.onnx");
-    let profile = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(profile.path(), br#"{"features": {"mean": 0.5}}"#).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let profile = common::profiles::tabular_profile(work.path());
     let dataset = fixtures().join("tabular_mlp/1/model.onnx");
     let first = register_version(
         &model_file,
@@ -117,7 +117,7 @@ async fn the_version_carries_its_digest_tags_dataset_and_reference_profile() {
             "--tag",
             "trained_by=ci=nightly",
             "--reference-profile",
-            profile.path().to_str().unwrap(),
+            profile.to_str().unwrap(),
             "--dataset",
             dataset.to_str().unwrap(),
         ],
@@ -169,8 +169,8 @@ async fn the_version_carries_its_digest_tags_dataset_and_reference_profile() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stderr(&output).contains("MLflow model-version tag 'sha256'"));
     assert_eq!(
-        std::fs::read(dest.path().join("reference_profile.json")).unwrap(),
-        std::fs::read(profile.path()).unwrap()
+        std::fs::read(dest.path().join("reference.json")).unwrap(),
+        std::fs::read(&profile).unwrap()
     );
 }
 
@@ -217,7 +217,15 @@ async fn bad_models_and_registries_are_refused_with_their_reason() {
     std::fs::write(not_onnx.path(), b"not a model").unwrap();
     let missing = fixtures().join("tabular_mlp/1/missing.onnx");
     let model = fixtures().join("tabular_mlp/1/model.onnx");
-    let cases: [RefusalCase; 4] = [
+    let work = tempfile::tempdir().unwrap();
+    let other_models_profile = work.path().join("breast_cancer.json");
+    common::profiles::write_profile(
+        &fixtures().join("breast_cancer/1"),
+        &fixtures().join("breast_cancer/test.csv"),
+        &other_models_profile,
+        &["--target", "target"],
+    );
+    let cases: [RefusalCase; 5] = [
         (
             &["--model-file", missing.to_str().unwrap(), "--name", "m"],
             &tracking,
@@ -237,6 +245,19 @@ async fn bad_models_and_registries_are_refused_with_their_reason() {
             &["--model-file", model.to_str().unwrap(), "--name", "m"],
             &[],
             "--registry-uri URL or MLFLOW_TRACKING_URI",
+        ),
+        (
+            &[
+                "--model-file",
+                model.to_str().unwrap(),
+                "--name",
+                "m",
+                "--reference-profile",
+                other_models_profile.to_str().unwrap(),
+            ],
+            &tracking,
+            "--reference-profile: the reference profile does not match the model: feature \
+             'mean_radius' is of input 'input', which the model does not have",
         ),
         (
             &[

@@ -5,30 +5,29 @@
 
 use std::{
     collections::BTreeMap,
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
 use super::{
     bootstrap::{self, BootstrapConfig, BootstrapError, Interval},
-    data::{ColumnMapping, DataError, DataFile, Dataset, Format},
+    data::{ColumnMapping, DataError, DataFile, Dataset},
     gate::{Gate, GateError},
     metrics::{Evaluation, MetricError, Predictions, Truth},
     report::{
         BaselineResult, DatasetSummary, Estimate, Findings, GateSummary, Interpretation, Latency,
         Report,
     },
-    scoring::{ScoreError, Scorer},
-    task::{self, Overrides, Task, TaskError, TaskPlan},
+    scoring::{self, ScoreError, Scorer},
+    task::{self, TaskError, TaskPlan},
     writeback,
 };
 use crate::{
-    app::{self, LoadError},
     batch::{BatchError, Batcher},
-    config::{EvalConfig, EvalTask, FetchArgs},
+    config::{EvalConfig, FetchArgs},
     model::Tensor,
     promote::overlay::{Overlay, OverlayError},
-    registry::{Digest, Location, ModelArtifact, RegistryError, mlflow::write::WriteError, obtain},
+    registry::{ModelArtifact, RegistryError, mlflow::write::WriteError},
 };
 
 /// Single-row requests timed for the latency figures.
@@ -38,8 +37,6 @@ const LATENCY_ROWS: usize = 200;
 pub enum EvalError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    #[error("the model cannot be served: {0}")]
-    Load(#[from] LoadError),
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
@@ -63,12 +60,6 @@ pub enum EvalError {
         path: String,
         #[source]
         source: std::io::Error,
-    },
-    #[error("{path}: sha256 {found}, but --data-sha256 expects {expected}")]
-    DataDigest {
-        path: String,
-        expected: Digest,
-        found: String,
     },
     #[error("--log-to-mlflow: {0}")]
     WriteBack(String),
@@ -114,19 +105,14 @@ pub fn run(config: &EvalConfig) -> Result<bool, EvalError> {
 async fn evaluate(config: &EvalConfig) -> Result<bool, EvalError> {
     let gate = config.gate.as_deref().map(Gate::read).transpose()?;
     let baseline = baseline_source(config)?;
-    let shown = Location::parse(&config.data)?.to_string();
-    let (local, _downloaded) = local_data(config).await?;
-    let data = DataFile::read_as(&local, &shown)?;
-    if let Some(expected) = config.data_sha256()
-        && data.sha256 != expected.to_string()
-    {
-        return Err(EvalError::DataDigest {
-            path: shown,
-            expected,
-            found: data.sha256,
-        });
-    }
-    let candidate = run_model(config, &data, &config.model, &config.fetch).await?;
+    let (data, _downloaded) = scoring::open_data(
+        &config.scoring.data,
+        config.scoring.data_sha256(),
+        &config.scoring.cache_dir,
+        &config.scoring.fetch,
+    )
+    .await?;
+    let candidate = run_model(config, &data, &config.model, &config.scoring.fetch).await?;
     let baseline = match baseline {
         Some((uri, fetch)) => Some(run_model(config, &data, &uri, &fetch).await?),
         None => None,
@@ -144,7 +130,7 @@ async fn evaluate(config: &EvalConfig) -> Result<bool, EvalError> {
             .map(|digest| digest.to_string())
             .unwrap_or_default(),
         dataset: DatasetSummary {
-            path: shown,
+            path: data.shown().to_owned(),
             sha256: data.sha256.clone(),
             rows: data.rows,
         },
@@ -162,40 +148,11 @@ async fn evaluate(config: &EvalConfig) -> Result<bool, EvalError> {
     Ok(passed)
 }
 
-/// `--data` on local disk is read where it is; at a URL it is downloaded and verified, as a
-/// model is, into a directory below the cache that goes when evaluation ends (returned with it).
-async fn local_data(
-    config: &EvalConfig,
-) -> Result<(PathBuf, Option<tempfile::TempDir>), EvalError> {
-    let url = match Location::parse(&config.data)? {
-        Location::Local(path) => return Ok((path, None)),
-        Location::Remote(url) => url,
-    };
-    // Before downloading what could not be read anyway.
-    let name = url
-        .path_segments()
-        .and_then(|mut s| s.next_back())
-        .unwrap_or_default();
-    Format::of(Path::new(name), &Location::Remote(url.clone()).to_string())?;
-    let io = |source| EvalError::Io {
-        path: config.cache_dir.display().to_string(),
-        source,
-    };
-    std::fs::create_dir_all(&config.cache_dir).map_err(io)?;
-    let dir = tempfile::Builder::new()
-        .prefix(".eval-data-")
-        .tempdir_in(&config.cache_dir)
-        .map_err(io)?;
-    let fetch = &config.fetch;
-    let path = obtain::file_into(&url, dir.path(), &fetch.resolver(), &fetch.options()).await?;
-    Ok((path, Some(dir)))
-}
-
 fn mapping(config: &EvalConfig) -> ColumnMapping {
     ColumnMapping {
         target: Some(config.target.clone()),
-        feature_columns: (!config.feature_columns.is_empty())
-            .then(|| config.feature_columns.clone()),
+        feature_columns: (!config.scoring.feature_columns.is_empty())
+            .then(|| config.scoring.feature_columns.clone()),
         ignore: Vec::new(),
     }
 }
@@ -204,7 +161,7 @@ fn mapping(config: &EvalConfig) -> ColumnMapping {
 /// overlay pins (its digest, when pinned, verified as `fetch --model-sha256` would).
 fn baseline_source(config: &EvalConfig) -> Result<Option<(String, FetchArgs)>, EvalError> {
     if let Some(uri) = &config.baseline_uri {
-        return Ok(Some((uri.clone(), config.fetch.pinning(None))));
+        return Ok(Some((uri.clone(), config.scoring.fetch.pinning(None))));
     }
     let Some(dir) = &config.baseline_from else {
         return Ok(None);
@@ -227,7 +184,7 @@ fn baseline_source(config: &EvalConfig) -> Result<Option<(String, FetchArgs)>, E
         }
         _ => None,
     };
-    let fetch = config.fetch.pinning(digest);
+    let fetch = config.scoring.fetch.pinning(digest);
     let uri = format!(
         "models:/{}/{}",
         overlay.name.value(),
@@ -244,26 +201,21 @@ async fn run_model(
     uri: &str,
     fetch: &FetchArgs,
 ) -> Result<ModelRun, EvalError> {
-    let reference = config.reference(uri)?;
-    let mut artifact = app::obtain_artifact(&reference, &config.cache_dir, fetch).await?;
-    if artifact.sha256.is_none() {
-        // A local file nobody vouched for: the report still names the exact bytes evaluated.
-        artifact.sha256 =
-            Some(
-                Digest::of_file(&artifact.model_file).map_err(|source| EvalError::Io {
-                    path: artifact.model_file.display().to_string(),
-                    source,
-                })?,
-            );
-    }
+    let reference = config.scoring.reference(uri)?;
+    let artifact = scoring::obtain_model(&reference, &config.scoring.cache_dir, fetch).await?;
     let scorer = Scorer::start(
         &artifact,
-        &config.runtime,
-        config.instances,
-        config.batch_size,
+        &config.scoring.runtime,
+        config.scoring.instances,
+        config.scoring.batch_size,
     )
     .await?;
-    let plan = task::infer(&scorer.signature, &overrides(config))?;
+    let plan = task::infer(
+        &scorer.signature,
+        &config
+            .scoring
+            .overrides(Some(config.positive_class.clone())),
+    )?;
     let dataset = Dataset::for_model(data, &scorer.signature, &mapping(config))?;
     let started = Instant::now();
     let (predictions, truth) = predict_all(&scorer, &dataset, &plan).await?;
@@ -278,19 +230,6 @@ async fn run_model(
         rows_per_second,
         single_row,
     })
-}
-
-fn overrides(config: &EvalConfig) -> Overrides {
-    Overrides {
-        task: config.task.map(|task| match task {
-            EvalTask::Classification => Task::Classification,
-            EvalTask::Regression => Task::Regression,
-        }),
-        label_output: config.label_output.clone(),
-        score_output: config.score_output.clone(),
-        positive_class: Some(config.positive_class.clone()),
-        classes: None,
-    }
 }
 
 /// Every batch through the batcher, keeping only what the metrics need.

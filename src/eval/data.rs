@@ -209,6 +209,11 @@ pub struct DataFile {
 }
 
 impl DataFile {
+    /// The file as reports and errors name it (its URL, when it was downloaded).
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
     /// Reads `path`'s schema, and hashes and counts it (one streaming pass).
     pub fn read(path: &Path) -> Result<DataFile, DataError> {
         DataFile::read_as(path, &path.display().to_string())

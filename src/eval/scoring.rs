@@ -3,19 +3,41 @@
 //! in order. `eval` and `profile` both score their data here, so neither has an inference path
 //! of its own.
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use futures_util::{StreamExt, stream::FuturesOrdered};
 
-use super::data::{Batch, DataError, Dataset, Target};
+use super::{
+    data::{Batch, DataError, DataFile, Dataset, Format, Target},
+    task::{Overrides, Task},
+};
 use crate::{
     app::{self, LoadError},
     batch::{BatchConfig, BatchError, Batcher, WorkerHandle},
-    config::RuntimeArgs,
+    config::{EvalTask, FetchArgs, RuntimeArgs, ScoringArgs},
     metrics::ModelLabels,
     model::{Model, Signature, Tensor},
-    registry::ModelArtifact,
+    registry::{Digest, Location, ModelArtifact, ModelReference, RegistryError, obtain},
 };
+
+impl ScoringArgs {
+    /// The task and outputs the flags fix; the rest is inferred from the model's outputs.
+    pub fn overrides(&self, positive_class: Option<String>) -> Overrides {
+        Overrides {
+            task: self.task.map(|task| match task {
+                EvalTask::Classification => Task::Classification,
+                EvalTask::Regression => Task::Regression,
+            }),
+            label_output: self.label_output.clone(),
+            score_output: self.score_output.clone(),
+            positive_class,
+            classes: None,
+        }
+    }
+}
 
 /// Requests kept waiting in the batcher's queue beyond one per instance, so that a worker that
 /// finishes finds its next batch there, however long the submitting task takes to be scheduled
@@ -35,8 +57,22 @@ pub(crate) struct Scorer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScoreError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     #[error("the model cannot be served: {0}")]
     Load(#[from] LoadError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: sha256 {found}, but --data-sha256 expects {expected}")]
+    DataDigest {
+        path: String,
+        expected: Digest,
+        found: String,
+    },
     #[error("cannot start the model workers: {0}")]
     Workers(#[source] std::io::Error),
     #[error(transparent)]
@@ -118,6 +154,81 @@ impl Scorer {
             answered(answer.map_err(ScoreError::from)?, target)?;
         }
     }
+}
+
+/// `data` read once: where it is on local disk; at a URL downloaded and verified as a model is,
+/// into a directory below `cache_dir` that goes when the returned guard is dropped. Hashed and
+/// counted, and refused unless its digest is `expected` when that is given.
+pub(crate) async fn open_data(
+    data: &str,
+    expected: Option<Digest>,
+    cache_dir: &Path,
+    fetch: &FetchArgs,
+) -> Result<(DataFile, Option<tempfile::TempDir>), ScoreError> {
+    let location = Location::parse(data)?;
+    let shown = location.to_string();
+    let (local, downloaded) = match location {
+        Location::Local(path) => (path, None),
+        Location::Remote(url) => {
+            let (path, dir) = download(&url, &shown, cache_dir, fetch).await?;
+            (path, Some(dir))
+        }
+    };
+    let file = DataFile::read_as(&local, &shown)?;
+    if let Some(expected) = expected
+        && file.sha256 != expected.to_string()
+    {
+        return Err(ScoreError::DataDigest {
+            path: shown,
+            expected,
+            found: file.sha256,
+        });
+    }
+    Ok((file, downloaded))
+}
+
+async fn download(
+    url: &url::Url,
+    shown: &str,
+    cache_dir: &Path,
+    fetch: &FetchArgs,
+) -> Result<(PathBuf, tempfile::TempDir), ScoreError> {
+    // Before downloading what could not be read anyway.
+    let name = url
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .unwrap_or_default();
+    Format::of(Path::new(name), shown)?;
+    let io = |source| ScoreError::Io {
+        path: cache_dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(cache_dir).map_err(io)?;
+    let dir = tempfile::Builder::new()
+        .prefix(".eval-data-")
+        .tempdir_in(cache_dir)
+        .map_err(io)?;
+    let path = obtain::file_into(url, dir.path(), &fetch.resolver(), &fetch.options()).await?;
+    Ok((path, dir))
+}
+
+/// The model `reference` names, fetched and verified as `serve` fetches it, with the digest of
+/// its file (hashed here when no registry or sidecar vouched for it, so a report still names the
+/// exact bytes used).
+pub(crate) async fn obtain_model(
+    reference: &ModelReference,
+    cache_dir: &Path,
+    fetch: &FetchArgs,
+) -> Result<ModelArtifact, ScoreError> {
+    let mut artifact = app::obtain_artifact(reference, cache_dir, fetch).await?;
+    if artifact.sha256.is_none() {
+        let digest = Digest::of_file(&artifact.model_file).map_err(|source| ScoreError::Io {
+            path: artifact.model_file.display().to_string(),
+            source,
+        })?;
+        artifact.sha256 = Some(digest);
+    }
+    Ok(artifact)
 }
 
 /// The dataset's batches, read on a thread of its own, at most [`READ_AHEAD`] ahead.

@@ -23,13 +23,13 @@ pub const RUN_TAG: &str = "pinserve.eval.run_id";
 pub const DATASET_TAG: &str = "pinserve.eval.dataset_sha256";
 
 pub(crate) async fn log(config: &EvalConfig, report: &Report) -> Result<(), EvalError> {
-    let tracking = config.tracking_uri()?.ok_or_else(|| {
+    let tracking = config.scoring.tracking_uri()?.ok_or_else(|| {
         EvalError::WriteBack("say where: --registry-uri URL or MLFLOW_TRACKING_URI".to_owned())
     })?;
     let client = MlflowClient::from_env(
         tracking,
-        RetryPolicy::new(config.fetch.fetch_retries),
-        config.fetch.fetch_stall_timeout,
+        RetryPolicy::new(config.scoring.fetch.fetch_retries),
+        config.scoring.fetch.fetch_stall_timeout,
     )?;
     let step = |step: &'static str| move |source: WriteError| EvalError::Mlflow { step, source };
     let version = [

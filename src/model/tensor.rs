@@ -145,6 +145,35 @@ impl TensorData {
         self.len() == 0
     }
 
+    /// Element `index` as a number (`false`/`true` as 0 and 1); `None` for strings or past the
+    /// end. What statistics over any numeric tensor read.
+    pub fn number_at(&self, index: usize) -> Option<f64> {
+        Some(match self {
+            TensorData::Bool(v) => f64::from(u8::from(*v.get(index)?)),
+            TensorData::Uint8(v) => f64::from(*v.get(index)?),
+            TensorData::Uint16(v) => f64::from(*v.get(index)?),
+            TensorData::Uint32(v) => f64::from(*v.get(index)?),
+            TensorData::Uint64(v) => *v.get(index)? as f64,
+            TensorData::Int8(v) => f64::from(*v.get(index)?),
+            TensorData::Int16(v) => f64::from(*v.get(index)?),
+            TensorData::Int32(v) => f64::from(*v.get(index)?),
+            TensorData::Int64(v) => *v.get(index)? as f64,
+            TensorData::Fp16(v) => v.get(index)?.to_f64(),
+            TensorData::Bf16(v) => v.get(index)?.to_f64(),
+            TensorData::Fp32(v) => f64::from(*v.get(index)?),
+            TensorData::Fp64(v) => *v.get(index)?,
+            TensorData::Bytes(_) => return None,
+        })
+    }
+
+    /// Element `index` of a string tensor; `None` for numbers or past the end.
+    pub fn text_at(&self, index: usize) -> Option<&str> {
+        match self {
+            TensorData::Bytes(v) => v.get(index).map(String::as_str),
+            _ => None,
+        }
+    }
+
     /// `len` default values of `datatype`: zeros, `false` or empty strings.
     pub fn filled_default(datatype: DataType, len: usize) -> TensorData {
         match datatype {

@@ -19,6 +19,7 @@ use self::mlmodel::LoggedModelFacts;
 use crate::{
     config::RegisterConfig,
     model::{Model, ModelError, OnnxModel, SessionOptions, Signature},
+    profile::{self, ProfileError, ReferenceProfile},
     registry::{
         RegistryError,
         digest::Digest,
@@ -32,8 +33,6 @@ use crate::{
 
 /// The tag `pinserve fetch` verifies a version's model file against.
 pub const SHA256_TAG: &str = "sha256";
-/// Where `--reference-profile` goes in the model's artifact directory.
-pub const REFERENCE_PROFILE_FILE: &str = "reference_profile.json";
 /// Retries of idempotent calls and uploads.
 const RETRIES: usize = 3;
 /// How long an upload or answer may stall before it is retried.
@@ -47,6 +46,8 @@ pub enum RegisterError {
     Model(#[from] ModelError),
     #[error(transparent)]
     ExternalData(#[from] ExternalDataError),
+    #[error("--reference-profile: {0}")]
+    Profile(#[from] ProfileError),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -117,7 +118,7 @@ fn prepare(config: &RegisterConfig) -> Result<Prepared, RegisterError> {
             .len();
     }
     let dataset = read_dataset(config)?;
-    let reference_profile = read_profile(config)?;
+    let reference_profile = read_profile(config, &signature)?;
     Ok(Prepared {
         sha256: Digest::of_file(model_file).map_err(io_error(model_file))?,
         directory,
@@ -144,12 +145,18 @@ fn read_dataset(config: &RegisterConfig) -> Result<Option<(String, Digest)>, Reg
     Ok(Some((absolute.display().to_string(), digest)))
 }
 
-fn read_profile(config: &RegisterConfig) -> Result<Option<bytes::Bytes>, RegisterError> {
-    config
-        .reference_profile
-        .as_ref()
-        .map(|path| std::fs::read(path).map(Into::into).map_err(io_error(path)))
-        .transpose()
+/// `--reference-profile`'s bytes, once they have been read as a profile of this model: a
+/// profile serving would refuse is refused before anything is registered.
+fn read_profile(
+    config: &RegisterConfig,
+    signature: &Signature,
+) -> Result<Option<bytes::Bytes>, RegisterError> {
+    let Some(path) = &config.reference_profile else {
+        return Ok(None);
+    };
+    ReferenceProfile::read(path)?.check_against(signature)?;
+    let bytes = std::fs::read(path).map_err(io_error(path))?;
+    Ok(Some(bytes.into()))
 }
 
 /// The calls, in the order MLflow's client makes them. A failure after the run exists marks it
@@ -309,7 +316,7 @@ async fn upload(
         .await?;
     if let Some(profile) = &prepared.reference_profile {
         client
-            .upload_artifact(&model.artifact_uri, REFERENCE_PROFILE_FILE, profile.clone())
+            .upload_artifact(&model.artifact_uri, profile::FILE_NAME, profile.clone())
             .await?;
     }
     Ok(())
@@ -374,7 +381,7 @@ fn version_tags(config: &RegisterConfig, prepared: &Prepared) -> Vec<KeyValue> {
     if prepared.reference_profile.is_some() {
         tags.push(KeyValue::new(
             "pinserve.reference_profile",
-            REFERENCE_PROFILE_FILE,
+            profile::FILE_NAME,
         ));
     }
     tags.extend(

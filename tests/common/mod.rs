@@ -5,6 +5,7 @@
 
 pub mod analysis;
 pub mod faulty;
+pub mod profiles;
 pub mod services;
 
 use std::{

@@ -13,6 +13,10 @@ inputs it fed, the outputs and the target.
 ``evaluate MODEL.onnx DATA.csv TARGET TASK``: both of the above, end to end, as
 ``pinserve eval`` reports it (tests/eval.rs): a classifier's ``label`` and ``probabilities``
 outputs (classes in sorted order, the positive class 1), a regressor's only output.
+
+``profile MODEL.onnx DATA.csv TARGET BINS TOP``: the reference profile of a binary
+classifier on the file (tests/profile.rs), from numpy's quantiles: each feature's bins or
+top categories, the predicted classes' shares and the positive-class score's bins.
 """
 
 import csv
@@ -108,8 +112,69 @@ def evaluate(model_path: str, data_path: str, target: str, task: str) -> dict:
     return classification(case)
 
 
+def quantile_bins(values: np.ndarray, bins: int) -> dict:
+    """numpy's quantiles as pinserve profile bins them: edges above the minimum, merged."""
+    present = values[~np.isnan(values)]
+    low, high = float(present.min()), float(present.max())
+    edges: list[float] = []
+    for edge in np.quantile(present, [i / bins for i in range(1, bins)]):
+        if edge > low and (not edges or edge > edges[-1]):
+            edges.append(float(edge))
+    counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
+    return {
+        "edges": edges,
+        "fractions": (counts / len(present)).tolist(),
+        "min": low,
+        "max": high,
+    }
+
+
+def categories(values: list[str], top: int) -> dict:
+    counts: dict[str, int] = {}
+    for value in values:
+        if value:
+            counts[value] = counts.get(value, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    present = sum(counts.values())
+    listed = [{"value": v, "fraction": c / present} for v, c in ranked[:top]]
+    return {"top": listed, "other": sum(c for _, c in ranked[top:]) / present}
+
+
+def profile(model_path: str, data_path: str, target: str, bins: str, top: str) -> dict:
+    """The profile ``pinserve profile`` must write for the file's rows (every row sampled)."""
+    predicted = predict(model_path, data_path, target)
+    with open(data_path, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle))
+    inputs = predicted["inputs"]
+    features = []
+    if len(inputs) == 1:
+        ((name, flat),) = inputs.items()
+        columns = [c for c in header if c != target]
+        table = np.array(flat, dtype=np.float64).reshape(-1, len(columns))
+        for index, column in enumerate(columns):
+            features.append({"name": column, "bins": quantile_bins(table[:, index], int(bins))})
+    else:
+        for name, flat in inputs.items():
+            if isinstance(flat[0], str):
+                features.append({"name": name, "categories": categories(flat, int(top))})
+            else:
+                values = np.array(flat, dtype=np.float64)
+                features.append({"name": name, "bins": quantile_bins(values, int(bins))})
+    outputs = predicted["outputs"]
+    labels = [str(int(v)) for v in outputs["label"]["data"]]
+    classes = sorted(set(labels))
+    scores = np.array(outputs["probabilities"]["data"], dtype=np.float64).reshape(-1, 2)[:, 1]
+    return {
+        "features": features,
+        "classes": [{"value": c, "fraction": labels.count(c) / len(labels)} for c in classes],
+        "scores": quantile_bins(scores, int(bins)),
+    }
+
+
 def main() -> None:
-    if sys.argv[1] == "evaluate":
+    if sys.argv[1] == "profile":
+        result = profile(*sys.argv[2:7])
+    elif sys.argv[1] == "evaluate":
         result = {name: float(value) for name, value in evaluate(*sys.argv[2:6]).items()}
     elif sys.argv[1] == "metrics":
         with open(sys.argv[2], encoding="utf-8") as handle:
