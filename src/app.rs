@@ -13,14 +13,16 @@ use tokio::{
 };
 
 use crate::{
-    batch::{Batcher, WorkerHandle},
+    batch::{Batcher, Observer, WorkerHandle},
     config::{FetchArgs, FetchConfig, ServeConfig},
+    drift::Monitor,
     http::{
         self, AppState, ServingModel,
         server::{self, Stages},
     },
     metrics::ModelLabels,
-    model::{self, Model, ModelError, OnnxModel, SessionOptions},
+    model::{self, Model, ModelError, OnnxModel, SessionOptions, Signature},
+    profile::{self, ProfileError, ReferenceProfile},
     registry::{Digest, Manifest, ModelArtifact, ModelReference, RegistryError, mlflow, obtain},
 };
 
@@ -46,6 +48,10 @@ pub enum LoadError {
     Model(#[from] ModelError),
     #[error("{0}")]
     Signature(String),
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error("cannot start the drift monitor: {0}")]
+    Drift(std::io::Error),
     #[error("cannot start the loader thread: {0}")]
     Thread(std::io::Error),
     #[error("the loader thread panicked")]
@@ -148,6 +154,8 @@ struct Loaded {
     /// One session per `--instances`.
     models: Vec<OnnxModel>,
     artifact: ModelArtifact,
+    /// The reference profile drift is monitored against, checked against the model.
+    profile: Option<ReferenceProfile>,
     load_seconds: f64,
 }
 
@@ -171,6 +179,7 @@ async fn load(
     let digest = digest_alongside(&artifact);
     let options = config.runtime.session_options(config.batching.instances);
     let models = load_sessions(&artifact, &options, config.batching.instances).await?;
+    let profile = reference_profile(config, &artifact, models[0].signature())?;
     let mut artifact = artifact;
     if let Some(digest) = digest {
         artifact.sha256 = digest.await.ok().flatten();
@@ -178,8 +187,33 @@ async fn load(
     Ok(Loaded {
         models,
         artifact,
+        profile,
         load_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// `--reference-profile`, else `reference.json` beside the model file (where `fetch` puts the
+/// version's profile), checked against the model: a profile that does not fit it fails the load.
+fn reference_profile(
+    config: &ServeConfig,
+    artifact: &ModelArtifact,
+    signature: &Signature,
+) -> Result<Option<ReferenceProfile>, LoadError> {
+    let beside = artifact.model_file.with_file_name(profile::FILE_NAME);
+    let path = match &config.drift.reference_profile {
+        Some(path) => path.clone(),
+        None if beside.is_file() => beside,
+        None => return Ok(None),
+    };
+    let profile = ReferenceProfile::read(&path)?;
+    profile.check_against(signature)?;
+    tracing::info!(
+        profile = %path.display(),
+        features = profile.features.len(),
+        outputs = profile.predictions.len(),
+        "drift monitoring against the reference profile"
+    );
+    Ok(Some(profile))
 }
 
 /// The model's files, fetched into `cache_dir` (and verified) unless a verified copy is there,
@@ -242,13 +276,23 @@ fn publish(
     loaded: Loaded,
     config: &ServeConfig,
 ) -> Result<WorkerHandle, AppError> {
+    let labels = state.labels();
+    let monitor = match &loaded.profile {
+        Some(profile) => {
+            let signature = loaded.models[0].signature();
+            let monitor = Monitor::start(profile, signature, &labels, config.drift.config())
+                .map_err(LoadError::Drift)?;
+            Some(Arc::new(monitor) as Arc<dyn Observer>)
+        }
+        None => None,
+    };
     let models = loaded
         .models
         .into_iter()
         .map(|model| Box::new(model) as Box<dyn Model>)
         .collect();
     let (batcher, worker) =
-        Batcher::start(models, &state.labels(), config.batching.batch_config())?;
+        Batcher::start_observed(models, &labels, config.batching.batch_config(), monitor)?;
     let device = config.runtime.device;
     let sha256 = loaded.artifact.sha256;
     tracing::info!(

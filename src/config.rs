@@ -9,6 +9,7 @@ use url::Url;
 
 use crate::{
     batch::BatchConfig,
+    drift::DriftConfig,
     http::server::ConnectionLimits,
     model::{Device, GraphOptimization, SessionOptions, runtime},
     promote::ForgeKind,
@@ -394,6 +395,59 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub connections: ConnectionArgs,
+
+    #[command(flatten)]
+    pub drift: DriftArgs,
+}
+
+/// Drift monitoring against the model's reference profile.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Drift")]
+pub struct DriftArgs {
+    /// The reference profile to compare served rows with [default: reference.json beside the
+    /// model file, when there is one; without a profile there is no drift monitoring].
+    #[arg(long, env = "PINSERVE_REFERENCE_PROFILE", value_name = "FILE")]
+    pub reference_profile: Option<PathBuf>,
+
+    /// Share of scored rows that drift monitoring bins (0 < RATE <= 1).
+    #[arg(long, env = "PINSERVE_DRIFT_SAMPLE_RATE", default_value_t = 1.0, value_parser = parse_rate, value_name = "RATE")]
+    pub drift_sample_rate: f64,
+
+    /// Rows each PSI is computed over: the last this many scored (and sampled).
+    #[arg(long, env = "PINSERVE_DRIFT_WINDOW", default_value_t = 10_000, value_name = "ROWS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub drift_window: u64,
+
+    /// Seconds a row stays in the PSI's window at most.
+    #[arg(long, env = "PINSERVE_DRIFT_WINDOW_SECONDS", default_value_t = 900, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub drift_window_seconds: u64,
+
+    /// Features exported one by one (label `feature`); the rest are summarised as
+    /// feature="(rest)": the largest PSI among them, and their counts together.
+    #[arg(
+        long,
+        env = "PINSERVE_DRIFT_MAX_FEATURES",
+        default_value_t = 64,
+        value_name = "N"
+    )]
+    pub drift_max_features: usize,
+}
+
+impl DriftArgs {
+    pub fn config(&self) -> DriftConfig {
+        DriftConfig {
+            sample_rate: self.drift_sample_rate,
+            window_rows: usize::try_from(self.drift_window).unwrap_or(usize::MAX),
+            window_age: Duration::from_secs(self.drift_window_seconds),
+            max_features: self.drift_max_features,
+        }
+    }
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate <= 1.0 => Ok(rate),
+        _ => Err(format!("'{text}' is not a share above 0 and at most 1")),
+    }
 }
 
 /// How long clients may take and how many connections they may hold.

@@ -22,6 +22,7 @@
 pub mod app;
 pub mod batch;
 pub mod config;
+pub mod drift;
 pub mod eval;
 pub mod http;
 pub mod inspect;

@@ -22,6 +22,22 @@ pub const QUEUE_ROWS: &str = "pinserve_queue_rows";
 pub const REJECTED: &str = "pinserve_rejected_total";
 pub const FETCH_BYTES: &str = "pinserve_fetch_bytes_total";
 pub const FETCH_DURATION: &str = "pinserve_fetch_duration_seconds";
+pub const FEATURE_PSI: &str = "pinserve_feature_psi";
+pub const FEATURE_OUT_OF_RANGE: &str = "pinserve_feature_out_of_range_total";
+pub const FEATURE_MISSING: &str = "pinserve_feature_missing_total";
+pub const FEATURE_UNSEEN_CATEGORY: &str = "pinserve_feature_unseen_category_total";
+pub const PREDICTION_PSI: &str = "pinserve_prediction_psi";
+pub const PREDICTION_CLASS: &str = "pinserve_prediction_class_total";
+/// `pinserve_prediction_value`'s buckets, count and sum, recorded as counters (and a gauge for
+/// the sum): its bucket edges are the reference profile's, known only once the model is
+/// loaded, after the recorder's histogram buckets have been fixed.
+pub const PREDICTION_VALUE_BUCKET: &str = "pinserve_prediction_value_bucket";
+pub const PREDICTION_VALUE_COUNT: &str = "pinserve_prediction_value_count";
+pub const PREDICTION_VALUE_SUM: &str = "pinserve_prediction_value_sum";
+pub const DRIFT_SKIPPED: &str = "pinserve_drift_skipped_batches_total";
+
+/// The `class` label of predicted classes the reference profile does not list.
+pub const OTHER_CLASS: &str = "(other)";
 
 /// Latency buckets: fine below a millisecond (tabular models answer in tens of microseconds)
 /// and with an edge exactly at 0.5 s, the p99 threshold canary analyses use.
@@ -126,6 +142,46 @@ fn describe() {
         "Time to resolve, download and verify a model version, by outcome (ok or error)."
     );
     describe_gauge!(
+        FEATURE_PSI,
+        "Population stability index of a feature over the last --drift-window rows against the reference profile (0.1 moderate, 0.2 significant drift)."
+    );
+    describe_counter!(
+        FEATURE_OUT_OF_RANGE,
+        "Values of a numeric feature outside the reference profile's minimum and maximum."
+    );
+    describe_counter!(
+        FEATURE_MISSING,
+        "Missing values of a feature: NaN, or an empty string for a categorical one."
+    );
+    describe_counter!(
+        FEATURE_UNSEEN_CATEGORY,
+        "Values of a categorical feature that the reference profile does not list."
+    );
+    describe_gauge!(
+        PREDICTION_PSI,
+        "Population stability index of an output's predictions over the last --drift-window rows against the reference profile."
+    );
+    describe_counter!(
+        PREDICTION_CLASS,
+        "Rows predicted as each class, by output; classes the profile does not list are (other)."
+    );
+    describe_counter!(
+        PREDICTION_VALUE_BUCKET,
+        "Predicted scores at most le, by output (a histogram whose buckets are the reference profile's bin edges)."
+    );
+    describe_counter!(
+        PREDICTION_VALUE_COUNT,
+        "Predicted scores counted, by output."
+    );
+    describe_gauge!(
+        PREDICTION_VALUE_SUM,
+        "Sum of the predicted scores, by output."
+    );
+    describe_counter!(
+        DRIFT_SKIPPED,
+        "Scored batches left out of drift monitoring because the drift thread was behind."
+    );
+    describe_gauge!(
         READY,
         "1 when the model is loaded, warmed up and serving; 0 while loading, after a failure and while draining."
     );
@@ -207,6 +263,69 @@ impl ModelLabels {
         metrics::counter!(FETCH_BYTES, &self.pairs())
     }
 
+    /// The drift series of one feature (`feature` is its name in the reference profile).
+    pub fn feature_metrics(&self, feature: &str) -> FeatureMetrics {
+        let labels = [
+            ("model", self.model.clone()),
+            ("version", self.version.clone()),
+            ("feature", feature.to_owned()),
+        ];
+        FeatureMetrics {
+            psi: metrics::gauge!(FEATURE_PSI, &labels),
+            out_of_range: metrics::counter!(FEATURE_OUT_OF_RANGE, &labels),
+            missing: metrics::counter!(FEATURE_MISSING, &labels),
+            unseen_category: metrics::counter!(FEATURE_UNSEEN_CATEGORY, &labels),
+        }
+    }
+
+    /// The prediction series of one output, whose values fall in `bins`.
+    pub fn prediction_metrics(&self, output: &str, bins: &PredictionBins<'_>) -> PredictionMetrics {
+        let labels = |extra: Option<(&'static str, String)>| {
+            let mut labels = vec![
+                ("model", self.model.clone()),
+                ("version", self.version.clone()),
+                ("output", output.to_owned()),
+            ];
+            labels.extend(extra);
+            labels
+        };
+        let series = match bins {
+            PredictionBins::Classes(classes) => PredictionSeries::Classes(
+                classes
+                    .iter()
+                    .map(|class| (*class).to_owned())
+                    .chain([OTHER_CLASS.to_owned()])
+                    .map(|class| {
+                        metrics::counter!(PREDICTION_CLASS, &labels(Some(("class", class))))
+                    })
+                    .collect(),
+            ),
+            PredictionBins::Scores(edges) => PredictionSeries::Scores {
+                buckets: edges
+                    .iter()
+                    .map(|&edge| (edge, edge.to_string()))
+                    .chain([(f64::INFINITY, "+Inf".to_owned())])
+                    .map(|(edge, le)| {
+                        (
+                            edge,
+                            metrics::counter!(PREDICTION_VALUE_BUCKET, &labels(Some(("le", le)))),
+                        )
+                    })
+                    .collect(),
+                count: metrics::counter!(PREDICTION_VALUE_COUNT, &labels(None)),
+                sum: metrics::gauge!(PREDICTION_VALUE_SUM, &labels(None)),
+            },
+        };
+        PredictionMetrics {
+            psi: metrics::gauge!(PREDICTION_PSI, &labels(None)),
+            series,
+        }
+    }
+
+    pub fn drift_skipped(&self) -> Counter {
+        metrics::counter!(DRIFT_SKIPPED, &self.pairs())
+    }
+
     pub fn record_fetch(&self, seconds: f64, outcome: &'static str) {
         let labels = [
             ("model", self.model.clone()),
@@ -214,6 +333,67 @@ impl ModelLabels {
             ("outcome", outcome.to_owned()),
         ];
         metrics::histogram!(FETCH_DURATION, &labels).record(seconds);
+    }
+}
+
+/// One feature's drift series.
+#[derive(Clone)]
+pub struct FeatureMetrics {
+    pub psi: Gauge,
+    pub out_of_range: Counter,
+    pub missing: Counter,
+    pub unseen_category: Counter,
+}
+
+/// What an output's predictions are counted in: its classes, or the edges of its score bins.
+pub enum PredictionBins<'a> {
+    Classes(Vec<&'a str>),
+    Scores(&'a [f64]),
+}
+
+/// One output's prediction series.
+pub struct PredictionMetrics {
+    pub psi: Gauge,
+    series: PredictionSeries,
+}
+
+enum PredictionSeries {
+    /// Per listed class, then (other).
+    Classes(Vec<Counter>),
+    /// Cumulative buckets (edge, then +Inf), count and sum.
+    Scores {
+        buckets: Vec<(f64, Counter)>,
+        count: Counter,
+        sum: Gauge,
+    },
+}
+
+impl PredictionMetrics {
+    /// Counts one prediction: a class by its bin (the last is (other)), a score by its value.
+    pub fn count(&self, bin: usize, value: Option<f64>) {
+        match &self.series {
+            PredictionSeries::Classes(classes) => {
+                if let Some(counter) = classes.get(bin) {
+                    counter.increment(1);
+                }
+            }
+            PredictionSeries::Scores {
+                buckets,
+                count,
+                sum,
+            } => {
+                let Some(value) = value else {
+                    return;
+                };
+                for (edge, counter) in buckets {
+                    if value <= *edge {
+                        counter.increment(1);
+                    }
+                }
+                count.increment(1);
+                sum.increment(value);
+            }
+        }
     }
 }
 

@@ -29,7 +29,7 @@ use tokio::{
 };
 
 use self::assemble::{BatchKey, rows_of};
-pub use self::worker::WorkerHandle;
+pub use self::worker::{Observer, ScoredBatch, WorkerHandle};
 use crate::{
     metrics::{BatchMetrics, ModelLabels, Rejection},
     model::{Model, ModelError, Signature, Tensor},
@@ -252,6 +252,16 @@ impl Batcher {
         labels: &ModelLabels,
         config: BatchConfig,
     ) -> std::io::Result<(Batcher, WorkerHandle)> {
+        Batcher::start_observed(models, labels, config, None)
+    }
+
+    /// [`Batcher::start`], with every scored batch handed to `observer` once it is answered.
+    pub fn start_observed(
+        models: Vec<Box<dyn Model>>,
+        labels: &ModelLabels,
+        config: BatchConfig,
+        observer: Option<Arc<dyn Observer>>,
+    ) -> std::io::Result<(Batcher, WorkerHandle)> {
         let signature = Arc::clone(models[0].signature());
         let metrics = Arc::new(labels.batch_metrics());
         let batchable = signature.is_batchable();
@@ -275,6 +285,7 @@ impl Batcher {
                 metrics: Arc::clone(&metrics),
                 demand: Arc::clone(&demand),
                 request_timeout: config.request_timeout,
+                observer,
             },
         )?;
         let limits = queue::Limits {

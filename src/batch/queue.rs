@@ -499,7 +499,7 @@ mod tests {
 
         fn run(
             &mut self,
-            inputs: Vec<Tensor>,
+            inputs: &[Tensor],
             _outputs: &[usize],
         ) -> Result<Vec<Tensor>, crate::model::ModelError> {
             let TensorData::Fp32(values) = inputs[0].data() else {
@@ -529,7 +529,8 @@ mod tests {
             inputs: Vec::new(),
             outputs: Vec::new(),
         }));
-        let answers = super::super::worker::run_model(&mut model, &mut batch.jobs, &rows)
+        let answers = super::super::worker::run_model(&mut model, &mut batch.jobs, &rows, None)
+            .answers
             .expect("the batch's output splits into its jobs' rows");
         let shapes: Vec<&[usize]> = answers.iter().map(|answer| answer[0].shape()).collect();
         assert_eq!(shapes, [&[0, 1][..], &[3, 1]]);

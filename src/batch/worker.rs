@@ -45,6 +45,30 @@ pub(super) struct Shared {
     pub metrics: Arc<BatchMetrics>,
     pub demand: Arc<Demand>,
     pub request_timeout: Duration,
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+/// Sees every scored batch once its requests have been answered (drift monitoring). It is
+/// called on the worker thread, so it must hand the batch off without blocking.
+pub trait Observer: Send + Sync + 'static {
+    /// Signature indices of the outputs it reads, from those a batch computed.
+    fn outputs(&self) -> &[usize];
+
+    fn observe(&self, batch: ScoredBatch);
+}
+
+/// A scored batch, as an [`Observer`] sees it.
+pub struct ScoredBatch {
+    /// The batch's inputs, in signature order.
+    pub inputs: Vec<Tensor>,
+    /// The outputs the observer reads that the batch computed, with their signature indices.
+    pub outputs: Vec<(usize, Tensor)>,
+}
+
+/// A batch's answers, and what the observer is given once they are sent.
+pub(super) struct Scored {
+    pub answers: Result<Vec<Vec<Tensor>>, ModelError>,
+    observed: Option<ScoredBatch>,
 }
 
 pub(super) fn spawn(
@@ -125,33 +149,69 @@ fn run_batch(
     let span = jobs[0].span.clone();
     let _entered = span.enter();
     let started = Instant::now();
-    let answers = run_model(model, &mut jobs, &rows);
+    let observed = shared.observer.as_ref().map(|o| o.outputs());
+    let Scored { answers, observed } = run_model(model, &mut jobs, &rows, observed);
     inference_duration.record(started.elapsed().as_secs_f64());
     shared.demand.observe_completion();
     reply(jobs, answers);
+    if let (Some(observer), Some(batch)) = (&shared.observer, observed) {
+        observer.observe(batch);
+    }
 }
 
-/// One model call for the whole batch (the inputs stacked when there are several jobs). A panic
-/// must cost this batch, not the worker every later request depends on.
+/// One model call for the whole batch (the inputs stacked when there are several jobs). With an
+/// observer, the batch's inputs and the outputs in `observed` (signature indices) are kept for
+/// it; without one, the inputs are freed as soon as the call returns. A panic must cost this
+/// batch, not the worker every later request depends on.
 pub(super) fn run_model(
     model: &mut dyn Model,
     jobs: &mut [Job],
     rows: &[usize],
-) -> Result<Vec<Vec<Tensor>>, ModelError> {
+    observed: Option<&[usize]>,
+) -> Scored {
     let outputs = jobs[0].outputs.clone();
-    catch_unwind(AssertUnwindSafe(|| {
-        if let [job] = jobs {
-            let inputs = std::mem::take(&mut job.inputs);
-            return model.run(inputs, &outputs).map(|answer| vec![answer]);
-        }
-        let requests: Vec<&[Tensor]> = jobs.iter().map(|job| job.inputs.as_slice()).collect();
-        split(model.run(concat(&requests), &outputs)?, rows)
-    }))
-    .unwrap_or_else(|_| {
-        Err(ModelError::Inference(
-            "the model panicked during inference".to_owned(),
-        ))
-    })
+    let scored = catch_unwind(AssertUnwindSafe(|| {
+        let inputs = match jobs {
+            [job] => std::mem::take(&mut job.inputs),
+            _ => concat(
+                &jobs
+                    .iter()
+                    .map(|job| job.inputs.as_slice())
+                    .collect::<Vec<_>>(),
+            ),
+        };
+        let answer = model.run(&inputs, &outputs)?;
+        let kept = observed.map(|observed| ScoredBatch {
+            outputs: outputs
+                .iter()
+                .zip(&answer)
+                .filter(|(index, _)| observed.contains(index))
+                .map(|(&index, tensor)| (index, tensor.clone()))
+                .collect(),
+            inputs,
+        });
+        let answers = match jobs {
+            [_] => vec![answer],
+            _ => split(answer, rows)?,
+        };
+        Ok((answers, kept))
+    }));
+    match scored {
+        Ok(Ok((answers, observed))) => Scored {
+            answers: Ok(answers),
+            observed,
+        },
+        Ok(Err(err)) => Scored {
+            answers: Err(err),
+            observed: None,
+        },
+        Err(_) => Scored {
+            answers: Err(ModelError::Inference(
+                "the model panicked during inference".to_owned(),
+            )),
+            observed: None,
+        },
+    }
 }
 
 fn reply(jobs: Vec<Job>, answers: Result<Vec<Vec<Tensor>>, ModelError>) {

@@ -22,7 +22,7 @@ pub trait Model: Send + 'static {
 
     /// Runs inference on inputs bound in signature order, returning the outputs at the given
     /// signature indices, in that order.
-    fn run(&mut self, inputs: Vec<Tensor>, outputs: &[usize]) -> Result<Vec<Tensor>, ModelError>;
+    fn run(&mut self, inputs: &[Tensor], outputs: &[usize]) -> Result<Vec<Tensor>, ModelError>;
 }
 
 /// Why a model could not be loaded or run.
@@ -52,7 +52,7 @@ pub fn load_and_warm_up(
     let signature = Arc::clone(model.signature());
     let all_outputs: Vec<usize> = (0..signature.outputs.len()).collect();
     model
-        .run(signature.warmup_inputs(), &all_outputs)
+        .run(&signature.warmup_inputs(), &all_outputs)
         .map_err(|err| ModelError::WarmUp(err.to_string()))?;
     Ok(model)
 }

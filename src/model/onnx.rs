@@ -5,7 +5,7 @@ use std::{path::Path, sync::Arc};
 
 use ort::{
     session::{OutputSelector, RunOptions, Session, SessionInputValue, builder::SessionBuilder},
-    value::{DynValue, Outlet, TensorElementType, ValueType},
+    value::{DynValue, Outlet, TensorElementType, TensorRef, ValueType},
 };
 
 use super::{
@@ -151,17 +151,19 @@ macro_rules! for_numeric_variants {
     };
 }
 
-fn to_ort_value(tensor: Tensor) -> ort::Result<DynValue> {
-    let (shape, data) = tensor.into_parts();
+/// A view of `tensor` for ONNX Runtime: numbers are not copied (the caller keeps the tensor,
+/// for drift monitoring after the answer); strings are, as ONNX Runtime owns its own.
+fn to_ort_value(tensor: &Tensor) -> ort::Result<SessionInputValue<'_>> {
+    let shape = tensor.shape().to_vec();
     macro_rules! convert {
         ($data:expr, $shape:expr; $($variant:ident $ty:ty),*) => {
             match $data {
-                $(TensorData::$variant(values) => ort::value::Tensor::from_array(($shape, values))?.into_dyn(),)*
-                TensorData::Bytes(strings) => ort::value::Tensor::from_string_array(($shape, &strings[..]))?.into_dyn(),
+                $(TensorData::$variant(values) => SessionInputValue::from(TensorRef::from_array_view(($shape, &values[..]))?),)*
+                TensorData::Bytes(strings) => SessionInputValue::from(ort::value::Tensor::from_string_array(($shape, &strings[..]))?.into_dyn()),
             }
         };
     }
-    Ok(for_numeric_variants!(convert!(data, shape)))
+    Ok(for_numeric_variants!(convert!(tensor.data(), shape)))
 }
 
 fn from_ort_value(name: &str, value: &DynValue) -> Result<Tensor, ModelError> {
@@ -201,11 +203,11 @@ impl Model for OnnxModel {
         &self.signature
     }
 
-    fn run(&mut self, inputs: Vec<Tensor>, outputs: &[usize]) -> Result<Vec<Tensor>, ModelError> {
+    fn run(&mut self, inputs: &[Tensor], outputs: &[usize]) -> Result<Vec<Tensor>, ModelError> {
         let inference = |err: ort::Error| ModelError::Inference(err.to_string());
         let values = inputs
-            .into_iter()
-            .map(|tensor| to_ort_value(tensor).map(SessionInputValue::from))
+            .iter()
+            .map(to_ort_value)
             .collect::<ort::Result<Vec<_>>>()
             .map_err(inference)?;
         let names: Vec<&str> = outputs

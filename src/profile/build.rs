@@ -421,7 +421,7 @@ fn missing(output: &str) -> BuildError {
 }
 
 /// A numeric class label as the protocol prints it: integers without a fraction.
-fn label_text(value: f64) -> String {
+pub(crate) fn label_text(value: f64) -> String {
     if value.fract() == 0.0 && value.abs() < 1e15 {
         format!("{}", value as i64)
     } else {
