@@ -421,8 +421,9 @@ pub struct DriftArgs {
     #[arg(long, env = "PINSERVE_DRIFT_WINDOW_SECONDS", default_value_t = 900, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub drift_window_seconds: u64,
 
-    /// Features exported one by one (label `feature`); the rest are summarised as
-    /// feature="(rest)": the largest PSI among them, and their counts together.
+    /// Features binned and exported one by one (label `feature`), in the profile's order; the
+    /// rest get no PSI, and their missing, out-of-range and unseen values are counted together
+    /// as feature="(rest)".
     #[arg(
         long,
         env = "PINSERVE_DRIFT_MAX_FEATURES",

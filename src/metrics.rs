@@ -263,15 +263,16 @@ impl ModelLabels {
         metrics::counter!(FETCH_BYTES, &self.pairs())
     }
 
-    /// The drift series of one feature (`feature` is its name in the reference profile).
-    pub fn feature_metrics(&self, feature: &str) -> FeatureMetrics {
+    /// The drift series of one feature (`feature` is its name in the reference profile), its
+    /// PSI only when it is `binned`.
+    pub fn feature_metrics(&self, feature: &str, binned: bool) -> FeatureMetrics {
         let labels = [
             ("model", self.model.clone()),
             ("version", self.version.clone()),
             ("feature", feature.to_owned()),
         ];
         FeatureMetrics {
-            psi: metrics::gauge!(FEATURE_PSI, &labels),
+            psi: binned.then(|| metrics::gauge!(FEATURE_PSI, &labels)),
             out_of_range: metrics::counter!(FEATURE_OUT_OF_RANGE, &labels),
             missing: metrics::counter!(FEATURE_MISSING, &labels),
             unseen_category: metrics::counter!(FEATURE_UNSEEN_CATEGORY, &labels),
@@ -339,7 +340,7 @@ impl ModelLabels {
 /// One feature's drift series.
 #[derive(Clone)]
 pub struct FeatureMetrics {
-    pub psi: Gauge,
+    pub psi: Option<Gauge>,
     pub out_of_range: Counter,
     pub missing: Counter,
     pub unseen_category: Counter,

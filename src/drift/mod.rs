@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use metrics::{Counter, Gauge};
+use metrics::Counter;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
@@ -45,15 +45,14 @@ pub struct DriftConfig {
     pub window_rows: usize,
     /// How old those rows may be.
     pub window_age: Duration,
-    /// Features exported one by one; the rest are summarised in one series.
+    /// Features binned, with series of their own; the rest are only counted together.
     pub max_features: usize,
 }
 
 /// Batches waiting for the drift thread; a batch beyond them is skipped.
 const QUEUE_BATCHES: usize = 64;
 
-/// The `feature` label of the series that summarise features beyond `--drift-max-features`:
-/// the largest PSI among them, and their counts together.
+/// The `feature` label of the counts of features beyond `--drift-max-features`, together.
 pub const REST: &str = "(rest)";
 
 /// The workers' side: hands batches to the drift thread without waiting.
@@ -175,8 +174,6 @@ struct FeatureTracker {
     index: usize,
     binner: Binner,
     reference: Reference,
-    /// `None` for a feature summarised under [`REST`].
-    psi: Option<Gauge>,
     metrics: FeatureMetrics,
 }
 
@@ -192,12 +189,13 @@ struct PredictionTracker {
 
 /// The drift thread's state.
 struct Tracker {
+    /// The first `--drift-max-features` features: binned, with series of their own.
     features: Vec<FeatureTracker>,
     features_window: Window,
+    /// The rest: only checked for missing, out-of-range and unseen values, counted together.
+    summarised: Vec<FeatureTracker>,
     predictions: Vec<PredictionTracker>,
     predictions_window: Window,
-    /// The largest PSI among summarised features, when there are any.
-    rest_psi: Option<Gauge>,
     sample_rate: f64,
     rng: ChaCha8Rng,
 }
@@ -224,18 +222,18 @@ impl Tracker {
                 exported = config.max_features,
                 summarised = rest.len(),
                 first = rest.first().copied().unwrap_or_default(),
-                "drift: features beyond --drift-max-features are summarised as feature=\"(rest)\""
+                "drift: features beyond --drift-max-features get no PSI; their missing, out-of-range and unseen values are counted as feature=\"(rest)\""
             );
         }
-        let rest_metrics = summarised.then(|| labels.feature_metrics(REST));
-        let features: Vec<FeatureTracker> = profile
+        let rest_metrics = summarised.then(|| labels.feature_metrics(REST, false));
+        let (features, summarised): (Vec<_>, Vec<_>) = profile
             .features
             .iter()
             .enumerate()
             .filter_map(|(position, feature)| {
                 let exported = position < config.max_features;
                 let metrics = if exported {
-                    labels.feature_metrics(&feature.name)
+                    labels.feature_metrics(&feature.name, true)
                 } else {
                     rest_metrics.clone()?
                 };
@@ -250,11 +248,13 @@ impl Tracker {
                         fractions: feature_fractions(feature),
                         rows: rows * (1.0 - feature.missing_rate),
                     },
-                    psi: exported.then(|| metrics.psi.clone()),
                     metrics,
                 })
+                .map(|tracker| (exported, tracker))
             })
-            .collect();
+            .partition(|(exported, _)| *exported);
+        let features: Vec<FeatureTracker> = features.into_iter().map(|(_, f)| f).collect();
+        let summarised = summarised.into_iter().map(|(_, f)| f).collect();
         let predictions: Vec<PredictionTracker> = profile
             .predictions
             .iter()
@@ -280,8 +280,8 @@ impl Tracker {
             features_window: window(features.iter().map(|f| f.binner.bins()).collect()),
             predictions_window: window(predictions.iter().map(|p| p.binner.bins()).collect()),
             features,
+            summarised,
             predictions,
-            rest_psi: rest_metrics.map(|metrics| metrics.psi),
             sample_rate: config.sample_rate,
             rng: ChaCha8Rng::seed_from_u64(0),
         }
@@ -319,9 +319,10 @@ impl Tracker {
                 continue;
             }
             for feature in &self.features {
-                let tensor = &batch.inputs[feature.input];
-                let at = row * row_width(tensor) + feature.index;
-                feature_bins.push(feature.see(tensor.data(), at));
+                feature_bins.push(feature.see(&batch.inputs, row));
+            }
+            for feature in &self.summarised {
+                feature.see(&batch.inputs, row);
             }
             if predicted {
                 for (prediction, tensor) in self.predictions.iter().zip(&outputs) {
@@ -337,18 +338,13 @@ impl Tracker {
 
     /// Sets every PSI gauge from the windows as they are now.
     fn publish(&self) {
-        let mut rest: Option<f64> = None;
         for (column, feature) in self.features.iter().enumerate() {
-            let Some(value) = window_psi(&self.features_window, column, &feature.reference) else {
-                continue;
-            };
-            match &feature.psi {
-                Some(gauge) => gauge.set(value),
-                None => rest = Some(rest.map_or(value, |max| max.max(value))),
+            if let (Some(value), Some(gauge)) = (
+                window_psi(&self.features_window, column, &feature.reference),
+                &feature.metrics.psi,
+            ) {
+                gauge.set(value);
             }
-        }
-        if let (Some(gauge), Some(value)) = (&self.rest_psi, rest) {
-            gauge.set(value);
         }
         for (column, prediction) in self.predictions.iter().enumerate() {
             if let Some(value) = window_psi(&self.predictions_window, column, &prediction.reference)
@@ -370,8 +366,11 @@ fn row_width(tensor: &Tensor) -> usize {
 }
 
 impl FeatureTracker {
-    fn see(&self, data: &TensorData, at: usize) -> u16 {
-        match self.binner.bin(data, at) {
+    /// The feature's bin in row `row` of `inputs`, counting what the reference did not see.
+    fn see(&self, inputs: &[Tensor], row: usize) -> u16 {
+        let tensor = &inputs[self.input];
+        let at = row * row_width(tensor) + self.index;
+        match self.binner.bin(tensor.data(), at) {
             Seen::Missing => {
                 self.metrics.missing.increment(1);
                 NO_BIN
@@ -627,12 +626,11 @@ mod tests {
     }
 
     #[test]
-    fn features_beyond_the_limit_are_tracked_without_series_of_their_own() {
-        let tracker = tracker(1);
-        assert_eq!(tracker.features.len(), 3);
-        assert!(tracker.features[0].psi.is_some());
-        assert!(tracker.features[1..].iter().all(|f| f.psi.is_none()));
-        assert!(tracker.rest_psi.is_some());
+    fn features_beyond_the_limit_are_checked_but_not_binned() {
+        let mut tracker = tracker(1);
+        assert_eq!((tracker.features.len(), tracker.summarised.len()), (1, 2));
+        tracker.observe(&batch(10, 1.0, "enterprise"), Instant::now());
+        assert_eq!(tracker.features_window.counts(0).1, 10, "one binned column");
     }
 
     #[test]

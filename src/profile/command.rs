@@ -12,9 +12,9 @@ use crate::{
     eval::{
         data::{ColumnMapping, DataError, Dataset},
         scoring::{self, ScoreError, Scorer},
-        task::{self, TaskError},
+        task::{self, TaskError, TaskPlan},
     },
-    model::Tensor,
+    model::{Signature, Tensor},
     registry::RegistryError,
 };
 
@@ -26,7 +26,9 @@ pub enum ProfileCommandError {
     Score(#[from] ScoreError),
     #[error(transparent)]
     Data(#[from] DataError),
-    #[error("{0}; name them with --task, --label-output and --score-output")]
+    #[error(
+        "cannot tell which outputs are predictions; name them with --task, --label-output and --score-output"
+    )]
     Task(#[from] TaskError),
     #[error(transparent)]
     Build(#[from] BuildError),
@@ -60,7 +62,7 @@ async fn profile(config: &ProfileConfig) -> Result<ReferenceProfile, ProfileComm
     let reference = args.reference(&config.model)?;
     let artifact = scoring::obtain_model(&reference, &args.cache_dir, &args.fetch).await?;
     let scorer = Scorer::start(&artifact, &args.runtime, args.instances, args.batch_size).await?;
-    let plan = task::infer(&scorer.signature, &args.overrides(None))?;
+    let plan = prediction_plan(config, &scorer.signature)?;
     let mapping = ColumnMapping {
         target: config.target.clone(),
         feature_columns: (!args.feature_columns.is_empty()).then(|| args.feature_columns.clone()),
@@ -74,16 +76,23 @@ async fn profile(config: &ProfileConfig) -> Result<ReferenceProfile, ProfileComm
         seed: config.seed,
     };
     let mut features = FeatureStats::new(&scorer.signature, &dataset.input_columns(), settings);
-    let mut predictions = PredictionStats::new(&plan, settings);
+    let mut predictions = plan
+        .as_ref()
+        .map(|plan| PredictionStats::new(plan, settings));
+    // Without predictions to profile, the first output is asked for: a model call needs one.
+    let outputs = plan.as_ref().map_or(vec![0], |plan| plan.outputs.clone());
     scorer
         .score(
             &dataset,
-            &plan.outputs,
+            &outputs,
             |batch| -> Result<(), ProfileCommandError> {
                 features.observe(&batch.inputs);
                 Ok(())
             },
-            |outputs: Vec<Tensor>, _| Ok(predictions.observe(&outputs)?),
+            |outputs: Vec<Tensor>, _| match &mut predictions {
+                Some(predictions) => Ok(predictions.observe(&outputs)?),
+                None => Ok(()),
+            },
         )
         .await?;
     let (rows, sampled_rows) = features.rows();
@@ -106,8 +115,33 @@ async fn profile(config: &ProfileConfig) -> Result<ReferenceProfile, ProfileComm
             sampled_rows,
         },
         features: features.finish(),
-        predictions: predictions.finish(plan.task),
+        predictions: match (predictions, plan) {
+            (Some(predictions), Some(plan)) => predictions.finish(plan.task),
+            _ => Vec::new(),
+        },
     })
+}
+
+/// Which outputs are predictions, as `eval` decides it. Outputs that are neither a classifier's
+/// nor a regressor's (an embedding, say) leave only the features to profile, unless the flags
+/// named the task or outputs, which must then fit.
+fn prediction_plan(
+    config: &ProfileConfig,
+    signature: &Signature,
+) -> Result<Option<TaskPlan>, ProfileCommandError> {
+    let args = &config.scoring;
+    match task::infer(signature, &args.overrides(None)) {
+        Ok(plan) => Ok(Some(plan)),
+        Err(err)
+            if args.task.is_none()
+                && args.label_output.is_none()
+                && args.score_output.is_none() =>
+        {
+            tracing::warn!(reason = %err, "predictions are not profiled, the features are");
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Writes beside the destination and renames, so a reader never sees half a profile.
@@ -120,7 +154,11 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), ProfileCommandError> 
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(error)?;
+    // Readable by others, as a file written in place would be (a temporary file is 0600).
+    let mut file = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(dir)
+        .map_err(error)?;
     std::io::Write::write_all(&mut file, text.as_bytes()).map_err(error)?;
     file.persist(path).map_err(|err| error(err.error))?;
     Ok(())
