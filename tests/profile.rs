@@ -233,3 +233,36 @@ async fn bad_input_is_refused_with_exit_1_and_no_file() {
         assert!(!out.exists(), "{args:?} left a file");
     }
 }
+
+/// An embedding model's outputs are no classifier's or regressor's: its features are profiled
+/// alone, unless the flags name outputs that must then fit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_without_predictions_gets_its_features_profiled() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("ids.csv");
+    let ids: Vec<String> = (0..200).map(|i| (i % 100).to_string()).collect();
+    std::fs::write(&data, format!("ids\n{}\n", ids.join("\n"))).unwrap();
+    let dir = fixtures().join("embedding_lookup/1");
+    let out = work.path().join("reference.json");
+    let args = [dir.to_str().unwrap(), "--data", data.to_str().unwrap()];
+    let output = profile(&args, &out).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let written = ReferenceProfile::read(&out).unwrap();
+    assert_eq!(written.features.len(), 1);
+    assert_eq!(written.features[0].name, "ids");
+    assert!(written.predictions.is_empty());
+    assert!(stderr(&output).contains("predictions are not profiled"));
+
+    std::fs::remove_file(&out).unwrap();
+    let named = [
+        dir.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--score-output",
+        "embeddings",
+    ];
+    let output = profile(&named, &out).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("cannot tell which outputs are predictions"));
+    assert!(!out.exists());
+}
