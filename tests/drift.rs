@@ -69,23 +69,6 @@ fn by_label(text: &str, name: &str, label: &str) -> HashMap<String, f64> {
         .collect()
 }
 
-/// Polls `/metrics` until `done` holds (the drift thread works after the answers are sent);
-/// returns that exposition.
-async fn metrics_once(server: &Server, done: impl Fn(&str) -> bool) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = server.metrics().await;
-        if done(&text) {
-            return text;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the drift metrics never caught up:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Sends `rows` to tabular_mlp in requests of 100 rows and waits until every row is counted.
 async fn serve_rows(server: &Server, rows: &[Vec<f64>]) -> String {
     for chunk in rows.chunks(100) {
@@ -98,12 +81,13 @@ async fn serve_rows(server: &Server, rows: &[Vec<f64>]) -> String {
         assert_eq!(status, 200, "{answer}");
     }
     let sent = rows.len() as f64;
-    metrics_once(server, |text| {
-        samples(text, "pinserve_prediction_value_count")
-            .first()
-            .is_some_and(|(_, count)| *count == sent)
-    })
-    .await
+    server
+        .metrics_when(|text| {
+            samples(text, "pinserve_prediction_value_count")
+                .first()
+                .is_some_and(|(_, count)| *count == sent)
+        })
+        .await
 }
 
 async fn serve_tabular(profile: &Path) -> Server {
@@ -187,13 +171,14 @@ async fn unseen_and_missing_categories_are_counted_and_predictions_by_class() {
         .post_json("/v2/models/churn_pipeline/infer", &body)
         .await;
     assert_eq!(status, 200, "{answer}");
-    let text = metrics_once(&server, |text| {
-        by_label(text, "pinserve_prediction_class_total", "class")
-            .values()
-            .sum::<f64>()
-            == rows as f64
-    })
-    .await;
+    let text = server
+        .metrics_when(|text| {
+            by_label(text, "pinserve_prediction_class_total", "class")
+                .values()
+                .sum::<f64>()
+                == rows as f64
+        })
+        .await;
     let unseen = by_label(&text, "pinserve_feature_unseen_category_total", "feature");
     assert_eq!(
         (unseen["plan"], unseen["region"]),

@@ -300,6 +300,23 @@ impl Server {
         }
     }
 
+    /// Polls `/metrics` until `done` holds of the exposition, and returns it: for what the
+    /// server records after it has answered (drift).
+    pub async fn metrics_when(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let text = self.metrics().await;
+            if done(&text) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the metrics never got there:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn logs(&self) -> Vec<Value> {
         self.logs.lock().unwrap().clone()
     }
