@@ -878,8 +878,8 @@ pub struct ProfileConfig {
     pub bins: u16,
 
     /// Categories listed per categorical feature; the rest count as "other".
-    #[arg(long, env = "PINSERVE_MAX_CATEGORIES", default_value_t = 20, value_name = "K", help_heading = PROFILE)]
-    pub max_categories: usize,
+    #[arg(long, env = "PINSERVE_MAX_CATEGORIES", default_value_t = 20, value_name = "K", value_parser = clap::value_parser!(u16).range(1..=1000), help_heading = PROFILE)]
+    pub max_categories: u16,
 
     /// Rows sampled (uniformly, seeded) for the bins of larger data; smaller data is described
     /// exactly.

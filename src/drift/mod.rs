@@ -105,10 +105,7 @@ enum Binner {
 }
 
 impl Binner {
-    fn numeric(bins: &Bins) -> Binner {
-        Binner::Numeric(bins.clone())
-    }
-
+    /// A bin per listed value (the profile's check bounds how many), then "other".
     fn categorical<'a>(values: impl Iterator<Item = &'a str>) -> Binner {
         let index = values
             .enumerate()
@@ -123,17 +120,7 @@ impl Binner {
             Binner::Categorical(index) => index.len() + 1,
         }
     }
-}
 
-/// One value of a row, as the profile sees it.
-enum Seen {
-    Missing,
-    /// Its bin, and whether it fell outside what the reference saw (beyond its range, or a
-    /// category it did not list).
-    Bin(u16, bool),
-}
-
-impl Binner {
     fn bin(&self, data: &TensorData, at: usize) -> Seen {
         match self {
             Binner::Numeric(bins) => {
@@ -161,6 +148,14 @@ impl Binner {
             }
         }
     }
+}
+
+/// One value of a row, as the profile sees it.
+enum Seen {
+    Missing,
+    /// Its bin, and whether it fell outside what the reference saw (beyond its range, or a
+    /// category it did not list).
+    Bin(u16, bool),
 }
 
 /// The reference side of one column: its shares and the rows they came from.
@@ -404,7 +399,7 @@ impl PredictionTracker {
 
 fn feature_binner(feature: &FeatureProfile) -> Binner {
     match (feature.kind, &feature.bins, &feature.categories) {
-        (FeatureKind::Numeric, Some(bins), _) => Binner::numeric(bins),
+        (FeatureKind::Numeric, Some(bins), _) => Binner::Numeric(bins.clone()),
         (_, _, Some(listed)) => Binner::categorical(categories(listed)),
         _ => Binner::categorical(std::iter::empty()),
     }
@@ -425,7 +420,7 @@ fn feature_fractions(feature: &FeatureProfile) -> Vec<f64> {
 
 fn prediction_binner(prediction: &PredictionProfile) -> Binner {
     match (prediction.kind, &prediction.bins, &prediction.classes) {
-        (PredictionKind::Scores, Some(bins), _) => Binner::numeric(bins),
+        (PredictionKind::Scores, Some(bins), _) => Binner::Numeric(bins.clone()),
         (_, _, Some(classes)) => Binner::categorical(classes.iter().map(|c| c.value.as_str())),
         _ => Binner::categorical(std::iter::empty()),
     }

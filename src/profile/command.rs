@@ -71,7 +71,7 @@ async fn profile(config: &ProfileConfig) -> Result<ReferenceProfile, ProfileComm
     let dataset = Dataset::for_model(&data, &scorer.signature, &mapping)?;
     let settings = Settings {
         bins: usize::from(config.bins),
-        max_categories: config.max_categories,
+        max_categories: usize::from(config.max_categories),
         sample_rows: usize::try_from(config.sample_rows).unwrap_or(usize::MAX),
         seed: config.seed,
     };

@@ -22,6 +22,10 @@ pub const FILE_NAME: &str = "reference.json";
 /// How far the fractions of a distribution may add up from 1 (they are rounded in JSON).
 const FRACTION_TOLERANCE: f64 = 1e-6;
 
+/// The most bins or listed categories a column may have (what `profile --bins` and
+/// `--max-categories` allow): serve keeps a bin index per row in 16 bits and a series per bin.
+pub(crate) const MAX_BINS: usize = 1001;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReferenceProfile {
@@ -179,7 +183,10 @@ impl Bins {
 
 fn check_fractions(what: &str, fractions: impl Iterator<Item = f64>) -> Result<(), String> {
     let mut sum = 0.0;
-    for fraction in fractions {
+    for (count, fraction) in fractions.enumerate() {
+        if count == MAX_BINS {
+            return Err(format!("{what}: more than {MAX_BINS} bins or categories"));
+        }
         if !(0.0..=1.0).contains(&fraction) {
             return Err(format!(
                 "{what}: fraction {fraction} is not between 0 and 1"
@@ -394,6 +401,13 @@ mod tests {
             (bins(vec![2.0, 1.0], vec![0.5, 0.25, 0.25]), "strictly"),
             (bins(vec![1.0], vec![0.5, 0.6]), "add up to"),
             (bins(vec![1.0], vec![-0.5, 1.5]), "not between 0 and 1"),
+            (
+                bins(
+                    (0..MAX_BINS).map(|edge| edge as f64).collect(),
+                    vec![0.0; MAX_BINS + 1],
+                ),
+                "more than 1001 bins",
+            ),
         ];
         for (bins, expected) in cases {
             let err = bins.check("f").unwrap_err();
