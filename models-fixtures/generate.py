@@ -505,14 +505,24 @@ def breast_cancer_csv(feature_names: list[str], features: np.ndarray, target: np
     return "\n".join(lines) + "\n"
 
 
-def build_breast_cancer() -> Fixture:
+def breast_cancer_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """x_train, x_test, y_train, y_test: the stratified 75/25 split."""
     data = load_breast_cancer()
-    x_train, x_test, y_train, y_test = train_test_split(
+    return train_test_split(
         data.data, data.target, test_size=0.25, stratify=data.target, random_state=42
     )
-    pipeline = Pipeline(
+
+
+def breast_cancer_pipeline(x_train: np.ndarray, y_train: np.ndarray) -> Pipeline:
+    return Pipeline(
         [("scale", StandardScaler()), ("classify", LogisticRegression(max_iter=1000))]
     ).fit(x_train, y_train)
+
+
+def build_breast_cancer() -> Fixture:
+    data = load_breast_cancer()
+    x_train, x_test, y_train, y_test = breast_cancer_split()
+    pipeline = breast_cancer_pipeline(x_train, y_train)
     model_bytes = sklearn_to_onnx(
         pipeline, "breast_cancer", [("input", FloatTensorType([None, 30]))]
     )
@@ -531,6 +541,31 @@ def build_breast_cancer() -> Fixture:
         "metrics.json": json.dumps(metrics, indent=2) + "\n",
     }
     return Fixture("breast_cancer", model_bytes, cases, extra_files)
+
+
+BIAS = -6.0
+
+
+def build_breast_cancer_biased() -> Fixture:
+    """Version 2, a canary whose predictions are shifted: version 1 with its intercept moved.
+
+    It answers every request as fast and as successfully as version 1, but calls many benign
+    tumours malignant: only the comparison of its predicted classes with the stable version's
+    can stop it.
+    """
+    x_train, x_test, y_train, _ = breast_cancer_split()
+    pipeline = breast_cancer_pipeline(x_train, y_train)
+    unbiased = pipeline.predict(x_test).mean()
+    pipeline.named_steps["classify"].intercept_ += BIAS
+    model_bytes = sklearn_to_onnx(
+        pipeline, "breast_cancer", [("input", FloatTensorType([None, 30]))]
+    )
+
+    def check(session: ort.InferenceSession) -> None:
+        labels = session.run(["label"], {"input": x_test.astype(np.float32)})[0]
+        assert unbiased - labels.mean() > 0.25, (unbiased, labels.mean())
+
+    return Fixture("breast_cancer", model_bytes, version="2", check=check)
 
 
 PLANS = {"basic": (29.0, 0.5), "standard": (59.0, 0.0), "premium": (99.0, -0.6)}
@@ -767,6 +802,7 @@ def build_embedding_lookup_slow() -> Fixture:
 
 BUILDERS: dict[str, Callable[[], Fixture]] = {
     "breast_cancer": build_breast_cancer,
+    "breast_cancer/2": build_breast_cancer_biased,
     "churn_pipeline": build_churn_pipeline,
     "tabular_mlp": build_tabular_mlp,
     "tabular_gbdt": build_tabular_gbdt,

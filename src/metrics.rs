@@ -35,6 +35,8 @@ pub const PREDICTION_VALUE_BUCKET: &str = "pinserve_prediction_value_bucket";
 pub const PREDICTION_VALUE_COUNT: &str = "pinserve_prediction_value_count";
 pub const PREDICTION_VALUE_SUM: &str = "pinserve_prediction_value_sum";
 pub const DRIFT_SKIPPED: &str = "pinserve_drift_skipped_batches_total";
+pub const DRIFT_ROWS: &str = "pinserve_drift_rows_total";
+pub const DRIFT_WINDOW_ROWS: &str = "pinserve_drift_window_rows";
 
 /// The `class` label of predicted classes the reference profile does not list.
 pub const OTHER_CLASS: &str = "(other)";
@@ -181,6 +183,14 @@ fn describe() {
         DRIFT_SKIPPED,
         "Scored batches left out of drift monitoring because the drift thread was behind."
     );
+    describe_counter!(
+        DRIFT_ROWS,
+        "Rows drift monitoring has looked at (after --drift-sample-rate): the denominator of the feature counters."
+    );
+    describe_gauge!(
+        DRIFT_WINDOW_ROWS,
+        "Rows in the window the PSI gauges are computed over; a PSI over few rows is noisy."
+    );
     describe_gauge!(
         READY,
         "1 when the model is loaded, warmed up and serving; 0 while loading, after a failure and while draining."
@@ -325,6 +335,14 @@ impl ModelLabels {
 
     pub fn drift_skipped(&self) -> Counter {
         metrics::counter!(DRIFT_SKIPPED, &self.pairs())
+    }
+
+    pub fn drift_rows(&self) -> Counter {
+        metrics::counter!(DRIFT_ROWS, &self.pairs())
+    }
+
+    pub fn drift_window_rows(&self) -> Gauge {
+        metrics::gauge!(DRIFT_WINDOW_ROWS, &self.pairs())
     }
 
     pub fn record_fetch(&self, seconds: f64, outcome: &'static str) {

@@ -117,6 +117,10 @@ async fn in_distribution_rows_stay_below_0_1_and_shifted_features_go_above_0_2()
     );
     let prediction = by_label(&text, "pinserve_prediction_psi", "output");
     assert!(prediction["probability"] < 0.1, "{prediction:?}");
+    for name in ["pinserve_drift_rows_total", "pinserve_drift_window_rows"] {
+        let values: Vec<f64> = samples(&text, name).iter().map(|(_, v)| *v).collect();
+        assert_eq!(values, [3000.0], "{name}");
+    }
 
     let shifted = serve_tabular(&profile).await;
     let rows = tabular_rows(3, 3000, |row| {

@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use metrics::Counter;
+use metrics::{Counter, Gauge};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
@@ -191,6 +191,8 @@ struct Tracker {
     summarised: Vec<FeatureTracker>,
     predictions: Vec<PredictionTracker>,
     predictions_window: Window,
+    rows_seen: Counter,
+    window_rows: Gauge,
     sample_rate: f64,
     rng: ChaCha8Rng,
 }
@@ -277,6 +279,8 @@ impl Tracker {
             features,
             summarised,
             predictions,
+            rows_seen: labels.drift_rows(),
+            window_rows: labels.drift_window_rows(),
             sample_rate: config.sample_rate,
             rng: ChaCha8Rng::seed_from_u64(0),
         }
@@ -309,10 +313,12 @@ impl Tracker {
         let predicted = outputs.iter().all(Option::is_some);
         let mut feature_bins = Vec::with_capacity(rows * self.features.len());
         let mut prediction_bins = Vec::new();
+        let mut seen = 0;
         for row in 0..rows {
             if self.sample_rate < 1.0 && self.rng.random::<f64>() >= self.sample_rate {
                 continue;
             }
+            seen += 1;
             for feature in &self.features {
                 feature_bins.push(feature.see(&batch.inputs, row));
             }
@@ -326,13 +332,20 @@ impl Tracker {
                 }
             }
         }
+        self.rows_seen.increment(seen);
         self.features_window.push(&feature_bins, now);
         self.predictions_window.push(&prediction_bins, now);
         self.publish();
     }
 
-    /// Sets every PSI gauge from the windows as they are now.
+    /// Sets every PSI gauge, and the rows they stand on, from the windows as they are now.
     fn publish(&self) {
+        let window = if self.features.is_empty() {
+            &self.predictions_window
+        } else {
+            &self.features_window
+        };
+        self.window_rows.set(window.len() as f64);
         for (column, feature) in self.features.iter().enumerate() {
             if let (Some(value), Some(gauge)) = (
                 window_psi(&self.features_window, column, &feature.reference),
