@@ -726,13 +726,16 @@ fn canary_steps_gate_on_the_analysis() {
                 analysis["templates"][0]["templateName"],
                 template["metadata"]["name"]
             );
-            let hash = analysis["args"]
-                .as_sequence()
-                .unwrap()
-                .iter()
-                .find(|arg| arg["name"] == "canary-hash")
-                .expect("no canary-hash argument");
-            assert_eq!(hash["valueFrom"]["podTemplateHashValue"], "Latest");
+            // The comparisons need the stable version's hash beside the canary's.
+            for (name, which) in [("canary-hash", "Latest"), ("stable-hash", "Stable")] {
+                let hash = analysis["args"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .find(|arg| arg["name"] == name)
+                    .unwrap_or_else(|| panic!("no {name} argument"));
+                assert_eq!(hash["valueFrom"]["podTemplateHashValue"], which);
+            }
             for arg in analysis["args"].as_sequence().unwrap() {
                 assert!(arg_names.contains(arg["name"].as_str().unwrap()));
             }
@@ -744,8 +747,9 @@ fn canary_steps_gate_on_the_analysis() {
     }
 }
 
-/// The analysis selects the canary by `rollouts_pod_template_hash`: the PodMonitor must copy the
-/// pod label onto every series, from pinserve's metrics endpoint.
+/// The analysis selects the canary by `rollouts_pod_template_hash` and the drift alerts name the
+/// service by `service`: the PodMonitor must copy both pod labels onto every series, from
+/// pinserve's metrics endpoint.
 #[test]
 fn pod_monitor_keeps_the_pod_template_hash() {
     for (service, env) in service_folders() {
@@ -773,6 +777,10 @@ fn pod_monitor_keeps_the_pod_template_hash() {
         ));
         assert!(copies("__meta_kubernetes_namespace", "namespace"));
         assert!(copies("__meta_kubernetes_pod_name", "pod"));
+        assert!(copies(
+            "__meta_kubernetes_pod_label_app_kubernetes_io_instance",
+            "service"
+        ));
     }
 }
 

@@ -30,6 +30,43 @@ impl fmt::Display for Value {
     }
 }
 
+/// What a measurement's conditions make of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Successful,
+    Failed,
+    Inconclusive,
+}
+
+/// A measurement's phase from a metric's `successCondition` and `failureCondition`, as Argo
+/// Rollouts decides it: with only one condition, the other is its negation; a met failure
+/// condition wins; with both and neither met, the measurement is Inconclusive.
+pub fn judge(
+    success: Option<&str>,
+    failure: Option<&str>,
+    result: &Value,
+) -> Result<Phase, String> {
+    let (succeeded, failed) = match (success, failure) {
+        (None, None) => return Ok(Phase::Successful),
+        (Some(success), None) => {
+            let met = evaluate(success, result)?;
+            (met, !met)
+        }
+        (None, Some(failure)) => {
+            let met = evaluate(failure, result)?;
+            (!met, met)
+        }
+        (Some(success), Some(failure)) => (evaluate(success, result)?, evaluate(failure, result)?),
+    };
+    Ok(if failed {
+        Phase::Failed
+    } else if succeeded {
+        Phase::Successful
+    } else {
+        Phase::Inconclusive
+    })
+}
+
 /// Evaluates `condition` with `result` bound to a measurement, as Argo Rollouts does.
 pub fn evaluate(condition: &str, result: &Value) -> Result<bool, String> {
     let tokens = tokenize(condition)?;
