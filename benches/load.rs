@@ -17,7 +17,9 @@
 //! `seconds=` per run [5], `concurrency=` [1,8,64], `rows=` [1,8], `max_batch_size=` [64],
 //! `flags=` extra pinserve flags [none], `fastapi_workers=` [2]. `soak=SECONDS` instead runs
 //! only a soak: pinserve on the first model at full load (1-row JSON, concurrency 64), sampling
-//! its resident set and timing `/health` probes. `PINSERVE_BINARY=PATH` measures another build.
+//! its resident set and timing `/health` probes. `ab=drift` instead runs only an A/B of drift
+//! monitoring's cost ([`drift_ab`]), `rounds=` [9] pairs of cells per model.
+//! `PINSERVE_BINARY=PATH` measures another build.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -52,6 +54,9 @@ struct Options {
     /// uvicorn worker processes for the FastAPI peer; each gets CPUs / workers intra-op threads.
     fastapi_workers: usize,
     soak: u64,
+    /// An A/B to run instead of the comparison (`drift`), and its pairs of cells.
+    ab: Option<String>,
+    rounds: usize,
 }
 
 impl Options {
@@ -66,6 +71,8 @@ impl Options {
             flags: Vec::new(),
             fastapi_workers: 2,
             soak: 0,
+            ab: None,
+            rounds: 9,
         };
         let list = |value: &str| -> Vec<String> {
             value
@@ -96,6 +103,11 @@ impl Options {
                 "rows" => options.rows = numbers(value),
                 "max_batch_size" => options.max_batch_size = value.parse().unwrap(),
                 "soak" => options.soak = value.parse().unwrap(),
+                "ab" => {
+                    assert_eq!(value, "drift", "the one A/B is ab=drift");
+                    options.ab = Some(value.to_owned());
+                }
+                "rounds" => options.rounds = value.parse().unwrap(),
                 "fastapi_workers" => options.fastapi_workers = value.parse().unwrap(),
                 "flags" => options.flags = value.split_whitespace().map(str::to_owned).collect(),
                 other => panic!("unknown key {other}"),
@@ -485,10 +497,11 @@ async fn start_mlserver(model: &str, max_batch_size: usize) -> Peer {
     Peer::start(command, port, Some(workdir), &ready).await
 }
 
-async fn start_pinserve(model: &str, options: &Options) -> Server {
+async fn start_pinserve(model: &str, options: &Options, extra: &[&str]) -> Server {
     let max_batch = options.max_batch_size.to_string();
     let mut flags = vec!["--max-batch-size", max_batch.as_str()];
     flags.extend(options.flags.iter().map(String::as_str));
+    flags.extend_from_slice(extra);
     let server = Server::start_fixture(model, "1", &flags);
     server.wait_ready().await;
     server
@@ -605,7 +618,7 @@ async fn bench_model(model: &str, options: &Options) {
     println!();
     print_header();
 
-    let server = start_pinserve(model, options).await;
+    let server = start_pinserve(model, options, &[]).await;
     let mut meter = BatchMeter::new(model);
     for (body, make) in [
         ("json", json_load as fn(&str, usize) -> Load),
@@ -726,7 +739,7 @@ fn print_goals(
 /// `/health` probe every second (a probe that is slow under load restarts healthy pods).
 async fn soak(model: &str, seconds: u64, options: &Options) {
     println!("\n### soak: {model}, 1-row JSON, concurrency 64, {seconds} s\n");
-    let server = start_pinserve(model, options).await;
+    let server = start_pinserve(model, options, &[]).await;
     let pid = server.pid();
     let address = server.address;
     let load = json_load(model, 1);
@@ -768,6 +781,120 @@ async fn soak(model: &str, seconds: u64, options: &Options) {
         probes[probes.len() / 2].as_secs_f64() * 1e3,
         probes[probes.len() - 1].as_secs_f64() * 1e3,
     );
+}
+
+/// Drift monitoring's cost: one pinserve without a reference profile (A) and one with (B), both
+/// started before the first cell and driven one at a time with 1-row JSON at concurrency 64, A
+/// then B in odd rounds and B then A in even ones, so that the machine's drift reaches both
+/// alike. Per cell: rows/s from the load generator, and the server's CPU time (user + system,
+/// from /proc) per row it scored over the whole cell: the drift thread's work shows there even
+/// when the rows/s of neighbouring cells differ by more than it costs. Every row is binned
+/// (`--drift-sample-rate 1`, the default), with the profile `pinserve profile` computes on 2000
+/// rows of seeded uniform features.
+async fn drift_ab(model: &str, options: &Options) {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = drift_profile(model, dir.path());
+    let plain = start_pinserve(model, options, &[]).await;
+    let drifting = start_pinserve(
+        model,
+        options,
+        &["--reference-profile", profile.to_str().unwrap()],
+    )
+    .await;
+    println!(
+        "\n### {model}: without (A) and with (B) a reference profile, 1-row JSON, concurrency 64\n"
+    );
+    println!("| round | A rows/s | B rows/s | B / A | A CPU µs/row | B CPU µs/row | B / A |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let load = json_load(model, 1);
+    let (mut throughput, mut cpu) = (Vec::new(), Vec::new());
+    for round in 1..=options.rounds {
+        let mut cells = [(0.0, 0.0); 2];
+        let order = if round % 2 == 1 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let server = [&plain, &drifting][which];
+            cells[which] = ab_cell(server, model, &load, options.seconds).await;
+        }
+        let [(a_rate, a_cpu), (b_rate, b_cpu)] = cells;
+        throughput.push(b_rate / a_rate);
+        cpu.push(b_cpu / a_cpu);
+        println!(
+            "| {round} | {a_rate:.0} | {b_rate:.0} | {:.3} | {a_cpu:.2} | {b_cpu:.2} | {:.3} |",
+            b_rate / a_rate,
+            b_cpu / a_cpu
+        );
+    }
+    println!(
+        "\nMedian B / A over {} rounds: rows/s {:.3}, CPU per row {:.3}",
+        options.rounds,
+        median(&mut throughput),
+        median(&mut cpu)
+    );
+}
+
+/// One cell of [`drift_ab`]: rows/s, and the server's CPU microseconds per scored row.
+async fn ab_cell(server: &Server, model: &str, load: &Load, seconds: f64) -> (f64, f64) {
+    let rows_before = scored_rows(server, model).await;
+    let cpu_before = process_cpu(server.pid());
+    let (address, run_load) = (server.address, load.clone());
+    let outcome = tokio::task::spawn_blocking(move || drive(address, &run_load, 64, seconds))
+        .await
+        .unwrap();
+    let cpu = process_cpu(server.pid()) - cpu_before;
+    let rows = scored_rows(server, model).await - rows_before;
+    assert_eq!(outcome.errors, 0, "errors in an A/B cell");
+    (outcome.rows_per_second, cpu.as_secs_f64() * 1e6 / rows)
+}
+
+/// Rows the server has run through ONNX Runtime so far.
+async fn scored_rows(server: &Server, model: &str) -> f64 {
+    let metrics = server.metrics().await;
+    BatchMeter::series(
+        &metrics,
+        &format!(r#"pinserve_batch_size_sum{{model="{model}",version="1"}}"#),
+    )
+}
+
+/// User and system CPU time of process `pid` so far.
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Duration::from_secs_f64(ticks as f64 / per_second)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// A reference profile of `model` (one FP32 input of K features) from `pinserve profile` on 2000
+/// rows of seeded uniform values in [0, 1).
+fn drift_profile(model: &str, dir: &Path) -> PathBuf {
+    use rand::{Rng, SeedableRng};
+    let width = first_row(model).1.len();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let header: Vec<String> = (0..width).map(|c| format!("f{c}")).collect();
+    let mut text = header.join(",") + "\n";
+    for _ in 0..2000 {
+        let row: Vec<String> = (0..width)
+            .map(|_| format!("{:.4}", rng.random::<f64>()))
+            .collect();
+        text += &(row.join(",") + "\n");
+    }
+    let data = dir.join("train.csv");
+    std::fs::write(&data, text).unwrap();
+    let out = dir.join("reference.json");
+    common::profiles::write_profile(&fixtures().join(model).join("1"), &data, &out, &[]);
+    out
 }
 
 fn resident_kib(pid: u32) -> u64 {
@@ -816,6 +943,12 @@ async fn main() {
     );
     if options.soak > 0 {
         return soak(&options.models[0], options.soak, &options).await;
+    }
+    if options.ab.is_some() {
+        for model in &options.models {
+            drift_ab(model, &options).await;
+        }
+        return;
     }
     for model in &options.models {
         let model_file = fixtures().join(model).join("1/model.onnx");

@@ -123,13 +123,7 @@ impl Binner {
 
     fn bin(&self, data: &TensorData, at: usize) -> Seen {
         match self {
-            Binner::Numeric(bins) => {
-                let value = data.number_at(at).unwrap_or(f64::NAN);
-                match bins.bin_of(value) {
-                    None => Seen::Missing,
-                    Some(bin) => Seen::Bin(bin as u16, value < bins.min || value > bins.max),
-                }
-            }
+            Binner::Numeric(bins) => bin_number(bins, data.number_at(at).unwrap_or(f64::NAN)),
             Binner::Categorical(index) => {
                 let text = match data.text_at(at) {
                     Some(text) => std::borrow::Cow::Borrowed(text),
@@ -147,6 +141,13 @@ impl Binner {
                 }
             }
         }
+    }
+}
+
+fn bin_number(bins: &Bins, value: f64) -> Seen {
+    match bins.bin_of(value) {
+        None => Seen::Missing,
+        Some(bin) => Seen::Bin(bin as u16, value < bins.min || value > bins.max),
     }
 }
 
@@ -311,21 +312,24 @@ impl Tracker {
             })
             .collect();
         let predicted = outputs.iter().all(Option::is_some);
-        let mut feature_bins = Vec::with_capacity(rows * self.features.len());
+        let sampled: Vec<usize> = (0..rows)
+            .filter(|_| self.sample_rate >= 1.0 || self.rng.random::<f64>() < self.sample_rate)
+            .collect();
+        let seen = sampled.len() as u64;
+        let width = self.features.len();
+        let mut feature_bins = vec![NO_BIN; sampled.len() * width];
+        let mut values = Vec::with_capacity(sampled.len());
+        for (column, feature) in self.features.iter().enumerate() {
+            feature.see(&batch.inputs, &sampled, true, &mut values, |i, bin| {
+                feature_bins[i * width + column] = bin;
+            });
+        }
+        for feature in &self.summarised {
+            feature.see(&batch.inputs, &sampled, false, &mut values, |_, _| {});
+        }
         let mut prediction_bins = Vec::new();
-        let mut seen = 0;
-        for row in 0..rows {
-            if self.sample_rate < 1.0 && self.rng.random::<f64>() >= self.sample_rate {
-                continue;
-            }
-            seen += 1;
-            for feature in &self.features {
-                feature_bins.push(feature.see(&batch.inputs, row));
-            }
-            for feature in &self.summarised {
-                feature.see(&batch.inputs, row);
-            }
-            if predicted {
+        if predicted {
+            for &row in &sampled {
                 for (prediction, tensor) in self.predictions.iter().zip(&outputs) {
                     let tensor = tensor.expect("checked: every output is there");
                     prediction_bins.push(prediction.see(tensor, row));
@@ -374,25 +378,82 @@ fn row_width(tensor: &Tensor) -> usize {
 }
 
 impl FeatureTracker {
-    /// The feature's bin in row `row` of `inputs`, counting what the reference did not see.
-    fn see(&self, inputs: &[Tensor], row: usize) -> u16 {
+    /// Bins the feature in each of `rows` of `inputs`, handing `out` each row's position in
+    /// `rows` and its bin, and counts what the reference did not see (once per batch, not per
+    /// row: the counters are shared with the scrape). A numeric column is read into `values`
+    /// first, so that the tensor's type is matched once per batch rather than per value. A
+    /// feature that is not `binned` is only checked against the reference's range.
+    fn see(
+        &self,
+        inputs: &[Tensor],
+        rows: &[usize],
+        binned: bool,
+        values: &mut Vec<f64>,
+        mut out: impl FnMut(usize, u16),
+    ) {
         let tensor = &inputs[self.input];
-        let at = row * row_width(tensor) + self.index;
-        match self.binner.bin(tensor.data(), at) {
+        let width = row_width(tensor);
+        let (mut missing, mut unseen) = (0, 0);
+        let mut tally = |i: usize, seen: Seen| match seen {
             Seen::Missing => {
-                self.metrics.missing.increment(1);
-                NO_BIN
+                missing += 1;
+                out(i, NO_BIN);
             }
-            Seen::Bin(bin, unseen) => {
-                if unseen {
-                    match self.binner {
-                        Binner::Numeric(_) => self.metrics.out_of_range.increment(1),
-                        Binner::Categorical(_) => self.metrics.unseen_category.increment(1),
-                    }
+            Seen::Bin(bin, outside) => {
+                unseen += u64::from(outside);
+                out(i, bin);
+            }
+        };
+        match &self.binner {
+            Binner::Numeric(bins) => {
+                values.clear();
+                column(tensor.data(), rows, width, self.index, values);
+                for (i, &value) in values.iter().enumerate() {
+                    let seen = if binned {
+                        bin_number(bins, value)
+                    } else if value.is_nan() {
+                        Seen::Missing
+                    } else {
+                        Seen::Bin(NO_BIN, value < bins.min || value > bins.max)
+                    };
+                    tally(i, seen);
                 }
-                bin
+            }
+            Binner::Categorical(_) => {
+                for (i, &row) in rows.iter().enumerate() {
+                    tally(i, self.binner.bin(tensor.data(), row * width + self.index));
+                }
             }
         }
+        if missing > 0 {
+            self.metrics.missing.increment(missing);
+        }
+        if unseen > 0 {
+            match self.binner {
+                Binner::Numeric(_) => self.metrics.out_of_range.increment(unseen),
+                Binner::Categorical(_) => self.metrics.unseen_category.increment(unseen),
+            }
+        }
+    }
+}
+
+/// Column `index` of `rows` of a row-major tensor `width` wide, as numbers (NaN where there is
+/// none), appended to `values`.
+fn column(data: &TensorData, rows: &[usize], width: usize, index: usize, values: &mut Vec<f64>) {
+    let at = |row: &usize| row * width + index;
+    match data {
+        TensorData::Fp32(v) => values.extend(
+            rows.iter()
+                .map(|row| v.get(at(row)).map_or(f64::NAN, |&value| f64::from(value))),
+        ),
+        TensorData::Fp64(v) => values.extend(
+            rows.iter()
+                .map(|row| v.get(at(row)).copied().unwrap_or(f64::NAN)),
+        ),
+        other => values.extend(
+            rows.iter()
+                .map(|row| other.number_at(at(row)).unwrap_or(f64::NAN)),
+        ),
     }
 }
 
