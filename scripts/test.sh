@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs pinserve's whole test suite, on a fresh machine too: installs what the tests need (the
 # ONNX Runtime library, the pinned Python environments that generate fixtures and hold Triton's
-# HTTP client, promtool), builds the compute-heavy fixture, starts the model registries the
+# HTTP client, promtool, amtool), builds the compute-heavy fixture, starts the model registries the
 # registry tests talk to (MLflow, S3 and Azure Blob on loopback, see tests/support/services.sh;
 # stopped on exit), then runs the unit, integration and property tests, and the device test again
 # with the `cuda` feature.
@@ -40,6 +40,8 @@ fi
 export ORT_DISABLE_TELEMETRY=1
 .venv/bin/python models-fixtures/generate.py --only compute_mlp
 { command -v promtool && command -v prometheus; } >/dev/null || install_packages prometheus
+# amtool checks the Alertmanager configuration in k8s/monitoring (tests/pipeline_manifests.rs).
+command -v amtool >/dev/null || install_packages prometheus-alertmanager
 trap 'tests/support/services.sh stop' EXIT
 tests/support/services.sh start
 # shellcheck source=/dev/null

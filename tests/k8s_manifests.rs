@@ -45,8 +45,12 @@ fn service_folders() -> Vec<(String, String)> {
     let mut found = Vec::new();
     for service in std::fs::read_dir(k8s_dir().join("services")).unwrap() {
         let service = service.unwrap();
+        // Besides its environments, a service's folder holds its promotion gate (gate.yaml).
         for env in std::fs::read_dir(service.path()).unwrap() {
             let env = env.unwrap();
+            if !env.file_type().unwrap().is_dir() {
+                continue;
+            }
             found.push((
                 service.file_name().into_string().unwrap(),
                 env.file_name().into_string().unwrap(),

@@ -1,8 +1,9 @@
 //! The real tools tests/k8s_manifests.rs drives: kubectl's kustomize renders, and three schema
 //! validators judge each rendered object, one document per file:
 //! - built-in kinds: `kubernetes-validate --strict` against the Kubernetes OpenAPI schemas it ships;
-//! - Argo CD and Argo Rollouts kinds: `check-jsonschema` against the strict CRD schemas
-//!   (`$PINSERVE_ARGO_SCHEMAS/jsonschema-strict`, see tests/k8s/argo-schemas/README.md);
+//! - Argo CD, Argo Rollouts and Argo Workflows kinds: `check-jsonschema` against the strict CRD
+//!   schemas (`$PINSERVE_ARGO_SCHEMAS/jsonschema-strict`, see tests/k8s/argo-schemas/README.md);
+//! - Argo Events kinds: `check-jsonschema` against Argo Events' JSON Schema, made strict here;
 //! - prometheus-operator kinds: `check-jsonschema` against schemas exported from
 //!   prometheus-operator's CRDs by tests/k8s/prometheus_operator_schemas.py.
 //!
@@ -50,10 +51,10 @@ fn venv_tool(name: &str) -> PathBuf {
     tool
 }
 
-/// Argo's strict CRD schemas: `$PINSERVE_ARGO_SCHEMAS/jsonschema-strict`, defaulting as
-/// scripts/test.sh does to ../shared/schemas beside the repository, else the vendored copy.
-fn argo_schemas() -> PathBuf {
-    let root = std::env::var_os("PINSERVE_ARGO_SCHEMAS")
+/// The folder of Argo's schemas: `$PINSERVE_ARGO_SCHEMAS`, defaulting as scripts/test.sh does to
+/// ../shared/schemas beside the repository, else the vendored copy.
+fn argo_schema_root() -> PathBuf {
+    std::env::var_os("PINSERVE_ARGO_SCHEMAS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             let shared = repo().join("../shared/schemas");
@@ -62,14 +63,60 @@ fn argo_schemas() -> PathBuf {
             } else {
                 repo().join("tests/k8s/argo-schemas")
             }
-        });
-    let dir = root.join("jsonschema-strict");
+        })
+}
+
+/// Argo's strict CRD schemas: `jsonschema-strict/` of [`argo_schema_root`].
+fn argo_schemas() -> PathBuf {
+    let dir = argo_schema_root().join("jsonschema-strict");
     assert!(
         dir.is_dir(),
         "{} is missing: PINSERVE_ARGO_SCHEMAS must name a folder holding jsonschema-strict/",
         dir.display()
     );
     dir
+}
+
+/// The Argo Events kinds, which have no CRD schema: their definitions in Argo Events' JSON
+/// Schema.
+const EVENTS_KINDS: [&str; 3] = ["EventSource", "Sensor", "EventBus"];
+
+/// A strict schema of an Argo Events kind: Argo Events' JSON Schema with `additionalProperties:
+/// false` on every definition that lists properties (but ObjectMeta, whose labels and
+/// annotations are open), referring to the kind's definition. Written once per process.
+fn events_schema(kind: &str) -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let source = argo_schema_root().join("events-jsonschema.json");
+        let text = std::fs::read_to_string(&source)
+            .unwrap_or_else(|err| panic!("{}: {err}", source.display()));
+        let mut schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let definitions = schema["definitions"].as_object_mut().unwrap();
+        for (name, definition) in definitions.iter_mut() {
+            let definition = definition.as_object_mut().unwrap();
+            if definition.contains_key("properties")
+                && !definition.contains_key("additionalProperties")
+                && !name.ends_with(".ObjectMeta")
+            {
+                definition.insert("additionalProperties".into(), false.into());
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for kind in EVENTS_KINDS {
+            let strict = serde_json::json!({
+                "$schema": "http://json-schema.org/draft-07/schema#",
+                "$ref": format!("#/definitions/io.argoproj.events.v1alpha1.{kind}"),
+                "definitions": schema["definitions"],
+            });
+            std::fs::write(
+                dir.path().join(format!("{kind}.json")),
+                serde_json::to_vec(&strict).unwrap(),
+            )
+            .unwrap();
+        }
+        dir
+    });
+    dir.path().join(format!("{kind}.json"))
 }
 
 /// prometheus-operator's PodMonitor and PrometheusRule schemas, exported once per process.
@@ -172,6 +219,7 @@ fn validator_for(doc: &Value) -> Validator {
         .expect("a document without apiVersion");
     let kind = doc["kind"].as_str().expect("a document without kind");
     let schema = match api_version {
+        "argoproj.io/v1alpha1" if EVENTS_KINDS.contains(&kind) => events_schema(kind),
         "argoproj.io/v1alpha1" => {
             argo_schemas().join(format!("{}-argoproj-v1alpha1.json", kind.to_lowercase()))
         }

@@ -1,7 +1,8 @@
 //! Argo Rollouts' `successCondition`s, evaluated as its controller evaluates them, for the subset
 //! of the expr language (github.com/expr-lang/expr) that pinserve's AnalysisTemplate uses:
 //! `result`, `result[N]`, `len(...)`, `isNaN(...)`, numbers, comparisons, `!`, `&&`, `||` and
-//! parentheses. Anything else is an error rather than a guess, so the test's verdict follows the
+//! parentheses; and, through [`evaluate_with`], Argo Events' filter `exprs` over named fields,
+//! which add double-quoted strings compared with `==` and `!=`. Anything else is an error rather than a guess, so the test's verdict follows the
 //! YAML: change a condition there and the test judges by the new one, or says it cannot.
 //!
 //! The semantics that matter are expr's: `&&` and `||` short-circuit (so `len(result) > 0 &&
@@ -9,7 +10,7 @@
 //! records as a measurement error, not a failure), and comparisons follow IEEE 754, so every
 //! comparison with NaN is false.
 
-use std::fmt;
+use std::{collections::BTreeMap, fmt};
 
 /// What a Prometheus query gave Argo Rollouts' provider: a vector becomes a list of its sample
 /// values (`[]float64`), a scalar a number.
@@ -18,6 +19,7 @@ pub enum Value {
     Number(f64),
     Bool(bool),
     List(Vec<f64>),
+    Text(String),
 }
 
 impl fmt::Display for Value {
@@ -26,6 +28,7 @@ impl fmt::Display for Value {
             Value::Number(number) => write!(f, "{number}"),
             Value::Bool(boolean) => write!(f, "{boolean}"),
             Value::List(values) => write!(f, "{values:?}"),
+            Value::Text(text) => write!(f, "{text:?}"),
         }
     }
 }
@@ -69,13 +72,22 @@ pub fn judge(
 
 /// Evaluates `condition` with `result` bound to a measurement, as Argo Rollouts does.
 pub fn evaluate(condition: &str, result: &Value) -> Result<bool, String> {
+    evaluate_with(
+        condition,
+        &BTreeMap::from([("result".to_owned(), result.clone())]),
+    )
+}
+
+/// Evaluates `condition` with its identifiers bound to `variables`; an identifier without a
+/// value is an error.
+pub fn evaluate_with(condition: &str, variables: &BTreeMap<String, Value>) -> Result<bool, String> {
     let tokens = tokenize(condition)?;
     let mut parser = Parser { tokens, next: 0 };
     let expression = parser.disjunction()?;
     if let Some(token) = parser.tokens.get(parser.next) {
         return Err(format!("unexpected {token:?} in {condition:?}"));
     }
-    match expression.evaluate(result)? {
+    match expression.evaluate(variables)? {
         Value::Bool(verdict) => Ok(verdict),
         other => Err(format!("{condition:?} gives {other}, not a bool")),
     }
@@ -84,6 +96,7 @@ pub fn evaluate(condition: &str, result: &Value) -> Result<bool, String> {
 #[derive(Debug, Clone, PartialEq)]
 enum Token {
     Number(f64),
+    Text(String),
     Identifier(String),
     Symbol(&'static str),
 }
@@ -105,6 +118,12 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                 .map_err(|err| format!("bad number {:?}: {err}", &rest[..length]))?;
             tokens.push(Token::Number(number));
             length
+        } else if first == '"' {
+            let end = rest[1..]
+                .find('"')
+                .ok_or_else(|| format!("unclosed string in {text:?}"))?;
+            tokens.push(Token::Text(rest[1..=end].to_owned()));
+            end + 2
         } else if first.is_ascii_alphabetic() {
             let length = rest
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -125,7 +144,8 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
 #[derive(Debug)]
 enum Expression {
     Number(f64),
-    Result,
+    Text(String),
+    Variable(String),
     Index(Box<Expression>, usize),
     Len(Box<Expression>),
     IsNaN(Box<Expression>),
@@ -220,12 +240,12 @@ impl Parser {
     fn primary(&mut self) -> Result<Expression, String> {
         match self.take()? {
             Token::Number(number) => Ok(Expression::Number(number)),
+            Token::Text(text) => Ok(Expression::Text(text)),
             Token::Symbol("(") => {
                 let inner = self.disjunction()?;
                 self.expect(")")?;
                 Ok(inner)
             }
-            Token::Identifier(name) if name == "result" => Ok(Expression::Result),
             Token::Identifier(name) if name == "len" || name == "isNaN" => {
                 self.expect("(")?;
                 let argument = Box::new(self.disjunction()?);
@@ -236,17 +256,22 @@ impl Parser {
                     Expression::IsNaN(argument)
                 })
             }
+            Token::Identifier(name) => Ok(Expression::Variable(name)),
             other => Err(format!("unsupported {other:?}")),
         }
     }
 }
 
 impl Expression {
-    fn evaluate(&self, result: &Value) -> Result<Value, String> {
+    fn evaluate(&self, variables: &BTreeMap<String, Value>) -> Result<Value, String> {
         Ok(match self {
             Expression::Number(number) => Value::Number(*number),
-            Expression::Result => result.clone(),
-            Expression::Index(list, index) => match list.evaluate(result)? {
+            Expression::Text(text) => Value::Text(text.clone()),
+            Expression::Variable(name) => variables
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("unknown name {name:?}"))?,
+            Expression::Index(list, index) => match list.evaluate(variables)? {
                 Value::List(values) => Value::Number(*values.get(*index).ok_or_else(|| {
                     format!(
                         "index out of range: {index} (array length {})",
@@ -255,23 +280,30 @@ impl Expression {
                 })?),
                 other => return Err(format!("cannot index {other}")),
             },
-            Expression::Len(list) => match list.evaluate(result)? {
+            Expression::Len(list) => match list.evaluate(variables)? {
                 Value::List(values) => Value::Number(values.len() as f64),
                 other => return Err(format!("len() of {other}")),
             },
             Expression::IsNaN(number) => {
-                Value::Bool(number_of(&number.evaluate(result)?)?.is_nan())
+                Value::Bool(number_of(&number.evaluate(variables)?)?.is_nan())
             }
-            Expression::Not(operand) => Value::Bool(!bool_of(&operand.evaluate(result)?)?),
-            Expression::And(left, right) => {
-                Value::Bool(bool_of(&left.evaluate(result)?)? && bool_of(&right.evaluate(result)?)?)
-            }
-            Expression::Or(left, right) => {
-                Value::Bool(bool_of(&left.evaluate(result)?)? || bool_of(&right.evaluate(result)?)?)
-            }
+            Expression::Not(operand) => Value::Bool(!bool_of(&operand.evaluate(variables)?)?),
+            Expression::And(left, right) => Value::Bool(
+                bool_of(&left.evaluate(variables)?)? && bool_of(&right.evaluate(variables)?)?,
+            ),
+            Expression::Or(left, right) => Value::Bool(
+                bool_of(&left.evaluate(variables)?)? || bool_of(&right.evaluate(variables)?)?,
+            ),
             Expression::Compare(operator, left, right) => {
-                let left = number_of(&left.evaluate(result)?)?;
-                let right = number_of(&right.evaluate(result)?)?;
+                let (left, right) = (left.evaluate(variables)?, right.evaluate(variables)?);
+                if let (Value::Text(left), Value::Text(right)) = (&left, &right) {
+                    return match *operator {
+                        "==" => Ok(Value::Bool(left == right)),
+                        "!=" => Ok(Value::Bool(left != right)),
+                        other => Err(format!("strings compare with == and != only, not {other}")),
+                    };
+                }
+                let (left, right) = (number_of(&left)?, number_of(&right)?);
                 Value::Bool(match *operator {
                     "<" => left < right,
                     "<=" => left <= right,
