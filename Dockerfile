@@ -1,13 +1,14 @@
 # syntax=docker/dockerfile:1
-# pinserve's container image: one binary and ONNX Runtime's library, no model (an init container
-# running `pinserve fetch` fills /models; see README.md, "Container image").
+# pinserve's container image: one binary, ONNX Runtime's library and git, no model (an init
+# container running `pinserve fetch` fills /models; see README.md, "Container image").
 #
 #   docker build -t pinserve:0.1.0 .                                  # CPU
 #   docker build --build-arg VARIANT=cuda -t pinserve:0.1.0-cuda .    # CUDA 13, cuDNN 9
 #
 # Each RUN is a script in scripts/image/; scripts/check-image.sh lints this file, checks that it
-# still runs exactly those scripts, and runs them into a directory laid out as the image to serve
-# a model from it read-only, so the image and its check cannot drift apart without a Docker engine.
+# still runs exactly those scripts, and runs the two that build the image's own files into a
+# directory laid out as the image to serve a model from it read-only, so the image and its check
+# cannot drift apart without a Docker engine (the third installs git from the base's packages).
 
 ARG VARIANT=cpu
 
@@ -40,6 +41,9 @@ LABEL org.opencontainers.image.title="pinserve" \
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=onnxruntime /out/usr/local/lib/ /usr/local/lib/
 COPY --from=build /out/usr/local/bin/pinserve /usr/local/bin/pinserve
+# git for `pinserve promote` in the retraining pipeline (k8s/pipelines); the script is mounted, not
+# copied, so it does not stay in the image.
+RUN --mount=type=bind,source=scripts/image/install-git.sh,target=/tmp/install-git.sh /tmp/install-git.sh
 # Nothing is written outside volumes: serving --model-dir writes nothing, and the default cache
 # of in-process fetches (~/.cache/pinserve) lands in /tmp, an emptyDir under a read-only root.
 ENV HOME=/tmp

@@ -41,8 +41,14 @@ expect_line() {
 {
     expect_line 'RUN scripts/image/build.sh "$VARIANT" /out/usr/local'
     expect_line 'RUN scripts/image/install-onnxruntime.sh "$VARIANT" /out/usr/local'
+    expect_line 'RUN --mount=type=bind,source=scripts/image/install-git.sh,target=/tmp/install-git.sh /tmp/install-git.sh'
 }
-[[ $(grep -c '^RUN' Dockerfile) -eq 2 ]] ||
+# install-git.sh is the base's package manager at work: it cannot run into a directory, so this
+# check only holds it to installing git alone, without recommended packages, leaving no lists.
+grep -Fxq 'apt-get install -y -q --no-install-recommends git' scripts/image/install-git.sh &&
+    grep -Fxq 'rm -rf /var/lib/apt/lists/*' scripts/image/install-git.sh ||
+    fail "scripts/image/install-git.sh must install git alone and remove apt's lists"
+[[ $(grep -c '^RUN' Dockerfile) -eq 3 ]] ||
     fail "every RUN in the Dockerfile must be one of the scripts/image/ lines this check runs"
 expect_line 'COPY --from=build /out/usr/local/bin/pinserve /usr/local/bin/pinserve'
 expect_line 'COPY --from=onnxruntime /out/usr/local/lib/ /usr/local/lib/'

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs pinserve's whole test suite, on a fresh machine too: installs what the tests need (the
 # ONNX Runtime library, the pinned Python environments that generate fixtures and hold Triton's
-# HTTP client, promtool, amtool), builds the compute-heavy fixture, starts the model registries the
+# HTTP client, promtool, amtool), checks both container images (pinserve's and the example
+# trainer's), builds the compute-heavy fixture, starts the model registries the
 # registry tests talk to (MLflow, S3 and Azure Blob on loopback, see tests/support/services.sh;
 # stopped on exit), then runs the unit, integration and property tests, and the device test again
 # with the `cuda` feature.
@@ -21,6 +22,7 @@ source scripts/lib/python-venv.sh
 
 scripts/install-onnxruntime.sh
 scripts/check-image.sh
+scripts/check-trainer-image.sh
 ensure_venv .venv models-fixtures/requirements.txt
 ensure_venv .venv-clients tests/clients/requirements.txt
 export PINSERVE_TEST_CLIENT_PYTHON="$PWD/.venv-clients/bin/python"
