@@ -9,13 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-install_packages() {
-    local sudo=""
-    [[ $(id -u) -eq 0 ]] || sudo="sudo"
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get install -y -q --no-install-recommends "$@" ||
-        { $sudo apt-get update -q && $sudo apt-get install -y -q --no-install-recommends "$@"; }
-}
+# shellcheck source=scripts/lib/packages.sh
+source scripts/lib/packages.sh
 
 # shellcheck source=scripts/lib/python-venv.sh
 source scripts/lib/python-venv.sh
