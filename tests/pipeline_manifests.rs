@@ -499,3 +499,59 @@ fn alertmanager_routes_drift_alerts_to_the_pipeline() {
     assert_eq!(url, expected);
     assert!(repo().join("k8s/pipelines/kustomization.yaml").is_file());
 }
+
+/// Argo CD deploys the pipeline as its own Application, in a project of its own that allows the
+/// kinds k8s/pipelines renders, in the namespace it renders into, and nothing more (the model
+/// services' project cannot create Roles).
+#[test]
+fn argo_cd_deploys_the_pipeline_in_a_project_of_its_own() {
+    let app: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(k8s_dir().join("argocd/apps/pipelines.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(app["spec"]["source"]["path"], "k8s/pipelines");
+    assert_eq!(app["spec"]["project"], "pinserve-pipelines");
+    let docs = render(PIPELINES);
+    let namespaces: BTreeSet<&str> = docs
+        .iter()
+        .map(|doc| text(&doc["metadata"]["namespace"]))
+        .collect();
+    assert_eq!(
+        namespaces,
+        BTreeSet::from([text(&app["spec"]["destination"]["namespace"])])
+    );
+    let projects = render("argocd");
+    let project = |name: &str| {
+        projects
+            .iter()
+            .find(|doc| doc["kind"] == "AppProject" && doc["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no AppProject {name}"))
+    };
+    let allowed = |project: &Value| -> BTreeSet<(String, String)> {
+        sequence(&project["spec"]["namespaceResourceWhitelist"])
+            .iter()
+            .map(|r| (text(&r["group"]).to_owned(), text(&r["kind"]).to_owned()))
+            .collect()
+    };
+    let rendered: BTreeSet<(String, String)> = docs
+        .iter()
+        .map(|doc| {
+            let api_version = text(&doc["apiVersion"]);
+            let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+            (group.to_owned(), text(&doc["kind"]).to_owned())
+        })
+        .collect();
+    let pipelines = project("pinserve-pipelines");
+    assert_eq!(allowed(pipelines), rendered);
+    assert_eq!(
+        pipelines["spec"]["destinations"][0]["namespace"],
+        app["spec"]["destination"]["namespace"]
+    );
+    let services = allowed(project("pinserve"));
+    assert!(
+        !services
+            .iter()
+            .any(|(group, _)| group == "rbac.authorization.k8s.io"),
+        "{services:?}"
+    );
+}
