@@ -34,7 +34,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use common::{Server, fixtures, golden};
+use common::{Server, fixtures, golden, status_kib};
 use ort::{session::Session, value::TensorRef};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -761,7 +761,7 @@ async fn soak(model: &str, seconds: u64, options: &Options) {
             println!(
                 "| {:.0} | {:.1} | {:.3} |",
                 started.elapsed().as_secs_f64(),
-                resident_kib(pid) as f64 / 1024.0,
+                status_kib(pid, "VmRSS:") as f64 / 1024.0,
                 slowest.as_secs_f64() * 1e3
             );
             slowest = Duration::ZERO;
@@ -895,15 +895,6 @@ fn drift_profile(model: &str, dir: &Path) -> PathBuf {
     let out = dir.join("reference.json");
     common::profiles::write_profile(&fixtures().join(model).join("1"), &data, &out, &[]);
     out
-}
-
-fn resident_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 fn install_peers(options: &Options) {

@@ -13,7 +13,7 @@ mod common;
 
 use std::{collections::BTreeSet, fmt::Write, path::PathBuf, time::Duration};
 
-use common::Server;
+use common::{Server, status_kib};
 use futures_util::future::join_all;
 
 /// One request body and where it goes.
@@ -128,15 +128,6 @@ fn v2_binary_bytes(size: usize) -> Format {
         json_length,
         body,
     }
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
 }
 
 struct Measured {

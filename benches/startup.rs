@@ -9,22 +9,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, golden};
+use common::{Server, golden, status_kib};
 
 struct Run {
     to_ready: Duration,
     load_seconds: f64,
     peak_loaded_kib: u64,
     peak_served_kib: u64,
-}
-
-fn peak_resident_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
 }
 
 async fn measure(model: &str, requests: usize) -> Run {
@@ -38,7 +29,7 @@ async fn measure(model: &str, requests: usize) -> Run {
     }
     let to_ready = started.elapsed();
     let (_, health) = server.get("/health").await;
-    let peak_loaded_kib = peak_resident_kib(server.pid());
+    let peak_loaded_kib = status_kib(server.pid(), "VmHWM:");
     let cases = golden(model)["cases"].as_array().unwrap().clone();
     let largest = cases.last().unwrap();
     let path = format!("/v2/models/{model}/infer");
@@ -50,7 +41,7 @@ async fn measure(model: &str, requests: usize) -> Run {
         to_ready,
         load_seconds: health["load_seconds"].as_f64().unwrap(),
         peak_loaded_kib,
-        peak_served_kib: peak_resident_kib(server.pid()),
+        peak_served_kib: status_kib(server.pid(), "VmHWM:"),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Triton's own HTTP client (`tritonclient.http`, tests/clients/triton_http.py) against pinserve:
 //! health, metadata and inference for every golden case, with binary tensors (the client's
-//! default), with JSON, and with outputs left to the server. Triton users switch to pinserve
-//! without changing their client code.
+//! default), with JSON, with outputs left to the server, and with request and response bodies
+//! compressed (`request_compression_algorithm`, `response_compression_algorithm`: gzip and
+//! deflate). Triton users switch to pinserve without changing their client code.
 
 mod common;
 
@@ -48,7 +49,8 @@ fn run_client(server: &Server, model: &str, requests: &[Value]) -> Value {
 }
 
 /// For each golden case: binary inputs with outputs left to the server, JSON inputs and outputs,
-/// and binary inputs and outputs named explicitly.
+/// binary inputs and outputs named explicitly, and the first and last of these again with both
+/// bodies compressed, with gzip and with deflate.
 async fn check_fixture(model: &str) {
     let server = Server::fixture(model, &[]).await;
     let golden = golden(model);
@@ -63,16 +65,20 @@ async fn check_fixture(model: &str) {
             .iter()
             .map(|output| &output["name"])
             .collect();
-        for (binary_inputs, binary_outputs, outputs) in [
-            (true, true, Value::Null),
-            (false, false, json!(names)),
-            (true, true, json!(names)),
+        for (binary_inputs, binary_outputs, outputs, compression) in [
+            (true, true, Value::Null, Value::Null),
+            (false, false, json!(names), Value::Null),
+            (true, true, json!(names), Value::Null),
+            (true, true, Value::Null, json!(["gzip", "gzip"])),
+            (false, false, json!(names), json!(["deflate", "deflate"])),
+            (true, true, json!(names), json!(["gzip", "deflate"])),
         ] {
             requests.push(json!({
                 "inputs": inputs,
                 "binary_inputs": binary_inputs,
                 "binary_outputs": binary_outputs,
                 "outputs": outputs,
+                "compression": compression,
             }));
             expected.push((case["name"].as_str().unwrap(), &case["outputs"]));
         }
@@ -92,8 +98,8 @@ async fn check_fixture(model: &str) {
     assert_eq!(answers.len(), expected.len());
     for ((answer, (case, outputs)), request) in answers.iter().zip(&expected).zip(&requests) {
         let context = format!(
-            "{model} {case} (binary inputs {}, binary outputs {})",
-            request["binary_inputs"], request["binary_outputs"]
+            "{model} {case} (binary inputs {}, binary outputs {}, compression {})",
+            request["binary_inputs"], request["binary_outputs"], request["compression"]
         );
         assert_eq!(answer["id"], "triton-client", "{context}: {answer}");
         assert_outputs_match(&answer["outputs"], outputs, &context);

@@ -34,6 +34,10 @@ pub enum ApiError {
     #[error("cannot read the request body: {0}")]
     Body(String),
     #[error(
+        "Content-Encoding '{encoding}' is not supported: send the body as gzip, deflate or identity"
+    )]
+    UnsupportedEncoding { encoding: String },
+    #[error(
         "the request body did not arrive within {}s (--body-read-timeout)",
         .limit.as_secs_f64()
     )]
@@ -100,6 +104,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { drained: false, .. }
                 | ApiError::BodyBudgetSpent { drained: false, .. }
                 | ApiError::BodyTimeout { .. }
+                | ApiError::UnsupportedEncoding { .. }
         )
     }
 
@@ -107,6 +112,7 @@ impl ApiError {
         match self {
             ApiError::Request(_) | ApiError::Body(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::ConnectionLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ModelNotFound { .. } | ApiError::RouteNotFound { .. } => {
@@ -146,6 +152,13 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        if let ApiError::UnsupportedEncoding { .. } = self {
+            // RFC 7694: the codings a request body may use.
+            response.headers_mut().insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("gzip, deflate"),
             );
         }
         if self.body_left_unread() {

@@ -2,7 +2,7 @@
 
 Reads a JSON job from stdin: {"url": "HOST:PORT", "model": NAME, "requests": [REQUEST, ...]},
 where each REQUEST is {"inputs": [v2 JSON inputs], "binary_inputs": bool, "binary_outputs": bool,
-"outputs": [names] or null}. Writes what the client saw to stdout as JSON: liveness, readiness,
+"outputs": [names] or null, "compression": [request's, response's] ("gzip", "deflate" or null)}. Writes what the client saw to stdout as JSON: liveness, readiness,
 the model metadata, and for each request its outputs as v2 JSON ({name, datatype, shape, data}).
 The Rust test compares those with the golden outputs; this script only translates.
 """
@@ -47,8 +47,16 @@ def run(client, model, request):
             httpclient.InferRequestedOutput(name, binary_data=request["binary_outputs"])
             for name in request["outputs"]
         ]
+    request_compression, response_compression = request.get("compression") or (None, None)
     try:
-        result = client.infer(model, inputs, outputs=outputs, request_id="triton-client")
+        result = client.infer(
+            model,
+            inputs,
+            outputs=outputs,
+            request_id="triton-client",
+            request_compression_algorithm=request_compression,
+            response_compression_algorithm=response_compression,
+        )
     except InferenceServerException as err:
         return {"error": err.message(), "status": err.status()}
     response = result.get_response()

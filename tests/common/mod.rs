@@ -453,3 +453,14 @@ pub fn assert_data_match(got: &Value, want: &Value, datatype: &str, context: &st
 pub fn find_log<'a>(logs: &'a [Value], message: &str) -> Option<&'a Value> {
     logs.iter().find(|entry| entry["message"] == message)
 }
+
+/// A memory figure of process `pid` from /proc/PID/status, in KiB: `field` is e.g. `"VmRSS:"`
+/// (resident now) or `"VmHWM:"` (peak resident).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
+}
