@@ -21,7 +21,11 @@ use axum::{
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{error::ApiError, state::AppState};
+use super::{
+    error::ApiError,
+    inflate::{Coding, InflateError, Inflater},
+    state::AppState,
+};
 use crate::metrics::Rejection;
 
 /// How much of an oversized body is read and thrown away so the client sees the 413.
@@ -155,6 +159,7 @@ impl FromRequest<Arc<AppState>> for RequestBody {
 
     async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let limit = state.max_body_bytes;
+        let coding = Coding::of(request.headers())?;
         let declared = declared_length(request.headers());
         let body = request.into_body();
         if declared.is_some_and(|length| length > limit) {
@@ -164,7 +169,48 @@ impl FromRequest<Arc<AppState>> for RequestBody {
         if let Err(err) = state.body_budget.grow(&mut share, declared.unwrap_or(0)) {
             return Err(budget_spent(body, state, err).await);
         }
-        read(body, state, declared, share).await
+        match Inflater::new(coding, limit) {
+            None => read(body, state, declared, share).await,
+            Some(inflater) => inflate(body, state, inflater, share).await,
+        }
+    }
+}
+
+/// Inflates a compressed body as it arrives; the limit and the budget count inflated bytes.
+async fn inflate(
+    mut body: Body,
+    state: &AppState,
+    mut inflater: Inflater,
+    mut share: BudgetShare,
+) -> Result<RequestBody, ApiError> {
+    let limit = state.max_body_bytes;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| ApiError::Body(err.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match inflater.push(&data) {
+            Ok(()) => {}
+            Err(InflateError::TooLarge) => return Err(too_large(body, limit).await),
+            Err(InflateError::Invalid(reason)) => return Err(ApiError::Body(reason)),
+        }
+        let unshared = inflater.capacity().saturating_sub(share.bytes());
+        if unshared > 0
+            && let Err(err) = state.body_budget.grow(&mut share, unshared)
+        {
+            return Err(budget_spent(body, state, err).await);
+        }
+    }
+    match inflater.finish() {
+        Ok(bytes) => Ok(RequestBody {
+            bytes: Bytes::from(bytes),
+            share,
+        }),
+        Err(InflateError::TooLarge) => Err(ApiError::PayloadTooLarge {
+            limit,
+            drained: true,
+        }),
+        Err(InflateError::Invalid(reason)) => Err(ApiError::Body(reason)),
     }
 }
 
@@ -204,7 +250,7 @@ async fn read(
 /// Makes room for `incoming` more bytes, doubling the capacity so a body costs few copies, but
 /// not past `ceiling` (the declared length, else the limit): a body that arrives as declared
 /// ends in a buffer of exactly its size.
-fn make_room(buffer: &mut Vec<u8>, incoming: usize, ceiling: usize) {
+pub(super) fn make_room(buffer: &mut Vec<u8>, incoming: usize, ceiling: usize) {
     let needed = buffer.len() + incoming;
     if needed <= buffer.capacity() {
         return;

@@ -1,6 +1,6 @@
 //! Limits the API routes apply to each request: the body must arrive within
-//! `--body-read-timeout`, it may be compressed only as the decompression layer can undo, and a
-//! connection admitted beyond `--max-connections` (for probes only) is refused API requests.
+//! `--body-read-timeout`, and a connection admitted beyond `--max-connections` (for probes only)
+//! is refused API requests.
 
 use std::{
     pin::Pin,
@@ -11,7 +11,7 @@ use std::{
 use axum::{
     body::{Body, Bytes, HttpBody},
     extract::{Request, State},
-    http::{header, request::Parts},
+    http::request::Parts,
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -45,22 +45,6 @@ pub(crate) async fn limit_body_time(
         response = next.run(request) => response,
         () = expired => ApiError::BodyTimeout { limit }.into_response(),
     }
-}
-
-/// The `Content-Encoding`s of request bodies that [`super::router`]'s decompression layer undoes
-/// (Triton's client compresses with gzip or deflate), spelt as that layer matches them.
-const REQUEST_ENCODINGS: [&str; 3] = ["gzip", "deflate", "identity"];
-
-/// Answers 415, naming the coding and listing the accepted ones, for a body compressed in a way
-/// the server cannot undo (or in several layers), before anything reads it.
-pub(crate) async fn accept_request_encoding(request: Request, next: Next) -> Response {
-    if let Some(value) = request.headers().get(header::CONTENT_ENCODING) {
-        let encoding = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        if !REQUEST_ENCODINGS.contains(&encoding.as_str()) {
-            return ApiError::UnsupportedEncoding { encoding }.into_response();
-        }
-    }
-    next.run(request).await
 }
 
 /// The request with its body wrapped so that the returned receiver resolves once the body has

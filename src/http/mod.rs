@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod error;
+mod inflate;
 pub(crate) mod limits;
 pub mod observe;
 pub mod ops;
@@ -20,7 +21,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use tower_http::{compression::CompressionLayer, decompression::RequestDecompressionLayer};
 
 pub use self::state::{AppState, Phase, ServingModel};
 
@@ -46,10 +46,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/predict", post(predict::predict))
         .route(V1_PREDICT_ROUTE, post(predict::predict_v1))
-        // Innermost: the handlers read decompressed bytes, so --max-body-bytes bounds what a body
-        // expands to, and a gzip bomb is refused after at most that much, never inflated whole.
-        .route_layer(RequestDecompressionLayer::new().gzip(true).deflate(true))
-        .route_layer(middleware::from_fn(limits::accept_request_encoding))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             limits::limit_body_time,
@@ -74,9 +70,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(state)
-        // Answers are compressed only for clients that ask (Accept-Encoding: gzip or deflate, as
-        // Triton's client does with response_compression_algorithm), and not when tiny.
-        .layer(CompressionLayer::new().gzip(true).deflate(true))
 }
 
 /// A response whose JSON body is already serialised; like every JSON body pinserve sends, it

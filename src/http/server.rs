@@ -22,6 +22,7 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
+use tower_http::compression::Compression;
 
 /// Connections admitted beyond `--max-connections` for probes. On them `/health`, `/livez` and
 /// the other probe routes are answered as usual, API requests get 503, and every answer closes
@@ -319,8 +320,20 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
         let version = request.version();
         let service = self.clone();
         Box::pin(async move {
-            let response = service.router.clone().oneshot(request).await;
-            let mut response = response.unwrap_or_else(|never| match never {});
+            let mut response = if request.headers().contains_key(header::ACCEPT_ENCODING) {
+                // Answers are compressed only for clients that ask (Triton's
+                // response_compression_algorithm), and not when tiny; the rest skip the wrapper.
+                let compressed = Compression::new(service.router.clone())
+                    .gzip(true)
+                    .deflate(true);
+                let response = compressed.oneshot(request).await;
+                response
+                    .unwrap_or_else(|never| match never {})
+                    .map(Body::new)
+            } else {
+                let response = service.router.clone().oneshot(request).await;
+                response.unwrap_or_else(|never| match never {})
+            };
             if service.over_capacity.is_some() || service.drain.is_cancelled() {
                 service.ask_to_leave(version, &mut response);
             }
