@@ -128,7 +128,9 @@ pub enum RegistryError {
     },
     #[error("{location}: {message}")]
     Transfer { location: String, message: String },
-    #[error("{location}: no ONNX model (no model.onnx, and not exactly one .onnx file)")]
+    #[error(
+        "{location}: no ONNX model (no model.onnx and not exactly one .onnx file, at the top or in a single version folder)"
+    )]
     NoModelFile { location: String },
     #[error("{0}")]
     Config(String),

@@ -720,15 +720,34 @@ fn choose_model_file(files: &[Found], named: Option<&str>) -> Option<RelativePat
     if let Some(named) = named {
         return exists(named);
     }
-    exists(DEFAULT_MODEL_FILE).or_else(|| {
-        let mut top_level = files.iter().filter(|file| {
-            !file.path.as_str().contains('/') && file.path.as_str().ends_with(".onnx")
+    let only_onnx_in = |folder: &str| {
+        let mut models = files.iter().filter(|file| {
+            let path = file.path.as_str();
+            path.ends_with(".onnx")
+                && path
+                    .strip_prefix(folder)
+                    .is_some_and(|rest| !rest.contains('/'))
         });
-        match (top_level.next(), top_level.next()) {
+        match (models.next(), models.next()) {
             (Some(only), None) => Some(only.path.clone()),
             _ => None,
         }
-    })
+    };
+    exists(DEFAULT_MODEL_FILE)
+        .or_else(|| only_onnx_in(""))
+        .or_else(|| {
+            // A single version folder (`1/model.onnx`), as KServe's storage initializer and
+            // Triton's repositories lay a model out, when nothing is at the top.
+            let mut folders = files
+                .iter()
+                .filter_map(|file| file.path.as_str().split_once('/').map(|(dir, _)| dir));
+            let folder = folders.next()?;
+            if folders.any(|other| other != folder) {
+                return None;
+            }
+            let prefix = format!("{folder}/");
+            exists(&format!("{prefix}{DEFAULT_MODEL_FILE}")).or_else(|| only_onnx_in(&prefix))
+        })
 }
 
 impl From<Found> for PlannedFile {
@@ -761,6 +780,45 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn found(paths: &[&str]) -> Vec<Found> {
+        paths
+            .iter()
+            .map(|path| local_found(path, PathBuf::from(path), Some(1)).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_model_file_is_found_at_the_top_or_in_a_single_version_folder() {
+        let chosen = |paths: &[&str]| {
+            choose_model_file(&found(paths), None).map(|path| path.as_str().to_owned())
+        };
+        assert_eq!(
+            chosen(&["model.onnx", "other.onnx"]).as_deref(),
+            Some("model.onnx")
+        );
+        assert_eq!(
+            chosen(&["net.onnx", "net.bin"]).as_deref(),
+            Some("net.onnx")
+        );
+        assert_eq!(chosen(&["a.onnx", "b.onnx"]), None);
+        // KServe's /mnt/models and Triton's repositories: one version folder.
+        assert_eq!(
+            chosen(&["1/model.onnx", "1/weights.bin"]).as_deref(),
+            Some("1/model.onnx")
+        );
+        assert_eq!(
+            chosen(&["README", "3/net.onnx"]).as_deref(),
+            Some("3/net.onnx")
+        );
+        assert_eq!(chosen(&["1/model.onnx", "2/model.onnx"]), None);
+        assert_eq!(chosen(&["1/a.onnx", "1/b.onnx"]), None);
+        assert_eq!(chosen(&["1/sub/model.onnx"]), None);
+        assert_eq!(
+            chosen(&["data/weights.bin", "model.onnx"]).as_deref(),
+            Some("model.onnx")
+        );
+    }
 
     fn local_plan_resolver() -> Resolver {
         Resolver {

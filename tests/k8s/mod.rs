@@ -4,6 +4,7 @@
 //! - Argo CD, Argo Rollouts and Argo Workflows kinds: `check-jsonschema` against the strict CRD
 //!   schemas (`$PINSERVE_ARGO_SCHEMAS/jsonschema-strict`, see tests/k8s/argo-schemas/README.md);
 //! - Argo Events kinds: `check-jsonschema` against Argo Events' JSON Schema, made strict here;
+//! - KServe kinds: `check-jsonschema` against KServe's strict CRD schemas, beside Argo's;
 //! - prometheus-operator kinds: `check-jsonschema` against schemas exported from
 //!   prometheus-operator's CRDs by tests/k8s/prometheus_operator_schemas.py.
 //!
@@ -223,6 +224,11 @@ fn validator_for(doc: &Value) -> Validator {
         "argoproj.io/v1alpha1" => {
             argo_schemas().join(format!("{}-argoproj-v1alpha1.json", kind.to_lowercase()))
         }
+        "serving.kserve.io/v1alpha1" | "serving.kserve.io/v1beta1" => argo_schemas().join(format!(
+            "{}-serving-{}.json",
+            kind.to_lowercase(),
+            api_version.rsplit('/').next().unwrap()
+        )),
         "monitoring.coreos.com/v1" => prometheus_operator_schemas()
             .join(format!("{}-monitoring-v1.json", kind.to_lowercase())),
         _ => return Validator::Kubernetes,
