@@ -21,8 +21,9 @@ use crate::{
         server::{self, Stages},
     },
     metrics::ModelLabels,
-    model::{self, Model, ModelError, OnnxModel, SessionOptions, Signature},
+    model::{self, Model, ModelError, OnnxModel, SessionOptions, Signature, Tensor},
     profile::{self, ProfileError, ReferenceProfile},
+    protocol,
     registry::{Digest, Manifest, ModelArtifact, ModelReference, RegistryError, mlflow, obtain},
 };
 
@@ -56,6 +57,11 @@ pub enum LoadError {
     Thread(std::io::Error),
     #[error("the loader thread panicked")]
     Panicked,
+    #[error("cannot read --warmup-data {}: {source}", path.display())]
+    WarmUpData {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Serves until `shutdown` resolves, then drains and stops. Returns an error, after
@@ -178,7 +184,8 @@ async fn load(
     let started = std::time::Instant::now();
     let digest = digest_alongside(&artifact);
     let options = config.runtime.session_options(config.batching.instances);
-    let models = load_sessions(&artifact, &options, config.batching.instances).await?;
+    let warm_up = WarmUp::from_config(config)?;
+    let models = load_sessions(&artifact, &options, config.batching.instances, &warm_up).await?;
     let profile = reference_profile(config, &artifact, models[0].signature())?;
     let mut artifact = artifact;
     if let Some(digest) = digest {
@@ -226,14 +233,49 @@ pub async fn obtain_artifact(
     obtain::for_serving(reference, cache_dir, &fetch.resolver(), &fetch.options()).await
 }
 
+/// What a model is warmed up with before it is ready.
+#[derive(Debug, Clone, Default)]
+pub enum WarmUp {
+    /// Zeros (empty strings) of the signature's shapes, dynamic dimensions 1.
+    #[default]
+    Generated,
+    /// A V2 inference request body (`--warmup-data`), and the file it came from.
+    Request(Arc<Vec<u8>>, PathBuf),
+}
+
+impl WarmUp {
+    /// `--warmup-data`, read now: a missing file is a load error, not a surprise at warm-up.
+    fn from_config(config: &ServeConfig) -> Result<WarmUp, LoadError> {
+        let Some(path) = &config.warmup_data else {
+            return Ok(WarmUp::Generated);
+        };
+        let body = std::fs::read(path).map_err(|source| LoadError::WarmUpData {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(WarmUp::Request(Arc::new(body), path.clone()))
+    }
+
+    fn inputs(&self, signature: &Signature) -> Result<Vec<Tensor>, String> {
+        match self {
+            WarmUp::Generated => Ok(signature.warmup_inputs()),
+            WarmUp::Request(body, path) => protocol::v2::decode_request(body, None, signature)
+                .map(|request| request.inputs)
+                .map_err(|err| format!("--warmup-data {}: {err}", path.display())),
+        }
+    }
+}
+
 /// `instances` sessions of the model, each loaded and warmed up on a thread of its own, with
 /// the MLmodel's signature (if any) checked against the graph: exactly what `serve` runs.
 pub async fn load_sessions(
     artifact: &ModelArtifact,
     options: &SessionOptions,
     instances: u16,
+    warm_up: &WarmUp,
 ) -> Result<Vec<OnnxModel>, LoadError> {
-    let loads = (0..instances).map(|_| load_on_thread(artifact.clone(), options.clone()));
+    let loads =
+        (0..instances).map(|_| load_on_thread(artifact.clone(), options.clone(), warm_up.clone()));
     futures_util::future::try_join_all(loads).await
 }
 
@@ -251,20 +293,23 @@ fn digest_alongside(artifact: &ModelArtifact) -> Option<tokio::task::JoinHandle<
 async fn load_on_thread(
     artifact: ModelArtifact,
     options: SessionOptions,
+    warm_up: WarmUp,
 ) -> Result<OnnxModel, LoadError> {
     let (reply, loaded) = oneshot::channel();
     std::thread::Builder::new()
         .name("pinserve-loader".to_owned())
         .spawn(move || {
             tracing::info!(file = %artifact.model_file.display(), "loading model");
-            let result = model::load_and_warm_up(&artifact.model_file, &options)
-                .map_err(LoadError::from)
-                .and_then(|model| match &artifact.signature {
-                    Some(signature) => mlflow::check_signature(signature, model.signature())
-                        .map(|()| model)
-                        .map_err(LoadError::Signature),
-                    None => Ok(model),
-                });
+            let result = model::load_and_warm_up(&artifact.model_file, &options, |signature| {
+                warm_up.inputs(signature)
+            })
+            .map_err(LoadError::from)
+            .and_then(|model| match &artifact.signature {
+                Some(signature) => mlflow::check_signature(signature, model.signature())
+                    .map(|()| model)
+                    .map_err(LoadError::Signature),
+                None => Ok(model),
+            });
             let _ = reply.send(result);
         })
         .map_err(LoadError::Thread)?;

@@ -316,6 +316,12 @@ pub struct ServeConfig {
     )]
     pub model_dir: Option<PathBuf>,
 
+    /// Warm the model up with this V2 inference request body (JSON) instead of generated zeros,
+    /// for models that refuse arbitrary inputs (ids that must be in range); a warm-up that fails
+    /// fails the load.
+    #[arg(long, env = "PINSERVE_WARMUP_DATA", value_name = "FILE", help_heading = MODEL)]
+    pub warmup_data: Option<PathBuf>,
+
     /// Where `serve` keeps models it fetches itself (from a registry or object store); a
     /// verified copy of the same version there is reused after a restart.
     #[arg(

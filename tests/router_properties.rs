@@ -41,7 +41,8 @@ fn serving(model_name: &str) -> Router {
         ..SessionOptions::default()
     };
     let path = fixtures().join(model_name).join("1/model.onnx");
-    let model = model::load_and_warm_up(&path, &options).unwrap();
+    let model = model::load_and_warm_up(&path, &options, |signature| Ok(signature.warmup_inputs()))
+        .unwrap();
     let labels = ModelLabels {
         model: model_name.to_owned(),
         version: "1".to_owned(),

@@ -91,7 +91,8 @@ impl Scorer {
         batch_size: usize,
     ) -> Result<Scorer, ScoreError> {
         let options = runtime.session_options(instances);
-        let models = app::load_sessions(artifact, &options, instances).await?;
+        let models =
+            app::load_sessions(artifact, &options, instances, &app::WarmUp::Generated).await?;
         let signature = models[0].signature().as_ref().clone();
         let labels = ModelLabels {
             model: artifact.name.clone(),

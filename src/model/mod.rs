@@ -42,17 +42,20 @@ pub enum ModelError {
     WarmUp(String),
 }
 
-/// Loads the model and runs one inference on generated inputs, so that the first real request
-/// pays no lazy-initialisation cost and a model that cannot run is caught before readiness.
+/// Loads the model and runs one inference on the inputs `warm_up` makes for its signature, so
+/// that the first real request pays no lazy-initialisation cost and a model that cannot run is
+/// caught before readiness.
 pub fn load_and_warm_up(
     path: &std::path::Path,
     options: &SessionOptions,
+    warm_up: impl FnOnce(&Signature) -> Result<Vec<Tensor>, String>,
 ) -> Result<OnnxModel, ModelError> {
     let mut model = OnnxModel::load(path, options)?;
     let signature = Arc::clone(model.signature());
+    let inputs = warm_up(&signature).map_err(ModelError::WarmUp)?;
     let all_outputs: Vec<usize> = (0..signature.outputs.len()).collect();
     model
-        .run(&signature.warmup_inputs(), &all_outputs)
+        .run(&inputs, &all_outputs)
         .map_err(|err| ModelError::WarmUp(err.to_string()))?;
     Ok(model)
 }
