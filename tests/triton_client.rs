@@ -104,6 +104,55 @@ async fn check_fixture(model: &str) {
         assert_eq!(answer["id"], "triton-client", "{context}: {answer}");
         assert_outputs_match(&answer["outputs"], outputs, &context);
     }
+    check_statistics(model, &report, &requests);
+}
+
+/// The statistics extension, read with the client's `get_inference_statistics` after the
+/// requests above: every request counted once as a success, queued and inferred, and every row
+/// in `inference_count`; model calls no more than requests, each counted under its batch size.
+fn check_statistics(model: &str, report: &Value, requests: &[Value]) {
+    assert!(
+        report["server_metadata"]["extensions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("statistics"))
+    );
+    let stats = &report["statistics"]["model_stats"][0];
+    assert_eq!(stats["name"], model, "{stats}");
+    assert_eq!(stats["version"], "1");
+    let count = |path: &str| stats["inference_stats"][path]["count"].as_u64().unwrap();
+    let answered = requests.len() as u64;
+    for counted in [
+        "success",
+        "queue",
+        "compute_input",
+        "compute_infer",
+        "compute_output",
+    ] {
+        assert_eq!(count(counted), answered, "{counted}: {stats}");
+    }
+    assert_eq!(count("fail"), 0, "{stats}");
+    assert!(
+        stats["inference_stats"]["compute_infer"]["ns"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let rows: u64 = requests
+        .iter()
+        .map(|request| request["inputs"][0]["shape"][0].as_u64().unwrap())
+        .sum();
+    assert_eq!(stats["inference_count"].as_u64().unwrap(), rows, "{stats}");
+    let executions = stats["execution_count"].as_u64().unwrap();
+    assert!((1..=answered).contains(&executions), "{stats}");
+    let per_size: u64 = stats["batch_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|size| size["compute_infer"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_size, executions, "{stats}");
+    assert!(stats["last_inference"].as_u64().unwrap() > 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -13,6 +13,7 @@
 
 pub mod assemble;
 mod queue;
+pub mod stats;
 mod worker;
 
 use std::{
@@ -28,8 +29,11 @@ use tokio::{
     time::Instant,
 };
 
-use self::assemble::{BatchKey, rows_of};
 pub use self::worker::{Observer, ScoredBatch, WorkerHandle};
+use self::{
+    assemble::{BatchKey, rows_of},
+    stats::ModelStats,
+};
 use crate::{
     metrics::{BatchMetrics, ModelLabels, Rejection},
     model::{Model, ModelError, Signature, Tensor},
@@ -242,6 +246,7 @@ pub struct Batcher {
     queued: Arc<AtomicUsize>,
     demand: Arc<Demand>,
     metrics: Arc<BatchMetrics>,
+    stats: Arc<ModelStats>,
 }
 
 impl Batcher {
@@ -277,6 +282,7 @@ impl Batcher {
         // it holds everything that arrived while the workers were busy.
         let idle = Arc::new(tokio::sync::Semaphore::new(instances));
         let demand = Arc::new(Demand::default());
+        let stats = Arc::new(ModelStats::default());
         let workers = worker::spawn(
             models,
             queued_batches,
@@ -286,6 +292,7 @@ impl Batcher {
                 demand: Arc::clone(&demand),
                 request_timeout: config.request_timeout,
                 observer,
+                stats: Arc::clone(&stats),
             },
         )?;
         let limits = queue::Limits {
@@ -312,6 +319,7 @@ impl Batcher {
             queued: Arc::new(AtomicUsize::new(0)),
             demand,
             metrics,
+            stats,
         };
         Ok((batcher, workers))
     }
@@ -320,7 +328,24 @@ impl Batcher {
         &self.signature
     }
 
+    /// The statistics extension's figures of what this batcher has run.
+    pub fn stats(&self) -> &ModelStats {
+        &self.stats
+    }
+
     pub async fn infer(
+        &self,
+        inputs: Vec<Tensor>,
+        outputs: Vec<usize>,
+    ) -> Result<Vec<Tensor>, BatchError> {
+        let submitted = Instant::now();
+        let answer = self.submit(inputs, outputs).await;
+        self.stats
+            .record_request(answer.is_ok(), submitted.elapsed());
+        answer
+    }
+
+    async fn submit(
         &self,
         inputs: Vec<Tensor>,
         outputs: Vec<usize>,

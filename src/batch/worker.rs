@@ -15,6 +15,7 @@ use super::{
     BatchError, Demand, Job,
     assemble::{concat, split},
     queue::Batch,
+    stats::{CallTimes, ModelStats},
 };
 use crate::{
     metrics::{BatchMetrics, ModelLabels},
@@ -46,6 +47,7 @@ pub(super) struct Shared {
     pub demand: Arc<Demand>,
     pub request_timeout: Duration,
     pub observer: Option<Arc<dyn Observer>>,
+    pub stats: Arc<ModelStats>,
 }
 
 /// Sees every scored batch once its requests have been answered (drift monitoring). It is
@@ -69,6 +71,7 @@ pub struct ScoredBatch {
 pub(super) struct Scored {
     pub answers: Result<Vec<Vec<Tensor>>, ModelError>,
     observed: Option<ScoredBatch>,
+    times: CallTimes,
 }
 
 pub(super) fn spawn(
@@ -140,9 +143,9 @@ fn run_batch(
 ) {
     let metrics = &shared.metrics;
     for job in &jobs {
-        metrics
-            .queue_duration
-            .record(job.enqueued.elapsed().as_secs_f64());
+        let waited = job.enqueued.elapsed();
+        metrics.queue_duration.record(waited.as_secs_f64());
+        shared.stats.record_queue(waited);
     }
     let rows: Vec<usize> = jobs.iter().map(|job| job.rows).collect();
     metrics.batch_size.record(rows.iter().sum::<usize>() as f64);
@@ -150,8 +153,17 @@ fn run_batch(
     let _entered = span.enter();
     let started = Instant::now();
     let observed = shared.observer.as_ref().map(|o| o.outputs());
-    let Scored { answers, observed } = run_model(model, &mut jobs, &rows, observed);
+    let Scored {
+        answers,
+        observed,
+        times,
+    } = run_model(model, &mut jobs, &rows, observed);
     inference_duration.record(started.elapsed().as_secs_f64());
+    if answers.is_ok() {
+        shared
+            .stats
+            .record_call(jobs.len(), rows.iter().sum(), times);
+    }
     shared.demand.observe_completion();
     reply(jobs, answers);
     if let (Some(observer), Some(batch)) = (&shared.observer, observed) {
@@ -170,7 +182,9 @@ pub(super) fn run_model(
     observed: Option<&[usize]>,
 ) -> Scored {
     let outputs = jobs[0].outputs.clone();
+    let mut times = CallTimes::default();
     let scored = catch_unwind(AssertUnwindSafe(|| {
+        let started = Instant::now();
         let inputs = match jobs {
             [job] => std::mem::take(&mut job.inputs),
             _ => concat(
@@ -180,7 +194,11 @@ pub(super) fn run_model(
                     .collect::<Vec<_>>(),
             ),
         };
+        let stacked = Instant::now();
+        times.input = stacked - started;
         let answer = model.run(&inputs, &outputs)?;
+        let inferred = Instant::now();
+        times.infer = inferred - stacked;
         let kept = observed.map(|observed| ScoredBatch {
             outputs: outputs
                 .iter()
@@ -194,23 +212,23 @@ pub(super) fn run_model(
             [_] => vec![answer],
             _ => split(answer, rows)?,
         };
+        times.output = inferred.elapsed();
         Ok((answers, kept))
     }));
-    match scored {
-        Ok(Ok((answers, observed))) => Scored {
-            answers: Ok(answers),
-            observed,
-        },
-        Ok(Err(err)) => Scored {
-            answers: Err(err),
-            observed: None,
-        },
-        Err(_) => Scored {
-            answers: Err(ModelError::Inference(
+    let (answers, observed) = match scored {
+        Ok(Ok((answers, observed))) => (Ok(answers), observed),
+        Ok(Err(err)) => (Err(err), None),
+        Err(_) => (
+            Err(ModelError::Inference(
                 "the model panicked during inference".to_owned(),
             )),
-            observed: None,
-        },
+            None,
+        ),
+    };
+    Scored {
+        answers,
+        observed,
+        times,
     }
 }
 

@@ -39,6 +39,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v2/models/{name}/versions/{version}",
             get(v2::model_metadata),
         )
+        .route("/v2/models/stats", get(v2::server_stats))
+        .route("/v2/models/{name}/stats", get(v2::model_stats))
+        .route(
+            "/v2/models/{name}/versions/{version}/stats",
+            get(v2::model_stats),
+        )
         .route("/v2/models/{name}/infer", post(v2::infer))
         .route(
             "/v2/models/{name}/versions/{version}/infer",

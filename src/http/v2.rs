@@ -45,6 +45,23 @@ pub async fn model_metadata(
     Ok(JsonLine(metadata).into_response())
 }
 
+/// The statistics extension (Triton's format): the served model's figures.
+pub async fn model_stats(
+    State(state): State<Arc<AppState>>,
+    Path(path): Path<ModelPath>,
+) -> Result<Response, ApiError> {
+    state.check_model(&path.name, path.version.as_deref())?;
+    server_stats(State(state)).await
+}
+
+/// The statistics extension for every model: pinserve serves one.
+pub async fn server_stats(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let model = state.serving_model()?;
+    let labels = state.labels();
+    let report = model.batcher.stats().report(&labels.model, &labels.version);
+    Ok(JsonLine(json!({ "model_stats": [report] })).into_response())
+}
+
 pub async fn model_ready(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,

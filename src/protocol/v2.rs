@@ -355,7 +355,7 @@ impl ServerMetadata {
         ServerMetadata {
             name: "pinserve",
             version: env!("CARGO_PKG_VERSION"),
-            extensions: vec!["binary_tensor_data"],
+            extensions: vec!["binary_tensor_data", "statistics"],
         }
     }
 }

@@ -3,7 +3,8 @@
 Reads a JSON job from stdin: {"url": "HOST:PORT", "model": NAME, "requests": [REQUEST, ...]},
 where each REQUEST is {"inputs": [v2 JSON inputs], "binary_inputs": bool, "binary_outputs": bool,
 "outputs": [names] or null, "compression": [request's, response's] ("gzip", "deflate" or null)}. Writes what the client saw to stdout as JSON: liveness, readiness,
-the model metadata, and for each request its outputs as v2 JSON ({name, datatype, shape, data}).
+the model metadata, for each request its outputs as v2 JSON ({name, datatype, shape, data}), and
+the statistics extension's answer after the last request.
 The Rust test compares those with the golden outputs; this script only translates.
 """
 
@@ -75,6 +76,7 @@ def main():
         "metadata": client.get_model_metadata(job["model"]),
         "answers": [run(client, job["model"], request) for request in job["requests"]],
     }
+    report["statistics"] = client.get_inference_statistics(job["model"])
     client.close()
     json.dump(report, sys.stdout)
 
