@@ -35,7 +35,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use common::{
@@ -335,7 +335,6 @@ fn tumours_profile(dir: &Path, version: &str, scaled: Option<usize>) -> std::pat
 
 #[tokio::test(flavor = "multi_thread")]
 async fn canary_analysis_alerts_and_dashboard_against_real_prometheus() {
-    let started = Instant::now();
     let metrics = analysis_metrics();
     let rules = read_yaml("k8s/monitoring/prometheusrule.yaml")["spec"].clone();
     let dashboard: Value = serde_json::from_str(&read("k8s/monitoring/grafana-dashboard.json"))
@@ -362,7 +361,6 @@ async fn canary_analysis_alerts_and_dashboard_against_real_prometheus() {
         assert!(codes.is_subset(&expected), "{hash}: {tally:?}");
     }
     assert!(tallies[PRUNED].contains_key("500"), "{tallies:?}");
-    eprintln!("canary analysis test took {:?}", started.elapsed());
 }
 
 /// The phase Argo Rollouts must reach, per metric of the template, for each canary (compared
@@ -505,15 +503,24 @@ async fn wait_for_traffic(prometheus: &Prometheus) {
     .await;
 }
 
-/// Version 3 must break the p99 limit by itself, on this machine too.
+/// Version 3 must break the p99 limit by itself, on this machine too: its one inference, as the
+/// server's own histogram timed it (the warm-up is not in it), takes over 0.6 s.
 async fn assert_slow_enough(slow: &Pod) {
-    let started = Instant::now();
     let (status, body) = slow.server.post_json(INFER, &request(0)).await;
-    let elapsed = started.elapsed();
     assert_eq!(status, 200, "{body}");
+    let metrics = slow
+        .server
+        .metrics_when(|text| text.contains("pinserve_inference_duration_seconds_count"))
+        .await;
+    let seconds: f64 = metrics
+        .lines()
+        .find(|line| line.starts_with("pinserve_inference_duration_seconds_sum"))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .expect("no inference duration in /metrics");
     assert!(
-        elapsed > Duration::from_millis(600),
-        "embedding_lookup version 3 answered in {elapsed:?}: this CPU is too fast for the \
+        seconds > 0.6,
+        "embedding_lookup version 3 inferred in {seconds} s: this CPU is too fast for the \
          fixture to break a 0.5 s p99; raise REFINE_STEPS in models-fixtures/generate.py"
     );
 }
