@@ -21,6 +21,31 @@ use std::{
 use serde_json::Value;
 
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a condition on a server's own endpoints is checked again.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+
+/// Tries `attempt` every `every` until it gives a value, and fails the test naming `what` and the
+/// last attempt's reason after `timeout`: the one way the tests wait for a condition, never for
+/// a fixed time.
+pub async fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut attempt: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let mut last = String::from("no attempt finished");
+    let waited = tokio::time::timeout(timeout, async {
+        loop {
+            match attempt().await {
+                Ok(value) => return value,
+                Err(why) => last = why,
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+    .await;
+    waited.unwrap_or_else(|_| panic!("{what}: not within {timeout:?}; last: {last}"))
+}
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models-fixtures")
@@ -285,36 +310,30 @@ impl Server {
 
     /// Polls `/health` until its `status` is `wanted`; returns the body.
     pub async fn wait_for_health(&self, wanted: &str) -> Value {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            let (_, body) = self.get("/health").await;
-            if body["status"] == wanted {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "health never became {wanted}: last {body}; logs: {:?}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until(
+            &format!("/health to say {wanted}"),
+            STARTUP_TIMEOUT,
+            POLL_EVERY,
+            async || {
+                let (_, body) = self.get("/health").await;
+                if body["status"] == wanted {
+                    Ok(body)
+                } else {
+                    Err(format!("{body}; logs: {:?}", self.logs()))
+                }
+            },
+        )
+        .await
     }
 
     /// Polls `/metrics` until `done` holds of the exposition, and returns it: for what the
     /// server records after it has answered (drift).
     pub async fn metrics_when(&self, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
+        wait_until("the metrics", STARTUP_TIMEOUT, POLL_EVERY, async || {
             let text = self.metrics().await;
-            if done(&text) {
-                return text;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the metrics never got there:\n{text}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            if done(&text) { Ok(text) } else { Err(text) }
+        })
+        .await
     }
 
     pub fn logs(&self) -> Vec<Value> {

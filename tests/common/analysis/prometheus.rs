@@ -279,16 +279,7 @@ fn find_binary(name: &str) -> PathBuf {
 pub async fn poll<T>(
     what: &str,
     timeout: Duration,
-    mut attempt: impl AsyncFnMut() -> Result<T, String>,
+    attempt: impl AsyncFnMut() -> Result<T, String>,
 ) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match attempt().await {
-            Ok(value) => return value,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("{what}: not within {timeout:?}; last: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
+    crate::common::wait_until(what, timeout, Duration::from_millis(250), attempt).await
 }
