@@ -169,18 +169,67 @@ impl FromRequest<Arc<AppState>> for RequestBody {
         if let Err(err) = state.body_budget.grow(&mut share, declared.unwrap_or(0)) {
             return Err(budget_spent(body, state, err).await);
         }
+        read(body, state, Sink::new(coding, declared, limit), share).await
+    }
+}
+
+/// Where a body's bytes go as they arrive: into its buffer as they are, or inflated.
+enum Sink {
+    /// `ceiling`: the declared length, else the limit (see [`make_room`]).
+    Plain {
+        buffer: Vec<u8>,
+        ceiling: usize,
+    },
+    Inflated(Box<Inflater>),
+}
+
+impl Sink {
+    fn new(coding: Coding, declared: Option<usize>, limit: usize) -> Sink {
         match Inflater::new(coding, limit) {
-            None => read(body, state, declared, share).await,
-            Some(inflater) => inflate(body, state, inflater, share).await,
+            Some(inflater) => Sink::Inflated(Box::new(inflater)),
+            None => Sink::Plain {
+                buffer: Vec::new(),
+                ceiling: declared.unwrap_or(limit),
+            },
+        }
+    }
+
+    fn push(&mut self, data: &[u8], limit: usize) -> Result<(), InflateError> {
+        match self {
+            Sink::Plain { buffer, ceiling } => {
+                if buffer.len() + data.len() > limit {
+                    return Err(InflateError::TooLarge);
+                }
+                make_room(buffer, data.len(), *ceiling);
+                buffer.extend_from_slice(data);
+                Ok(())
+            }
+            Sink::Inflated(inflater) => inflater.push(data),
+        }
+    }
+
+    /// Bytes held for the body so far: what it takes of the budget.
+    fn capacity(&self) -> usize {
+        match self {
+            Sink::Plain { buffer, .. } => buffer.capacity(),
+            Sink::Inflated(inflater) => inflater.capacity(),
+        }
+    }
+
+    fn finish(self) -> Result<Vec<u8>, InflateError> {
+        match self {
+            Sink::Plain { buffer, .. } => Ok(buffer),
+            Sink::Inflated(inflater) => (*inflater).finish(),
         }
     }
 }
 
-/// Inflates a compressed body as it arrives; the limit and the budget count inflated bytes.
-async fn inflate(
+/// Buffers the body (inflated, when it is compressed), growing its share of the budget as the
+/// buffer grows; the limit and the budget count the bytes the handlers will read.
+async fn read(
     mut body: Body,
     state: &AppState,
-    mut inflater: Inflater,
+    mut sink: Sink,
     mut share: BudgetShare,
 ) -> Result<RequestBody, ApiError> {
     let limit = state.max_body_bytes;
@@ -189,62 +238,30 @@ async fn inflate(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        match inflater.push(&data) {
+        match sink.push(&data, limit) {
             Ok(()) => {}
             Err(InflateError::TooLarge) => return Err(too_large(body, limit).await),
             Err(InflateError::Invalid(reason)) => return Err(ApiError::Body(reason)),
         }
-        let unshared = inflater.capacity().saturating_sub(share.bytes());
+        let unshared = sink.capacity().saturating_sub(share.bytes());
         if unshared > 0
             && let Err(err) = state.body_budget.grow(&mut share, unshared)
         {
             return Err(budget_spent(body, state, err).await);
         }
     }
-    match inflater.finish() {
+    match sink.finish() {
         Ok(bytes) => Ok(RequestBody {
             bytes: Bytes::from(bytes),
             share,
         }),
+        // The compressed body ended; what it inflated to at the end was too much.
         Err(InflateError::TooLarge) => Err(ApiError::PayloadTooLarge {
             limit,
             drained: true,
         }),
         Err(InflateError::Invalid(reason)) => Err(ApiError::Body(reason)),
     }
-}
-
-/// Buffers the body, growing its share of the budget when it has no declared length.
-async fn read(
-    mut body: Body,
-    state: &AppState,
-    declared: Option<usize>,
-    mut share: BudgetShare,
-) -> Result<RequestBody, ApiError> {
-    let limit = state.max_body_bytes;
-    let ceiling = declared.unwrap_or(limit);
-    let mut buffer = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|err| ApiError::Body(err.to_string()))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        if buffer.len() + data.len() > limit {
-            return Err(too_large(body, limit).await);
-        }
-        make_room(&mut buffer, data.len(), ceiling);
-        let unshared = buffer.capacity().saturating_sub(share.bytes());
-        if unshared > 0
-            && let Err(err) = state.body_budget.grow(&mut share, unshared)
-        {
-            return Err(budget_spent(body, state, err).await);
-        }
-        buffer.extend_from_slice(&data);
-    }
-    Ok(RequestBody {
-        bytes: Bytes::from(buffer),
-        share,
-    })
 }
 
 /// Makes room for `incoming` more bytes, doubling the capacity so a body costs few copies, but
