@@ -13,7 +13,7 @@ mod k8s;
 use std::path::Path;
 
 use common::{Server, fixtures};
-use k8s::{k8s_dir, read_documents, validate};
+use k8s::{k8s_dir, pinned_image, read_documents, validate};
 use serde_json::json;
 use serde_yaml_ng::Value;
 
@@ -70,15 +70,7 @@ fn the_runtime_serves_onnx_on_kserves_port_with_honest_probes() {
     );
     let container = container(&runtime);
     assert_eq!(container["name"], "kserve-container");
-    let base = std::fs::read_to_string(k8s_dir().join("base/kustomization.yaml")).unwrap();
-    let tag = base
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("newTag: "))
-        .unwrap();
-    assert_eq!(
-        container["image"].as_str().unwrap(),
-        format!("ghcr.io/pinserve/pinserve:{tag}")
-    );
+    assert_eq!(container["image"].as_str().unwrap(), pinned_image());
     let args = args(&runtime);
     assert_eq!(args[0], "serve");
     for expected in [

@@ -21,13 +21,12 @@ use std::{
     process::Command,
 };
 
-use k8s::{describe, k8s_dir, render, repo, validate};
+use k8s::{PINSERVE_IMAGE, describe, k8s_dir, pinned_image, render, repo, validate};
 use serde_json::json;
 use serde_yaml_ng::Value;
 
 const PIPELINES: &str = "pipelines";
 const TEMPLATE: &str = "pinserve-retrain";
-const PINSERVE_IMAGE: &str = "ghcr.io/pinserve/pinserve";
 
 fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     let found: Vec<&Value> = docs.iter().filter(|doc| doc["kind"] == kind).collect();
@@ -60,19 +59,6 @@ fn services() -> Vec<String> {
         .collect();
     found.sort();
     found
-}
-
-/// The image tag k8s/base/kustomization.yaml pins for pinserve.
-fn pinned_image() -> String {
-    let base: Value = serde_yaml_ng::from_str(
-        &std::fs::read_to_string(k8s_dir().join("base/kustomization.yaml")).unwrap(),
-    )
-    .unwrap();
-    let image = sequence(&base["images"])
-        .iter()
-        .find(|image| image["name"] == PINSERVE_IMAGE)
-        .expect("k8s/base pins no pinserve image");
-    format!("{PINSERVE_IMAGE}:{}", text(&image["newTag"]))
 }
 
 #[test]

@@ -140,6 +140,23 @@ fn prometheus_operator_schemas() -> &'static Path {
     .path()
 }
 
+/// pinserve's image, unpinned.
+pub const PINSERVE_IMAGE: &str = "ghcr.io/pinserve/pinserve";
+
+/// pinserve's image with the tag k8s/base/kustomization.yaml pins: the one tag every manifest
+/// that runs pinserve (the services, the pipeline, the KServe runtime) must use.
+pub fn pinned_image() -> String {
+    let base = read_documents(&k8s_dir().join("base/kustomization.yaml")).remove(0);
+    let image = base["images"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find(|image| image["name"] == PINSERVE_IMAGE)
+        .expect("k8s/base pins no pinserve image");
+    let tag = image["newTag"].as_str().expect("no newTag for pinserve");
+    format!("{PINSERVE_IMAGE}:{tag}")
+}
+
 /// Every folder under k8s/ that holds a kustomization.yaml, sorted.
 pub fn kustomizations() -> Vec<PathBuf> {
     fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
