@@ -18,7 +18,10 @@ use std::{
     path::Path,
 };
 
-use k8s::{describe, k8s_dir, parse_documents, read_documents, render, try_render, validate};
+use k8s::{
+    describe, k8s_dir, of_kind, one_of_kind, parse_documents, read_documents, render, try_render,
+    validate,
+};
 use serde_yaml_ng::Value;
 
 const SERVICES: [&str; 3] = [
@@ -62,16 +65,6 @@ fn service_folders() -> Vec<(String, String)> {
     }
     found.sort();
     found
-}
-
-fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    docs.iter().filter(|doc| doc["kind"] == kind).collect()
-}
-
-fn one_of_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
-    let found = of_kind(docs, kind);
-    assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
-    found[0]
 }
 
 fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {

@@ -21,22 +21,14 @@ use std::{
     process::Command,
 };
 
-use k8s::{PINSERVE_IMAGE, describe, k8s_dir, pinned_image, render, repo, validate};
+use k8s::{
+    PINSERVE_IMAGE, describe, k8s_dir, of_kind, one_of_kind, pinned_image, render, repo, validate,
+};
 use serde_json::json;
 use serde_yaml_ng::Value;
 
 const PIPELINES: &str = "pipelines";
 const TEMPLATE: &str = "pinserve-retrain";
-
-fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
-    let found: Vec<&Value> = docs.iter().filter(|doc| doc["kind"] == kind).collect();
-    assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
-    found[0]
-}
-
-fn all<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    docs.iter().filter(|doc| doc["kind"] == kind).collect()
-}
 
 fn text(value: &Value) -> &str {
     value
@@ -87,7 +79,7 @@ fn pipeline_renders_and_passes_strict_schema_validation() {
 fn strict_schemas_reject_misspelt_pipeline_fields() {
     let docs = render(PIPELINES);
     let misspell = |kind: &str, edit: &dyn Fn(&mut Value)| {
-        let mut doc = all(&docs, kind)[0].clone();
+        let mut doc = of_kind(&docs, kind)[0].clone();
         edit(&mut doc);
         let verdict = validate(std::slice::from_ref(&doc));
         assert!(
@@ -133,7 +125,7 @@ fn strict_schemas_reject_misspelt_pipeline_fields() {
 fn pinserve_steps_use_the_pinned_image() {
     let pinned = pinned_image();
     let docs = render(PIPELINES);
-    let template = one(&docs, "WorkflowTemplate");
+    let template = one_of_kind(&docs, "WorkflowTemplate");
     let mut pinserve_steps = BTreeSet::new();
     for step in sequence(&template["spec"]["templates"]) {
         let name = text(&step["name"]);
@@ -166,7 +158,7 @@ fn pinserve_steps_use_the_pinned_image() {
 #[test]
 fn no_credential_is_written_in_a_manifest() {
     let docs = render(PIPELINES);
-    assert!(all(&docs, "Secret").is_empty());
+    assert!(of_kind(&docs, "Secret").is_empty());
     let sensitive = ["TOKEN", "PASSWORD", "SECRET", "CREDENTIAL", "USERNAME"];
     let holds_credential = |name: &str| {
         !name.starts_with("GIT_CONFIG")
@@ -200,7 +192,7 @@ fn no_credential_is_written_in_a_manifest() {
         }
     }
     assert!(checked >= 5, "only {checked} credential variables found");
-    let template = one(&docs, "WorkflowTemplate");
+    let template = one_of_kind(&docs, "WorkflowTemplate");
     for step in sequence(&template["spec"]["templates"]) {
         for artifact in step["inputs"]["artifacts"]
             .as_sequence()
@@ -222,7 +214,7 @@ fn no_credential_is_written_in_a_manifest() {
 #[test]
 fn the_workflow_promotes_only_a_passing_version_and_alerts_on_a_failed_gate() {
     let docs = render(PIPELINES);
-    let template = one(&docs, "WorkflowTemplate");
+    let template = one_of_kind(&docs, "WorkflowTemplate");
     assert_eq!(template["metadata"]["name"], TEMPLATE);
     let spec = &template["spec"];
     let entry = sequence(&spec["templates"])
@@ -267,13 +259,13 @@ fn the_workflow_promotes_only_a_passing_version_and_alerts_on_a_failed_gate() {
 #[test]
 fn every_service_has_its_schedule_and_its_gate() {
     let docs = render(PIPELINES);
-    let template = one(&docs, "WorkflowTemplate");
+    let template = one_of_kind(&docs, "WorkflowTemplate");
     let required: BTreeSet<&str> = sequence(&template["spec"]["arguments"]["parameters"])
         .iter()
         .filter(|p| p["value"].is_null())
         .map(|p| text(&p["name"]))
         .collect();
-    let crons = all(&docs, "CronWorkflow");
+    let crons = of_kind(&docs, "CronWorkflow");
     assert_eq!(crons.len(), services().len());
     for service in services() {
         let cron = crons
@@ -373,7 +365,7 @@ fn sensor_accepts(sensor: &Value, event: &serde_json::Value) -> bool {
 #[test]
 fn the_sensor_retrains_exactly_the_service_whose_drift_alert_fires() {
     let docs = render(PIPELINES);
-    let sensor = one(&docs, "Sensor");
+    let sensor = one_of_kind(&docs, "Sensor");
     let event = |payload| json!({"header": {}, "body": payload});
     assert!(sensor_accepts(
         sensor,
@@ -396,7 +388,7 @@ fn the_sensor_retrains_exactly_the_service_whose_drift_alert_fires() {
         );
     }
     let dependency = &sensor["spec"]["dependencies"][0];
-    let source = one(&docs, "EventSource");
+    let source = one_of_kind(&docs, "EventSource");
     assert_eq!(dependency["eventSourceName"], source["metadata"]["name"]);
     assert!(!source["spec"]["webhook"][text(&dependency["eventName"])].is_null());
 
@@ -417,7 +409,7 @@ fn the_sensor_retrains_exactly_the_service_whose_drift_alert_fires() {
         .unwrap();
     let submitted = format!("{service}{}", text(&resource["metadata"]["name"]));
     assert!(
-        all(&docs, "CronWorkflow")
+        of_kind(&docs, "CronWorkflow")
             .iter()
             .any(|cron| cron["metadata"]["name"] == submitted.as_str()),
         "the Sensor would submit from {submitted}, which does not exist"
@@ -473,7 +465,7 @@ fn alertmanager_routes_drift_alerts_to_the_pipeline() {
         .unwrap();
     let url = text(&receiver["webhook_configs"][0]["url"]);
     let docs = render(PIPELINES);
-    let source = one(&docs, "EventSource");
+    let source = one_of_kind(&docs, "EventSource");
     let webhook = &source["spec"]["webhook"]["alertmanager"];
     let namespace = text(&source["metadata"]["namespace"]);
     let expected = format!(

@@ -140,6 +140,18 @@ fn prometheus_operator_schemas() -> &'static Path {
     .path()
 }
 
+/// The documents of `kind`.
+pub fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|doc| doc["kind"] == kind).collect()
+}
+
+/// The one document of `kind`; none or several fail the test.
+pub fn one_of_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let found = of_kind(docs, kind);
+    assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
+    found[0]
+}
+
 /// pinserve's image, unpinned.
 pub const PINSERVE_IMAGE: &str = "ghcr.io/pinserve/pinserve";
 
