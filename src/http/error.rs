@@ -1,6 +1,7 @@
-//! The one table from errors to HTTP statuses. Every error answer is JSON of the protocol's
-//! form, `{"error": "..."}`, and names the problem; unexpected errors are logged here, once,
-//! where they become a response.
+//! The one table from errors to HTTP statuses and gRPC status codes. Every HTTP error answer is
+//! JSON of the protocol's form, `{"error": "..."}`, every gRPC one a status whose message is the
+//! same text, and it names the problem; unexpected errors are logged here, once, where they
+//! become a response.
 
 use axum::{
     http::{HeaderValue, StatusCode, header},
@@ -62,6 +63,9 @@ pub enum ApiError {
         version: String,
         phase: &'static str,
     },
+    /// The client's own deadline (gRPC's `grpc-timeout`) passed before the answer was ready.
+    #[error("the request's deadline of {}s passed before the answer was ready", .limit.as_secs_f64())]
+    Deadline { limit: std::time::Duration },
     #[error(transparent)]
     Batch(#[from] BatchError),
 }
@@ -114,6 +118,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ConnectionLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ModelNotFound { .. } | ApiError::RouteNotFound { .. } => {
                 StatusCode::NOT_FOUND
@@ -127,6 +132,29 @@ impl ApiError {
             }
             ApiError::Batch(BatchError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Batch(BatchError::Model(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The gRPC column of the table: the code a `GRPCInferenceService` call fails with.
+    pub fn grpc_code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            ApiError::Request(_) | ApiError::Body(_) => Code::InvalidArgument,
+            ApiError::PayloadTooLarge { .. } => Code::ResourceExhausted,
+            ApiError::UnsupportedEncoding { .. }
+            | ApiError::RouteNotFound { .. }
+            | ApiError::MethodNotAllowed { .. } => Code::Unimplemented,
+            ApiError::BodyTimeout { .. }
+            | ApiError::Deadline { .. }
+            | ApiError::Batch(BatchError::Timeout { .. }) => Code::DeadlineExceeded,
+            ApiError::ModelNotFound { .. } => Code::NotFound,
+            ApiError::Batch(BatchError::QueueFull { .. }) | ApiError::BodyBudgetSpent { .. } => {
+                Code::ResourceExhausted
+            }
+            ApiError::NotReady { .. }
+            | ApiError::ConnectionLimit { .. }
+            | ApiError::Batch(BatchError::Stopped) => Code::Unavailable,
+            ApiError::Batch(BatchError::Model(_)) => Code::Internal,
         }
     }
 
@@ -169,6 +197,15 @@ impl IntoResponse for ApiError {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(err: ApiError) -> Self {
+        if let ApiError::Batch(BatchError::Model(model_error)) = &err {
+            log_unexpected(model_error);
+        }
+        tonic::Status::new(err.grpc_code(), err.to_string())
     }
 }
 
@@ -221,6 +258,57 @@ mod tests {
         assert_eq!(response.headers()[header::CONNECTION], "close");
         let failed = ApiError::Batch(BatchError::Model(ModelError::Inference("boom".into())));
         assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn grpc_codes_follow_the_same_kinds() {
+        use tonic::Code;
+        let cases = [
+            (
+                ApiError::from(InputError::DuplicateInput("x".into())),
+                Code::InvalidArgument,
+            ),
+            (
+                ApiError::Batch(BatchError::QueueFull {
+                    queued: 9,
+                    limit: 8,
+                }),
+                Code::ResourceExhausted,
+            ),
+            (
+                ApiError::NotReady {
+                    model: "m".into(),
+                    version: "1".into(),
+                    phase: "loading",
+                },
+                Code::Unavailable,
+            ),
+            (ApiError::Batch(BatchError::Stopped), Code::Unavailable),
+            (
+                ApiError::Batch(BatchError::Timeout {
+                    waited: std::time::Duration::from_secs(1),
+                }),
+                Code::DeadlineExceeded,
+            ),
+            (
+                ApiError::ModelNotFound {
+                    name: "m".into(),
+                    version: None,
+                    served: "'n' version '1'".into(),
+                },
+                Code::NotFound,
+            ),
+            (
+                ApiError::Batch(BatchError::Model(ModelError::Inference("boom".into()))),
+                Code::Internal,
+            ),
+        ];
+        for (err, code) in cases {
+            let message = err.to_string();
+            let status = tonic::Status::from(err);
+            assert_eq!(status.code(), code, "{message}");
+            assert_eq!(status.message(), message);
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Wire formats: the Open Inference Protocol v2 ([`v2`]) and the TF Serving / KServe V1 form
+//! Wire formats: the Open Inference Protocol v2 over HTTP ([`v2`]) and gRPC ([`grpc`]), and the TF Serving / KServe V1 form
 //! of `/predict` ([`predict`]). Decoders check every request against the model's signature, so
 //! what reaches the batcher is always well-formed.
 
 pub mod binary;
+pub mod grpc;
 pub mod json;
 pub mod predict;
 pub mod v2;
