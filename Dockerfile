@@ -48,6 +48,6 @@ RUN --mount=type=bind,source=scripts/image/install-git.sh,target=/tmp/install-gi
 # of in-process fetches (~/.cache/pinserve) lands in /tmp, an emptyDir under a read-only root.
 ENV HOME=/tmp
 USER 65532:65532
-EXPOSE 8080
+EXPOSE 8080 8081
 ENTRYPOINT ["pinserve"]
 CMD ["serve", "--model-dir", "/models"]

@@ -3,12 +3,13 @@
 //! For each model it measures, one after the other on the same machine:
 //! - **raw ONNX Runtime** in this process (the same library, intra-op threads as pinserve's
 //!   default), one session, batch sizes 1 to 128: the ceiling any server can reach;
-//! - **pinserve** (the release binary), v2 JSON and the binary tensor data extension;
+//! - **pinserve** (the release binary), v2 JSON, the binary tensor data extension, and gRPC
+//!   (`ModelInfer` with `raw_input_contents`, over HTTP/2);
 //! - **FastAPI** + uvicorn + onnxruntime (`benches/peers/fastapi_v2.py`, v2 JSON);
 //! - **Seldon MLServer** with adaptive batching (`benches/peers/mlserver/`, v2 JSON);
 //!
 //! each driven by a closed-loop load generator (below: one thread, HTTP/1.1 keep-alive
-//! connections, one request in flight per connection) at several concurrencies and request
+//! connections, or HTTP/2 ones for gRPC, one request in flight per connection) at several concurrencies and request
 //! sizes, reporting rows/s, p50 and p99 latency. The peers are installed by
 //! `benches/peers/install.sh`, which this benchmark runs first.
 //!
@@ -125,6 +126,8 @@ struct Load {
     /// The binary extension's `Inference-Header-Content-Length`, when the body uses it.
     json_length: Option<usize>,
     rows: usize,
+    /// A gRPC call (the body is one length-prefixed message) over HTTP/2, not HTTP/1.1.
+    grpc: bool,
 }
 
 struct Outcome {
@@ -172,6 +175,7 @@ fn json_load(model: &str, rows: usize) -> Load {
         body: serde_json::to_vec(&body).unwrap().into(),
         json_length: None,
         rows,
+        grpc: false,
     }
 }
 
@@ -196,6 +200,42 @@ fn binary_load(model: &str, rows: usize) -> Load {
         body: body.into(),
         json_length: Some(json_length),
         rows,
+        grpc: false,
+    }
+}
+
+/// `ModelInfer` with the rows in `raw_input_contents`, as Triton's gRPC client sends them.
+fn grpc_load(model: &str, rows: usize) -> Load {
+    use pinserve::protocol::grpc::pb::{ModelInferRequest, model_infer_request::InferInputTensor};
+    use prost::Message;
+    let (name, row) = first_row(model);
+    let data: Vec<u8> = row
+        .iter()
+        .cycle()
+        .take(row.len() * rows)
+        .flat_map(|value| value.to_le_bytes())
+        .collect();
+    let request = ModelInferRequest {
+        model_name: model.to_owned(),
+        inputs: vec![InferInputTensor {
+            name,
+            datatype: "FP32".into(),
+            shape: vec![rows as i64, row.len() as i64],
+            ..InferInputTensor::default()
+        }],
+        raw_input_contents: vec![data],
+        ..ModelInferRequest::default()
+    };
+    let message = request.encode_to_vec();
+    let mut body = vec![0];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend(message);
+    Load {
+        path: "/inference.GRPCInferenceService/ModelInfer".to_owned(),
+        body: body.into(),
+        json_length: None,
+        rows,
+        grpc: true,
     }
 }
 
@@ -211,7 +251,12 @@ fn drive(address: SocketAddr, load: &Load, concurrency: usize, seconds: f64) -> 
     let start = Instant::now();
     let (from, until) = (start + WARMUP, start + WARMUP + measured);
     let per_connection = runtime.block_on(futures_util::future::join_all(
-        (0..concurrency).map(|_| connection(address, load, from, until)),
+        (0..concurrency).map(|_| async move {
+            match load.grpc {
+                true => grpc_connection(address, load, from, until).await,
+                false => connection(address, load, from, until).await,
+            }
+        }),
     ));
     let generator_cpu =
         (thread_cpu_time() - cpu_before).as_secs_f64() / start.elapsed().as_secs_f64();
@@ -277,6 +322,59 @@ async fn connection(
         }
     }
     (latencies, errors)
+}
+
+/// One HTTP/2 connection sending `load`'s gRPC call until `until`, one call at a time (as
+/// [`connection`] does over HTTP/1.1), with h2 directly: a full gRPC client's layers would cost
+/// CPU the server being measured needs. A call counts when its trailers say `grpc-status: 0`.
+async fn grpc_connection(
+    address: SocketAddr,
+    load: &Load,
+    from: Instant,
+    until: Instant,
+) -> (Vec<Duration>, usize) {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (client, connection) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let uri = format!("http://{address}{}", load.path);
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    loop {
+        let sent = Instant::now();
+        if sent >= until {
+            break;
+        }
+        let request = http::Request::post(uri.as_str())
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (response, mut send) = client.send_request(request, false).unwrap();
+        send.send_data(load.body.clone(), true).unwrap();
+        let answered = grpc_answer(response).await;
+        let done = Instant::now();
+        if !answered {
+            errors += 1;
+        } else if sent >= from && done <= until {
+            latencies.push(done - sent);
+        }
+        client = client.ready().await.unwrap();
+    }
+    (latencies, errors)
+}
+
+/// Reads a gRPC answer to its trailers; whether it succeeded with a message.
+async fn grpc_answer(response: h2::client::ResponseFuture) -> bool {
+    let mut body = response.await.unwrap().into_body();
+    let mut length = 0;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        length += chunk.len();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = body.trailers().await.unwrap().unwrap_or_default();
+    length > 0 && trailers.get("grpc-status").is_some_and(|status| status == "0")
 }
 
 /// Reads one response into `buffer` (cleared first): its status and body length.
@@ -623,11 +721,15 @@ async fn bench_model(model: &str, options: &Options) {
     for (body, make) in [
         ("json", json_load as fn(&str, usize) -> Load),
         ("binary", binary_load),
+        ("grpc", grpc_load),
     ] {
         for &rows in &options.rows {
             let load = make(model, rows);
             for &concurrency in &options.concurrency {
-                let address = server.address;
+                let address = match load.grpc {
+                    true => server.grpc_address(),
+                    false => server.address,
+                };
                 let run_load = load.clone();
                 let seconds = options.seconds;
                 meter.read(&server).await;

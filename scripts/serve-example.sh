@@ -4,12 +4,14 @@
 #
 #   scripts/serve-example.sh [breast_cancer | tabular_mlp | churn_pipeline]   (breast_cancer)
 #
-# PINSERVE_LISTEN changes the address (127.0.0.1:8080).
+# PINSERVE_LISTEN changes the HTTP address (127.0.0.1:8080), PINSERVE_GRPC_LISTEN the gRPC one
+# (127.0.0.1:8081).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 model=${1:-breast_cancer}
 listen=${PINSERVE_LISTEN:-127.0.0.1:8080}
+grpc_listen=${PINSERVE_GRPC_LISTEN:-127.0.0.1:8081}
 case $model in
     breast_cancer)
         # The first example of the held-out test split.
@@ -45,7 +47,8 @@ cargo build --release
     done
     cat <<MESSAGE
 
-pinserve is serving $model version 1 on http://$listen. In another terminal, try:
+pinserve is serving $model version 1 on http://$listen (and KServe V2 gRPC on $grpc_listen).
+In another terminal, try:
 
   curl -s http://$listen/health
   curl -s http://$listen/v2/models/$model
@@ -54,9 +57,10 @@ pinserve is serving $model version 1 on http://$listen. In another terminal, try
   curl -s -X POST http://$listen/predict -H 'content-type: application/json' \\
     -d '$predict'
 
-Ctrl-C stops it. PINSERVE_LISTEN=ADDRESS:PORT serves on another address.
+Ctrl-C stops it. PINSERVE_LISTEN=ADDRESS:PORT serves on another address
+(PINSERVE_GRPC_LISTEN for gRPC, or none).
 
 MESSAGE
 ) &
 exec target/release/pinserve serve --model-repository models-fixtures \
-    --model "$model" --version 1 --listen "$listen" --drain-seconds 0
+    --model "$model" --version 1 --listen "$listen" --grpc-listen "$grpc_listen" --drain-seconds 0
