@@ -43,7 +43,8 @@ pub struct TaskPlan {
     pub label_output: Option<String>,
     /// Class scores (classification) or predicted values (regression).
     pub score_output: Option<String>,
-    /// Explicit classes in score-column order; `None` means the sorted observed labels.
+    /// Classes in score-column order, given by the caller or a ZipMap score output's labels;
+    /// `None` means the sorted observed labels.
     pub classes: Option<Vec<Label>>,
     /// Explicit positive class for binary metrics; `None` means `1`, else the second class.
     pub positive_class: Option<Label>,
