@@ -817,7 +817,12 @@ mod tests {
             classification: vec![None],
         };
         let answer = |request: &InferRequest| {
-            let encoded = encode_response(("m", "1"), request, &sig, &[probabilities.clone()]);
+            let encoded = encode_response(
+                ("m", "1"),
+                request,
+                &sig,
+                std::slice::from_ref(&probabilities),
+            );
             serde_json::from_slice::<serde_json::Value>(&encoded.body).unwrap()["outputs"][0]
                 .clone()
         };
