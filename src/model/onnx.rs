@@ -1,11 +1,14 @@
 //! The ONNX Runtime implementation of [`Model`]: one `ort` session, owned by the thread that
 //! runs it (`Session::run` takes `&mut self`).
 
-use std::{path::Path, sync::Arc};
+use std::{hash::Hash, path::Path, sync::Arc};
 
 use ort::{
     session::{OutputSelector, RunOptions, Session, SessionInputValue, builder::SessionBuilder},
-    value::{DynMapValueType, DynValue, Outlet, TensorElementType, TensorRef, ValueType},
+    value::{
+        DynMap, DynMapValueType, DynValue, IntoTensorElementType, Outlet, TensorElementType,
+        TensorRef, ValueType,
+    },
 };
 
 use super::{
@@ -257,24 +260,24 @@ fn from_zipmap(name: &str, labels: &ClassLabels, value: &DynValue) -> Result<Ten
         .try_extract_sequence::<DynMapValueType>()
         .map_err(|err| inference(err.to_string()))?;
     let data = match labels {
-        ClassLabels::Int64(labels) => {
-            let rows = maps
-                .iter()
-                .map(|map| map.try_extract_key_values::<i64, f32>())
-                .collect::<ort::Result<Vec<_>>>();
-            zipmap::dense(labels, &rows.map_err(|err| inference(err.to_string()))?)
-        }
-        ClassLabels::Strings(labels) => {
-            let rows = maps
-                .iter()
-                .map(|map| map.try_extract_key_values::<String, f32>())
-                .collect::<ort::Result<Vec<_>>>();
-            zipmap::dense(labels, &rows.map_err(|err| inference(err.to_string()))?)
-        }
+        ClassLabels::Int64(labels) => dense_maps(&maps, labels),
+        ClassLabels::Strings(labels) => dense_maps(&maps, labels),
     }
-    .map_err(|err| inference(err.to_string()))?;
+    .map_err(inference)?;
     Tensor::new(vec![maps.len(), labels.len()], TensorData::Fp32(data))
         .map_err(|err| inference(err.to_string()))
+}
+
+fn dense_maps<K>(maps: &[DynMap], labels: &[K]) -> Result<Vec<f32>, String>
+where
+    K: IntoTensorElementType + Clone + Hash + Eq + ToString,
+{
+    let rows = maps
+        .iter()
+        .map(|map| map.try_extract_key_values::<K, f32>())
+        .collect::<ort::Result<Vec<_>>>()
+        .map_err(|err| err.to_string())?;
+    zipmap::dense(labels, &rows).map_err(|err| err.to_string())
 }
 
 fn from_ort_value(spec: &TensorSpec, value: &DynValue) -> Result<Tensor, ModelError> {
