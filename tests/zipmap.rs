@@ -281,3 +281,58 @@ fn inspect_shows_the_zipmap_and_its_labels() {
         );
     }
 }
+
+/// `pinserve eval` reads the ZipMap as the class scores, its columns named by the model's
+/// labels: held-out rows that never show class 0 still line up with the model's three columns
+/// (the observed classes, -1 and 7, would not). The targets are the predicted labels, so
+/// accuracy is 1 and log-loss is the mean of -ln(probability of the predicted class).
+#[test]
+fn eval_scores_with_the_models_labels_even_for_classes_the_data_lack() {
+    let case = &cases("zipmap_multiclass")[2];
+    let features = case["request"]["inputs"][0]["data"].as_array().unwrap();
+    let predicted = case["outputs"][0]["data"].as_array().unwrap();
+    let probabilities = golden_probabilities(case)["data"].as_array().unwrap();
+    let columns = [-1, 0, 7];
+    let mut csv = String::from("x0,x1,x2,x3,target\n");
+    let (mut loss, mut rows) = (0.0, 0.0);
+    for (row, label) in predicted.iter().enumerate() {
+        let label = label.as_i64().unwrap();
+        if label == 0 {
+            continue;
+        }
+        let values: Vec<String> = features[row * 4..row * 4 + 4]
+            .iter()
+            .map(Value::to_string)
+            .collect();
+        csv.push_str(&format!("{},{label}\n", values.join(",")));
+        let column = columns.iter().position(|&c| c == label).unwrap();
+        loss -= probabilities[row * 3 + column].as_f64().unwrap().ln();
+        rows += 1.0;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("held_out.csv");
+    std::fs::write(&data, csv).unwrap();
+    let report = work.path().join("report.json");
+    let model = common::fixtures().join("zipmap_multiclass/1");
+    let output = common::pinserve()
+        .arg("eval")
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .args(["--target", "target", "--bootstrap", "50", "--report-json"])
+        .arg(&report)
+        .arg("--cache-dir")
+        .arg(work.path().join("cache"))
+        .output()
+        .expect("cannot run pinserve");
+    assert_eq!(output.status.code(), Some(0), "{}", common::stderr(&output));
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["interpretation"]["score_output"], PROBABILITIES);
+    assert_eq!(report["metrics"]["accuracy"]["value"], 1.0);
+    let log_loss = report["metrics"]["log_loss"]["value"].as_f64().unwrap();
+    assert!(
+        (log_loss - loss / rows).abs() < 1e-6,
+        "{log_loss} vs {}",
+        loss / rows
+    );
+}
