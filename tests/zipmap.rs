@@ -282,22 +282,18 @@ fn inspect_shows_the_zipmap_and_its_labels() {
     }
 }
 
-/// `pinserve eval` reads the ZipMap as the class scores, its columns named by the model's
-/// labels: held-out rows that never show class 0 still line up with the model's three columns
-/// (the observed classes, -1 and 7, would not). The targets are the predicted labels, so
-/// accuracy is 1 and log-loss is the mean of -ln(probability of the predicted class).
-#[test]
-fn eval_scores_with_the_models_labels_even_for_classes_the_data_lack() {
-    let case = &cases("zipmap_multiclass")[2];
+/// A CSV of a golden case's rows (`x0` to `x3`) with their predicted label as `target`, for
+/// the rows whose label `keep` accepts; and those rows' indices and labels.
+fn held_out(case: &Value, keep: impl Fn(&str) -> bool) -> (String, Vec<(usize, String)>) {
     let features = case["request"]["inputs"][0]["data"].as_array().unwrap();
     let predicted = case["outputs"][0]["data"].as_array().unwrap();
-    let probabilities = golden_probabilities(case)["data"].as_array().unwrap();
-    let columns = [-1, 0, 7];
     let mut csv = String::from("x0,x1,x2,x3,target\n");
-    let (mut loss, mut rows) = (0.0, 0.0);
+    let mut kept = Vec::new();
     for (row, label) in predicted.iter().enumerate() {
-        let label = label.as_i64().unwrap();
-        if label == 0 {
+        let label = label
+            .as_str()
+            .map_or_else(|| label.to_string(), str::to_owned);
+        if !keep(&label) {
             continue;
         }
         let values: Vec<String> = features[row * 4..row * 4 + 4]
@@ -305,10 +301,32 @@ fn eval_scores_with_the_models_labels_even_for_classes_the_data_lack() {
             .map(Value::to_string)
             .collect();
         csv.push_str(&format!("{},{label}\n", values.join(",")));
-        let column = columns.iter().position(|&c| c == label).unwrap();
-        loss -= probabilities[row * 3 + column].as_f64().unwrap().ln();
-        rows += 1.0;
+        kept.push((row, label));
     }
+    (csv, kept)
+}
+
+/// `pinserve eval` reads the ZipMap as the class scores, its columns named by the model's
+/// labels: held-out rows that never show class 0 still line up with the model's three columns
+/// (the observed classes, -1 and 7, would not). The targets are the predicted labels, so
+/// accuracy is 1 and log-loss is the mean of -ln(probability of the predicted class).
+#[test]
+fn eval_scores_with_the_models_labels_even_for_classes_the_data_lack() {
+    let case = &cases("zipmap_multiclass")[2];
+    let probabilities = golden_probabilities(case)["data"].as_array().unwrap();
+    let columns = [-1, 0, 7];
+    let (csv, kept) = held_out(case, |label| label != "0");
+    let loss: f64 = kept
+        .iter()
+        .map(|&(row, ref label)| {
+            let column = columns
+                .iter()
+                .position(|c| c.to_string() == *label)
+                .unwrap();
+            -probabilities[row * 3 + column].as_f64().unwrap().ln()
+        })
+        .sum();
+    let rows = kept.len() as f64;
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("held_out.csv");
     std::fs::write(&data, csv).unwrap();
@@ -334,5 +352,59 @@ fn eval_scores_with_the_models_labels_even_for_classes_the_data_lack() {
         (log_loss - loss / rows).abs() < 1e-6,
         "{log_loss} vs {}",
         loss / rows
+    );
+}
+
+/// The value of the `name` series whose labels include `label`, if it is exposed.
+fn sample(text: &str, name: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
+        .find_map(|line| line.rsplit_once(' ')?.1.parse().ok())
+}
+
+/// Drift monitoring profiles a binary ZipMap like any probability matrix: the positive class's
+/// column (1) gets score bins, and served rows are tracked against them, besides the classes
+/// of the label output.
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_monitoring_tracks_the_positive_class_probability() {
+    let case = &cases("zipmap_binary")[2];
+    let (csv, kept) = held_out(case, |_| true);
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("train.csv");
+    std::fs::write(&data, csv).unwrap();
+    let profile = work.path().join("reference.json");
+    let model = common::fixtures().join("zipmap_binary/1");
+    common::profiles::write_profile(&model, &data, &profile, &["--target", "target"]);
+    let document: Value = serde_json::from_slice(&std::fs::read(&profile).unwrap()).unwrap();
+    let scores = &document["predictions"][1];
+    assert_eq!(
+        (&scores["output"], &scores["kind"], &scores["column"]),
+        (&json!(PROBABILITIES), &json!("scores"), &json!(1)),
+        "{document}"
+    );
+
+    let server = Server::fixture(
+        "zipmap_binary",
+        &["--reference-profile", profile.to_str().unwrap()],
+    )
+    .await;
+    let (status, body) = server
+        .post_json("/v2/models/zipmap_binary/infer", &case["request"])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let output = format!("output=\"{PROBABILITIES}\"");
+    let text = server
+        .metrics_when(|text| {
+            sample(text, "pinserve_prediction_value_count", &output) == Some(kept.len() as f64)
+        })
+        .await;
+    assert!(
+        sample(&text, "pinserve_prediction_psi", &output).is_some(),
+        "{text}"
+    );
+    let ones = kept.iter().filter(|(_, label)| label == "1").count() as f64;
+    assert_eq!(
+        sample(&text, "pinserve_prediction_class_total", "class=\"1\""),
+        Some(ones)
     );
 }
