@@ -53,7 +53,7 @@ async fn run(state: &AppState, body: RequestBody) -> Result<Response, ApiError> 
     };
     let all_outputs = (0..signature.outputs.len()).collect();
     let tensors = model.batcher.infer(request.inputs, all_outputs).await?;
-    let outputs = Outputs::of(signature, &tensors);
+    let outputs = Outputs::all(signature, &tensors);
     Ok(json_response(predict::encode_response(
         request.form,
         &outputs,

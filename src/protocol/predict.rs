@@ -183,8 +183,8 @@ pub struct Outputs<'a> {
 }
 
 impl<'a> Outputs<'a> {
-    /// Every output of `signature`, answered in its order by `tensors`.
-    pub fn of(signature: &'a Signature, tensors: &'a [Tensor]) -> Outputs<'a> {
+    /// Every output of the model, as the signature orders them.
+    pub fn all(signature: &'a Signature, tensors: &'a [Tensor]) -> Outputs<'a> {
         Outputs {
             names: signature
                 .outputs
@@ -252,7 +252,7 @@ pub fn encode_response(form: Form, outputs: &Outputs<'_>) -> Result<Vec<u8>, Req
 }
 
 fn check_rows(outputs: &Outputs<'_>, count: usize) -> Result<(), RequestError> {
-    for (name, _, tensor) in outputs.each() {
+    for (name, tensor) in outputs.names.iter().zip(outputs.tensors) {
         if tensor.shape().first() != Some(&count) {
             return Err(RequestError::UnsupportedForm(format!(
                 "output '{name}' has shape {:?}, which does not split into {count} rows; \
@@ -289,28 +289,39 @@ struct Row<'a> {
     index: usize,
 }
 
-fn row_of<'a>(labels: Option<&'a ClassLabels>, tensor: &'a Tensor, index: usize) -> OutputJson<'a> {
-    if let Some((labels, values, classes)) = zipmap(labels, tensor) {
-        let values = &values[index * classes..(index + 1) * classes];
-        return OutputJson::Row(LabeledRow { labels, values });
-    }
+fn row_of(tensor: &Tensor, index: usize) -> json::NestedJson<'_> {
     let shape = &tensor.shape()[1..];
     let stride: usize = shape.iter().product();
-    OutputJson::Nested(json::NestedJson {
+    json::NestedJson {
         data: tensor.data(),
         shape,
         range: index * stride..(index + 1) * stride,
-    })
+    }
+}
+
+/// Row `index` of an output as the answer writes it: a ZipMap's as `{label: probability}`.
+fn answer_row<'a>(
+    labels: Option<&'a ClassLabels>,
+    tensor: &'a Tensor,
+    index: usize,
+) -> OutputJson<'a> {
+    match zipmap(labels, tensor) {
+        Some((labels, values, classes)) => OutputJson::Row(LabeledRow {
+            labels,
+            values: &values[index * classes..(index + 1) * classes],
+        }),
+        None => OutputJson::Nested(row_of(tensor, index)),
+    }
 }
 
 impl Serialize for Row<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         if let ([tensor], [labels]) = (self.outputs.tensors, self.outputs.labels.as_slice()) {
-            return row_of(*labels, tensor, self.index).serialize(serializer);
+            return answer_row(*labels, tensor, self.index).serialize(serializer);
         }
         let mut map = serializer.serialize_map(Some(self.outputs.tensors.len()))?;
         for (name, labels, tensor) in self.outputs.each() {
-            map.serialize_entry(name, &row_of(labels, tensor, self.index))?;
+            map.serialize_entry(name, &answer_row(labels, tensor, self.index))?;
         }
         map.end()
     }
@@ -319,16 +330,25 @@ impl Serialize for Row<'_> {
 /// `{"outputs": tensor}` or `{"outputs": {name: tensor, ...}}`.
 struct ColumnOutputs<'a>(&'a Outputs<'a>);
 
-fn whole<'a>(labels: Option<&'a ClassLabels>, tensor: &'a Tensor) -> OutputJson<'a> {
-    if let Some((labels, values, classes)) = zipmap(labels, tensor) {
-        let rows = values.chunks(classes);
-        return OutputJson::Rows(rows.map(|values| LabeledRow { labels, values }).collect());
-    }
-    OutputJson::Nested(json::NestedJson {
+fn whole(tensor: &Tensor) -> json::NestedJson<'_> {
+    json::NestedJson {
         data: tensor.data(),
         shape: tensor.shape(),
         range: 0..tensor.data().len(),
-    })
+    }
+}
+
+/// A whole output as the answer writes it: a ZipMap's as a list of `{label: probability}`.
+fn answer_whole<'a>(labels: Option<&'a ClassLabels>, tensor: &'a Tensor) -> OutputJson<'a> {
+    match zipmap(labels, tensor) {
+        Some((labels, values, classes)) => OutputJson::Rows(
+            values
+                .chunks(classes)
+                .map(|values| LabeledRow { labels, values })
+                .collect(),
+        ),
+        None => OutputJson::Nested(whole(tensor)),
+    }
 }
 
 impl Serialize for ColumnOutputs<'_> {
@@ -338,14 +358,16 @@ impl Serialize for ColumnOutputs<'_> {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 let mut map = serializer.serialize_map(Some(self.0.tensors.len()))?;
                 for (name, labels, tensor) in self.0.each() {
-                    map.serialize_entry(name, &whole(labels, tensor))?;
+                    map.serialize_entry(name, &answer_whole(labels, tensor))?;
                 }
                 map.end()
             }
         }
         let mut map = serializer.serialize_map(Some(1))?;
         match (self.0.tensors, self.0.labels.as_slice()) {
-            ([tensor], [labels]) => map.serialize_entry("outputs", &whole(*labels, tensor))?,
+            ([tensor], [labels]) => {
+                map.serialize_entry("outputs", &answer_whole(*labels, tensor))?
+            }
             _ => map.serialize_entry("outputs", &Named(self.0))?,
         }
         map.end()
