@@ -6,7 +6,7 @@ mod onnx_proto;
 pub mod runtime;
 pub mod signature;
 pub mod tensor;
-pub mod zipmap;
+pub(crate) mod zipmap;
 
 use std::{path::PathBuf, sync::Arc};
 

@@ -50,7 +50,7 @@ impl ClassLabels {
 
 /// A map whose keys are not the ZipMap's labels.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ZipMapError {
+pub(crate) enum ZipMapError {
     #[error("row {row} has {entries} classes, the ZipMap has {labels} labels")]
     WrongCount {
         row: usize,
@@ -64,7 +64,7 @@ pub enum ZipMapError {
 /// The row-major `[rows.len(), labels.len()]` matrix of the maps' values, columns in `labels`
 /// order. Maps whose keys come in label order (ONNX Runtime sorts them, and scikit-learn's
 /// classes are sorted) are copied as they are; others are looked up label by label.
-pub fn dense<K: PartialEq + ToString>(
+pub(crate) fn dense<K: PartialEq + ToString>(
     labels: &[K],
     rows: &[Vec<(K, f32)>],
 ) -> Result<Vec<f32>, ZipMapError> {

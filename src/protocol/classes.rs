@@ -17,9 +17,6 @@ use serde::{Serialize, Serializer, ser::SerializeMap};
 
 use crate::model::{ClassLabels, Tensor, TensorData, tensor::with_buffer};
 
-/// The parameter that carries an output's labels.
-pub const CLASS_LABELS: &str = "class_labels";
-
 /// The labels as JSON array text, in column order.
 pub fn labels_json(labels: &ClassLabels) -> String {
     let text = match labels {

@@ -3,7 +3,7 @@
 //! what reaches the batcher is always well-formed.
 
 pub mod binary;
-pub mod classes;
+pub(crate) mod classes;
 pub mod json;
 pub mod predict;
 pub mod v2;
