@@ -87,6 +87,7 @@ fn encode(c: &mut Criterion) {
                 inputs: Vec::new(),
                 outputs: vec![0],
                 binary_outputs: vec![as_binary],
+                classification: vec![None],
             };
             group.bench_with_input(BenchmarkId::new(name, rows), &outputs, |b, outputs| {
                 b.iter(|| {

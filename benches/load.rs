@@ -250,14 +250,14 @@ fn drive(address: SocketAddr, load: &Load, concurrency: usize, seconds: f64) -> 
     let cpu_before = thread_cpu_time();
     let start = Instant::now();
     let (from, until) = (start + WARMUP, start + WARMUP + measured);
-    let per_connection = runtime.block_on(futures_util::future::join_all(
-        (0..concurrency).map(|_| async move {
+    let per_connection = runtime.block_on(futures_util::future::join_all((0..concurrency).map(
+        |_| async move {
             match load.grpc {
                 true => grpc_connection(address, load, from, until).await,
                 false => connection(address, load, from, until).await,
             }
-        }),
-    ));
+        },
+    )));
     let generator_cpu =
         (thread_cpu_time() - cpu_before).as_secs_f64() / start.elapsed().as_secs_f64();
     let mut latencies: Vec<Duration> = Vec::new();
@@ -374,7 +374,10 @@ async fn grpc_answer(response: h2::client::ResponseFuture) -> bool {
         let _ = body.flow_control().release_capacity(chunk.len());
     }
     let trailers = body.trailers().await.unwrap().unwrap_or_default();
-    length > 0 && trailers.get("grpc-status").is_some_and(|status| status == "0")
+    length > 0
+        && trailers
+            .get("grpc-status")
+            .is_some_and(|status| status == "0")
 }
 
 /// Reads one response into `buffer` (cleared first): its status and body length.

@@ -50,7 +50,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument, Invalid
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from sklearn.compose import ColumnTransformer
-from sklearn.datasets import load_breast_cancer
+from sklearn.datasets import load_breast_cancer, load_iris
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
@@ -155,7 +155,11 @@ def to_ort_value(array: np.ndarray) -> ort.OrtValue:
 def run_model(
     session: ort.InferenceSession, model_bytes: bytes, feeds: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """Run every output of the session's model, in the model's output order."""
+    """Run every output of the session's model, in the model's output order.
+
+    A ZipMap output (one {label: probability} dict per row) comes back as the float32 matrix
+    pinserve answers for it: one column per class, in the ZipMap node's label order.
+    """
     outputs = session.get_outputs()
     numpy_names = [o.name for o in outputs if o.type != "tensor(bfloat16)"]
     bf16_names = [o.name for o in outputs if o.type == "tensor(bfloat16)"]
@@ -163,7 +167,26 @@ def run_model(
     results = dict(zip(numpy_names, session.run(numpy_names, ort_feeds), strict=True))
     if bf16_names:
         results.update(run_bfloat16_outputs(model_bytes, feeds, bf16_names))
+    for name, labels in zipmap_labels(model_bytes).items():
+        results[name] = np.array(
+            [[row[label] for label in labels] for row in results[name]], dtype=np.float32
+        ).reshape(-1, len(labels))
     return {o.name: results[o.name] for o in outputs}
+
+
+def zipmap_labels(model_bytes: bytes) -> dict[str, list[int] | list[str]]:
+    """The class labels of each graph output a ZipMap node writes, in the node's order."""
+    graph = onnx.load_from_string(model_bytes).graph
+    outputs = {o.name for o in graph.output}
+    labels = {}
+    for node in graph.node:
+        if node.op_type == "ZipMap" and node.output[0] in outputs:
+            attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            ints = attributes.get("classlabels_int64s")
+            labels[node.output[0]] = (
+                list(ints) if ints else [s.decode() for s in attributes["classlabels_strings"]]
+            )
+    return labels
 
 
 def run_bfloat16_outputs(
@@ -198,7 +221,9 @@ def describe_shape(shape: list[int | str | None]) -> str:
 
 
 def describe_args(args: list[ort.NodeArg]) -> str:
-    return ", ".join(f"{a.name}: {V2_DATATYPES[a.type]} {describe_shape(a.shape)}" for a in args)
+    return ", ".join(
+        f"{a.name}: {V2_DATATYPES.get(a.type, a.type)} {describe_shape(a.shape)}" for a in args
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -219,14 +244,25 @@ def json_data(array: np.ndarray) -> list:
 def tensor_json(name: str, ort_type: str, array: np.ndarray) -> dict:
     return {
         "name": name,
-        "datatype": V2_DATATYPES[ort_type],
+        "datatype": V2_DATATYPES.get(ort_type, "FP32"),  # a ZipMap's matrix is FP32
         "shape": list(array.shape),
         "data": json_data(array),
     }
 
 
+def output_json(name: str, ort_type: str, array: np.ndarray, labels: list | None) -> dict:
+    """An output as pinserve answers it: a ZipMap's labels go in its parameters as the JSON
+    array text pinserve writes (no spaces, integers as numbers, strings as strings)."""
+    tensor = tensor_json(name, ort_type, array)
+    if labels is not None:
+        text = json.dumps(labels, separators=(",", ":"), ensure_ascii=False)
+        tensor["parameters"] = {"class_labels": text}
+    return tensor
+
+
 def golden_case(fixture: Fixture, session: ort.InferenceSession, case: Case) -> dict:
     outputs = run_model(session, fixture.model_bytes, case.feeds)
+    labels = zipmap_labels(fixture.model_bytes)
     return {
         "name": case.name,
         "request": {
@@ -235,7 +271,10 @@ def golden_case(fixture: Fixture, session: ort.InferenceSession, case: Case) -> 
                 tensor_json(i.name, i.type, case.feeds[i.name]) for i in session.get_inputs()
             ],
         },
-        "outputs": [tensor_json(o.name, o.type, outputs[o.name]) for o in session.get_outputs()],
+        "outputs": [
+            output_json(o.name, o.type, outputs[o.name], labels.get(o.name))
+            for o in session.get_outputs()
+        ],
     }
 
 
@@ -478,14 +517,17 @@ def build_all_dtypes() -> Fixture:
 # --------------------------------------------------------------------------- #
 
 
-def sklearn_to_onnx(estimator: Pipeline, name: str, initial_types: list) -> bytes:
-    """Convert with plain tensor outputs (no ZipMap) and the pinned opsets."""
+def sklearn_to_onnx(
+    estimator: Pipeline, name: str, initial_types: list, zipmap: bool = False
+) -> bytes:
+    """Convert with the pinned opsets, with plain tensor outputs (no ZipMap) unless `zipmap`
+    asks for skl2onnx's defaults."""
     model = convert_sklearn(
         estimator,
         name=name,  # skl2onnx otherwise names the graph with a random UUID
         initial_types=initial_types,
         target_opset=dict(TARGET_OPSET),
-        options={id(estimator): {"zipmap": False}},
+        options=None if zipmap else {id(estimator): {"zipmap": False}},
     )
     return serialize(model)
 
@@ -566,6 +608,54 @@ def build_breast_cancer_biased() -> Fixture:
         assert unbiased - labels.mean() > 0.25, (unbiased, labels.mean())
 
     return Fixture("breast_cancer", model_bytes, version="2", check=check)
+
+
+def zipmap_fixture(name: str, features: np.ndarray, labels: np.ndarray) -> Fixture:
+    """A LogisticRegression converted with skl2onnx's defaults, so its probabilities are a
+    ZipMap (``seq(map(int64|string, float))``); cases are its first 1, 4 and 16 rows.
+
+    The check compares the ZipMap's maps, read in the node's label order, with the
+    probability matrix of the same classifier converted without ZipMap: they must be equal.
+    """
+    classifier = LogisticRegression(max_iter=1000).fit(features, labels)
+    initial_types = [("input", FloatTensorType([None, features.shape[1]]))]
+    model_bytes = sklearn_to_onnx(classifier, name, initial_types, zipmap=True)
+    plain = open_session(sklearn_to_onnx(classifier, name, initial_types))
+    rows = features[:16].astype(np.float32)
+
+    def check(session: ort.InferenceSession) -> None:
+        dense = run_model(session, model_bytes, {"input": rows})["output_probability"]
+        assert np.array_equal(dense, plain.run(["probabilities"], {"input": rows})[0])
+
+    cases = [Case(f"batch_{count}", {"input": rows[:count]}) for count in (1, 4, 16)]
+    return Fixture(name, model_bytes, cases, check=check)
+
+
+def build_zipmap_binary() -> Fixture:
+    """Two integer classes, 0 and 1, from a linear rule over 4 uniform features."""
+    rng = np.random.default_rng(7)
+    features = rng.random((200, 4), dtype=np.float32)
+    labels = (features[:, 0] + 0.5 * features[:, 1] - features[:, 2] > 0.25).astype(np.int64)
+    return zipmap_fixture("zipmap_binary", features, labels)
+
+
+def build_zipmap_multiclass() -> Fixture:
+    """Three integer classes, -1, 0 and 7 (labels that are not column indices), the argmax of
+    three fixed linear scores over 4 uniform features."""
+    rng = np.random.default_rng(8)
+    features = rng.random((300, 4), dtype=np.float32)
+    weights = np.array([[2.0, -1.0, 0.0], [0.0, 2.0, -1.0], [-1.0, 0.0, 2.0], [0.5, 0.5, 0.5]])
+    labels = np.array([-1, 0, 7], dtype=np.int64)[np.argmax(features @ weights, axis=1)]
+    return zipmap_fixture("zipmap_multiclass", features, labels)
+
+
+def build_zipmap_iris() -> Fixture:
+    """sklearn's iris with the species names as labels (setosa, versicolor, virginica); the
+    rows are interleaved so that every case beyond the first holds several species."""
+    data = load_iris()
+    order = np.argsort(np.arange(150) % 50, kind="stable")
+    names = np.array(data.target_names, dtype=object)[data.target]
+    return zipmap_fixture("zipmap_iris", data.data[order], names[order])
 
 
 PLANS = {"basic": (29.0, 0.5), "standard": (59.0, 0.0), "premium": (99.0, -0.6)}
@@ -808,6 +898,9 @@ BUILDERS: dict[str, Callable[[], Fixture]] = {
     "tabular_gbdt": build_tabular_gbdt,
     "fixed_batch": build_fixed_batch,
     "all_dtypes": build_all_dtypes,
+    "zipmap_binary": build_zipmap_binary,
+    "zipmap_multiclass": build_zipmap_multiclass,
+    "zipmap_iris": build_zipmap_iris,
     "embedding_lookup": build_embedding_lookup,
     "embedding_lookup/2": build_embedding_lookup_pruned,
     "embedding_lookup/3": build_embedding_lookup_slow,

@@ -9,7 +9,7 @@ use std::{
 use crate::{
     config::InspectArgs,
     model::{Model, ModelError, OnnxModel, SessionOptions, Signature, TensorSpec},
-    protocol::v2::TensorMetadata,
+    protocol::{classes, v2::TensorMetadata},
     registry::{Location, ModelReference, RegistryError, Resolver, retry::RetryPolicy},
 };
 
@@ -92,22 +92,23 @@ fn to_json(signature: &Signature) -> String {
     text
 }
 
+/// A ZipMap output gets a NOTE column that says so and lists its labels, in column order.
 fn to_table(signature: &Signature) -> String {
-    let rows: Vec<[String; 4]> = [("input", &signature.inputs), ("output", &signature.outputs)]
+    let with_notes = signature
+        .outputs
+        .iter()
+        .any(|spec| spec.class_labels.is_some());
+    let rows: Vec<Vec<String>> = [("input", &signature.inputs), ("output", &signature.outputs)]
         .into_iter()
-        .flat_map(|(role, specs)| {
-            specs.iter().map(move |spec| {
-                [
-                    role.to_owned(),
-                    spec.name.clone(),
-                    spec.datatype.to_string(),
-                    format!("{:?}", spec.protocol_shape()),
-                ]
-            })
-        })
+        .flat_map(|(role, specs)| specs.iter().map(move |spec| row(role, spec, with_notes)))
         .collect();
-    let header = ["ROLE", "NAME", "DATATYPE", "SHAPE"].map(str::to_owned);
-    let widths: Vec<usize> = (0..4)
+    let mut header: Vec<String> = ["ROLE", "NAME", "DATATYPE", "SHAPE"]
+        .map(str::to_owned)
+        .into();
+    if with_notes {
+        header.push("NOTE".to_owned());
+    }
+    let widths: Vec<usize> = (0..header.len())
         .map(|column| {
             std::iter::once(&header)
                 .chain(&rows)
@@ -128,10 +129,33 @@ fn to_table(signature: &Signature) -> String {
     table
 }
 
+fn row(role: &str, spec: &TensorSpec, with_notes: bool) -> Vec<String> {
+    let mut cells = vec![
+        role.to_owned(),
+        spec.name.clone(),
+        spec.datatype.to_string(),
+        format!("{:?}", spec.protocol_shape()),
+    ];
+    if with_notes {
+        cells.push(
+            spec.class_labels
+                .as_ref()
+                .map_or_else(String::new, |labels| {
+                    format!(
+                        "ZipMap ({} labels): {}",
+                        labels.key_type(),
+                        classes::labels_json(labels)
+                    )
+                }),
+        );
+    }
+    cells
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DataType, Dim};
+    use crate::model::{ClassLabels, DataType, Dim};
 
     fn signature() -> Signature {
         let batch = Dim::Dynamic(Some("batch".into()));
@@ -156,6 +180,22 @@ mod tests {
             "ROLE    NAME         DATATYPE  SHAPE\n\
              input   features     FP32      [-1, 32]\n\
              output  probability  FP32      [-1, 1]\n"
+        );
+    }
+
+    #[test]
+    fn zipmap_outputs_get_a_note_with_their_labels() {
+        let mut zipmap = signature();
+        zipmap.outputs.push(TensorSpec::zipmap(
+            "output_probability",
+            ClassLabels::Int64(vec![0, 1]),
+        ));
+        assert_eq!(
+            to_table(&zipmap),
+            "ROLE    NAME                DATATYPE  SHAPE     NOTE\n\
+             input   features            FP32      [-1, 32]\n\
+             output  probability         FP32      [-1, 1]\n\
+             output  output_probability  FP32      [-1, 2]   ZipMap (int64 labels): [0,1]\n"
         );
     }
 

@@ -154,6 +154,47 @@ async fn grpc_clients_run_models_with_fixed_batches_and_lookups() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn grpc_clients_run_a_zipmap_classifier() {
+    check_fixture("zipmap_iris").await;
+}
+
+/// Triton's classification extension over gRPC (the client's `class_count`): each row's best
+/// class is the predicted label; the plain ZipMap output carries its labels in its parameters.
+#[tokio::test(flavor = "multi_thread")]
+async fn triton_grpc_clients_ask_a_zipmap_for_its_top_classes() {
+    let server = Server::fixture("zipmap_iris", &[]).await;
+    let case = &golden("zipmap_iris")["cases"][2];
+    let top_two = json!([{"name": "output_probability", "class_count": 2}, "output_label"]);
+    let requests = [
+        json!({"inputs": case["request"]["inputs"], "raw": true, "outputs": top_two}),
+        json!({"inputs": case["request"]["inputs"], "raw": true, "outputs": null}),
+    ];
+    let report = run_client(&server, "triton", "zipmap_iris", &requests);
+    let predicted = case["outputs"][0]["data"].as_array().unwrap();
+    let answers = report["answers"].as_array().unwrap();
+    let top = &answers[0]["outputs"][0];
+    assert_eq!(top["datatype"], "BYTES", "{top}");
+    assert_eq!(top["shape"], json!([16, 2]), "{top}");
+    let best: Vec<&str> = top["data"]
+        .as_array()
+        .unwrap()
+        .chunks(2)
+        .map(|pair| pair[0].as_str().unwrap().rsplit(':').next().unwrap())
+        .collect();
+    assert_eq!(best, *predicted, "{top}");
+    let probabilities = answers[1]["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|output| output["name"] == "output_probability")
+        .unwrap();
+    assert_eq!(
+        probabilities["class_labels"],
+        r#"["setosa","versicolor","virginica"]"#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_get_grpc_codes_that_name_the_problem() {
     let server = Server::fixture("tabular_mlp", &[]).await;
     let features = |width: usize| json!([{"name": "features", "shape": [1, width], "datatype": "FP32", "data": vec![0.5; width]}]);

@@ -132,6 +132,57 @@ async fn triton_clients_send_every_datatype() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn triton_clients_run_a_zipmap_classifier() {
+    check_fixture("zipmap_iris").await;
+}
+
+/// The classification extension through the client's `class_count`, with binary and JSON
+/// outputs: each row's best class is the predicted label; and the labels of the plain ZipMap
+/// output reach the client in its parameters.
+#[tokio::test(flavor = "multi_thread")]
+async fn triton_clients_ask_a_zipmap_for_its_top_classes() {
+    let server = Server::fixture("zipmap_iris", &[]).await;
+    let case = &golden("zipmap_iris")["cases"][2];
+    let request = |binary: bool, outputs: Value| {
+        json!({"inputs": case["request"]["inputs"], "binary_inputs": binary,
+            "binary_outputs": binary, "outputs": outputs})
+    };
+    let top_two = json!([{"name": "output_probability", "class_count": 2}, "output_label"]);
+    let requests = [
+        request(true, top_two.clone()),
+        request(false, top_two),
+        request(true, Value::Null),
+    ];
+    let report = run_client(&server, "zipmap_iris", &requests);
+    let predicted = &case["outputs"][0]["data"];
+    let answers = report["answers"].as_array().unwrap();
+    for answer in &answers[..2] {
+        let top = &answer["outputs"][0];
+        assert_eq!(top["datatype"], "BYTES", "{answer}");
+        assert_eq!(top["shape"], json!([16, 2]), "{answer}");
+        let strings = top["data"].as_array().unwrap();
+        for (row, pair) in strings.chunks(2).enumerate() {
+            let parts: Vec<Vec<&str>> = pair
+                .iter()
+                .map(|text| text.as_str().unwrap().splitn(3, ':').collect())
+                .collect();
+            let score = |part: &[&str]| part[0].parse::<f64>().unwrap();
+            assert!(score(&parts[0]) >= score(&parts[1]), "{pair:?}");
+            assert_eq!(parts[0][2], predicted[row], "row {row}: {pair:?}");
+        }
+        assert_eq!(&answer["outputs"][1]["data"], predicted);
+    }
+    assert_eq!(
+        answers[2]["outputs"][1]["class_labels"],
+        r#"["setosa","versicolor","virginica"]"#
+    );
+    assert_eq!(
+        report["metadata"]["outputs"][1]["parameters"]["class_labels"],
+        r#"["setosa","versicolor","virginica"]"#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn triton_clients_see_bad_requests_as_errors() {
     let server = Server::fixture("tabular_mlp", &[]).await;
     let wrong_width = json!({

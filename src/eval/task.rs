@@ -1,6 +1,7 @@
 //! Which outputs answer the evaluation, read from the model's output signature unless the
-//! caller names them. sklearn-onnx classifiers (ZipMap off) answer a label tensor `[N]` and
-//! probabilities `[N, C]`; regressors answer one float tensor `[N]` or `[N, 1]`.
+//! caller names them. sklearn-onnx classifiers answer a label tensor `[N]` and probabilities
+//! `[N, C]` (a ZipMap, served as that matrix, also names the classes of its columns);
+//! regressors answer one float tensor `[N]` or `[N, 1]`.
 
 use crate::model::{DataType, Dim, Signature, TensorSpec};
 
@@ -42,7 +43,8 @@ pub struct TaskPlan {
     pub label_output: Option<String>,
     /// Class scores (classification) or predicted values (regression).
     pub score_output: Option<String>,
-    /// Explicit classes in score-column order; `None` means the sorted observed labels.
+    /// Classes in score-column order, given by the caller or a ZipMap score output's labels;
+    /// `None` means the sorted observed labels.
     pub classes: Option<Vec<Label>>,
     /// Explicit positive class for binary metrics; `None` means `1`, else the second class.
     pub positive_class: Option<Label>,
@@ -133,10 +135,25 @@ pub fn infer(signature: &Signature, overrides: &Overrides) -> Result<TaskPlan, T
         classes: overrides
             .classes
             .as_ref()
-            .map(|classes| classes.iter().map(|c| Label::parse(c)).collect()),
+            .map(|classes| classes.iter().map(|c| Label::parse(c)).collect())
+            .or_else(|| model_classes(outputs, plan.score_output.as_deref())),
         positive_class: overrides.positive_class.as_deref().map(Label::parse),
         ..plan
     })
+}
+
+/// The labels of a ZipMap score output, which name its columns: the classes the model knows,
+/// in its order, even those the held-out data never show.
+fn model_classes(outputs: &[TensorSpec], score_output: Option<&str>) -> Option<Vec<Label>> {
+    let spec = outputs
+        .iter()
+        .find(|o| Some(o.name.as_str()) == score_output)?;
+    let labels = spec.class_labels.as_ref()?;
+    Some(
+        (0..labels.len())
+            .map(|i| Label::parse(&labels.text(i)))
+            .collect(),
+    )
 }
 
 fn infer_task(outputs: &[TensorSpec], label_given: bool) -> Result<Task, TaskError> {
@@ -306,6 +323,33 @@ mod tests {
         assert_eq!(plan.score_output.as_deref(), Some("probabilities"));
         assert_eq!(plan.outputs, [0, 1]);
         assert!(plan.inferred.task && plan.inferred.label_output && plan.inferred.score_output);
+    }
+
+    #[test]
+    fn a_zipmap_score_output_names_the_classes() {
+        let labels = crate::model::ClassLabels::Strings(vec!["setosa".into(), "virginica".into()]);
+        let sig = signature(vec![
+            spec("output_label", DataType::Bytes, &[None]),
+            TensorSpec::zipmap("output_probability", labels),
+        ]);
+        let plan = infer(&sig, &Overrides::default()).unwrap();
+        assert_eq!(plan.score_output.as_deref(), Some("output_probability"));
+        assert_eq!(
+            plan.classes,
+            Some(vec![Label::parse("setosa"), Label::parse("virginica")])
+        );
+        let explicit = Overrides {
+            classes: Some(vec!["virginica".into(), "setosa".into()]),
+            ..Overrides::default()
+        };
+        let plan = infer(&sig, &explicit).unwrap();
+        assert_eq!(plan.classes.unwrap()[0], Label::parse("virginica"));
+        assert_eq!(
+            infer(&sklearn_classifier(), &Overrides::default())
+                .unwrap()
+                .classes,
+            None
+        );
     }
 
     #[test]

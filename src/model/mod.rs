@@ -2,9 +2,11 @@
 //! runs on a dedicated thread. Nothing here knows about HTTP or JSON.
 
 pub mod onnx;
+mod onnx_proto;
 pub mod runtime;
 pub mod signature;
 pub mod tensor;
+pub(crate) mod zipmap;
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -13,6 +15,7 @@ pub use self::{
     runtime::{Device, GraphOptimization, SessionOptions},
     signature::{Dim, InputError, Signature, TensorSpec},
     tensor::{DataType, Tensor, TensorData},
+    zipmap::ClassLabels,
 };
 
 /// A loaded model. `run` takes `&mut self` because ONNX Runtime sessions do; one instance

@@ -1,18 +1,22 @@
 //! The ONNX Runtime implementation of [`Model`]: one `ort` session, owned by the thread that
 //! runs it (`Session::run` takes `&mut self`).
 
-use std::{path::Path, sync::Arc};
+use std::{hash::Hash, path::Path, sync::Arc};
 
 use ort::{
     session::{OutputSelector, RunOptions, Session, SessionInputValue, builder::SessionBuilder},
-    value::{DynValue, Outlet, TensorElementType, TensorRef, ValueType},
+    value::{
+        DynMap, DynMapValueType, DynValue, IntoTensorElementType, Outlet, TensorElementType,
+        TensorRef, ValueType,
+    },
 };
 
 use super::{
-    Model, ModelError,
+    Model, ModelError, onnx_proto,
     runtime::{self, Device, SessionOptions},
     signature::{Dim, Signature, TensorSpec},
     tensor::{DataType, Tensor, TensorData},
+    zipmap::{self, ClassLabels},
 };
 
 /// A model loaded into an ONNX Runtime session.
@@ -39,7 +43,7 @@ impl OnnxModel {
             .map_err(load_error)?;
         let mut builder = with_device(builder, options.device)?;
         let session = builder.commit_from_file(path).map_err(load_error)?;
-        let signature = Arc::new(signature_of(&session)?);
+        let signature = Arc::new(signature_of(&session, path)?);
         Ok(OnnxModel { session, signature })
     }
 }
@@ -82,14 +86,97 @@ fn with_device(builder: SessionBuilder, device: Device) -> Result<SessionBuilder
     }
 }
 
-fn signature_of(session: &Session) -> Result<Signature, ModelError> {
-    let specs = |outlets: &[Outlet], role: &str| -> Result<Vec<TensorSpec>, ModelError> {
-        outlets.iter().map(|outlet| spec_of(outlet, role)).collect()
+fn signature_of(session: &Session, path: &Path) -> Result<Signature, ModelError> {
+    let zipmaps = zipmap_labels(session, path)?;
+    let inputs = session
+        .inputs()
+        .iter()
+        .map(|outlet| spec_of(outlet, "input"))
+        .collect::<Result<_, _>>()?;
+    let outputs = session
+        .outputs()
+        .iter()
+        .map(|outlet| match outlet.dtype() {
+            ValueType::Sequence(element) if is_float_map(element) => {
+                zipmap_spec(outlet, element, &zipmaps)
+            }
+            _ => spec_of(outlet, "output"),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Signature { inputs, outputs })
+}
+
+/// `map(int64|string, float)`: what a ZipMap makes of each row.
+fn is_float_map(element: &ValueType) -> bool {
+    matches!(
+        element,
+        ValueType::Map {
+            key: TensorElementType::Int64 | TensorElementType::String,
+            value: TensorElementType::Float32,
+        }
+    )
+}
+
+/// The ZipMap nodes' labels, read from the file only when an output has a ZipMap's type (the
+/// file is read a second time, which costs nothing for the small scikit-learn models that
+/// have one).
+fn zipmap_labels(session: &Session, path: &Path) -> Result<Vec<(String, ClassLabels)>, ModelError> {
+    let has_zipmap = session.outputs().iter().any(
+        |outlet| matches!(outlet.dtype(), ValueType::Sequence(element) if is_float_map(element)),
+    );
+    if !has_zipmap {
+        return Ok(Vec::new());
+    }
+    let load_error = |message: String| ModelError::Load {
+        path: path.to_path_buf(),
+        message,
     };
-    Ok(Signature {
-        inputs: specs(session.inputs(), "input")?,
-        outputs: specs(session.outputs(), "output")?,
-    })
+    let bytes = std::fs::read(path).map_err(|err| load_error(err.to_string()))?;
+    onnx_proto::zipmap_outputs(&bytes)
+        .map_err(|err| load_error(format!("cannot read its ZipMap nodes' class labels: {err}")))
+}
+
+fn zipmap_spec(
+    outlet: &Outlet,
+    element: &ValueType,
+    zipmaps: &[(String, ClassLabels)],
+) -> Result<TensorSpec, ModelError> {
+    let unsupported = |what: &str| {
+        ModelError::Unsupported(format!(
+            "output '{}' has type {}, but {what}",
+            outlet.name(),
+            outlet.dtype()
+        ))
+    };
+    let labels = zipmaps
+        .iter()
+        .find(|(name, _)| name == outlet.name())
+        .map(|(_, labels)| labels)
+        .ok_or_else(|| unsupported("no ZipMap node with class labels writes it"))?;
+    let key_matches = matches!(
+        (element, labels),
+        (
+            ValueType::Map {
+                key: TensorElementType::Int64,
+                ..
+            },
+            ClassLabels::Int64(_)
+        ) | (
+            ValueType::Map {
+                key: TensorElementType::String,
+                ..
+            },
+            ClassLabels::Strings(_)
+        )
+    );
+    if !key_matches || labels.is_empty() {
+        return Err(unsupported(&format!(
+            "its ZipMap holds {} {} labels",
+            labels.len(),
+            labels.key_type()
+        )));
+    }
+    Ok(TensorSpec::zipmap(outlet.name(), labels.clone()))
 }
 
 fn spec_of(outlet: &Outlet, role: &str) -> Result<TensorSpec, ModelError> {
@@ -102,8 +189,8 @@ fn spec_of(outlet: &Outlet, role: &str) -> Result<TensorSpec, ModelError> {
     } = outlet.dtype()
     else {
         return Err(unsupported(format!(
-            "has type {}; pinserve serves tensors only (convert scikit-learn classifiers with \
-             skl2onnx's zipmap option disabled)",
+            "has type {}; pinserve serves tensors, and as outputs also scikit-learn's \
+             ZipMap probabilities (seq(map(int64|string, float)))",
             outlet.dtype()
         )));
     };
@@ -166,7 +253,38 @@ fn to_ort_value(tensor: &Tensor) -> ort::Result<SessionInputValue<'_>> {
     Ok(for_numeric_variants!(convert!(tensor.data(), shape)))
 }
 
-fn from_ort_value(name: &str, value: &DynValue) -> Result<Tensor, ModelError> {
+/// A ZipMap's maps as the `[N, C]` matrix in label order.
+fn from_zipmap(name: &str, labels: &ClassLabels, value: &DynValue) -> Result<Tensor, ModelError> {
+    let inference = |err: String| ModelError::Inference(format!("output '{name}': {err}"));
+    let maps = value
+        .try_extract_sequence::<DynMapValueType>()
+        .map_err(|err| inference(err.to_string()))?;
+    let data = match labels {
+        ClassLabels::Int64(labels) => dense_maps(&maps, labels),
+        ClassLabels::Strings(labels) => dense_maps(&maps, labels),
+    }
+    .map_err(inference)?;
+    Tensor::new(vec![maps.len(), labels.len()], TensorData::Fp32(data))
+        .map_err(|err| inference(err.to_string()))
+}
+
+fn dense_maps<K>(maps: &[DynMap], labels: &[K]) -> Result<Vec<f32>, String>
+where
+    K: IntoTensorElementType + Clone + Hash + Eq + ToString,
+{
+    let rows = maps
+        .iter()
+        .map(|map| map.try_extract_key_values::<K, f32>())
+        .collect::<ort::Result<Vec<_>>>()
+        .map_err(|err| err.to_string())?;
+    zipmap::dense(labels, &rows).map_err(|err| err.to_string())
+}
+
+fn from_ort_value(spec: &TensorSpec, value: &DynValue) -> Result<Tensor, ModelError> {
+    let name = spec.name.as_str();
+    if let Some(labels) = &spec.class_labels {
+        return from_zipmap(name, labels, value);
+    }
     let ValueType::Tensor { ty, .. } = value.dtype() else {
         return Err(ModelError::Inference(format!(
             "output '{name}' is not a tensor"
@@ -210,25 +328,30 @@ impl Model for OnnxModel {
             .map(to_ort_value)
             .collect::<ort::Result<Vec<_>>>()
             .map_err(inference)?;
-        let names: Vec<&str> = outputs
+        let specs: Vec<&TensorSpec> = outputs
             .iter()
-            .map(|&i| self.signature.outputs[i].name.as_str())
+            .map(|&i| &self.signature.outputs[i])
             .collect();
-        let selector = names
+        let selector = specs
             .iter()
-            .fold(OutputSelector::no_default(), |sel, name| sel.with(*name));
+            .fold(OutputSelector::no_default(), |sel, spec| {
+                sel.with(spec.name.as_str())
+            });
         let options = RunOptions::new().map_err(inference)?.with_outputs(selector);
         let results = self
             .session
             .run_with_options(&values[..], &options)
             .map_err(inference)?;
-        names
+        specs
             .iter()
-            .map(|name| {
-                let value = results.get(name).ok_or_else(|| {
-                    ModelError::Inference(format!("ONNX Runtime returned no output '{name}'"))
+            .map(|spec| {
+                let value = results.get(spec.name.as_str()).ok_or_else(|| {
+                    ModelError::Inference(format!(
+                        "ONNX Runtime returned no output '{}'",
+                        spec.name
+                    ))
                 })?;
-                from_ort_value(name, value)
+                from_ort_value(spec, value)
             })
             .collect()
     }

@@ -4,7 +4,10 @@
 
 use std::collections::HashMap;
 
-use super::tensor::{DataType, Tensor, TensorData};
+use super::{
+    tensor::{DataType, Tensor, TensorData},
+    zipmap::ClassLabels,
+};
 
 /// One dimension of a declared shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +23,9 @@ pub struct TensorSpec {
     pub name: String,
     pub datatype: DataType,
     pub dims: Vec<Dim>,
+    /// Set for an output that is a ZipMap in the graph (`seq(map(int64|string, float))`),
+    /// served as FP32 `[N, C]` with its columns in this label order.
+    pub class_labels: Option<ClassLabels>,
 }
 
 impl TensorSpec {
@@ -28,6 +34,16 @@ impl TensorSpec {
             name: name.into(),
             datatype,
             dims,
+            class_labels: None,
+        }
+    }
+
+    /// A ZipMap output: FP32 `[N, C]`, one column per label.
+    pub fn zipmap(name: impl Into<String>, labels: ClassLabels) -> TensorSpec {
+        let dims = vec![Dim::Dynamic(None), Dim::Fixed(labels.len())];
+        TensorSpec {
+            class_labels: Some(labels),
+            ..TensorSpec::new(name, DataType::Fp32, dims)
         }
     }
 

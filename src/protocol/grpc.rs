@@ -17,7 +17,8 @@ pub mod pb {
 }
 
 use pb::{
-    InferTensorContents, ModelInferRequest, ModelInferResponse,
+    InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse,
+    infer_parameter::ParameterChoice,
     model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
     model_infer_response::InferOutputTensor,
 };
@@ -30,6 +31,9 @@ pub struct GrpcInferRequest {
     pub inputs: Vec<Tensor>,
     /// Signature indices of the outputs to return, in the order they were requested.
     pub outputs: Vec<usize>,
+    /// For each of `outputs`: the number of top classes asked for with the classification
+    /// extension, if any.
+    pub classification: Vec<Option<usize>>,
 }
 
 /// Decodes a `ModelInfer` request into the model's inputs and the outputs it asks for.
@@ -52,11 +56,12 @@ pub fn decode_request(
         .map(|(input, raw)| decode_input(input, raw, signature))
         .collect::<Result<Vec<_>, _>>()?;
     let inputs = signature.bind_inputs(named)?;
-    let outputs = select_outputs(&outputs, signature)?;
+    let (outputs, classification) = select_outputs(&outputs, signature)?;
     Ok(GrpcInferRequest {
         id,
         inputs,
         outputs,
+        classification,
     })
 }
 
@@ -220,43 +225,85 @@ fn text(elements: Vec<Vec<u8>>) -> Result<Vec<String>, ContentsError> {
         .collect()
 }
 
-/// The requested outputs' signature indices (all outputs when none is named).
+/// The requested outputs' signature indices (all outputs when none is named), with the classes
+/// each asks for (Triton's client sends `classification` as an integer parameter).
 fn select_outputs(
     requested: &[InferRequestedOutputTensor],
     signature: &Signature,
-) -> Result<Vec<usize>, RequestError> {
-    for output in requested {
-        for parameter in ["shared_memory_region", "classification"] {
-            if output.parameters.contains_key(parameter) {
-                return Err(v2::unsupported_output_parameter(&output.name, parameter));
-            }
-        }
-    }
+) -> Result<(Vec<usize>, Vec<Option<usize>>), RequestError> {
     let names =
         (!requested.is_empty()).then(|| requested.iter().map(|output| output.name.as_str()));
-    Ok(signature.select_outputs(names)?)
+    let indices = signature.select_outputs(names)?;
+    if requested.is_empty() {
+        let count = indices.len();
+        return Ok((indices, vec![None; count]));
+    }
+    let mut classification = Vec::with_capacity(requested.len());
+    for (output, &index) in requested.iter().zip(&indices) {
+        let count = class_count(output)?;
+        v2::check_output_parameters(
+            &output.name,
+            output.parameters.contains_key("shared_memory_region"),
+            count,
+            &signature.outputs[index],
+        )?;
+        classification.push(count);
+    }
+    Ok((indices, classification))
 }
 
-/// The answer to a request: each output's values in `raw_output_contents`, in order.
+fn class_count(output: &InferRequestedOutputTensor) -> Result<Option<usize>, RequestError> {
+    let Some(parameter) = output.parameters.get("classification") else {
+        return Ok(None);
+    };
+    let count = match &parameter.parameter_choice {
+        Some(ParameterChoice::Int64Param(count)) => usize::try_from(*count).ok(),
+        Some(ParameterChoice::Uint64Param(count)) => usize::try_from(*count).ok(),
+        _ => None,
+    };
+    count.map(Some).ok_or_else(|| {
+        RequestError::UnsupportedForm(format!(
+            "output '{}': \"classification\" must be a non-negative integer",
+            output.name
+        ))
+    })
+}
+
+/// The answer to a request: each output's values in `raw_output_contents`, in order (its top
+/// classes as BYTES where classification was asked for), a ZipMap output with its class labels
+/// in the `class_labels` parameter as over REST.
 pub fn encode_response(
     model: (&str, &str),
     request: &GrpcInferRequest,
     signature: &Signature,
     outputs: &[Tensor],
 ) -> ModelInferResponse {
-    let (tensors, raw) = request
-        .outputs
-        .iter()
-        .zip(outputs)
-        .map(|(&index, tensor)| {
+    let answered = v2::answered_outputs(
+        &request.outputs,
+        &request.classification,
+        signature,
+        outputs,
+    );
+    let (tensors, raw) = answered
+        .into_iter()
+        .map(|(spec, tensor)| {
             let mut bytes = Vec::new();
             binary::encode(tensor.data(), &mut bytes);
-            let metadata = InferOutputTensor {
-                name: signature.outputs[index].name.clone(),
+            let mut metadata = InferOutputTensor {
+                name: spec.name.clone(),
                 datatype: tensor.datatype().as_str().to_owned(),
                 shape: tensor.shape().iter().map(|&dim| dim as i64).collect(),
                 ..InferOutputTensor::default()
             };
+            if let Some(labels) = v2::class_labels_of(spec, &tensor) {
+                let labels = ParameterChoice::StringParam(labels);
+                metadata.parameters.insert(
+                    "class_labels".to_owned(),
+                    InferParameter {
+                        parameter_choice: Some(labels),
+                    },
+                );
+            }
             (metadata, bytes)
         })
         .unzip();
@@ -539,6 +586,7 @@ mod tests {
             id: "r1".into(),
             inputs: Vec::new(),
             outputs: vec![1, 0],
+            classification: vec![None, None],
         };
         let outputs = [
             Tensor::new(vec![1, 2], TensorData::Fp32(vec![0.25, 0.75])).unwrap(),

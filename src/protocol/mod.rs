@@ -3,6 +3,7 @@
 //! what reaches the batcher is always well-formed.
 
 pub mod binary;
+pub(crate) mod classes;
 pub mod grpc;
 pub mod json;
 pub mod predict;

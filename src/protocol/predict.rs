@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize, Serializer, ser::SerializeMap};
 use serde_json::value::RawValue;
 
-use super::{RequestError, json};
-use crate::model::{InputError, Signature, Tensor, TensorSpec};
+use super::{RequestError, classes::LabeledRow, json};
+use crate::model::{ClassLabels, InputError, Signature, Tensor, TensorData, TensorSpec};
 
 /// Which of the two forms a request used; the answer uses the same one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,7 +177,66 @@ fn decode_column(spec: &TensorSpec, texts: &[&str], stacked: bool) -> Result<Ten
 /// The named outputs of one prediction, in the answer's order.
 pub struct Outputs<'a> {
     pub names: Vec<&'a str>,
+    /// For each output, a ZipMap's labels: its rows are written as `{label: probability}`.
+    pub labels: Vec<Option<&'a ClassLabels>>,
     pub tensors: &'a [Tensor],
+}
+
+impl<'a> Outputs<'a> {
+    /// Every output of the model, as the signature orders them.
+    pub fn all(signature: &'a Signature, tensors: &'a [Tensor]) -> Outputs<'a> {
+        Outputs {
+            names: signature
+                .outputs
+                .iter()
+                .map(|spec| spec.name.as_str())
+                .collect(),
+            labels: signature
+                .outputs
+                .iter()
+                .map(|spec| spec.class_labels.as_ref())
+                .collect(),
+            tensors,
+        }
+    }
+
+    fn each(&self) -> impl Iterator<Item = (&'a str, Option<&'a ClassLabels>, &'a Tensor)> + '_ {
+        self.names
+            .iter()
+            .zip(&self.labels)
+            .zip(self.tensors)
+            .map(|((name, labels), tensor)| (*name, *labels, tensor))
+    }
+}
+
+/// An output's values in the answer: nested arrays, or a ZipMap's rows as objects.
+enum OutputJson<'a> {
+    Nested(json::NestedJson<'a>),
+    Row(LabeledRow<'a>),
+    Rows(Vec<LabeledRow<'a>>),
+}
+
+impl Serialize for OutputJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            OutputJson::Nested(nested) => nested.serialize(serializer),
+            OutputJson::Row(row) => row.serialize(serializer),
+            OutputJson::Rows(rows) => rows.serialize(serializer),
+        }
+    }
+}
+
+/// A ZipMap output's labels, `[N, C]` probabilities and C.
+fn zipmap<'a>(
+    labels: Option<&'a ClassLabels>,
+    tensor: &'a Tensor,
+) -> Option<(&'a ClassLabels, &'a [f32], usize)> {
+    match (labels, tensor.data(), tensor.shape()) {
+        (Some(labels), TensorData::Fp32(values), &[_, classes]) if classes > 0 => {
+            Some((labels, values, classes))
+        }
+        _ => None,
+    }
 }
 
 /// Writes the answer in the request's form.
@@ -240,14 +299,29 @@ fn row_of(tensor: &Tensor, index: usize) -> json::NestedJson<'_> {
     }
 }
 
+/// Row `index` of an output as the answer writes it: a ZipMap's as `{label: probability}`.
+fn answer_row<'a>(
+    labels: Option<&'a ClassLabels>,
+    tensor: &'a Tensor,
+    index: usize,
+) -> OutputJson<'a> {
+    match zipmap(labels, tensor) {
+        Some((labels, values, classes)) => OutputJson::Row(LabeledRow {
+            labels,
+            values: &values[index * classes..(index + 1) * classes],
+        }),
+        None => OutputJson::Nested(row_of(tensor, index)),
+    }
+}
+
 impl Serialize for Row<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if let [tensor] = self.outputs.tensors {
-            return row_of(tensor, self.index).serialize(serializer);
+        if let ([tensor], [labels]) = (self.outputs.tensors, self.outputs.labels.as_slice()) {
+            return answer_row(*labels, tensor, self.index).serialize(serializer);
         }
         let mut map = serializer.serialize_map(Some(self.outputs.tensors.len()))?;
-        for (name, tensor) in self.outputs.names.iter().zip(self.outputs.tensors) {
-            map.serialize_entry(name, &row_of(tensor, self.index))?;
+        for (name, labels, tensor) in self.outputs.each() {
+            map.serialize_entry(name, &answer_row(labels, tensor, self.index))?;
         }
         map.end()
     }
@@ -264,21 +338,36 @@ fn whole(tensor: &Tensor) -> json::NestedJson<'_> {
     }
 }
 
+/// A whole output as the answer writes it: a ZipMap's as a list of `{label: probability}`.
+fn answer_whole<'a>(labels: Option<&'a ClassLabels>, tensor: &'a Tensor) -> OutputJson<'a> {
+    match zipmap(labels, tensor) {
+        Some((labels, values, classes)) => OutputJson::Rows(
+            values
+                .chunks(classes)
+                .map(|values| LabeledRow { labels, values })
+                .collect(),
+        ),
+        None => OutputJson::Nested(whole(tensor)),
+    }
+}
+
 impl Serialize for ColumnOutputs<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         struct Named<'a>(&'a Outputs<'a>);
         impl Serialize for Named<'_> {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 let mut map = serializer.serialize_map(Some(self.0.tensors.len()))?;
-                for (name, tensor) in self.0.names.iter().zip(self.0.tensors) {
-                    map.serialize_entry(name, &whole(tensor))?;
+                for (name, labels, tensor) in self.0.each() {
+                    map.serialize_entry(name, &answer_whole(labels, tensor))?;
                 }
                 map.end()
             }
         }
         let mut map = serializer.serialize_map(Some(1))?;
-        match self.0.tensors {
-            [tensor] => map.serialize_entry("outputs", &whole(tensor))?,
+        match (self.0.tensors, self.0.labels.as_slice()) {
+            ([tensor], [labels]) => {
+                map.serialize_entry("outputs", &answer_whole(*labels, tensor))?
+            }
             _ => map.serialize_entry("outputs", &Named(self.0))?,
         }
         map.end()
@@ -398,7 +487,12 @@ mod tests {
     }
 
     fn outputs_of<'a>(names: Vec<&'a str>, tensors: &'a [Tensor]) -> Outputs<'a> {
-        Outputs { names, tensors }
+        let labels = vec![None; names.len()];
+        Outputs {
+            names,
+            labels,
+            tensors,
+        }
     }
 
     #[test]
@@ -437,6 +531,40 @@ mod tests {
         assert_eq!(
             serde_json::from_slice::<Value>(&body).unwrap(),
             serde_json::json!({"outputs": [[0.25, 0.75]]})
+        );
+    }
+
+    #[test]
+    fn zipmap_rows_are_objects_keyed_by_label_in_both_forms() {
+        let tensors = [
+            Tensor::new(vec![2], TensorData::Int64(vec![1, 0])).unwrap(),
+            Tensor::new(vec![2, 2], TensorData::Fp32(vec![0.25, 0.75, 0.5, 0.5])).unwrap(),
+        ];
+        let labels = ClassLabels::Int64(vec![0, 1]);
+        let outputs = Outputs {
+            labels: vec![None, Some(&labels)],
+            ..outputs_of(vec!["label", "probabilities"], &tensors)
+        };
+        let rows = encode_response(Form::Rows { count: 2 }, &outputs).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&rows).unwrap(),
+            serde_json::json!({"predictions": [
+                {"label": 1, "probabilities": {"0": 0.25, "1": 0.75}},
+                {"label": 0, "probabilities": {"0": 0.5, "1": 0.5}}]})
+        );
+        let columns = encode_response(Form::Columns, &outputs).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&columns).unwrap()["outputs"]["probabilities"],
+            serde_json::json!([{"0": 0.25, "1": 0.75}, {"0": 0.5, "1": 0.5}])
+        );
+        let only = Outputs {
+            labels: vec![Some(&labels)],
+            ..outputs_of(vec!["probabilities"], &tensors[1..])
+        };
+        let single = encode_response(Form::Rows { count: 2 }, &only).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&single).unwrap()["predictions"][1],
+            serde_json::json!({"0": 0.5, "1": 0.5})
         );
     }
 

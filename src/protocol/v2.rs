@@ -1,10 +1,12 @@
 //! The Open Inference Protocol v2 (KServe V2, Triton's HTTP/REST API), JSON form: inference
 //! requests and responses, and the server and model metadata documents.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize, de::IgnoredAny};
 use serde_json::value::RawValue;
 
-use super::{RequestError, binary, json};
+use super::{RequestError, binary, classes, json};
 use crate::model::{
     DataType, InputError, Signature, Tensor, TensorData, TensorSpec, tensor::element_count,
 };
@@ -61,7 +63,8 @@ struct WireRequestedOutput {
 struct OutputParameters {
     binary_data: Option<bool>,
     shared_memory_region: Option<IgnoredAny>,
-    classification: Option<IgnoredAny>,
+    /// Triton's classification extension: answer the top K classes instead of the tensor.
+    classification: Option<usize>,
 }
 
 /// An inference request checked against the model's signature.
@@ -74,6 +77,9 @@ pub struct InferRequest {
     pub outputs: Vec<usize>,
     /// For each of `outputs`: whether it is returned as binary data after the JSON header.
     pub binary_outputs: Vec<bool>,
+    /// For each of `outputs`: the number of top classes asked for with the classification
+    /// extension, `None` for the tensor itself.
+    pub classification: Vec<Option<usize>>,
 }
 
 /// Decodes a request body. `json_length` is the `Inference-Header-Content-Length` header: when
@@ -157,46 +163,85 @@ pub fn decode_request(
         )));
     }
     let inputs = signature.bind_inputs(named)?;
-    let default_binary = wire.parameters.binary_data_output;
-    let (outputs, binary_outputs) = match &wire.outputs {
-        Some(requested) if requested.is_empty() => {
-            return Err(RequestError::Malformed(
-                "\"outputs\" is empty: name at least one output, or leave \"outputs\" out to get all of them"
-                    .to_owned(),
-            ));
-        }
-        Some(requested) => {
-            for output in requested {
-                if output.parameters.shared_memory_region.is_some() {
-                    return Err(unsupported_output_parameter(
-                        &output.name,
-                        "shared_memory_region",
-                    ));
-                }
-                if output.parameters.classification.is_some() {
-                    return Err(unsupported_output_parameter(&output.name, "classification"));
-                }
-            }
-            let indices = signature
-                .select_outputs(Some(requested.iter().map(|output| output.name.as_str())))?;
-            let binary = requested
-                .iter()
-                .map(|output| output.parameters.binary_data.unwrap_or(default_binary))
-                .collect();
-            (indices, binary)
-        }
-        None => {
-            let indices = signature.select_outputs(None::<std::iter::Empty<&str>>)?;
-            let binary = vec![default_binary; indices.len()];
-            (indices, binary)
-        }
-    };
+    let (outputs, binary_outputs, classification) =
+        decode_outputs(wire.outputs.as_deref(), &wire.parameters, signature)?;
     Ok(InferRequest {
         id: wire.id,
         inputs,
         outputs,
         binary_outputs,
+        classification,
     })
+}
+
+type DecodedOutputs = (Vec<usize>, Vec<bool>, Vec<Option<usize>>);
+
+/// The outputs to answer, in order, with how each is returned.
+fn decode_outputs(
+    requested: Option<&[WireRequestedOutput]>,
+    parameters: &RequestParameters,
+    signature: &Signature,
+) -> Result<DecodedOutputs, RequestError> {
+    let default_binary = parameters.binary_data_output;
+    let Some(requested) = requested else {
+        let indices = signature.select_outputs(None::<std::iter::Empty<&str>>)?;
+        let count = indices.len();
+        return Ok((indices, vec![default_binary; count], vec![None; count]));
+    };
+    if requested.is_empty() {
+        return Err(RequestError::Malformed(
+            "\"outputs\" is empty: name at least one output, or leave \"outputs\" out to get all of them"
+                .to_owned(),
+        ));
+    }
+    let indices =
+        signature.select_outputs(Some(requested.iter().map(|output| output.name.as_str())))?;
+    for (output, &index) in requested.iter().zip(&indices) {
+        check_output_form(output, &signature.outputs[index])?;
+    }
+    let binary = requested
+        .iter()
+        .map(|output| output.parameters.binary_data.unwrap_or(default_binary))
+        .collect();
+    let classification = requested
+        .iter()
+        .map(|output| output.parameters.classification)
+        .collect();
+    Ok((indices, binary, classification))
+}
+
+fn check_output_form(output: &WireRequestedOutput, spec: &TensorSpec) -> Result<(), RequestError> {
+    check_output_parameters(
+        &output.name,
+        output.parameters.shared_memory_region.is_some(),
+        output.parameters.classification,
+        spec,
+    )
+}
+
+/// Checks what a requested output's parameters ask for (the same over REST and gRPC): no
+/// shared memory, and a classification of at least one class of a numeric output.
+pub(crate) fn check_output_parameters(
+    name: &str,
+    shared_memory: bool,
+    classification: Option<usize>,
+    spec: &TensorSpec,
+) -> Result<(), RequestError> {
+    let refuse = |problem: &str| {
+        Err(RequestError::UnsupportedForm(format!(
+            "output '{name}': {problem}"
+        )))
+    };
+    if shared_memory {
+        return refuse("shared memory outputs are not supported");
+    }
+    match classification {
+        Some(0) => refuse("\"classification\" must ask for at least 1 class"),
+        Some(_) if spec.datatype == DataType::Bytes => {
+            refuse("classification ranks numbers; this output holds BYTES")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The longest request `id` echoed back. Ids name requests in logs and traces; a longer one is
@@ -216,16 +261,6 @@ pub(crate) fn check_id(id: Option<&str>) -> Result<(), RequestError> {
 
 /// The header of the binary tensor data extension: the length of the JSON part of the body.
 pub const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
-
-/// A requested output's parameter that asks for a form pinserve does not answer in.
-pub(crate) fn unsupported_output_parameter(output: &str, parameter: &str) -> RequestError {
-    let what = match parameter {
-        "shared_memory_region" => "shared memory outputs are",
-        "classification" => "the classification extension is",
-        _ => "this parameter is",
-    };
-    RequestError::UnsupportedForm(format!("output '{output}': {what} not supported"))
-}
 
 fn unsupported_input(name: &str, problem: &str) -> RequestError {
     RequestError::Input(InputError::bad_data(name, problem.to_owned()))
@@ -330,13 +365,23 @@ struct WireOutput<'a> {
     shape: &'a [usize],
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<json::FlatJson<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<BinaryOutputParameters>,
+    #[serde(skip_serializing_if = "ResponseParameters::is_empty")]
+    parameters: ResponseParameters,
 }
 
-#[derive(Serialize)]
-struct BinaryOutputParameters {
-    binary_data_size: usize,
+#[derive(Serialize, Default)]
+struct ResponseParameters {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binary_data_size: Option<usize>,
+    /// A ZipMap output's labels, see [`classes`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class_labels: Option<String>,
+}
+
+impl ResponseParameters {
+    fn is_empty(&self) -> bool {
+        self.binary_data_size.is_none() && self.class_labels.is_none()
+    }
 }
 
 /// A response body, and the length of its JSON part when binary output data follows it (the
@@ -353,27 +398,17 @@ pub fn encode_response(
     signature: &Signature,
     outputs: &[Tensor],
 ) -> EncodedResponse {
+    let answered = answered_outputs(
+        &request.outputs,
+        &request.classification,
+        signature,
+        outputs,
+    );
     let mut binary = Vec::new();
-    let wire_outputs = request
-        .outputs
+    let wire_outputs = answered
         .iter()
         .zip(&request.binary_outputs)
-        .zip(outputs)
-        .map(|((&index, &as_binary), tensor)| {
-            let (data, parameters) = if as_binary {
-                let binary_data_size = binary::encode(tensor.data(), &mut binary);
-                (None, Some(BinaryOutputParameters { binary_data_size }))
-            } else {
-                (Some(json::FlatJson(tensor.data())), None)
-            };
-            WireOutput {
-                name: &signature.outputs[index].name,
-                datatype: tensor.datatype().as_str(),
-                shape: tensor.shape(),
-                data,
-                parameters,
-            }
-        })
+        .map(|((spec, tensor), &as_binary)| wire_output(spec, tensor, as_binary, &mut binary))
         .collect();
     let response = WireResponse {
         model_name: model.0,
@@ -385,6 +420,64 @@ pub fn encode_response(
     let json_length = request.binary_outputs.contains(&true).then_some(body.len());
     body.append(&mut binary);
     EncodedResponse { body, json_length }
+}
+
+/// Each requested output with its spec, as the tensor itself or its top classes.
+pub(crate) fn answered_outputs<'a>(
+    indices: &[usize],
+    classification: &[Option<usize>],
+    signature: &'a Signature,
+    outputs: &'a [Tensor],
+) -> Vec<(&'a TensorSpec, Cow<'a, Tensor>)> {
+    indices
+        .iter()
+        .zip(classification)
+        .zip(outputs)
+        .map(|((&index, &classification), tensor)| {
+            let spec = &signature.outputs[index];
+            let tensor = match classification {
+                Some(count) => {
+                    Cow::Owned(classes::classify(tensor, count, spec.class_labels.as_ref()))
+                }
+                None => Cow::Borrowed(tensor),
+            };
+            (spec, tensor)
+        })
+        .collect()
+}
+
+/// A ZipMap output's labels (JSON array text) for its answer's parameters, unless
+/// classification already wrote them into its strings.
+pub(crate) fn class_labels_of(spec: &TensorSpec, tensor: &Tensor) -> Option<String> {
+    let labels = spec.class_labels.as_ref()?;
+    (tensor.datatype() == spec.datatype).then(|| classes::labels_json(labels))
+}
+
+/// One output's JSON; its data go to `binary` when it is returned as binary. A ZipMap output
+/// carries its labels, unless classification already wrote them into its strings.
+fn wire_output<'a>(
+    spec: &'a TensorSpec,
+    tensor: &'a Tensor,
+    as_binary: bool,
+    binary: &mut Vec<u8>,
+) -> WireOutput<'a> {
+    let mut parameters = ResponseParameters {
+        class_labels: class_labels_of(spec, tensor),
+        ..ResponseParameters::default()
+    };
+    let data = if as_binary {
+        parameters.binary_data_size = Some(binary::encode(tensor.data(), binary));
+        None
+    } else {
+        Some(json::FlatJson(tensor.data()))
+    };
+    WireOutput {
+        name: &spec.name,
+        datatype: tensor.datatype().as_str(),
+        shape: tensor.shape(),
+        data,
+        parameters,
+    }
 }
 
 /// `GET /v2`.
@@ -400,7 +493,7 @@ impl ServerMetadata {
         ServerMetadata {
             name: "pinserve",
             version: env!("CARGO_PKG_VERSION"),
-            extensions: vec!["binary_tensor_data", "statistics"],
+            extensions: vec!["binary_tensor_data", "classification", "statistics"],
         }
     }
 }
@@ -423,6 +516,15 @@ pub struct TensorMetadata<'a> {
     pub name: &'a str,
     pub datatype: &'static str,
     pub shape: Vec<i64>,
+    /// A ZipMap output's labels and the ONNX type it has in the graph.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<ZipMapParameters>,
+}
+
+#[derive(Serialize)]
+pub struct ZipMapParameters {
+    pub class_labels: String,
+    pub onnx_type: String,
 }
 
 impl<'a> From<&'a TensorSpec> for TensorMetadata<'a> {
@@ -431,6 +533,10 @@ impl<'a> From<&'a TensorSpec> for TensorMetadata<'a> {
             name: &spec.name,
             datatype: spec.datatype.as_str(),
             shape: spec.protocol_shape(),
+            parameters: spec.class_labels.as_ref().map(|labels| ZipMapParameters {
+                class_labels: classes::labels_json(labels),
+                onnx_type: format!("seq(map({},tensor(float)))", labels.key_type()),
+            }),
         }
     }
 }
@@ -460,7 +566,7 @@ impl<'a> ModelMetadata<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Dim, TensorData, signature::examples::batch};
+    use crate::model::{ClassLabels, Dim, TensorData, signature::examples::batch};
 
     fn signature() -> Signature {
         Signature {
@@ -593,6 +699,7 @@ mod tests {
             inputs: Vec::new(),
             outputs: vec![1],
             binary_outputs: vec![false],
+            classification: vec![None],
         };
         let encoded = encode_response(("m", "3"), &request, &sig, &outputs);
         assert_eq!(encoded.json_length, None);
@@ -699,6 +806,7 @@ mod tests {
             inputs: Vec::new(),
             outputs: vec![1, 0],
             binary_outputs: vec![true, false],
+            classification: vec![None, None],
         };
         let encoded = encode_response(("m", "3"), &request, &sig, &outputs);
         let length = encoded.json_length.expect("a binary output");
@@ -721,5 +829,91 @@ mod tests {
         assert_eq!(metadata["platform"], "onnxruntime_onnx");
         assert_eq!(metadata["versions"], serde_json::json!(["3"]));
         assert_eq!(metadata["inputs"][0]["shape"], serde_json::json!([-1, 2]));
+    }
+
+    fn classifier() -> Signature {
+        Signature {
+            inputs: signature().inputs,
+            outputs: vec![
+                TensorSpec::new("label", DataType::Bytes, vec![batch()]),
+                TensorSpec::zipmap(
+                    "probabilities",
+                    ClassLabels::Strings(vec!["no".into(), "yes".into()]),
+                ),
+            ],
+        }
+    }
+
+    fn classifier_request(outputs: &str) -> Result<InferRequest, String> {
+        let body = format!(
+            r#"{{"inputs": [{{"name": "features", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}}],
+                "outputs": {outputs}}}"#
+        );
+        decode_request(body.as_bytes(), None, &classifier()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn classification_is_read_per_output_and_checked() {
+        let request = classifier_request(
+            r#"[{"name": "probabilities", "parameters": {"classification": 1}}, {"name": "label"}]"#,
+        )
+        .unwrap();
+        assert_eq!(request.classification, vec![Some(1), None]);
+        let zero = classifier_request(
+            r#"[{"name": "probabilities", "parameters": {"classification": 0}}]"#,
+        )
+        .unwrap_err();
+        assert!(zero.contains("at least 1 class"), "{zero}");
+        let strings =
+            classifier_request(r#"[{"name": "label", "parameters": {"classification": 2}}]"#)
+                .unwrap_err();
+        assert!(strings.contains("this output holds BYTES"), "{strings}");
+    }
+
+    #[test]
+    fn zipmap_outputs_carry_their_labels_unless_classified() {
+        let sig = classifier();
+        let probabilities = Tensor::new(vec![1, 2], TensorData::Fp32(vec![0.25, 0.75])).unwrap();
+        let mut request = InferRequest {
+            id: None,
+            inputs: Vec::new(),
+            outputs: vec![1],
+            binary_outputs: vec![false],
+            classification: vec![None],
+        };
+        let answer = |request: &InferRequest| {
+            let encoded = encode_response(
+                ("m", "1"),
+                request,
+                &sig,
+                std::slice::from_ref(&probabilities),
+            );
+            serde_json::from_slice::<serde_json::Value>(&encoded.body).unwrap()["outputs"][0]
+                .clone()
+        };
+        assert_eq!(
+            answer(&request),
+            serde_json::json!({"name": "probabilities", "datatype": "FP32", "shape": [1, 2],
+                "data": [0.25, 0.75], "parameters": {"class_labels": "[\"no\",\"yes\"]"}})
+        );
+        request.classification = vec![Some(1)];
+        assert_eq!(
+            answer(&request),
+            serde_json::json!({"name": "probabilities", "datatype": "BYTES", "shape": [1, 1],
+                "data": ["0.75:1:yes"]})
+        );
+    }
+
+    #[test]
+    fn metadata_gives_a_zipmap_its_labels_and_onnx_type() {
+        let sig = classifier();
+        let metadata = serde_json::to_value(ModelMetadata::new("m", "1", &sig)).unwrap();
+        assert_eq!(
+            metadata["outputs"][1],
+            serde_json::json!({"name": "probabilities", "datatype": "FP32", "shape": [-1, 2],
+                "parameters": {"class_labels": "[\"no\",\"yes\"]",
+                    "onnx_type": "seq(map(string,tensor(float)))"}})
+        );
+        assert!(metadata["outputs"][0].get("parameters").is_none());
     }
 }

@@ -510,6 +510,13 @@ fn check_half(specs: &Value, graph: &[TensorSpec], role: &str) -> Result<(), Str
     let Some(specs) = specs.as_array() else {
         return Ok(());
     };
+    // What MLflow writes when it cannot infer a schema, as for a ZipMap's list of dicts.
+    if specs
+        .iter()
+        .all(|spec| spec["type"] == "any" && spec.get("name").is_none())
+    {
+        return Ok(());
+    }
     let names: Vec<&str> = graph.iter().map(|spec| spec.name.as_str()).collect();
     let mismatch =
         |detail: String| format!("the MLflow signature disagrees with the ONNX graph: {detail}");
@@ -542,6 +549,10 @@ fn check_half(specs: &Value, graph: &[TensorSpec], role: &str) -> Result<(), Str
         let (Some(tensor), Some(tensor_spec)) = (tensor, spec.get("tensor-spec")) else {
             continue;
         };
+        // The graph's ZipMap is served as a matrix; MLflow describes the maps, if anything.
+        if tensor.class_labels.is_some() {
+            continue;
+        }
         check_tensor(tensor_spec, tensor)
             .map_err(|detail| mismatch(format!("{role} '{}': {detail}", tensor.name)))?;
     }
@@ -595,7 +606,7 @@ fn numpy_datatype(dtype: &str) -> Option<DataType> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::signature::examples::two_inputs;
+    use crate::model::{ClassLabels, DataType, Dim, signature::examples::two_inputs};
 
     #[test]
     fn signatures_that_match_the_graph_pass() {
@@ -638,6 +649,26 @@ mod tests {
                 .unwrap_err()
                 .contains("shape [-1, 3] against [-1, 2]")
         );
+    }
+
+    #[test]
+    fn a_zipmap_classifier_passes_with_what_mlflow_infers_for_it() {
+        let zipmap = Signature {
+            inputs: two_inputs().inputs,
+            outputs: vec![
+                TensorSpec::new("output_label", DataType::Int64, vec![Dim::Dynamic(None)]),
+                TensorSpec::zipmap("output_probability", ClassLabels::Int64(vec![0, 1])),
+            ],
+        };
+        let uninferred = serde_json::json!({"outputs": [{"type": "any", "required": true}]});
+        check_signature(&uninferred, &zipmap).unwrap();
+        let maps = serde_json::json!({"outputs": [
+            {"type": "tensor", "name": "output_label", "tensor-spec": {"dtype": "int64", "shape": [-1]}},
+            {"type": "tensor", "name": "output_probability", "tensor-spec": {"dtype": "object", "shape": [-1]}},
+        ]});
+        check_signature(&maps, &zipmap).unwrap();
+        let too_few = serde_json::json!({"outputs": [{"type": "long"}]});
+        assert!(check_signature(&too_few, &zipmap).is_err());
     }
 
     const MLMODEL: &str = r#"artifact_path: model

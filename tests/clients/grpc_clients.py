@@ -3,11 +3,12 @@
 
 Reads a JSON job from stdin: {"address": "HOST:PORT", "client": "triton" | "kserve",
 "model": NAME, "requests": [REQUEST, ...]}, where each REQUEST is {"inputs": [v2 JSON inputs],
-"raw": bool, "outputs": [names] or null, "model": NAME (optional, defaults to the job's)}.
+"raw": bool, "outputs": [names, or {"name": NAME, "class_count": K} for Triton's classification
+extension] or null, "model": NAME (optional, defaults to the job's)}.
 "raw" false asks the KServe client for typed `contents` instead of `raw_input_contents` (Triton's
 client always sends raw contents). Writes what the client saw as JSON: liveness, readiness, the
 server and model metadata, for each request its outputs as v2 JSON ({name, datatype, shape,
-data}) or its error ({"error", "code"}), and, for Triton's client, the statistics after the last
+data}, and class_labels where the output's parameters have them) or its error ({"error", "code"}), and, for Triton's client, the statistics after the last
 request. The Rust test compares those with the golden outputs; this script only translates.
 """
 
@@ -28,12 +29,16 @@ def to_numpy(tensor):
     return np.array(tensor["data"], dtype=dtype).reshape(tensor["shape"])
 
 
-def output_json(name, datatype, array):
+def output_json(name, datatype, array, parameters=None):
     if datatype == "BYTES":
         data = [v.decode() if isinstance(v, bytes) else v for v in array.reshape(-1)]
     else:
         data = array.reshape(-1).tolist()
-    return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
+    tensor = {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
+    if parameters and "class_labels" in parameters:
+        labels = parameters["class_labels"]
+        tensor["class_labels"] = labels if isinstance(labels, str) else labels.string_param
+    return tensor
 
 
 def run_triton(job):
@@ -51,7 +56,12 @@ def run_triton(job):
             inputs.append(infer_input)
         outputs = None
         if request["outputs"] is not None:
-            outputs = [grpcclient.InferRequestedOutput(name) for name in request["outputs"]]
+            outputs = [
+                grpcclient.InferRequestedOutput(output)
+                if isinstance(output, str)
+                else grpcclient.InferRequestedOutput(output["name"], class_count=output["class_count"])
+                for output in request["outputs"]
+            ]
         try:
             result = client.infer(model, inputs, outputs=outputs, request_id="grpc-client")
         except InferenceServerException as err:
@@ -60,7 +70,9 @@ def run_triton(job):
         return {
             "id": response.id,
             "outputs": [
-                output_json(output.name, output.datatype, result.as_numpy(output.name))
+                output_json(
+                    output.name, output.datatype, result.as_numpy(output.name), output.parameters
+                )
                 for output in response.outputs
             ],
         }

@@ -2,8 +2,9 @@
 
 Reads a JSON job from stdin: {"url": "HOST:PORT", "model": NAME, "requests": [REQUEST, ...]},
 where each REQUEST is {"inputs": [v2 JSON inputs], "binary_inputs": bool, "binary_outputs": bool,
-"outputs": [names] or null, "compression": [request's, response's] ("gzip", "deflate" or null)}. Writes what the client saw to stdout as JSON: liveness, readiness,
-the model metadata, for each request its outputs as v2 JSON ({name, datatype, shape, data}), and
+"outputs": [names, or {"name": NAME, "class_count": K} for the classification extension] or null, "compression": [request's, response's] ("gzip", "deflate" or null)}. Writes what the client saw to stdout as JSON: liveness, readiness,
+the model metadata, for each request its outputs as v2 JSON ({name, datatype, shape, data}, and
+class_labels where the output's parameters have them), and
 the statistics extension's answer after the last request.
 The Rust test compares those with the golden outputs; this script only translates.
 """
@@ -31,7 +32,19 @@ def to_json(result, name):
         data = [v.decode("utf-8") if isinstance(v, bytes) else v for v in array.reshape(-1)]
     else:
         data = array.reshape(-1).tolist()
-    return {"name": name, "datatype": output["datatype"], "shape": output["shape"], "data": data}
+    tensor = {"name": name, "datatype": output["datatype"], "shape": output["shape"], "data": data}
+    class_labels = output.get("parameters", {}).get("class_labels")
+    if class_labels is not None:
+        tensor["class_labels"] = class_labels
+    return tensor
+
+
+def requested_output(output, binary):
+    if isinstance(output, str):
+        return httpclient.InferRequestedOutput(output, binary_data=binary)
+    return httpclient.InferRequestedOutput(
+        output["name"], binary_data=binary, class_count=output["class_count"]
+    )
 
 
 def run(client, model, request):
@@ -45,8 +58,7 @@ def run(client, model, request):
     outputs = None
     if request["outputs"] is not None:
         outputs = [
-            httpclient.InferRequestedOutput(name, binary_data=request["binary_outputs"])
-            for name in request["outputs"]
+            requested_output(output, request["binary_outputs"]) for output in request["outputs"]
         ]
     request_compression, response_compression = request.get("compression") or (None, None)
     try:
