@@ -1,6 +1,7 @@
 //! The one table from errors to HTTP statuses. Every error answer is JSON of the protocol's
-//! form, `{"error": "..."}`, and names the problem; unexpected errors are logged here, once,
-//! where they become a response.
+//! form, `{"error": "..."}` (MLflow's `{"error_code": "...", "message": "..."}` on
+//! `/invocations`, see [`MlflowError`]), and names the problem; unexpected errors are logged
+//! here, once, where they become a response.
 
 use axum::{
     http::{HeaderValue, StatusCode, header},
@@ -37,6 +38,10 @@ pub enum ApiError {
         "Content-Encoding '{encoding}' is not supported: send the body as gzip, deflate or identity"
     )]
     UnsupportedEncoding { encoding: String },
+    #[error(
+        "Content-Type '{content_type}' is not supported: send application/json or text/csv (UTF-8)"
+    )]
+    UnsupportedContentType { content_type: String },
     #[error(
         "the request body did not arrive within {}s (--body-read-timeout)",
         .limit.as_secs_f64()
@@ -112,7 +117,9 @@ impl ApiError {
         match self {
             ApiError::Request(_) | ApiError::Body(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedEncoding { .. } | ApiError::UnsupportedContentType { .. } => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::ConnectionLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ModelNotFound { .. } | ApiError::RouteNotFound { .. } => {
@@ -143,11 +150,53 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let body = json!({ "error": self.to_string() });
+        self.respond(body)
+    }
+}
+
+/// An [`ApiError`] answered as MLflow's scoring server answers errors, so MLflow's clients
+/// read it: the same status, with `{"error_code": ..., "message": ...}` for a body.
+#[derive(Debug)]
+pub struct MlflowError(pub ApiError);
+
+impl<E: Into<ApiError>> From<E> for MlflowError {
+    fn from(err: E) -> MlflowError {
+        MlflowError(err.into())
+    }
+}
+
+impl IntoResponse for MlflowError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error_code": mlflow_error_code(self.0.status()),
+            "message": self.0.to_string(),
+        });
+        self.0.respond(body)
+    }
+}
+
+/// MLflow's name for a status (`mlflow.exceptions.HTTP_STATUS_TO_ERROR_CODE`); client errors
+/// it has no name for are `BAD_REQUEST`.
+fn mlflow_error_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "ENDPOINT_NOT_FOUND",
+        StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
+        StatusCode::SERVICE_UNAVAILABLE => "TEMPORARILY_UNAVAILABLE",
+        StatusCode::GATEWAY_TIMEOUT => "DEADLINE_EXCEEDED",
+        status if status.is_client_error() => "BAD_REQUEST",
+        _ => "INTERNAL_ERROR",
+    }
+}
+
+impl ApiError {
+    /// The response with `body`, its status and headers from this table.
+    fn respond(self, body: serde_json::Value) -> Response {
         let status = self.status();
         if let ApiError::Batch(BatchError::Model(err)) = &self {
             log_unexpected(err);
         }
-        let mut response = (status, JsonLine(json!({ "error": self.to_string() }))).into_response();
+        let mut response = (status, JsonLine(body)).into_response();
         if self.retry_after() {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
