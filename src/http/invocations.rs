@@ -67,6 +67,7 @@ pub async fn invocations(
             .collect(),
         tensors: &tensors,
     };
+    let form = mlflow::answer_form(form, model.mlflow_signature.as_ref());
     Ok(json_response(mlflow::encode_response(form, &outputs)?))
 }
 

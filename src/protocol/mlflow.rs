@@ -6,7 +6,8 @@
 //! Tensor forms (`instances`, `inputs`) decode as `/predict`'s do and are answered as MLflow's
 //! pyfunc answers a feed dict: `{"predictions": {output: tensor, ...}}`. Data frames are
 //! answered as MLflow answers a DataFrame: one record per row, `{"predictions": [{output:
-//! value, ...}, ...]}`, a row of one element written as that element.
+//! value, ...}, ...]}`, a row of one element written as that element; for a model whose MLflow
+//! signature is tensor-based, as a feed dict (see [`answer_form`]).
 //!
 //! Columns bind to inputs by name, as `/predict`'s keyed instances do. A frame whose columns
 //! do not all name inputs is, for a single-input model, that input's features in column order
@@ -382,6 +383,17 @@ fn quoted<'n>(names: impl Iterator<Item = &'n str>) -> String {
         .map(|name| format!("'{name}'"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The form MLflow answers in for the served model: it enforces a tensor-based signature by
+/// turning a data frame into a feed dict, which its ONNX flavor answers as it answers
+/// `inputs`; without a signature (or with a column-based one) the frame reaches the model and
+/// the answer is one record per row.
+pub fn answer_form(form: Form, mlflow_signature: Option<&serde_json::Value>) -> Form {
+    let tensor_based = mlflow_signature
+        .and_then(|signature| signature["inputs"].as_array())
+        .is_some_and(|inputs| inputs.iter().any(|input| input["type"] == "tensor"));
+    if tensor_based { Form::Tensors } else { form }
 }
 
 /// Writes MLflow's answer for the request's form.
