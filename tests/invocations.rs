@@ -25,7 +25,10 @@ use serde_json::{Value, json};
 
 /// Runs the driver on `job`; `env` reaches MLflow's server (its tracking URI for `models:/`).
 fn ask_both(job: &Value, env: &[(&str, String)]) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/mlflow_scoring.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/mlflow_scoring.py"
+    );
     let mut child = Command::new(services_python())
         .arg(script)
         .envs(env.iter().map(|(name, value)| (name, value)))
@@ -70,7 +73,10 @@ fn csv(columns: &[String], rows: &[Vec<Value>]) -> String {
     for row in rows {
         let cells: Vec<String> = row
             .iter()
-            .map(|cell| cell.as_str().map_or_else(|| cell.to_string(), str::to_owned))
+            .map(|cell| {
+                cell.as_str()
+                    .map_or_else(|| cell.to_string(), str::to_owned)
+            })
             .collect();
         text += &(cells.join(",") + "\n");
     }
@@ -87,15 +93,24 @@ fn pair<'a>(answers: &'a Value, name: &str) -> (&'a Value, &'a Value) {
 fn assert_same(answers: &Value, name: &str) {
     let (mlflow, pinserve) = pair(answers, name);
     assert_eq!(pinserve["status"], mlflow["status"], "{name}: {pinserve}");
-    assert!(mlflow.get("error").is_none(), "{name}: MLflow failed: {mlflow}");
+    assert!(
+        mlflow.get("error").is_none(),
+        "{name}: MLflow failed: {mlflow}"
+    );
     assert_close(pinserve, mlflow, name);
 }
 
 /// Both refuse with the same status; pinserve's message names the problem, in MLflow's shape.
 fn assert_both_refuse(answers: &Value, name: &str, problem: &str) {
     let (mlflow, pinserve) = pair(answers, name);
-    assert_eq!(pinserve["status"], mlflow["status"], "{name}: {pinserve} vs {mlflow}");
-    assert!(pinserve["status"].as_u64().unwrap() >= 400, "{name}: {pinserve}");
+    assert_eq!(
+        pinserve["status"], mlflow["status"],
+        "{name}: {pinserve} vs {mlflow}"
+    );
+    assert!(
+        pinserve["status"].as_u64().unwrap() >= 400,
+        "{name}: {pinserve}"
+    );
     if let Some(code) = mlflow["body"]["error_code"].as_str() {
         assert_eq!(pinserve["body"]["error_code"], code, "{name}: {pinserve}");
     }
@@ -139,7 +154,10 @@ fn records_of(tensors: &Value) -> Value {
             let record = tensors.iter().map(|(name, tensor)| {
                 let value = &tensor[row];
                 let single = value.as_array().filter(|values| values.len() == 1);
-                (name.clone(), single.map_or(value, |values| &values[0]).clone())
+                (
+                    name.clone(),
+                    single.map_or(value, |values| &values[0]).clone(),
+                )
             });
             Value::Object(record.collect())
         })
@@ -150,7 +168,10 @@ fn records_of(tensors: &Value) -> Value {
 /// MLflow refused `name`; pinserve answered it as the same rows sent as tensors (`inputs`).
 fn assert_pinserve_answers_frame(answers: &Value, name: &str) {
     let (mlflow, pinserve) = pair(answers, name);
-    assert_eq!(mlflow["status"], 400, "{name}: MLflow now answers: {mlflow}");
+    assert_eq!(
+        mlflow["status"], 400,
+        "{name}: MLflow now answers: {mlflow}"
+    );
     assert_eq!(pinserve["status"], 200, "{name}: {pinserve}");
     let (_, as_tensors) = pair(answers, "inputs");
     let expected = records_of(&as_tensors["body"]["predictions"]);
@@ -159,7 +180,10 @@ fn assert_pinserve_answers_frame(answers: &Value, name: &str) {
 
 fn assert_probes(answers: &Value) {
     let (mlflow, pinserve) = pair(answers, "ping");
-    assert_eq!((&mlflow["status"], &pinserve["status"]), (&json!(200), &json!(200)));
+    assert_eq!(
+        (&mlflow["status"], &pinserve["status"]),
+        (&json!(200), &json!(200))
+    );
     let (mlflow, pinserve) = pair(answers, "version");
     assert_eq!(mlflow["body"], "3.17.2", "the pinned MLflow answers");
     assert_eq!(pinserve["status"], 200);
@@ -283,7 +307,10 @@ async fn columns_bind_to_the_inputs_of_a_multi_input_model_by_name() {
         ),
         json_request("wrong_type", json!({"inputs": wrong_type})),
     ];
-    let answers = ask_both(&fixture_job(&server, "churn_pipeline", requests, json!([])), &[]);
+    let answers = ask_both(
+        &fixture_job(&server, "churn_pipeline", requests, json!([])),
+        &[],
+    );
     assert_same(&answers, "inputs");
     assert_same(&answers, "instances");
     // MLflow feeds each column as a 1-D array to inputs of shape [N, 1], which ONNX Runtime
@@ -299,13 +326,20 @@ async fn columns_bind_to_the_inputs_of_a_multi_input_model_by_name() {
 fn breast_cancer_rows(count: usize) -> (Vec<String>, Vec<Vec<Value>>) {
     let text = std::fs::read_to_string(fixtures().join("breast_cancer/test.csv")).unwrap();
     let mut lines = text.lines();
-    let mut columns: Vec<String> = lines.next().unwrap().split(',').map(str::to_owned).collect();
+    let mut columns: Vec<String> = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
     assert_eq!(columns.pop().as_deref(), Some("target"));
     let rows = lines
         .take(count)
         .map(|line| {
             let cells = line.split(',').take(columns.len());
-            cells.map(|cell| json!(cell.parse::<f64>().unwrap())).collect()
+            cells
+                .map(|cell| json!(cell.parse::<f64>().unwrap()))
+                .collect()
         })
         .collect();
     (columns, rows)
@@ -324,7 +358,10 @@ async fn outputs_of_several_widths_answer_data_frames_in_records() {
         request("csv", "text/csv", csv(&columns, &rows)),
     ];
     let client = json!([{"name": "client_ndarray", "kind": "ndarray", "data": rows}]);
-    let answers = ask_both(&fixture_job(&server, "breast_cancer", requests, client), &[]);
+    let answers = ask_both(
+        &fixture_job(&server, "breast_cancer", requests, client),
+        &[],
+    );
     assert_same(&answers, "inputs");
     assert_same(&answers, "client_ndarray");
     // MLflow flattens each output of a data frame's answer to one column: `label` has 3 values,
@@ -356,5 +393,8 @@ async fn a_tensor_signature_answers_data_frames_as_tensors_as_mlflow_does() {
         assert_same(&answers, name);
     }
     let (_, pinserve) = pair(&answers, "dataframe_split");
-    assert!(pinserve["body"]["predictions"]["label"].is_array(), "{pinserve}");
+    assert!(
+        pinserve["body"]["predictions"]["label"].is_array(),
+        "{pinserve}"
+    );
 }
