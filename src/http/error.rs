@@ -273,6 +273,26 @@ mod tests {
     }
 
     #[test]
+    fn mlflow_errors_keep_the_status_and_take_mlflows_shape() {
+        let busy = MlflowError(ApiError::Batch(BatchError::QueueFull {
+            queued: 9,
+            limit: 8,
+        }));
+        let response = busy.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(mlflow_error_code(StatusCode::BAD_REQUEST), "BAD_REQUEST");
+        assert_eq!(
+            mlflow_error_code(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            "BAD_REQUEST"
+        );
+        assert_eq!(
+            mlflow_error_code(StatusCode::INTERNAL_SERVER_ERROR),
+            "INTERNAL_ERROR"
+        );
+    }
+
+    #[test]
     fn unknown_models_say_what_is_served() {
         let err = ApiError::ModelNotFound {
             name: "iris".into(),

@@ -16,9 +16,13 @@ use super::{
     json_response, off_runtime,
     state::AppState,
 };
-use crate::protocol::{
-    mlflow::{self, ScoringRequest},
-    predict::Outputs,
+use crate::{
+    model::Signature,
+    protocol::{
+        RequestError,
+        mlflow::{self, ScoringRequest},
+        predict::Outputs,
+    },
 };
 
 /// The bodies `/invocations` takes.
@@ -43,22 +47,13 @@ pub async fn invocations(
     let signature = model.batcher.signature();
     let request = {
         let signature = Arc::clone(signature);
-        off_runtime(body.len(), move || match content {
-            Content::Json => mlflow::decode_json(&body, &signature),
-            Content::Csv => mlflow::decode_csv(&body, &signature),
-        })
-        .await?
+        off_runtime(body.len(), move || decode(content, &body, &signature)).await?
     };
-    let ScoringRequest {
-        form,
-        inputs,
-        ignored_params,
-    } = request;
-    if ignored_params {
+    if request.ignored_params {
         tracing::debug!("params ignored: an ONNX model has no params schema (as in MLflow)");
     }
     let all_outputs = (0..signature.outputs.len()).collect();
-    let tensors = model.batcher.infer(inputs, all_outputs).await?;
+    let tensors = model.batcher.infer(request.inputs, all_outputs).await?;
     let outputs = Outputs {
         names: signature
             .outputs
@@ -67,8 +62,19 @@ pub async fn invocations(
             .collect(),
         tensors: &tensors,
     };
-    let form = mlflow::answer_form(form, model.mlflow_signature.as_ref());
+    let form = mlflow::answer_form(request.form, model.mlflow_signature.as_ref());
     Ok(json_response(mlflow::encode_response(form, &outputs)?))
+}
+
+fn decode(
+    content: Content,
+    body: &[u8],
+    signature: &Signature,
+) -> Result<ScoringRequest, RequestError> {
+    match content {
+        Content::Json => mlflow::decode_json(body, signature),
+        Content::Csv => mlflow::decode_csv(body, signature),
+    }
 }
 
 /// The body's type from `Content-Type`, as MLflow reads it: a media type and at most a UTF-8

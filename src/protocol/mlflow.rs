@@ -461,3 +461,132 @@ impl Serialize for Named<'_> {
         map.end()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::model::{
+        TensorData,
+        signature::examples::{batch, two_inputs},
+    };
+
+    fn features() -> Signature {
+        Signature {
+            inputs: vec![TensorSpec::new(
+                "x",
+                DataType::Fp32,
+                vec![batch(), Dim::Fixed(3)],
+            )],
+            outputs: vec![TensorSpec::new("y", DataType::Fp32, vec![batch()])],
+        }
+    }
+
+    fn decode(body: Value, signature: &Signature) -> Result<ScoringRequest, String> {
+        decode_json(body.to_string().as_bytes(), signature).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn frame_columns_bind_by_name_and_plain_cells_fill_one_element_rows() {
+        let split = json!({"dataframe_split": {"columns": ["tenure", "plan"], "index": [7, 8],
+            "data": [[3, "basic"], [9.5, "premium"]]}});
+        let request = decode(split, &two_inputs()).unwrap();
+        assert_eq!(request.form, Form::Frame { rows: 2 });
+        assert_eq!(request.inputs[0].shape(), &[2, 1]);
+        assert_eq!(request.inputs[1].data(), &TensorData::Fp32(vec![3.0, 9.5]));
+        let records = json!({"dataframe_records": [{"plan": "basic", "tenure": 3}],
+            "params": {"temperature": 0.5}});
+        let request = decode(records, &two_inputs()).unwrap();
+        assert!(request.ignored_params);
+        assert_eq!(request.inputs[0].shape(), &[1, 1]);
+    }
+
+    #[test]
+    fn a_single_input_takes_every_column_as_a_feature_in_order() {
+        // Raw text: `json!` would sort the fields.
+        let records = br#"{"dataframe_records": [{"c": 3, "a": 1, "b": 2}]}"#;
+        let request = decode_json(records, &features()).unwrap();
+        assert_eq!(
+            request.inputs[0].data(),
+            &TensorData::Fp32(vec![3.0, 1.0, 2.0])
+        );
+        let unnamed = json!({"dataframe_split": {"data": [[1, 2, 3], [4, 5, 6]]}});
+        assert_eq!(
+            decode(unnamed, &features()).unwrap().inputs[0].shape(),
+            &[2, 3]
+        );
+        let csv = decode_csv(b"a,b,c\n1,2.5,-3e2\n", &features()).unwrap();
+        assert_eq!(
+            csv.inputs[0].data(),
+            &TensorData::Fp32(vec![1.0, 2.5, -300.0])
+        );
+    }
+
+    #[test]
+    fn tensor_forms_decode_as_predict_does() {
+        let request = decode(json!({"inputs": [[1, 2, 3]]}), &features()).unwrap();
+        assert_eq!(request.form, Form::Tensors);
+        assert!(!request.ignored_params);
+        let keyed = json!({"instances": [{"plan": ["a"], "tenure": [1]}]});
+        assert_eq!(decode(keyed, &two_inputs()).unwrap().form, Form::Tensors);
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        let sig = two_inputs();
+        let err = |body: Value| decode(body, &sig).unwrap_err();
+        assert!(err(json!([1])).contains("exactly one of"));
+        assert!(err(json!({"inputs": {}, "instances": []})).contains("it has 2"));
+        let unknown = json!({"dataframe_split": {"columns": ["age"], "data": [[1]]}});
+        assert!(err(unknown).contains("unknown input 'age'"));
+        let short = json!({"dataframe_split": {"columns": ["plan", "tenure"], "data": [["a"]]}});
+        assert!(err(short).contains("row 0 has 1 values for 2 columns"));
+        let uneven = json!({"dataframe_records": [{"plan": "a", "tenure": 1}, {"plan": "b"}]});
+        assert!(err(uneven).contains("record 1"));
+        assert!(err(json!({"dataframe_records": []})).contains("empty"));
+        let csv = decode_csv(b"plan,tenure\na,x\n", &sig)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            csv.contains("CSV row 0, column 'tenure': 'x' is not"),
+            "{csv}"
+        );
+        let twice = decode_csv(b"plan,plan\na,b\n", &sig)
+            .unwrap_err()
+            .to_string();
+        assert!(twice.contains("twice"), "{twice}");
+    }
+
+    fn encode(form: Form, tensors: &[Tensor]) -> Value {
+        let outputs = Outputs {
+            names: vec!["label", "probabilities"],
+            tensors,
+        };
+        serde_json::from_slice(&encode_response(form, &outputs).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn answers_take_mlflows_shapes() {
+        let tensors = [
+            Tensor::new(vec![2, 1], TensorData::Int64(vec![1, 0])).unwrap(),
+            Tensor::new(vec![2, 2], TensorData::Fp32(vec![0.25, 0.75, 0.5, 0.5])).unwrap(),
+        ];
+        assert_eq!(
+            encode(Form::Frame { rows: 2 }, &tensors),
+            json!({"predictions": [
+                {"label": 1, "probabilities": [0.25, 0.75]},
+                {"label": 0, "probabilities": [0.5, 0.5]}]})
+        );
+        assert_eq!(
+            encode(Form::Tensors, &tensors),
+            json!({"predictions": {"label": [[1], [0]], "probabilities": [[0.25, 0.75], [0.5, 0.5]]}})
+        );
+        let tensor_signature = json!({"inputs": [{"type": "tensor", "name": "plan"}]});
+        let form = answer_form(Form::Frame { rows: 2 }, Some(&tensor_signature));
+        assert_eq!(form, Form::Tensors);
+        let column_signature = json!({"inputs": [{"type": "string", "name": "plan"}]});
+        let form = answer_form(Form::Frame { rows: 2 }, Some(&column_signature));
+        assert_eq!(form, Form::Frame { rows: 2 });
+    }
+}
