@@ -54,14 +54,7 @@ pub async fn invocations(
     }
     let all_outputs = (0..signature.outputs.len()).collect();
     let tensors = model.batcher.infer(request.inputs, all_outputs).await?;
-    let outputs = Outputs {
-        names: signature
-            .outputs
-            .iter()
-            .map(|spec| spec.name.as_str())
-            .collect(),
-        tensors: &tensors,
-    };
+    let outputs = Outputs::all(signature, &tensors);
     let form = mlflow::answer_form(request.form, model.mlflow_signature.as_ref());
     Ok(json_response(mlflow::encode_response(form, &outputs)?))
 }

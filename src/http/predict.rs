@@ -53,14 +53,7 @@ async fn run(state: &AppState, body: RequestBody) -> Result<Response, ApiError> 
     };
     let all_outputs = (0..signature.outputs.len()).collect();
     let tensors = model.batcher.infer(request.inputs, all_outputs).await?;
-    let outputs = Outputs {
-        names: signature
-            .outputs
-            .iter()
-            .map(|spec| spec.name.as_str())
-            .collect(),
-        tensors: &tensors,
-    };
+    let outputs = Outputs::all(signature, &tensors);
     Ok(json_response(predict::encode_response(
         request.form,
         &outputs,

@@ -197,6 +197,20 @@ pub struct Outputs<'a> {
     pub tensors: &'a [Tensor],
 }
 
+impl<'a> Outputs<'a> {
+    /// Every output of the model, as the signature orders them.
+    pub fn all(signature: &'a Signature, tensors: &'a [Tensor]) -> Outputs<'a> {
+        Outputs {
+            names: signature
+                .outputs
+                .iter()
+                .map(|spec| spec.name.as_str())
+                .collect(),
+            tensors,
+        }
+    }
+}
+
 /// Writes the answer in the request's form.
 pub fn encode_response(form: Form, outputs: &Outputs<'_>) -> Result<Vec<u8>, RequestError> {
     let body = match form {
