@@ -4,8 +4,9 @@
 //!
 //! - [`http`] holds the route table and thin handlers. [`http::error`] is the one place errors
 //!   become statuses; [`http::state`] holds the serving phase `/health` reports.
-//! - [`protocol`] decodes and encodes the wire formats (Open Inference Protocol v2 and the
-//!   `/predict` form) and checks each request against the model's signature.
+//! - [`protocol`] decodes and encodes the wire formats (Open Inference Protocol v2, the
+//!   `/predict` form and MLflow's `/invocations`) and checks each request against the model's
+//!   signature.
 //! - [`batch`] is the async handle that queues requests for the model's worker thread.
 //! - [`model`] owns ONNX Runtime: loading the shared library, sessions, tensors, signatures.
 //!
