@@ -311,23 +311,30 @@ fn frame_request(
     let form = Form::Frame { rows: frame.rows };
     let named = match Binding::of(&names, signature)? {
         Binding::ByName => {
-            let columns = frame.columns.into_iter().map(|(name, cells)| {
-                let spec = signature.input(&name).expect("bound by name");
-                let cells = if wants_one_per_row(spec) && cells.iter().all(|c| is_scalar(c)) {
-                    cells
-                        .iter()
-                        .map(|cell| Cow::Owned(format!("[{cell}]")))
-                        .collect()
-                } else {
-                    cells
-                };
-                (name, cells)
-            });
+            let columns = frame
+                .columns
+                .into_iter()
+                .map(|(name, cells)| {
+                    let cells = one_per_row(signature.input(&name)?, cells);
+                    Ok((name, cells))
+                })
+                .collect::<Result<Vec<_>, InputError>>()?;
             predict::decode_named_columns(columns, signature)?
         }
         Binding::Features(only) => vec![(only.name.clone(), features(&frame, only)?)],
     };
     Ok((form, named))
+}
+
+/// Plain cells as one-element rows when `spec` is `[rows, 1]`; other cells as they are.
+fn one_per_row<'a>(spec: &TensorSpec, cells: Vec<Cow<'a, str>>) -> Vec<Cow<'a, str>> {
+    if !wants_one_per_row(spec) || !cells.iter().all(|cell| is_scalar(cell)) {
+        return cells;
+    }
+    cells
+        .iter()
+        .map(|cell| Cow::Owned(format!("[{cell}]")))
+        .collect()
 }
 
 fn wants_one_per_row(spec: &TensorSpec) -> bool {
