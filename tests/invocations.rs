@@ -29,8 +29,11 @@ fn ask_both(job: &Value, env: &[(&str, String)]) -> Value {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/support/mlflow_scoring.py"
     );
+    // The tests' own HOME: MLflow and ONNX Runtime keep nothing in the developer's caches.
     let mut child = Command::new(services_python())
         .arg(script)
+        .env_remove("XDG_CACHE_HOME")
+        .envs(common::isolated_env())
         .envs(env.iter().map(|(name, value)| (name, value)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
