@@ -269,6 +269,13 @@ async fn a_single_input_model_answers_every_form_as_mlflow_serve_does() {
     assert_both_refuse(&answers, "no_format", "exactly one of");
     assert_both_refuse(&answers, "text_plain", "Content-Type 'text/plain'");
     assert_probes(&answers);
+    // Measured as every inference route is; MLflow's probes are not.
+    let metrics = server.metrics().await;
+    for code in ["200", "400", "415"] {
+        let series = format!("route=\"/invocations\",code=\"{code}\"");
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
+    assert!(!metrics.contains("route=\"/ping\""), "{metrics}");
 }
 
 fn churn_rows() -> (Vec<String>, Vec<Vec<Value>>) {
