@@ -16,6 +16,7 @@ use crate::{
     batch::{Batcher, Observer, WorkerHandle},
     config::{FetchArgs, FetchConfig, ServeConfig},
     drift::Monitor,
+    grpc,
     http::{
         self, AppState, ServingModel,
         server::{self, Stages},
@@ -37,6 +38,11 @@ pub enum AppError {
     Config(#[source] RegistryError),
     #[error("HTTP server")]
     Io(#[from] std::io::Error),
+    #[error("cannot listen on {address}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("the model failed to load")]
     Load(#[from] LoadError),
 }
@@ -69,11 +75,40 @@ pub enum LoadError {
     WarmUp { data: String, message: String },
 }
 
+/// The sockets `serve` answers on, bound before anything else happens so that probes get
+/// answers (503 while loading) rather than refused connections.
+pub struct Listeners {
+    pub http: TcpListener,
+    /// `None` with `--grpc-listen none`.
+    pub grpc: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `--listen` and `--grpc-listen`.
+    pub async fn bind(config: &ServeConfig) -> Result<Listeners, AppError> {
+        let http = bind(&config.listen).await?;
+        let grpc = match config.grpc_listen() {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
+        Ok(Listeners { http, grpc })
+    }
+}
+
+async fn bind(address: &str) -> Result<TcpListener, AppError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| AppError::Bind {
+            address: address.to_owned(),
+            source,
+        })
+}
+
 /// Serves until `shutdown` resolves, then drains and stops. Returns an error, after
 /// [`FAILED_EXIT_DELAY`], if the model cannot be loaded.
 pub async fn run(
     config: ServeConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     metrics: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
@@ -83,13 +118,8 @@ pub async fn run(
             .with_body_read_timeout(config.connections.body_read_timeout)
             .with_body_budget(config.max_inflight_body_bytes),
     );
-    let address = listener.local_addr()?;
     let stages = Stages::default();
-    let limits = config.connections.limits();
-    server::raise_open_file_limit(limits.max_connections);
-    let router = http::router(Arc::clone(&state));
-    let server = tokio::spawn(server::serve(listener, router, limits, stages.clone()));
-    tracing::info!(%address, "listening");
+    let server = serve(listeners, &state, &config, &stages)?;
 
     tokio::pin!(shutdown);
     let loaded = tokio::select! {
@@ -113,6 +143,41 @@ pub async fn run(
         None => None,
     };
     drain_and_stop(state, server, stages, worker, &config).await
+}
+
+/// Serves HTTP, and gRPC when it has a listener, in one task that ends when both servers have.
+fn serve(
+    listeners: Listeners,
+    state: &Arc<AppState>,
+    config: &ServeConfig,
+    stages: &Stages,
+) -> Result<JoinHandle<()>, AppError> {
+    let limits = config.connections.limits();
+    server::raise_open_file_limit(limits.max_connections);
+    let grpc = match listeners.grpc {
+        Some(listener) => {
+            let address = listener.local_addr()?;
+            tracing::info!(%address, protocol = "grpc", "listening");
+            let router = grpc::router(Arc::clone(state));
+            Some(server::serve(
+                listener,
+                router,
+                limits.clone(),
+                stages.clone(),
+            ))
+        }
+        None => None,
+    };
+    let address = listeners.http.local_addr()?;
+    let router = http::router(Arc::clone(state));
+    let http = server::serve(listeners.http, router, limits, stages.clone());
+    tracing::info!(%address, protocol = "http", "listening");
+    Ok(tokio::spawn(async move {
+        match grpc {
+            Some(grpc) => drop(tokio::join!(http, grpc)),
+            None => http.await,
+        }
+    }))
 }
 
 /// Shows the failure on `/health` for [`FAILED_EXIT_DELAY`] (or until a shutdown signal).

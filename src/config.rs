@@ -356,6 +356,18 @@ pub struct ServeConfig {
     )]
     pub listen: String,
 
+    /// Address of the gRPC listener (KServe V2's GRPCInferenceService and grpc.health.v1), as
+    /// --listen, or `none` for no gRPC. Bound before the model loads, like --listen.
+    #[arg(
+        long,
+        env = "PINSERVE_GRPC_LISTEN",
+        default_value = "0.0.0.0:8081",
+        value_parser = parse_optional_listen_address,
+        value_name = "ADDR|none",
+        help_heading = HTTP
+    )]
+    grpc_listen: String,
+
     /// Largest request body accepted, in bytes; larger bodies are answered 413.
     #[arg(
         long,
@@ -513,6 +525,16 @@ fn parse_listen_address(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// A listen address, or `none` for no listener.
+fn parse_optional_listen_address(text: &str) -> Result<String, String> {
+    match text {
+        NO_LISTENER => Ok(text.to_owned()),
+        address => parse_listen_address(address).map_err(|err| format!("{err}, or {NO_LISTENER}")),
+    }
+}
+
+const NO_LISTENER: &str = "none";
+
 /// `${XDG_CACHE_HOME:-$HOME/.cache}/pinserve`, or the temporary directory without a home.
 fn default_cache_dir() -> PathBuf {
     match (std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME")) {
@@ -523,6 +545,11 @@ fn default_cache_dir() -> PathBuf {
 }
 
 impl ServeConfig {
+    /// `--grpc-listen`, unless it is `none`.
+    pub fn grpc_listen(&self) -> Option<&str> {
+        (self.grpc_listen != NO_LISTENER).then_some(self.grpc_listen.as_str())
+    }
+
     pub fn drain(&self) -> Duration {
         Duration::from_secs(self.drain_seconds)
     }
@@ -1100,6 +1127,7 @@ mod tests {
             Ok(ModelReference::Repository { .. })
         ));
         assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.grpc_listen(), Some("0.0.0.0:8081"));
         assert_eq!(config.runtime.device, Device::Cpu);
         assert_eq!(config.drain(), Duration::from_secs(5));
     }
@@ -1124,6 +1152,12 @@ mod tests {
             let err = parse_listen_address(bad).unwrap_err();
             assert!(err.contains("HOST:PORT"), "{bad}: {err}");
         }
+        assert_eq!(parse_optional_listen_address("none").as_deref(), Ok("none"));
+        assert_eq!(
+            parse_optional_listen_address("[::]:8081").as_deref(),
+            Ok("[::]:8081")
+        );
+        assert!(parse_optional_listen_address("off").is_err());
     }
 
     fn source(args: &[&str]) -> ModelSource {

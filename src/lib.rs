@@ -3,7 +3,9 @@
 //! A request flows `http -> protocol -> batch -> model`:
 //!
 //! - [`http`] holds the route table and thin handlers. [`http::error`] is the one place errors
-//!   become statuses; [`http::state`] holds the serving phase `/health` reports.
+//!   become statuses (HTTP and gRPC); [`http::state`] holds the serving phase `/health` reports.
+//!   `grpc` is the other transport: KServe V2's gRPC service and the gRPC health service, with
+//!   handlers as thin, on the same connection handling, batcher and metrics.
 //! - [`protocol`] decodes and encodes the wire formats (Open Inference Protocol v2, the
 //!   `/predict` form and MLflow's `/invocations`) and checks each request against the model's
 //!   signature.
@@ -25,6 +27,7 @@ pub mod batch;
 pub mod config;
 pub mod drift;
 pub mod eval;
+mod grpc;
 pub mod http;
 pub mod inspect;
 pub mod metrics;

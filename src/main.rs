@@ -104,10 +104,8 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let shutdown = shutdown::signal_received();
         let metrics = metrics::install_recorder().context("cannot install the metrics recorder")?;
         tokio::spawn(metrics::run_upkeep(metrics.clone()));
-        let listener = tokio::net::TcpListener::bind(config.listen.as_str())
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        app::run(config, listener, Some(metrics), shutdown).await?;
+        let listeners = app::Listeners::bind(&config).await?;
+        app::run(config, listeners, Some(metrics), shutdown).await?;
         Ok(())
     });
     // A blocking task may still be reading a model (from a slow volume, say); the process is

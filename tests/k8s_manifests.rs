@@ -248,19 +248,13 @@ fn prometheus_operator_schema_rejects_a_misspelt_field() {
     assert_rejected(monitor, "sourcelabels");
 }
 
-/// The serving container's probes: /health for start-up and readiness, /livez for liveness, on
-/// the port pinserve listens on; the start-up budget covers a large model's load and warm-up.
+/// The serving container's ports (HTTP, and gRPC where --grpc-listen says) and probes: /health
+/// for start-up and readiness, /livez for liveness, on the port pinserve listens on; the start-up
+/// budget covers a large model's load and warm-up.
 fn check_probes(rollout: &Value) {
     let serve = container(rollout, "containers", SERVE);
-    let ports = serve["ports"].as_sequence().expect("no ports");
-    let http = ports
-        .iter()
-        .find(|port| port["name"] == "http")
-        .expect("no port named http");
-    let listen_port = flag(serve, "--listen").map_or(8080, |listen| {
-        listen.rsplit(':').next().unwrap().parse().unwrap()
-    });
-    assert_eq!(int(&http["containerPort"], "containerPort"), listen_port);
+    let listen_port = named_port(serve, "http", "--listen", 8080);
+    named_port(serve, "grpc", "--grpc-listen", 8081);
     for (probe, path) in [
         ("startupProbe", "/health"),
         ("readinessProbe", "/health"),
@@ -278,6 +272,22 @@ fn check_probes(rollout: &Value) {
     let budget = int(&startup["failureThreshold"], "failureThreshold")
         * int(&startup["periodSeconds"], "periodSeconds");
     assert!(budget >= 600, "startupProbe allows only {budget}s to load");
+}
+
+/// The container port named `name`, checked against the port of the listen flag `flag` (or its
+/// default).
+fn named_port(container: &Value, name: &str, flag_name: &str, default: i64) -> i64 {
+    let port = container["ports"]
+        .as_sequence()
+        .expect("no ports")
+        .iter()
+        .find(|port| port["name"] == name)
+        .unwrap_or_else(|| panic!("no port named {name}"));
+    let listen_port = flag(container, flag_name).map_or(default, |listen| {
+        listen.rsplit(':').next().unwrap().parse().unwrap()
+    });
+    assert_eq!(int(&port["containerPort"], "containerPort"), listen_port);
+    listen_port
 }
 
 /// Non-root, no privilege escalation, read-only root, no capabilities, RuntimeDefault seccomp,

@@ -62,12 +62,10 @@ fn the_runtime_serves_onnx_on_kserves_port_with_honest_probes() {
         .find(|format| format["name"] == "onnx")
         .expect("no onnx format");
     assert_eq!(onnx["autoSelect"], true);
-    assert!(
-        spec["protocolVersions"]
-            .as_sequence()
-            .unwrap()
-            .contains(&"v2".into())
-    );
+    let protocols = spec["protocolVersions"].as_sequence().unwrap();
+    for protocol in ["v2", "grpc-v2"] {
+        assert!(protocols.contains(&protocol.into()), "{protocols:?}");
+    }
     let container = container(&runtime);
     assert_eq!(container["name"], "kserve-container");
     assert_eq!(container["image"].as_str().unwrap(), pinned_image());
@@ -77,10 +75,14 @@ fn the_runtime_serves_onnx_on_kserves_port_with_honest_probes() {
         "--model-uri=/mnt/models",
         "--model-name={{.Name}}",
         "--listen=0.0.0.0:8080",
+        "--grpc-listen=0.0.0.0:8081",
     ] {
         assert!(args.iter().any(|arg| arg == expected), "{args:?}");
     }
     assert_eq!(container["ports"][0]["containerPort"], 8080);
+    // Knative and KServe know a gRPC port by the name h2c.
+    assert_eq!(container["ports"][1]["name"], "h2c");
+    assert_eq!(container["ports"][1]["containerPort"], 8081);
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/health");
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/livez");
     assert_eq!(container["securityContext"]["runAsNonRoot"], true);
@@ -91,12 +93,16 @@ fn the_runtime_serves_onnx_on_kserves_port_with_honest_probes() {
 }
 
 /// The runtime's own arguments, with KServe's substitutions, against `models` standing for
-/// /mnt/models; `--listen` and `--log-format` are the test server's.
+/// /mnt/models; `--listen`, `--grpc-listen` and `--log-format` are the test server's.
 fn serve_as_kserve_would(models: &Path, name: &str) -> Server {
     let args: Vec<String> = args(&runtime())
         .into_iter()
         .skip(1)
-        .filter(|arg| !arg.starts_with("--listen=") && !arg.starts_with("--log-format="))
+        .filter(|arg| {
+            !["--listen=", "--grpc-listen=", "--log-format="]
+                .iter()
+                .any(|own| arg.starts_with(own))
+        })
         .map(|arg| {
             arg.replace("{{.Name}}", name)
                 .replace("/mnt/models", models.to_str().unwrap())

@@ -3,63 +3,15 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use common::{Server, find_log, fixtures};
+use common::{PipedRepository, Server, find_log};
 use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn tabular_request() -> Value {
     json!({"inputs": [{"name": "features", "shape": [1, 32], "datatype": "FP32", "data": vec![0.5; 32]}]})
-}
-
-/// A model repository whose tabular_mlp/1/model.onnx is a named pipe: the loader blocks on it
-/// until the test writes the model, which holds the server in `loading` for as long as needed.
-struct PipedRepository {
-    dir: tempfile::TempDir,
-}
-
-impl PipedRepository {
-    fn new() -> PipedRepository {
-        let dir = tempfile::tempdir().unwrap();
-        let version_dir = dir.path().join("tabular_mlp/1");
-        std::fs::create_dir_all(&version_dir).unwrap();
-        let status = Command::new("mkfifo")
-            .arg(version_dir.join("model.onnx"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "mkfifo failed");
-        PipedRepository { dir }
-    }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Feeds the model through the pipe (blocks until the server reads it).
-    fn release_model(&self) -> std::thread::JoinHandle<()> {
-        let pipe: PathBuf = self.dir.path().join("tabular_mlp/1/model.onnx");
-        let model = std::fs::read(fixtures().join("tabular_mlp/1/model.onnx")).unwrap();
-        std::thread::spawn(move || std::fs::write(pipe, model).unwrap())
-    }
-
-    fn server(&self, extra: &[&str]) -> Server {
-        let mut args = vec![
-            "--model-repository",
-            self.root().to_str().unwrap(),
-            "--model",
-            "tabular_mlp",
-            "--version",
-            "1",
-        ];
-        args.extend_from_slice(extra);
-        Server::start(&args)
-    }
 }
 
 #[tokio::test]

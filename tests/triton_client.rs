@@ -6,46 +6,12 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    process::{Command, Stdio},
-};
-
 use common::{Server, assert_outputs_match, golden};
 use serde_json::{Value, json};
 
-fn client_python() -> String {
-    std::env::var("PINSERVE_TEST_CLIENT_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "PINSERVE_TEST_CLIENT_PYTHON is not set: it names the Python of the client environment \
-             scripts/test.sh builds from tests/clients/requirements.txt (.venv-clients/bin/python)"
-        )
-    })
-}
-
 fn run_client(server: &Server, model: &str, requests: &[Value]) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/triton_http.py");
-    let mut child = Command::new(client_python())
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start the Triton client");
     let job = json!({"url": server.address.to_string(), "model": model, "requests": requests});
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(job.to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "the Triton client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    common::run_client_script("triton_http.py", &job)
 }
 
 /// For each golden case: binary inputs with outputs left to the server, JSON inputs and outputs,
@@ -59,12 +25,7 @@ async fn check_fixture(model: &str) {
     let mut expected = Vec::new();
     for case in cases {
         let inputs = &case["request"]["inputs"];
-        let names: Vec<&Value> = case["outputs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|output| &output["name"])
-            .collect();
+        let names = common::output_names(case);
         for (binary_inputs, binary_outputs, outputs, compression) in [
             (true, true, Value::Null, Value::Null),
             (false, false, json!(names), Value::Null),

@@ -1,7 +1,8 @@
-//! The one table from errors to HTTP statuses. Every error answer is JSON of the protocol's
-//! form, `{"error": "..."}` (MLflow's `{"error_code": "...", "message": "..."}` on
-//! `/invocations`, see [`MlflowError`]), and names the problem; unexpected errors are logged
-//! here, once, where they become a response.
+//! The one table from errors to HTTP statuses and gRPC status codes. Every HTTP error answer is
+//! JSON of the protocol's form, `{"error": "..."}` (MLflow's `{"error_code": "...", "message":
+//! "..."}` on `/invocations`, see [`MlflowError`]), every gRPC one a status whose message is the
+//! same text, and it names the problem; unexpected errors are logged here, once, where they
+//! become a response.
 
 use axum::{
     http::{HeaderValue, StatusCode, header},
@@ -67,6 +68,9 @@ pub enum ApiError {
         version: String,
         phase: &'static str,
     },
+    /// The client's own deadline (gRPC's `grpc-timeout`) passed before the answer was ready.
+    #[error("the request's deadline of {}s passed before the answer was ready", .limit.as_secs_f64())]
+    Deadline { limit: std::time::Duration },
     #[error(transparent)]
     Batch(#[from] BatchError),
 }
@@ -121,6 +125,7 @@ impl ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ConnectionLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ModelNotFound { .. } | ApiError::RouteNotFound { .. } => {
                 StatusCode::NOT_FOUND
@@ -134,6 +139,30 @@ impl ApiError {
             }
             ApiError::Batch(BatchError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Batch(BatchError::Model(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The gRPC column of the table: the code a `GRPCInferenceService` call fails with.
+    pub fn grpc_code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            ApiError::Request(_) | ApiError::Body(_) => Code::InvalidArgument,
+            ApiError::PayloadTooLarge { .. } => Code::ResourceExhausted,
+            ApiError::UnsupportedEncoding { .. }
+            | ApiError::UnsupportedContentType { .. }
+            | ApiError::RouteNotFound { .. }
+            | ApiError::MethodNotAllowed { .. } => Code::Unimplemented,
+            ApiError::BodyTimeout { .. }
+            | ApiError::Deadline { .. }
+            | ApiError::Batch(BatchError::Timeout { .. }) => Code::DeadlineExceeded,
+            ApiError::ModelNotFound { .. } => Code::NotFound,
+            ApiError::Batch(BatchError::QueueFull { .. }) | ApiError::BodyBudgetSpent { .. } => {
+                Code::ResourceExhausted
+            }
+            ApiError::NotReady { .. }
+            | ApiError::ConnectionLimit { .. }
+            | ApiError::Batch(BatchError::Stopped) => Code::Unavailable,
+            ApiError::Batch(BatchError::Model(_)) => Code::Internal,
         }
     }
 
@@ -221,6 +250,15 @@ impl ApiError {
     }
 }
 
+impl From<ApiError> for tonic::Status {
+    fn from(err: ApiError) -> Self {
+        if let ApiError::Batch(BatchError::Model(model_error)) = &err {
+            log_unexpected(model_error);
+        }
+        tonic::Status::new(err.grpc_code(), err.to_string())
+    }
+}
+
 fn log_unexpected(err: &ModelError) {
     tracing::error!(error = %err, "inference failed");
 }
@@ -290,6 +328,57 @@ mod tests {
             mlflow_error_code(StatusCode::INTERNAL_SERVER_ERROR),
             "INTERNAL_ERROR"
         );
+    }
+
+    #[test]
+    fn grpc_codes_follow_the_same_kinds() {
+        use tonic::Code;
+        let cases = [
+            (
+                ApiError::from(InputError::DuplicateInput("x".into())),
+                Code::InvalidArgument,
+            ),
+            (
+                ApiError::Batch(BatchError::QueueFull {
+                    queued: 9,
+                    limit: 8,
+                }),
+                Code::ResourceExhausted,
+            ),
+            (
+                ApiError::NotReady {
+                    model: "m".into(),
+                    version: "1".into(),
+                    phase: "loading",
+                },
+                Code::Unavailable,
+            ),
+            (ApiError::Batch(BatchError::Stopped), Code::Unavailable),
+            (
+                ApiError::Batch(BatchError::Timeout {
+                    waited: std::time::Duration::from_secs(1),
+                }),
+                Code::DeadlineExceeded,
+            ),
+            (
+                ApiError::ModelNotFound {
+                    name: "m".into(),
+                    version: None,
+                    served: "'n' version '1'".into(),
+                },
+                Code::NotFound,
+            ),
+            (
+                ApiError::Batch(BatchError::Model(ModelError::Inference("boom".into()))),
+                Code::Internal,
+            ),
+        ];
+        for (err, code) in cases {
+            let message = err.to_string();
+            let status = tonic::Status::from(err);
+            assert_eq!(status.code(), code, "{message}");
+            assert_eq!(status.message(), message);
+        }
     }
 
     #[test]

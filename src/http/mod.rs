@@ -111,7 +111,7 @@ const OFF_RUNTIME_BYTES: usize = 256 << 10;
 
 /// Runs CPU-bound work costing about `cost` bytes of body inline when small, or on the blocking
 /// pool when large, so `/health` stays fast while big tensors are parsed.
-async fn off_runtime<T: Send + 'static>(
+pub(crate) async fn off_runtime<T: Send + 'static>(
     cost: usize,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> T {

@@ -26,12 +26,25 @@ fn route_label(matched: Option<&str>) -> &str {
     }
 }
 
-/// Records the request when dropped, so an abandoned request is counted too.
-struct Observation<'a> {
+/// Records the request when dropped, so an abandoned request is counted too. The gRPC service
+/// records its calls with it as well, under the status an HTTP answer would have had.
+pub(crate) struct Observation<'a> {
     state: &'a AppState,
     route: &'a str,
     started: Instant,
-    status: u16,
+    pub(crate) status: u16,
+}
+
+impl<'a> Observation<'a> {
+    /// Starts timing a request; until `status` is set, it counts as abandoned.
+    pub(crate) fn start(state: &'a AppState, route: &'a str) -> Observation<'a> {
+        Observation {
+            state,
+            route,
+            started: Instant::now(),
+            status: CLIENT_CLOSED_REQUEST,
+        }
+    }
 }
 
 impl Drop for Observation<'_> {
@@ -49,12 +62,7 @@ pub async fn record(
 ) -> Response {
     let route = route_label(matched.as_ref().map(MatchedPath::as_str));
     let span = tracing::debug_span!("request", method = %request.method(), route);
-    let mut observation = Observation {
-        state: &state,
-        route,
-        started: Instant::now(),
-        status: CLIENT_CLOSED_REQUEST,
-    };
+    let mut observation = Observation::start(&state, route);
     let response = async {
         let response = next.run(request).await;
         tracing::debug!(status = response.status().as_u16(), "answered");

@@ -7,6 +7,7 @@ use std::{
 };
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
 
 use super::{body::BodyBudget, error::ApiError};
 use crate::{
@@ -60,7 +61,8 @@ pub struct AppState {
     /// Until an alias or stage is resolved the version may be unknown; then it is replaced.
     labels: RwLock<Arc<ModelLabels>>,
     requests: RwLock<Arc<RequestSeries>>,
-    phase: RwLock<Phase>,
+    /// A watch channel, so that the gRPC health service can follow changes as they happen.
+    phase: watch::Sender<Phase>,
     model: OnceLock<ServingModel>,
 }
 
@@ -78,7 +80,7 @@ impl AppState {
             metrics,
             requests: RwLock::new(Arc::new(RequestSeries::new(labels.clone()))),
             labels: RwLock::new(Arc::new(labels)),
-            phase: RwLock::new(Phase::Loading),
+            phase: watch::Sender::new(Phase::Loading),
             model: OnceLock::new(),
         }
     }
@@ -130,18 +132,17 @@ impl AppState {
     }
 
     pub fn phase(&self) -> Phase {
-        self.phase
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.phase.borrow().clone()
+    }
+
+    /// The phase now and every change from here on.
+    pub fn watch_phase(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
     }
 
     fn set_phase(&self, phase: Phase) {
         self.labels().set_ready(phase == Phase::Ready);
-        *self
-            .phase
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = phase;
+        self.phase.send_replace(phase);
     }
 
     /// Publishes the loaded model and turns ready, unless shutdown has already begun.
@@ -155,14 +156,14 @@ impl AppState {
         if self.model.set(model).is_err() {
             return;
         }
-        let mut phase = self
-            .phase
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if *phase == Phase::Loading {
-            *phase = Phase::Ready;
-            labels.set_ready(true);
-        }
+        self.phase.send_if_modified(|phase| {
+            let turned_ready = *phase == Phase::Loading;
+            if turned_ready {
+                *phase = Phase::Ready;
+                labels.set_ready(true);
+            }
+            turned_ready
+        });
     }
 
     pub fn set_failed(&self, error: String) {

@@ -1,9 +1,10 @@
-//! Wire formats: the Open Inference Protocol v2 ([`v2`]), the TF Serving / KServe V1 form of
-//! `/predict` ([`predict`]) and MLflow's scoring protocol of `/invocations` ([`mlflow`]).
-//! Decoders check every request against the model's signature, so what reaches the batcher is
-//! always well-formed.
+//! Wire formats: the Open Inference Protocol v2 over HTTP ([`v2`]) and gRPC ([`grpc`]), the TF
+//! Serving / KServe V1 form of `/predict` ([`predict`]) and MLflow's scoring protocol of
+//! `/invocations` ([`mlflow`]). Decoders check every request against the model's signature, so
+//! what reaches the batcher is always well-formed.
 
 pub mod binary;
+pub mod grpc;
 pub mod json;
 pub mod mlflow;
 pub mod predict;

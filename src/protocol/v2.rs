@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize, de::IgnoredAny};
 use serde_json::value::RawValue;
 
 use super::{RequestError, binary, json};
-use crate::model::{DataType, InputError, Signature, Tensor, TensorSpec, tensor::element_count};
+use crate::model::{
+    DataType, InputError, Signature, Tensor, TensorData, TensorSpec, tensor::element_count,
+};
 
 /// The platform name Triton and KServe report for ONNX Runtime models.
 pub const PLATFORM: &str = "onnxruntime_onnx";
@@ -166,16 +168,13 @@ pub fn decode_request(
         Some(requested) => {
             for output in requested {
                 if output.parameters.shared_memory_region.is_some() {
-                    return Err(RequestError::UnsupportedForm(format!(
-                        "output '{}': shared memory outputs are not supported",
-                        output.name
-                    )));
+                    return Err(unsupported_output_parameter(
+                        &output.name,
+                        "shared_memory_region",
+                    ));
                 }
                 if output.parameters.classification.is_some() {
-                    return Err(RequestError::UnsupportedForm(format!(
-                        "output '{}': the classification extension is not supported",
-                        output.name
-                    )));
+                    return Err(unsupported_output_parameter(&output.name, "classification"));
                 }
             }
             let indices = signature
@@ -205,7 +204,7 @@ pub fn decode_request(
 /// time that probes and small requests need.
 pub const MAX_ID_BYTES: usize = 1024;
 
-fn check_id(id: Option<&str>) -> Result<(), RequestError> {
+pub(crate) fn check_id(id: Option<&str>) -> Result<(), RequestError> {
     match id {
         Some(id) if id.len() > MAX_ID_BYTES => Err(RequestError::Malformed(format!(
             "\"id\" is {} bytes long; at most {MAX_ID_BYTES} bytes are accepted",
@@ -217,6 +216,16 @@ fn check_id(id: Option<&str>) -> Result<(), RequestError> {
 
 /// The header of the binary tensor data extension: the length of the JSON part of the body.
 pub const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
+
+/// A requested output's parameter that asks for a form pinserve does not answer in.
+pub(crate) fn unsupported_output_parameter(output: &str, parameter: &str) -> RequestError {
+    let what = match parameter {
+        "shared_memory_region" => "shared memory outputs are",
+        "classification" => "the classification extension is",
+        _ => "this parameter is",
+    };
+    RequestError::UnsupportedForm(format!("output '{output}': {what} not supported"))
+}
 
 fn unsupported_input(name: &str, problem: &str) -> RequestError {
     RequestError::Input(InputError::bad_data(name, problem.to_owned()))
@@ -235,6 +244,45 @@ fn decode_input(
     data: InputData<'_>,
     signature: &Signature,
 ) -> Result<(String, Tensor), InputError> {
+    let declared = check_input(name, wire_shape, wire_datatype, signature)?;
+    let data = match data {
+        InputData::Json(text) => json::decode_raw(declared.datatype, text, declared.elements)
+            .map_err(|err| InputError::bad_data(name, format!("data: {err}")))?,
+        InputData::Binary(bytes) => binary::decode(declared.datatype, bytes, declared.elements)
+            .map_err(|err| InputError::bad_data(name, format!("binary data: {err}")))?,
+    };
+    declared.into_tensor(name, data)
+}
+
+/// An input's datatype and shape as the request declares them, checked against the model's
+/// signature before any of its values are read.
+pub(crate) struct DeclaredInput {
+    pub(crate) datatype: DataType,
+    pub(crate) shape: Vec<usize>,
+    /// How many values the shape holds.
+    pub(crate) elements: usize,
+}
+
+impl DeclaredInput {
+    /// The named tensor, once its values are decoded.
+    pub(crate) fn into_tensor(
+        self,
+        name: &str,
+        data: TensorData,
+    ) -> Result<(String, Tensor), InputError> {
+        let tensor =
+            Tensor::new(self.shape, data).map_err(|err| InputError::bad_data(name, err))?;
+        Ok((name.to_owned(), tensor))
+    }
+}
+
+/// Checks an input's name, datatype and shape (the same for JSON, binary and gRPC requests).
+pub(crate) fn check_input(
+    name: &str,
+    wire_shape: &[i64],
+    wire_datatype: &str,
+    signature: &Signature,
+) -> Result<DeclaredInput, InputError> {
     let spec = signature.input(name)?;
     let datatype = DataType::from_protocol_name(wire_datatype).ok_or_else(|| {
         InputError::bad_data(
@@ -257,16 +305,13 @@ fn decode_input(
             )
         })?;
     spec.check_shape(&shape)?;
-    let expected_len = element_count(&shape)
+    let elements = element_count(&shape)
         .ok_or_else(|| InputError::bad_data(name, format!("shape {shape:?} is too large")))?;
-    let data = match data {
-        InputData::Json(text) => json::decode_raw(datatype, text, expected_len)
-            .map_err(|err| InputError::bad_data(name, format!("data: {err}")))?,
-        InputData::Binary(bytes) => binary::decode(datatype, bytes, expected_len)
-            .map_err(|err| InputError::bad_data(name, format!("binary data: {err}")))?,
-    };
-    let tensor = Tensor::new(shape, data).map_err(|err| InputError::bad_data(name, err))?;
-    Ok((name.to_owned(), tensor))
+    Ok(DeclaredInput {
+        datatype,
+        shape,
+        elements,
+    })
 }
 
 #[derive(Serialize)]

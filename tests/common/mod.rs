@@ -10,7 +10,7 @@ pub mod services;
 
 use std::{
     ffi::OsStr,
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Write},
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -61,6 +61,16 @@ pub fn golden(model: &str) -> Value {
         )
     });
     serde_json::from_str(&text).unwrap()
+}
+
+/// The names of a golden case's outputs, in order.
+pub fn output_names(case: &Value) -> Vec<&Value> {
+    case["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|output| &output["name"])
+        .collect()
 }
 
 /// A running `pinserve` process. Dropping it kills the process.
@@ -201,6 +211,7 @@ impl Server {
             // Through the environment, so that a test's own --listen or --drain-seconds takes
             // precedence.
             .env("PINSERVE_LISTEN", "127.0.0.1:0")
+            .env("PINSERVE_GRPC_LISTEN", "127.0.0.1:0")
             .env("PINSERVE_DRAIN_SECONDS", "0")
             .envs(env.iter().map(|(name, value)| (name, value)))
             .args(args)
@@ -233,6 +244,15 @@ impl Server {
             logs,
             client,
         }
+    }
+
+    /// The gRPC listener's address (logged before the HTTP one, so known once `start` returns).
+    pub fn grpc_address(&self) -> SocketAddr {
+        self.logs()
+            .iter()
+            .find(|entry| entry["message"] == "listening" && entry["protocol"] == "grpc")
+            .and_then(|entry| entry["address"].as_str()?.parse().ok())
+            .expect("pinserve logged no gRPC listener (started with --grpc-listen none?)")
     }
 
     /// Starts serving `version` of a model from models-fixtures/ (not waiting for readiness).
@@ -381,12 +401,95 @@ fn collect_logs(
     for line in BufReader::new(stderr).lines().map_while(Result::ok) {
         let entry = serde_json::from_str::<Value>(&line).unwrap_or(Value::String(line));
         if entry["message"] == "listening"
+            && entry["protocol"] != "grpc"
             && let Some(address) = entry["address"].as_str().and_then(|a| a.parse().ok())
         {
             let _ = address_tx.send(address);
         }
         sink.lock().unwrap().push(entry);
     }
+}
+
+/// A model repository whose tabular_mlp/1/model.onnx is a named pipe: the loader blocks on it
+/// until the test writes the model, which holds the server in `loading` for as long as needed.
+pub struct PipedRepository {
+    dir: tempfile::TempDir,
+}
+
+impl PipedRepository {
+    pub fn new() -> PipedRepository {
+        let dir = tempfile::tempdir().unwrap();
+        let version_dir = dir.path().join("tabular_mlp/1");
+        std::fs::create_dir_all(&version_dir).unwrap();
+        let status = Command::new("mkfifo")
+            .arg(version_dir.join("model.onnx"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "mkfifo failed");
+        PipedRepository { dir }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Feeds the model through the pipe (blocks until the server reads it).
+    pub fn release_model(&self) -> std::thread::JoinHandle<()> {
+        let pipe: PathBuf = self.dir.path().join("tabular_mlp/1/model.onnx");
+        let model = std::fs::read(fixtures().join("tabular_mlp/1/model.onnx")).unwrap();
+        std::thread::spawn(move || std::fs::write(pipe, model).unwrap())
+    }
+
+    pub fn server(&self, extra: &[&str]) -> Server {
+        let mut args = vec![
+            "--model-repository",
+            self.root().to_str().unwrap(),
+            "--model",
+            "tabular_mlp",
+            "--version",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+}
+
+/// The Python of the client environment (`PINSERVE_TEST_CLIENT_PYTHON`): Triton's and KServe's
+/// clients, which scripts/test.sh installs from tests/clients/requirements.txt.
+pub fn client_python() -> String {
+    std::env::var("PINSERVE_TEST_CLIENT_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "PINSERVE_TEST_CLIENT_PYTHON is not set: it names the Python of the client environment \
+             scripts/test.sh builds from tests/clients/requirements.txt (.venv-clients/bin/python)"
+        )
+    })
+}
+
+/// Runs a client driver from tests/clients/ with `job` as its JSON input; returns its JSON report.
+pub fn run_client_script(script: &str, job: &Value) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
+    let mut child = Command::new(client_python())
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {script}: {err}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(job.to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 /// Runs `pinserve fetch ARGS` with JSON logs, MLflow's tracking variable cleared and `env` set.
