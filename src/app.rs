@@ -355,7 +355,8 @@ impl WarmUp {
         Ok(match mlflow::example::read(dir)? {
             Some(example) => {
                 let source = format!("the MLflow input example {}", example.file.display());
-                tracing::info!(file = %example.file.display(), "warming up with the MLflow input example");
+                let file = example.file.display();
+                tracing::info!(%file, "warming up with the MLflow input example");
                 WarmUp::sample(SampleFormat::MlflowJson, example.body, source)
             }
             None => WarmUp::Generated,

@@ -29,8 +29,8 @@ pub use self::state::{AppState, Phase, ServingModel};
 pub(crate) const V1_PREDICT_ROUTE: &str = "/v1/models/{model_and_verb}";
 
 /// The whole HTTP surface. API routes are measured; probe and scrape routes (readiness of the
-/// server or the model, liveness, metrics, and MLflow's `/ping` and `/version`) are not, so probes answered 503 while a model loads
-/// never count as errors against a canary. Probe routes are also the only ones answered on
+/// server or the model, liveness, metrics, MLflow's `/ping` and `/version`) are not, so probes
+/// answered 503 while a model loads never count as errors against a canary. Probe routes are also the only ones answered on
 /// connections beyond `--max-connections` (see [`server::PROBE_RESERVE`]).
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
