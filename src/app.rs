@@ -68,6 +68,11 @@ pub enum LoadError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the MLflow input example: {0}")]
+    InputExample(#[from] mlflow::example::ExampleError),
+    /// `data`: what the model was warmed up with.
+    #[error("the warm-up inference failed ({data}): {message}")]
+    WarmUp { data: String, message: String },
 }
 
 /// The sockets `serve` answers on, bound before anything else happens so that probes get
@@ -249,7 +254,7 @@ async fn load(
     let started = std::time::Instant::now();
     let digest = digest_alongside(&artifact);
     let options = config.runtime.session_options(config.batching.instances);
-    let warm_up = WarmUp::from_config(config)?;
+    let warm_up = WarmUp::choose(config, &artifact)?;
     let models = load_sessions(&artifact, &options, config.batching.instances, &warm_up).await?;
     let profile = reference_profile(config, &artifact, models[0].signature())?;
     let mut artifact = artifact;
@@ -298,37 +303,107 @@ pub async fn obtain_artifact(
     obtain::for_serving(reference, cache_dir, &fetch.resolver(), &fetch.options()).await
 }
 
-/// What a model is warmed up with before it is ready.
+/// What a model is warmed up with before it is ready: generated values, or a sample of real
+/// ones, which models that refuse arbitrary inputs (ids that must be in range) need.
 #[derive(Debug, Clone, Default)]
 pub enum WarmUp {
     /// Zeros (empty strings) of the signature's shapes, dynamic dimensions 1.
     #[default]
     Generated,
-    /// A V2 inference request body (`--warmup-data`), and the file it came from.
-    Request(Arc<Vec<u8>>, PathBuf),
+    Sample(Arc<Sample>),
+}
+
+/// Real inputs to warm up with, as a request body, and where they came from.
+#[derive(Debug)]
+pub struct Sample {
+    format: SampleFormat,
+    body: Vec<u8>,
+    source: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum SampleFormat {
+    /// A V2 inference request body.
+    V2,
+    /// Rows of a CSV file, bound as `/invocations` binds `text/csv`.
+    Csv,
+    /// An MLflow serving input, as `/invocations` takes JSON.
+    MlflowJson,
 }
 
 impl WarmUp {
-    /// `--warmup-data`, read now: a missing file is a load error, not a surprise at warm-up.
-    fn from_config(config: &ServeConfig) -> Result<WarmUp, LoadError> {
-        let Some(path) = &config.warmup_data else {
-            return Ok(WarmUp::Generated);
-        };
-        let body = std::fs::read(path).map_err(|source| LoadError::WarmUpData {
-            path: path.clone(),
+    /// `--warmup-data`, read now (a missing file is a load error, not a surprise at warm-up);
+    /// else the MLflow input example fetched with the model; else generated values.
+    fn choose(config: &ServeConfig, artifact: &ModelArtifact) -> Result<WarmUp, LoadError> {
+        if let Some(path) = &config.warmup_data {
+            let body = std::fs::read(path).map_err(|source| LoadError::WarmUpData {
+                path: path.clone(),
+                source,
+            })?;
+            let format = if is_csv(path) {
+                SampleFormat::Csv
+            } else {
+                SampleFormat::V2
+            };
+            let source = format!("--warmup-data {}", path.display());
+            return Ok(WarmUp::sample(format, body, source));
+        }
+        let dir = artifact
+            .model_file
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
+        Ok(match mlflow::example::read(dir)? {
+            Some(example) => {
+                let source = format!("the MLflow input example {}", example.file.display());
+                let file = example.file.display();
+                tracing::info!(%file, "warming up with the MLflow input example");
+                WarmUp::sample(SampleFormat::MlflowJson, example.body, source)
+            }
+            None => WarmUp::Generated,
+        })
+    }
+
+    fn sample(format: SampleFormat, body: Vec<u8>, source: String) -> WarmUp {
+        WarmUp::Sample(Arc::new(Sample {
+            format,
+            body,
             source,
-        })?;
-        Ok(WarmUp::Request(Arc::new(body), path.clone()))
+        }))
+    }
+
+    /// What the warm-up used, for the message when it fails.
+    fn source(&self) -> &str {
+        match self {
+            WarmUp::Generated => "generated values",
+            WarmUp::Sample(sample) => &sample.source,
+        }
     }
 
     fn inputs(&self, signature: &Signature) -> Result<Vec<Tensor>, String> {
-        match self {
-            WarmUp::Generated => Ok(signature.warmup_inputs()),
-            WarmUp::Request(body, path) => protocol::v2::decode_request(body, None, signature)
-                .map(|request| request.inputs)
-                .map_err(|err| format!("--warmup-data {}: {err}", path.display())),
+        let WarmUp::Sample(sample) = self else {
+            return Ok(signature.warmup_inputs());
+        };
+        let body = &sample.body;
+        match sample.format {
+            SampleFormat::V2 => {
+                protocol::v2::decode_request(body, None, signature).map(|request| request.inputs)
+            }
+            SampleFormat::Csv => {
+                protocol::mlflow::decode_csv(body, signature).map(|request| request.inputs)
+            }
+            SampleFormat::MlflowJson => {
+                protocol::mlflow::decode_json(body, signature).map(|request| request.inputs)
+            }
         }
+        .map_err(|err| err.to_string())
     }
+}
+
+/// `--warmup-data` is read as CSV when its name ends in `.csv` (any case), else as a V2
+/// request body: the extension says what the file is, as it does to every other tool.
+fn is_csv(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|extension| extension.eq_ignore_ascii_case("csv"))
 }
 
 /// `instances` sessions of the model, each loaded and warmed up on a thread of its own, with
@@ -368,7 +443,13 @@ async fn load_on_thread(
             let result = model::load_and_warm_up(&artifact.model_file, &options, |signature| {
                 warm_up.inputs(signature)
             })
-            .map_err(LoadError::from)
+            .map_err(|err| match err {
+                ModelError::WarmUp(message) => LoadError::WarmUp {
+                    data: warm_up.source().to_owned(),
+                    message,
+                },
+                other => LoadError::from(other),
+            })
             .and_then(|model| match &artifact.signature {
                 Some(signature) => mlflow::check_signature(signature, model.signature())
                     .map(|()| model)

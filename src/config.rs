@@ -316,9 +316,10 @@ pub struct ServeConfig {
     )]
     pub model_dir: Option<PathBuf>,
 
-    /// Warm the model up with this V2 inference request body (JSON) instead of generated zeros,
-    /// for models that refuse arbitrary inputs (ids that must be in range); a warm-up that fails
-    /// fails the load.
+    /// Warm the model up with this V2 inference request body (JSON), or CSV of rows (header:
+    /// input names) when the file is named *.csv, instead of the MLflow input example or
+    /// generated zeros, for models that refuse arbitrary inputs (ids that must be in range); a
+    /// warm-up that fails fails the load.
     #[arg(long, env = "PINSERVE_WARMUP_DATA", value_name = "FILE", help_heading = MODEL)]
     pub warmup_data: Option<PathBuf>,
 

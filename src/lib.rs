@@ -6,8 +6,9 @@
 //!   become statuses (HTTP and gRPC); [`http::state`] holds the serving phase `/health` reports.
 //!   `grpc` is the other transport: KServe V2's gRPC service and the gRPC health service, with
 //!   handlers as thin, on the same connection handling, batcher and metrics.
-//! - [`protocol`] decodes and encodes the wire formats (Open Inference Protocol v2 and the
-//!   `/predict` form) and checks each request against the model's signature.
+//! - [`protocol`] decodes and encodes the wire formats (Open Inference Protocol v2, the
+//!   `/predict` form and MLflow's `/invocations`) and checks each request against the model's
+//!   signature.
 //! - [`batch`] is the async handle that queues requests for the model's worker thread.
 //! - [`model`] owns ONNX Runtime: loading the shared library, sessions, tensors, signatures.
 //!

@@ -1,5 +1,6 @@
 //! The one table from errors to HTTP statuses and gRPC status codes. Every HTTP error answer is
-//! JSON of the protocol's form, `{"error": "..."}`, every gRPC one a status whose message is the
+//! JSON of the protocol's form, `{"error": "..."}` (MLflow's `{"error_code": "...", "message":
+//! "..."}` on `/invocations`, see [`MlflowError`]), every gRPC one a status whose message is the
 //! same text, and it names the problem; unexpected errors are logged here, once, where they
 //! become a response.
 
@@ -38,6 +39,10 @@ pub enum ApiError {
         "Content-Encoding '{encoding}' is not supported: send the body as gzip, deflate or identity"
     )]
     UnsupportedEncoding { encoding: String },
+    #[error(
+        "Content-Type '{content_type}' is not supported: send application/json or text/csv (UTF-8)"
+    )]
+    UnsupportedContentType { content_type: String },
     #[error(
         "the request body did not arrive within {}s (--body-read-timeout)",
         .limit.as_secs_f64()
@@ -116,7 +121,9 @@ impl ApiError {
         match self {
             ApiError::Request(_) | ApiError::Body(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedEncoding { .. } | ApiError::UnsupportedContentType { .. } => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ConnectionLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -142,6 +149,7 @@ impl ApiError {
             ApiError::Request(_) | ApiError::Body(_) => Code::InvalidArgument,
             ApiError::PayloadTooLarge { .. } => Code::ResourceExhausted,
             ApiError::UnsupportedEncoding { .. }
+            | ApiError::UnsupportedContentType { .. }
             | ApiError::RouteNotFound { .. }
             | ApiError::MethodNotAllowed { .. } => Code::Unimplemented,
             ApiError::BodyTimeout { .. }
@@ -171,11 +179,53 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let body = json!({ "error": self.to_string() });
+        self.respond(body)
+    }
+}
+
+/// An [`ApiError`] answered as MLflow's scoring server answers errors, so MLflow's clients
+/// read it: the same status, with `{"error_code": ..., "message": ...}` for a body.
+#[derive(Debug)]
+pub struct MlflowError(pub ApiError);
+
+impl<E: Into<ApiError>> From<E> for MlflowError {
+    fn from(err: E) -> MlflowError {
+        MlflowError(err.into())
+    }
+}
+
+impl IntoResponse for MlflowError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error_code": mlflow_error_code(self.0.status()),
+            "message": self.0.to_string(),
+        });
+        self.0.respond(body)
+    }
+}
+
+/// MLflow's name for a status (`mlflow.exceptions.HTTP_STATUS_TO_ERROR_CODE`); client errors
+/// it has no name for are `BAD_REQUEST`.
+fn mlflow_error_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "ENDPOINT_NOT_FOUND",
+        StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
+        StatusCode::SERVICE_UNAVAILABLE => "TEMPORARILY_UNAVAILABLE",
+        StatusCode::GATEWAY_TIMEOUT => "DEADLINE_EXCEEDED",
+        status if status.is_client_error() => "BAD_REQUEST",
+        _ => "INTERNAL_ERROR",
+    }
+}
+
+impl ApiError {
+    /// The response with `body`, its status and headers from this table.
+    fn respond(self, body: serde_json::Value) -> Response {
         let status = self.status();
         if let ApiError::Batch(BatchError::Model(err)) = &self {
             log_unexpected(err);
         }
-        let mut response = (status, JsonLine(json!({ "error": self.to_string() }))).into_response();
+        let mut response = (status, JsonLine(body)).into_response();
         if self.retry_after() {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
@@ -258,6 +308,26 @@ mod tests {
         assert_eq!(response.headers()[header::CONNECTION], "close");
         let failed = ApiError::Batch(BatchError::Model(ModelError::Inference("boom".into())));
         assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn mlflow_errors_keep_the_status_and_take_mlflows_shape() {
+        let busy = MlflowError(ApiError::Batch(BatchError::QueueFull {
+            queued: 9,
+            limit: 8,
+        }));
+        let response = busy.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(mlflow_error_code(StatusCode::BAD_REQUEST), "BAD_REQUEST");
+        assert_eq!(
+            mlflow_error_code(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            "BAD_REQUEST"
+        );
+        assert_eq!(
+            mlflow_error_code(StatusCode::INTERNAL_SERVER_ERROR),
+            "INTERNAL_ERROR"
+        );
     }
 
     #[test]

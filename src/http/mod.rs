@@ -4,6 +4,7 @@
 pub mod body;
 pub mod error;
 mod inflate;
+pub mod invocations;
 pub(crate) mod limits;
 pub mod observe;
 pub mod ops;
@@ -28,8 +29,8 @@ pub use self::state::{AppState, Phase, ServingModel};
 pub(crate) const V1_PREDICT_ROUTE: &str = "/v1/models/{model_and_verb}";
 
 /// The whole HTTP surface. API routes are measured; probe and scrape routes (readiness of the
-/// server or the model, liveness, metrics) are not, so probes answered 503 while a model loads
-/// never count as errors against a canary. Probe routes are also the only ones answered on
+/// server or the model, liveness, metrics, MLflow's `/ping` and `/version`) are not, so probes
+/// answered 503 while a model loads never count as errors against a canary. Probe routes are also the only ones answered on
 /// connections beyond `--max-connections` (see [`server::PROBE_RESERVE`]).
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
@@ -52,6 +53,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/predict", post(predict::predict))
         .route(V1_PREDICT_ROUTE, post(predict::predict_v1))
+        .route("/invocations", post(invocations::invocations))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             limits::limit_body_time,
@@ -71,7 +73,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v2/models/{name}/versions/{version}/ready",
             get(v2::model_ready),
         )
-        .route("/metrics", get(ops::metrics));
+        .route("/metrics", get(ops::metrics))
+        .route("/ping", get(ops::ping))
+        .route("/version", get(ops::version));
     api.merge(operations)
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)

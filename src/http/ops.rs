@@ -61,6 +61,22 @@ pub async fn v2_ready(State(state): State<Arc<AppState>>) -> Response {
     (phase_status(&phase), JsonLine(json!({ "ready": ready }))).into_response()
 }
 
+/// `GET /ping`: MLflow's (and SageMaker's) health check, answered as `mlflow models serve`
+/// answers it once its model has loaded; 503 until then, following the same phase as `/health`.
+pub async fn ping(State(state): State<Arc<AppState>>) -> Response {
+    let status = phase_status(&state.phase());
+    (status, [(header::CONTENT_TYPE, "application/json")], "\n").into_response()
+}
+
+/// `GET /version`: pinserve's version, bare, as MLflow's `/version` answers with its own.
+pub async fn version() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        env!("CARGO_PKG_VERSION"),
+    )
+        .into_response()
+}
+
 /// `GET /metrics`: Prometheus text exposition format.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let text = state.metrics.as_ref().map_or_else(String::new, |handle| {

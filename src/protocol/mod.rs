@@ -1,11 +1,13 @@
-//! Wire formats: the Open Inference Protocol v2 over HTTP ([`v2`]) and gRPC ([`grpc`]), and the TF Serving / KServe V1 form
-//! of `/predict` ([`predict`]). Decoders check every request against the model's signature, so
+//! Wire formats: the Open Inference Protocol v2 over HTTP ([`v2`]) and gRPC ([`grpc`]), the TF
+//! Serving / KServe V1 form of `/predict` ([`predict`]) and MLflow's scoring protocol of
+//! `/invocations` ([`mlflow`]). Decoders check every request against the model's signature, so
 //! what reaches the batcher is always well-formed.
 
 pub mod binary;
 pub(crate) mod classes;
 pub mod grpc;
 pub mod json;
+pub mod mlflow;
 pub mod predict;
 pub mod v2;
 

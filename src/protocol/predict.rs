@@ -74,7 +74,7 @@ fn first_char(text: &str) -> Option<char> {
 }
 
 /// Row-form instances, decoded as one stacked tensor per input.
-fn decode_rows(
+pub(crate) fn decode_rows(
     instances: &str,
     signature: &Signature,
 ) -> Result<(Form, Vec<(String, Tensor)>), RequestError> {
@@ -126,19 +126,32 @@ fn decode_keyed_rows(
             )));
         }
     }
-    let named = first
-        .keys()
-        .map(|name| {
-            let texts: Vec<&str> = rows.iter().map(|row| row[name].get()).collect();
-            let tensor = decode_column(signature.input(name)?, &texts, true)?;
-            Ok((name.clone(), tensor))
-        })
-        .collect::<Result<_, InputError>>()?;
+    let columns = first.keys().map(|name| {
+        let texts: Vec<&str> = rows.iter().map(|row| row[name].get()).collect();
+        (name.clone(), texts)
+    });
+    let named = decode_named_columns(columns, signature)?;
     Ok((Form::Rows { count: rows.len() }, named))
 }
 
+/// Columns named after inputs, each cell one row of its input: how instances keyed by input
+/// name bind, and MLflow's data frames (`/invocations`) with them.
+pub(crate) fn decode_named_columns<S: AsRef<str>>(
+    columns: impl IntoIterator<Item = (String, Vec<S>)>,
+    signature: &Signature,
+) -> Result<Vec<(String, Tensor)>, InputError> {
+    columns
+        .into_iter()
+        .map(|(name, cells)| {
+            let texts: Vec<&str> = cells.iter().map(AsRef::as_ref).collect();
+            let tensor = decode_column(signature.input(&name)?, &texts, true)?;
+            Ok((name, tensor))
+        })
+        .collect()
+}
+
 /// The columnar form: the single input's tensor, or an object of tensors keyed by input name.
-fn decode_columns(
+pub(crate) fn decode_columns(
     inputs: &str,
     signature: &Signature,
 ) -> Result<Vec<(String, Tensor)>, RequestError> {
@@ -167,7 +180,11 @@ fn decode_columns(
 }
 
 /// One input's tensor from JSON text: one whole tensor, or rows `stacked` along dimension 0.
-fn decode_column(spec: &TensorSpec, texts: &[&str], stacked: bool) -> Result<Tensor, InputError> {
+pub(crate) fn decode_column(
+    spec: &TensorSpec,
+    texts: &[&str],
+    stacked: bool,
+) -> Result<Tensor, InputError> {
     let (shape, data) = json::decode_nested(spec.datatype, texts, stacked)
         .map_err(|err| InputError::bad_data(&spec.name, err))?;
     spec.check_shape(&shape)?;
@@ -200,7 +217,9 @@ impl<'a> Outputs<'a> {
         }
     }
 
-    fn each(&self) -> impl Iterator<Item = (&'a str, Option<&'a ClassLabels>, &'a Tensor)> + '_ {
+    pub(crate) fn each(
+        &self,
+    ) -> impl Iterator<Item = (&'a str, Option<&'a ClassLabels>, &'a Tensor)> + '_ {
         self.names
             .iter()
             .zip(&self.labels)
@@ -210,10 +229,23 @@ impl<'a> Outputs<'a> {
 }
 
 /// An output's values in the answer: nested arrays, or a ZipMap's rows as objects.
-enum OutputJson<'a> {
+pub(crate) enum OutputJson<'a> {
     Nested(json::NestedJson<'a>),
     Row(LabeledRow<'a>),
     Rows(Vec<LabeledRow<'a>>),
+}
+
+impl OutputJson<'_> {
+    /// A row of one value written as that value, as MLflow writes a data frame's cell.
+    pub(crate) fn unwrap_single(self) -> Self {
+        match self {
+            OutputJson::Nested(mut nested) if nested.range.len() == 1 => {
+                nested.shape = &[];
+                OutputJson::Nested(nested)
+            }
+            other => other,
+        }
+    }
 }
 
 impl Serialize for OutputJson<'_> {
@@ -251,7 +283,7 @@ pub fn encode_response(form: Form, outputs: &Outputs<'_>) -> Result<Vec<u8>, Req
     Ok(body.expect("serialising to memory does not fail"))
 }
 
-fn check_rows(outputs: &Outputs<'_>, count: usize) -> Result<(), RequestError> {
+pub(crate) fn check_rows(outputs: &Outputs<'_>, count: usize) -> Result<(), RequestError> {
     for (name, tensor) in outputs.names.iter().zip(outputs.tensors) {
         if tensor.shape().first() != Some(&count) {
             return Err(RequestError::UnsupportedForm(format!(
@@ -289,7 +321,7 @@ struct Row<'a> {
     index: usize,
 }
 
-fn row_of(tensor: &Tensor, index: usize) -> json::NestedJson<'_> {
+pub(crate) fn row_of(tensor: &Tensor, index: usize) -> json::NestedJson<'_> {
     let shape = &tensor.shape()[1..];
     let stride: usize = shape.iter().product();
     json::NestedJson {
@@ -300,7 +332,7 @@ fn row_of(tensor: &Tensor, index: usize) -> json::NestedJson<'_> {
 }
 
 /// Row `index` of an output as the answer writes it: a ZipMap's as `{label: probability}`.
-fn answer_row<'a>(
+pub(crate) fn answer_row<'a>(
     labels: Option<&'a ClassLabels>,
     tensor: &'a Tensor,
     index: usize,
@@ -330,7 +362,7 @@ impl Serialize for Row<'_> {
 /// `{"outputs": tensor}` or `{"outputs": {name: tensor, ...}}`.
 struct ColumnOutputs<'a>(&'a Outputs<'a>);
 
-fn whole(tensor: &Tensor) -> json::NestedJson<'_> {
+pub(crate) fn whole(tensor: &Tensor) -> json::NestedJson<'_> {
     json::NestedJson {
         data: tensor.data(),
         shape: tensor.shape(),
@@ -339,7 +371,10 @@ fn whole(tensor: &Tensor) -> json::NestedJson<'_> {
 }
 
 /// A whole output as the answer writes it: a ZipMap's as a list of `{label: probability}`.
-fn answer_whole<'a>(labels: Option<&'a ClassLabels>, tensor: &'a Tensor) -> OutputJson<'a> {
+pub(crate) fn answer_whole<'a>(
+    labels: Option<&'a ClassLabels>,
+    tensor: &'a Tensor,
+) -> OutputJson<'a> {
     match zipmap(labels, tensor) {
         Some((labels, values, classes)) => OutputJson::Rows(
             values

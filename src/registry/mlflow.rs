@@ -29,6 +29,7 @@ use super::{
     source::{FileSource, Opened, TransferError, check_status, describe_reqwest, within},
 };
 
+pub mod example;
 pub mod write;
 
 /// Metadata calls are small; a registry that does not answer one in this time is down.
@@ -447,6 +448,8 @@ pub struct MlModel {
     flavors: Flavors,
     #[serde(default)]
     signature: Option<RawSignature>,
+    #[serde(default)]
+    saved_input_example_info: Option<example::ExampleInfo>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -480,6 +483,11 @@ impl MlModel {
             .onnx
             .as_ref()
             .map(|flavor| flavor.data.as_str())
+    }
+
+    /// Where the version's input example is, if it was logged with one.
+    pub(crate) fn input_example_info(&self) -> Option<&example::ExampleInfo> {
+        self.saved_input_example_info.as_ref()
     }
 
     /// The signature as JSON: `{"inputs": [...], "outputs": [...]}`.

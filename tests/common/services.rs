@@ -21,6 +21,11 @@ pub fn mlflow_uri() -> String {
     var("PINSERVE_TEST_MLFLOW_URI")
 }
 
+/// The Python of `.venv-services`, where MLflow (its scoring server and client) is installed.
+pub fn services_python() -> String {
+    var("PINSERVE_TEST_SERVICES_PYTHON")
+}
+
 /// What register_models.py registered, with expected requests and outputs per model version.
 pub fn registered() -> Value {
     let path = var("PINSERVE_TEST_SERVICES");

@@ -23,6 +23,12 @@ What is registered, and why:
 * MLflow, ``churn-pipeline`` version 1: several inputs, strings among them, with a tensor
   signature (a feed dict of [N, 1] arrays: what MLflow's onnx flavour itself accepts for a
   multi-input model).
+* MLflow, ``embedding-lookup``: the fixture ``embedding_lookup`` version 2 (its table pruned to
+  95 ids, so ids 95-99 make ONNX Runtime fail while generated zeros pass), logged with an
+  ``input_example`` (MLflow writes ``input_example.json`` and ``serving_input_example.json``
+  beside the model): version 1's example holds ids in range, version 2's holds id 97, so a
+  server that warms up with the example fails to load version 2, and one that warmed up with
+  zeros would not.
 * The MLflow server with basic auth: ``tabular-mlp`` version 1 only; what is tested there is
   the credentials.
 * S3 (moto): a model repository ``ROOT/NAME/VERSION/`` with sidecar digests written as
@@ -81,8 +87,8 @@ def sha256_hex(data: bytes) -> str:
 # --------------------------------------------------------------------------- #
 
 
-def load_fixture(name: str) -> onnx.ModelProto:
-    return onnx.load(FIXTURES / name / "1" / "model.onnx")
+def load_fixture(name: str, version: str = "1") -> onnx.ModelProto:
+    return onnx.load(FIXTURES / name / version / "model.onnx")
 
 
 def golden_batch_1(fixture: str, request_id: str) -> tuple[dict, list[dict]]:
@@ -332,12 +338,35 @@ def register_open_server(server: MlflowServer) -> tuple[dict, dict]:
         "churn-pipeline": {"versions": {"1": churn_v1}, "aliases": {}, "stages": {}},
     }
     check_registered(server, registered)
+    registered["embedding-lookup"] = {"versions": register_input_examples(server)}
     expected = {
         "tabular-mlp/1": {"request": request, "outputs": v1_outputs},
         "tabular-mlp/2": {"request": request, "outputs": v2_outputs},
         "churn-pipeline/1": {"request": churn_request, "outputs": churn_outputs},
     }
     return registered, expected
+
+
+def register_input_examples(server: MlflowServer) -> dict:
+    """embedding-lookup versions 1 (a good input example) and 2 (a failing one)."""
+    model = load_fixture("embedding_lookup", "2")
+    versions = {}
+    for ids in ([3, 42, 94], [3, 97]):
+        with mlflow.start_run(run_name="embedding-lookup"):
+            info = mlflow.onnx.log_model(
+                model,
+                name="model",
+                input_example={"ids": np.array(ids, dtype=np.int64)},
+                pip_requirements=PIP_REQUIREMENTS,
+                save_as_external_data=False,
+            )
+        artifact_uri = mlflow.get_logged_model(info.model_id).artifact_location
+        with tempfile.TemporaryDirectory() as temporary:
+            files = server.download_tree(artifact_uri, Path(temporary))
+        assert {"input_example.json", "serving_input_example.json"} <= set(files), files
+        version = mlflow.register_model(info.model_uri, "embedding-lookup")
+        versions[version.version] = {"input_example_ids": ids, "files": files}
+    return versions
 
 
 def register_auth_server(server: MlflowServer) -> dict:

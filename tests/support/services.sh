@@ -205,6 +205,8 @@ EOF
         "PINSERVE_TEST_AZURE_KEY=$AZURE_KEY"
         "PINSERVE_TEST_AZURE_CONTAINER=$AZURE_CONTAINER"
         "PINSERVE_TEST_SERVICES=$state/registered.json"
+        # MLflow itself, for tests that run its scoring server and client (mlflow_scoring.py).
+        "PINSERVE_TEST_SERVICES_PYTHON=$PWD/$VENV/bin/python"
     )
     env "${settings[@]}" "$VENV/bin/python" tests/support/register_models.py \
         > "$STATE/register.log" 2>&1 || fail register "failed"
