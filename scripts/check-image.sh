@@ -88,7 +88,11 @@ allowed = [p[1:].rstrip("/") for p in patterns[1:]]
 
 root = os.getcwd()
 deps = re.split(r"(?<!\\) ", open(sys.argv[1]).read().split(": ", 1)[1].strip())
-files = {os.path.relpath(d.replace("\\ ", " "), root) for d in deps if d.startswith(root + "/")}
+# Files the build generates itself (build.rs's output, under the target directory) are not
+# package files.
+target = os.path.abspath(os.environ.get("CARGO_TARGET_DIR", "target")) + "/"
+files = {os.path.relpath(d.replace("\\ ", " "), root) for d in deps
+         if d.startswith(root + "/") and not d.startswith(target)}
 metadata = json.loads(subprocess.check_output(
     ["cargo", "metadata", "--no-deps", "--format-version", "1", "--locked"]))
 for package in metadata["packages"]:
@@ -148,7 +152,8 @@ for arg in json.loads(sys.argv[1]): print(sys.argv[2] if arg == "/models" else a
     "$cmd_json" "$work/models")
 touch "$work/started"
 "${as_image_user[@]}" "${clean_env[@]}" "$binary" "${cmd[@]}" \
-    --listen 127.0.0.1:0 --log-format json --drain-seconds 1 2> "$work/serve.log" &
+    --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --log-format json --drain-seconds 1 \
+    2> "$work/serve.log" &
 server=$!
 
 address=""
@@ -156,7 +161,7 @@ health=""
 for _ in $(seq 600); do
     kill -0 "$server" 2>/dev/null || fail "pinserve exited early: $(cat "$work/serve.log")"
     if [[ -z $address ]]; then
-        address=$(grep -F '"message":"listening"' "$work/serve.log" |
+        address=$(grep -F '"message":"listening"' "$work/serve.log" | grep -F '"protocol":"http"' |
             grep -o '"address":"[^"]*"' | head -n 1 | cut -d'"' -f4 || true)
     fi
     if [[ -n $address ]]; then
