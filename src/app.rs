@@ -467,7 +467,7 @@ fn publish(
     loaded: Loaded,
     config: &ServeConfig,
 ) -> Result<WorkerHandle, AppError> {
-    let labels = state.labels();
+    let labels = state.snapshot().labels().clone();
     let monitor = match &loaded.profile {
         Some(profile) => {
             let signature = loaded.models[0].signature();

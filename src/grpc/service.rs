@@ -9,7 +9,8 @@ use tracing::Instrument;
 
 use crate::{
     http::{
-        AppState, Phase, error::ApiError, observe::Observation, off_runtime, server::OverCapacity,
+        AppState, Snapshot, error::ApiError, observe::Observation, off_runtime,
+        server::OverCapacity,
     },
     protocol::{
         grpc::{
@@ -66,15 +67,17 @@ impl Inference {
         result.map(Response::new).map_err(Status::from)
     }
 
-    /// An empty version means any version, as on the REST routes without `/versions/{v}`.
-    fn check_model(&self, name: &str, version: &str) -> Result<(), ApiError> {
-        self.state
-            .check_model(name, (!version.is_empty()).then_some(version))
+    /// The server now, checked to serve the model a call names: an empty version means any
+    /// version, as on the REST routes without `/versions/{v}`.
+    fn addressed(&self, name: &str, version: &str) -> Result<Snapshot, ApiError> {
+        let now = self.state.snapshot();
+        now.check_model(name, (!version.is_empty()).then_some(version))?;
+        Ok(now)
     }
 
     async fn infer(&self, request: ModelInferRequest) -> Result<ModelInferResponse, ApiError> {
-        self.check_model(&request.model_name, &request.model_version)?;
-        let model = self.state.serving_model()?;
+        let now = self.addressed(&request.model_name, &request.model_version)?;
+        let model = now.model()?;
         let signature = Arc::clone(model.batcher.signature());
         let cost = request.raw_input_contents.iter().map(Vec::len).sum();
         let mut request = {
@@ -83,7 +86,7 @@ impl Inference {
         };
         let inputs = std::mem::take(&mut request.inputs);
         let outputs = model.batcher.infer(inputs, request.outputs.clone()).await?;
-        let labels = self.state.labels();
+        let labels = now.labels();
         Ok(grpc::encode_response(
             (&labels.model, &labels.version),
             &request,
@@ -93,9 +96,9 @@ impl Inference {
     }
 
     fn metadata(&self, request: &ModelMetadataRequest) -> Result<ModelMetadataResponse, ApiError> {
-        self.check_model(&request.name, &request.version)?;
-        let model = self.state.serving_model()?;
-        let labels = self.state.labels();
+        let now = self.addressed(&request.name, &request.version)?;
+        let model = now.model()?;
+        let labels = now.labels();
         let metadata =
             ModelMetadata::new(&labels.model, &labels.version, model.batcher.signature());
         Ok(metadata.into())
@@ -105,11 +108,12 @@ impl Inference {
         &self,
         request: &ModelStatisticsRequest,
     ) -> Result<ModelStatisticsResponse, ApiError> {
-        if !request.name.is_empty() {
-            self.check_model(&request.name, &request.version)?;
-        }
-        let model = self.state.serving_model()?;
-        let labels = self.state.labels();
+        let now = match request.name.as_str() {
+            "" => self.state.snapshot(),
+            name => self.addressed(name, &request.version)?,
+        };
+        let model = now.model()?;
+        let labels = now.labels();
         let report = model.batcher.stats().report(&labels.model, &labels.version);
         Ok(ModelStatisticsResponse {
             model_stats: vec![report.into()],
@@ -130,7 +134,7 @@ impl GrpcInferenceService for Inference {
         &self,
         _: Request<ServerReadyRequest>,
     ) -> Result<Response<ServerReadyResponse>, Status> {
-        let ready = self.state.phase() == Phase::Ready;
+        let ready = self.state.snapshot().is_ready();
         Ok(Response::new(ServerReadyResponse { ready }))
     }
 
@@ -139,8 +143,7 @@ impl GrpcInferenceService for Inference {
         request: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
         let request = request.get_ref();
-        self.check_model(&request.name, &request.version)?;
-        let ready = self.state.phase() == Phase::Ready;
+        let ready = self.addressed(&request.name, &request.version)?.is_ready();
         Ok(Response::new(ModelReadyResponse { ready }))
     }
 

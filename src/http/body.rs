@@ -308,7 +308,10 @@ async fn too_large(body: Body, limit: usize) -> ApiError {
 /// it arrives (costing no memory), so the client reads its 503 and may retry on the same
 /// connection rather than seeing its upload reset.
 async fn budget_spent(body: Body, state: &AppState, err: ApiError) -> ApiError {
-    state.labels().count_rejected(Rejection::BodyBudget);
+    state
+        .snapshot()
+        .labels()
+        .count_rejected(Rejection::BodyBudget);
     let time = state.body_read_timeout.unwrap_or(DISCARD_TIME);
     refuse(body, err, state.max_body_bytes, time).await
 }

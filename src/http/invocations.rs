@@ -43,7 +43,8 @@ pub async fn invocations(
         bytes: body,
         share: _share,
     } = body?;
-    let model = state.serving_model()?;
+    let now = state.snapshot();
+    let model = now.model()?;
     let signature = model.batcher.signature();
     let request = {
         let signature = Arc::clone(signature);

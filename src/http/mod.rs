@@ -23,7 +23,7 @@ use axum::{
     routing::{get, post},
 };
 
-pub use self::state::{AppState, Phase, ServingModel};
+pub use self::state::{AppState, Phase, ServingModel, Snapshot};
 
 /// The v1 route: matchit cannot split `{name}:predict`, so the handler does.
 pub(crate) const V1_PREDICT_ROUTE: &str = "/v1/models/{model_and_verb}";

@@ -14,19 +14,19 @@ use serde_json::json;
 use super::{
     JsonLine,
     error::ApiError,
-    state::{AppState, Phase},
+    state::{AppState, Phase, Snapshot},
 };
 
 /// `GET /health`: 200 only once the model has loaded and answered its warm-up inference.
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
-    let labels = state.labels();
-    let phase = state.phase();
+    let now = state.snapshot();
+    let labels = now.labels();
     let mut body = json!({
-        "status": phase.name(),
+        "status": now.phase.name(),
         "model": labels.model,
         "version": labels.version,
     });
-    match (&phase, state.loaded_model()) {
+    match (&now.phase, &now.model) {
         (Phase::Ready, Some(model)) => {
             body["device"] = json!(model.device.to_string());
             body["load_seconds"] = json!(model.load_seconds);
@@ -34,13 +34,14 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
         (Phase::Failed(error), _) => body["error"] = json!(error),
         _ => {}
     }
-    (phase_status(&phase), JsonLine(body)).into_response()
+    (readiness_status(&now), JsonLine(body)).into_response()
 }
 
-fn phase_status(phase: &Phase) -> StatusCode {
-    match phase {
-        Phase::Ready => StatusCode::OK,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
+/// 200 when ready, else 503: what every probe route answers.
+fn readiness_status(now: &Snapshot) -> StatusCode {
+    match now.is_ready() {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -56,15 +57,15 @@ pub async fn v2_live() -> Response {
 
 /// `GET /v2/health/ready`: follows the same phase as `/health`.
 pub async fn v2_ready(State(state): State<Arc<AppState>>) -> Response {
-    let phase = state.phase();
-    let ready = phase == Phase::Ready;
-    (phase_status(&phase), JsonLine(json!({ "ready": ready }))).into_response()
+    let now = state.snapshot();
+    let ready = now.is_ready();
+    (readiness_status(&now), JsonLine(json!({ "ready": ready }))).into_response()
 }
 
 /// `GET /ping`: MLflow's (and SageMaker's) health check, answered as `mlflow models serve`
 /// answers it once its model has loaded; 503 until then, following the same phase as `/health`.
 pub async fn ping(State(state): State<Arc<AppState>>) -> Response {
-    let status = phase_status(&state.phase());
+    let status = readiness_status(&state.snapshot());
     (status, [(header::CONTENT_TYPE, "application/json")], "\n").into_response()
 }
 

@@ -8,14 +8,19 @@ use axum::{
     response::Response,
 };
 
-use super::{body::RequestBody, error::ApiError, json_response, off_runtime, state::AppState};
+use super::{
+    body::RequestBody,
+    error::ApiError,
+    json_response, off_runtime,
+    state::{AppState, Snapshot},
+};
 use crate::protocol::predict::{self, Outputs};
 
 pub async fn predict(
     State(state): State<Arc<AppState>>,
     body: RequestBody,
 ) -> Result<Response, ApiError> {
-    run(&state, body).await
+    run(state.snapshot(), body).await
 }
 
 /// The route captures `{name}:predict` as one segment; anything else there is not a route.
@@ -32,17 +37,18 @@ pub async fn predict_v1(
             method: method.to_string(),
             path: uri.path().to_owned(),
         })?;
-    state.check_model(name, None)?;
-    run(&state, body).await
+    let now = state.snapshot();
+    now.check_model(name, None)?;
+    run(now, body).await
 }
 
-async fn run(state: &AppState, body: RequestBody) -> Result<Response, ApiError> {
+async fn run(now: Snapshot, body: RequestBody) -> Result<Response, ApiError> {
     // The share of the body budget is held until the answer is ready.
     let RequestBody {
         bytes: body,
         share: _share,
     } = body;
-    let model = state.serving_model()?;
+    let model = now.model()?;
     let signature = model.batcher.signature();
     let request = {
         let signature = Arc::clone(signature);

@@ -1,10 +1,10 @@
-//! What the HTTP layer shares between requests: the model identity, the serving phase that
-//! `/health` reports, and (once loaded) the batcher that reaches the model.
+//! What the HTTP and gRPC layers share between requests: one value, [`Serving`], that says
+//! where the server is in its life, whom it serves and (once loaded) the model, published
+//! through a watch channel. Every reader takes one [`Snapshot`] and answers from it alone, so
+//! no answer mixes two moments, and [`Snapshot::is_ready`] is the one readiness decision that
+//! `/health`, the v2 ready routes, `/ping`, the gRPC health service and `pinserve_ready` follow.
 
-use std::{
-    sync::{Arc, OnceLock, RwLock},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
@@ -52,18 +52,77 @@ pub struct ServingModel {
     pub mlflow_signature: Option<serde_json::Value>,
 }
 
+/// Whom the server serves: the labels every metric and answer carries, and the request series
+/// recorded under them. Until an alias or stage is resolved the version may be empty; then it
+/// is replaced, whole.
+pub struct Identity {
+    pub labels: ModelLabels,
+    requests: RequestSeries,
+}
+
+impl Identity {
+    fn new(labels: ModelLabels) -> Identity {
+        Identity {
+            requests: RequestSeries::new(labels.clone()),
+            labels,
+        }
+    }
+}
+
+/// The server at one moment.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub phase: Phase,
+    pub identity: Arc<Identity>,
+    /// Set once the model has loaded; kept while draining, which still serves.
+    pub model: Option<Arc<ServingModel>>,
+}
+
+impl Snapshot {
+    /// Ready: loaded, warmed up, and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.phase == Phase::Ready
+    }
+
+    pub fn labels(&self) -> &ModelLabels {
+        &self.identity.labels
+    }
+
+    /// The model, if it takes requests: ready, or draining after having been ready.
+    pub fn model(&self) -> Result<&Arc<ServingModel>, ApiError> {
+        match (&self.phase, &self.model) {
+            (Phase::Ready | Phase::Draining, Some(model)) => Ok(model),
+            (phase, _) => Err(ApiError::NotReady {
+                model: self.labels().model.clone(),
+                version: self.labels().version.clone(),
+                phase: phase.name(),
+            }),
+        }
+    }
+
+    /// Checks that a request addresses the model served here (any version when none is named).
+    pub fn check_model(&self, name: &str, version: Option<&str>) -> Result<(), ApiError> {
+        let labels = self.labels();
+        let version_matches = version.is_none_or(|v| v == labels.version);
+        if name == labels.model && version_matches {
+            return Ok(());
+        }
+        Err(ApiError::ModelNotFound {
+            name: name.to_owned(),
+            version: version.map(str::to_owned),
+            served: format!("'{}' version '{}'", labels.model, labels.version),
+        })
+    }
+}
+
 pub struct AppState {
     pub max_body_bytes: usize,
     /// `--body-read-timeout`; `None` reads bodies for as long as they take.
     pub body_read_timeout: Option<Duration>,
     pub body_budget: BodyBudget,
     pub metrics: Option<PrometheusHandle>,
-    /// Until an alias or stage is resolved the version may be unknown; then it is replaced.
-    labels: RwLock<Arc<ModelLabels>>,
-    requests: RwLock<Arc<RequestSeries>>,
-    /// A watch channel, so that the gRPC health service can follow changes as they happen.
-    phase: watch::Sender<Phase>,
-    model: OnceLock<ServingModel>,
+    /// Every change is one `send`, so readers see the phase, identity and model together.
+    serving: watch::Sender<Snapshot>,
 }
 
 impl AppState {
@@ -73,15 +132,17 @@ impl AppState {
         metrics: Option<PrometheusHandle>,
     ) -> AppState {
         labels.set_ready(false);
+        let loading = Snapshot {
+            phase: Phase::Loading,
+            identity: Arc::new(Identity::new(labels)),
+            model: None,
+        };
         AppState {
             max_body_bytes,
             body_read_timeout: None,
             body_budget: BodyBudget::new(max_body_bytes, None),
             metrics,
-            requests: RwLock::new(Arc::new(RequestSeries::new(labels.clone()))),
-            labels: RwLock::new(Arc::new(labels)),
-            phase: watch::Sender::new(Phase::Loading),
-            model: OnceLock::new(),
+            serving: watch::Sender::new(loading),
         }
     }
 
@@ -99,70 +160,47 @@ impl AppState {
         self
     }
 
-    /// The model name and version every metric and answer carries.
-    pub fn labels(&self) -> Arc<ModelLabels> {
-        Arc::clone(
-            &self
-                .labels
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        )
+    /// The server now: a cheap copy (three reference counts), consistent in itself.
+    pub fn snapshot(&self) -> Snapshot {
+        self.serving.borrow().clone()
+    }
+
+    /// The server now and every change from here on.
+    pub fn watch(&self) -> watch::Receiver<Snapshot> {
+        self.serving.subscribe()
     }
 
     /// Records the resolved identity (an alias resolved to its version).
     pub fn identify(&self, labels: ModelLabels) {
         labels.set_ready(false);
-        *self
-            .requests
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Arc::new(RequestSeries::new(labels.clone()));
-        *self
-            .labels
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(labels);
+        self.serving
+            .send_modify(|now| now.identity = Arc::new(Identity::new(labels)));
     }
 
-    /// Records an answered (or abandoned) API request under the current model identity.
+    /// Records an answered (or abandoned) API request under the current identity.
     pub fn record_request(&self, route: &str, code: u16, seconds: f64) {
-        self.requests
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.serving
+            .borrow()
+            .identity
+            .requests
             .record(route, code, seconds);
-    }
-
-    pub fn phase(&self) -> Phase {
-        self.phase.borrow().clone()
-    }
-
-    /// The phase now and every change from here on.
-    pub fn watch_phase(&self) -> watch::Receiver<Phase> {
-        self.phase.subscribe()
-    }
-
-    fn set_phase(&self, phase: Phase) {
-        self.labels().set_ready(phase == Phase::Ready);
-        self.phase.send_replace(phase);
     }
 
     /// Publishes the loaded model and turns ready, unless shutdown has already begun.
     pub fn set_ready(&self, model: ServingModel) {
-        let labels = self.labels();
         let digest = model
             .sha256
             .map(|digest| digest.to_string())
             .unwrap_or_default();
-        labels.set_loaded(&model.device.to_string(), &digest, model.load_seconds);
-        if self.model.set(model).is_err() {
-            return;
-        }
-        self.phase.send_if_modified(|phase| {
-            let turned_ready = *phase == Phase::Loading;
-            if turned_ready {
-                *phase = Phase::Ready;
-                labels.set_ready(true);
+        let model = Arc::new(model);
+        self.serving.send_modify(|now| {
+            now.labels()
+                .set_loaded(&model.device.to_string(), &digest, model.load_seconds);
+            now.model = Some(model);
+            if now.phase == Phase::Loading {
+                now.phase = Phase::Ready;
             }
-            turned_ready
+            now.labels().set_ready(now.is_ready());
         });
     }
 
@@ -174,36 +212,101 @@ impl AppState {
         self.set_phase(Phase::Draining);
     }
 
-    /// The model, if it can take requests: ready, or draining after having been ready.
-    pub fn serving_model(&self) -> Result<&ServingModel, ApiError> {
-        match (self.phase(), self.model.get()) {
-            (Phase::Ready | Phase::Draining, Some(model)) => Ok(model),
-            (phase, _) => {
-                let labels = self.labels();
-                Err(ApiError::NotReady {
-                    model: labels.model.clone(),
-                    version: labels.version.clone(),
-                    phase: phase.name(),
-                })
-            }
+    fn set_phase(&self, phase: Phase) {
+        self.serving.send_modify(|now| {
+            now.phase = phase;
+            now.labels().set_ready(now.is_ready());
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        batch::BatchConfig,
+        model::{Model, ModelError, Signature, Tensor, signature::examples::two_inputs},
+    };
+
+    /// Never asked to run: these tests only publish a model.
+    struct Idle(Arc<Signature>);
+
+    impl Model for Idle {
+        fn signature(&self) -> &Arc<Signature> {
+            &self.0
+        }
+
+        fn run(&mut self, _: &[Tensor], _: &[usize]) -> Result<Vec<Tensor>, ModelError> {
+            unreachable!("no request reaches it")
         }
     }
 
-    pub fn loaded_model(&self) -> Option<&ServingModel> {
-        self.model.get()
+    fn labels(version: &str) -> ModelLabels {
+        ModelLabels {
+            model: "churn".into(),
+            version: version.into(),
+        }
     }
 
-    /// Checks that a request addresses the model served here (any version when none is named).
-    pub fn check_model(&self, name: &str, version: Option<&str>) -> Result<(), ApiError> {
-        let labels = self.labels();
-        let version_matches = version.is_none_or(|v| v == labels.version);
-        if name == labels.model && version_matches {
-            return Ok(());
+    fn loaded() -> ServingModel {
+        let config = BatchConfig {
+            max_batch_size: 8,
+            max_batch_delay: Duration::ZERO,
+            max_queue_rows: 8,
+            request_timeout: Duration::from_secs(1),
+        };
+        let model = Box::new(Idle(Arc::new(two_inputs()))) as Box<dyn Model>;
+        let (batcher, _worker) = Batcher::start(vec![model], &labels("3"), config).unwrap();
+        ServingModel {
+            batcher,
+            device: Device::Cpu,
+            load_seconds: 0.5,
+            sha256: None,
+            mlflow_signature: None,
         }
-        Err(ApiError::ModelNotFound {
-            name: name.to_owned(),
-            version: version.map(str::to_owned),
-            served: format!("'{}' version '{}'", labels.model, labels.version),
-        })
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_keeps_its_moment_while_the_server_moves_on() {
+        let state = AppState::new(labels(""), 1024, None);
+        let loading = state.snapshot();
+        state.identify(labels("3"));
+        state.set_ready(loaded());
+        assert_eq!(loading.phase, Phase::Loading);
+        assert_eq!(loading.labels().version, "");
+        assert!(loading.model().is_err());
+        let ready = state.snapshot();
+        assert!(ready.is_ready());
+        assert_eq!(ready.labels().version, "3");
+        assert!(ready.model().is_ok());
+        assert!(ready.check_model("churn", Some("3")).is_ok());
+        assert!(ready.check_model("churn", Some("2")).is_err());
+    }
+
+    #[tokio::test]
+    async fn draining_serves_the_model_but_is_not_ready_and_never_turns_ready_again() {
+        let state = AppState::new(labels("3"), 1024, None);
+        let mut changes = state.watch();
+        state.begin_draining();
+        assert!(changes.has_changed().unwrap());
+        assert!(!changes.borrow_and_update().is_ready());
+        state.set_ready(loaded());
+        let now = state.snapshot();
+        assert_eq!(now.phase, Phase::Draining);
+        assert!(!now.is_ready());
+        assert!(now.model().is_ok(), "draining still answers requests");
+    }
+
+    #[test]
+    fn a_failed_load_answers_not_ready_naming_the_phase() {
+        let state = AppState::new(labels("3"), 1024, None);
+        state.set_failed("no such file".into());
+        let err = state.snapshot().model().err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "model 'churn' version '3' is not ready: failed"
+        );
     }
 }

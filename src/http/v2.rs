@@ -15,7 +15,7 @@ use super::{
     body::RequestBody,
     error::ApiError,
     json_response, off_runtime,
-    state::{AppState, Phase},
+    state::{AppState, Snapshot},
 };
 use crate::protocol::{
     RequestError,
@@ -29,6 +29,13 @@ pub struct ModelPath {
     version: Option<String>,
 }
 
+/// The server now, checked to serve the model the path names.
+fn addressed(state: &AppState, path: &ModelPath) -> Result<Snapshot, ApiError> {
+    let now = state.snapshot();
+    now.check_model(&path.name, path.version.as_deref())?;
+    Ok(now)
+}
+
 pub async fn server_metadata() -> Response {
     JsonLine(ServerMetadata::current()).into_response()
 }
@@ -37,9 +44,9 @@ pub async fn model_metadata(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
 ) -> Result<Response, ApiError> {
-    state.check_model(&path.name, path.version.as_deref())?;
-    let model = state.serving_model()?;
-    let labels = state.labels();
+    let now = addressed(&state, &path)?;
+    let model = now.model()?;
+    let labels = now.labels();
     let metadata = ModelMetadata::new(&labels.model, &labels.version, model.batcher.signature())
         .with_mlflow_signature(model.mlflow_signature.as_ref());
     Ok(JsonLine(metadata).into_response())
@@ -50,14 +57,17 @@ pub async fn model_stats(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
 ) -> Result<Response, ApiError> {
-    state.check_model(&path.name, path.version.as_deref())?;
-    server_stats(State(state)).await
+    stats(&addressed(&state, &path)?)
 }
 
 /// The statistics extension for every model: pinserve serves one.
 pub async fn server_stats(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let model = state.serving_model()?;
-    let labels = state.labels();
+    stats(&state.snapshot())
+}
+
+fn stats(now: &Snapshot) -> Result<Response, ApiError> {
+    let model = now.model()?;
+    let labels = now.labels();
     let report = model.batcher.stats().report(&labels.model, &labels.version);
     Ok(JsonLine(json!({ "model_stats": [report] })).into_response())
 }
@@ -66,9 +76,9 @@ pub async fn model_ready(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
 ) -> Result<Response, ApiError> {
-    state.check_model(&path.name, path.version.as_deref())?;
-    let ready = state.phase() == Phase::Ready;
-    let labels = state.labels();
+    let now = addressed(&state, &path)?;
+    let ready = now.is_ready();
+    let labels = now.labels();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -89,8 +99,8 @@ pub async fn infer(
         bytes: body,
         share: _share,
     } = body;
-    state.check_model(&path.name, path.version.as_deref())?;
-    let model = state.serving_model()?;
+    let now = addressed(&state, &path)?;
+    let model = now.model()?;
     let json_length = inference_header_length(&headers)?;
     let signature = Arc::clone(model.batcher.signature());
     let mut request = {
@@ -102,7 +112,8 @@ pub async fn infer(
     };
     let inputs = std::mem::take(&mut request.inputs);
     let outputs = model.batcher.infer(inputs, request.outputs.clone()).await?;
-    let labels = state.labels();
+    // The identity travels to the blocking pool with the work.
+    let labels = Arc::clone(&now.identity);
     let cost = outputs
         .iter()
         .map(|tensor| tensor.data().len())
@@ -110,7 +121,7 @@ pub async fn infer(
         * 8;
     let encoded = off_runtime(cost, move || {
         v2::encode_response(
-            (&labels.model, &labels.version),
+            (&labels.labels.model, &labels.labels.version),
             &request,
             &signature,
             &outputs,
