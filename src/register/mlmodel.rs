@@ -148,6 +148,10 @@ fn numpy_dtype(datatype: DataType) -> Option<&'static str> {
 }
 
 /// The current UTC time as MLflow writes it (`2026-12-02 14:33:53.286749`).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "MLmodel records the date it was written"
+)]
 fn utc_now() -> String {
     humantime::format_rfc3339_micros(std::time::SystemTime::now())
         .to_string()
