@@ -243,10 +243,11 @@ async fn requests_whose_client_left_are_dropped_before_inference() {
     })
     .await;
     assert!(abandoned.unwrap_err().is_timeout());
+    let client_closed = [("route", "/v2/models/{name}/infer"), ("code", "499")];
     let metrics = server
         .metrics_when(|text| {
             rejected(text, "client_disconnected") > 0.0
-                && text.contains(r#"route="/v2/models/{name}/infer",code="499""#)
+                && find_sample(text, "pinserve_requests_total", &client_closed).is_some()
         })
         .await;
     assert_eq!(rejected(&metrics, "client_disconnected"), 1.0);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::{
     Server,
+    metrics::find_sample,
     raw_http::{Answer, CLOSE_GUARD, get, parse_answer, read_answer, read_until_closed},
     tabular_request, wait_until,
 };
@@ -14,6 +15,7 @@ use futures_util::future::join_all;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 const INFER: &str = "/v2/models/tabular_mlp/infer";
+const INFER_ROUTE: &str = "/v2/models/{name}/infer";
 
 /// Connections admitted beyond `--max-connections` for probes (`PROBE_RESERVE` in the server).
 const PROBE_RESERVE: usize = 32;
@@ -57,8 +59,10 @@ async fn a_body_that_does_not_arrive_in_time_is_answered_408_and_the_connection_
     assert!(error.contains("--body-read-timeout"), "{error}");
     read_until_closed(&mut slow).await;
     let metrics = server.metrics().await;
-    assert!(
-        metrics.contains(r#"route="/v2/models/{name}/infer",code="408"} 1"#),
+    let labels = [("route", INFER_ROUTE), ("code", "408")];
+    assert_eq!(
+        find_sample(&metrics, "pinserve_requests_total", &labels),
+        Some(1.0),
         "{metrics}"
     );
 }

@@ -9,7 +9,9 @@ use std::{path::Path, process::Output, time::Duration};
 use common::{
     Server,
     faulty::{FaultyServer, Reply, Route, SilentServer},
-    fixtures, run_fetch, stderr, tabular_request,
+    fixtures,
+    metrics::find_sample,
+    run_fetch, stderr, tabular_request,
 };
 use serde_json::json;
 
@@ -471,13 +473,16 @@ async fn serve_fetches_in_process_while_health_says_loading() {
         model_bytes()
     );
     let metrics = serving.metrics().await;
+    let version = [("model", "m"), ("version", "1")];
     assert!(
-        metrics.contains(r#"pinserve_fetch_bytes_total{model="m",version="1"}"#),
+        find_sample(&metrics, "pinserve_fetch_bytes_total", &version).is_some(),
         "{metrics}"
     );
-    assert!(metrics.contains(
-        r#"pinserve_fetch_duration_seconds_count{model="m",version="1",outcome="ok"} 1"#
-    ));
+    let ok = [version[0], version[1], ("outcome", "ok")];
+    assert_eq!(
+        find_sample(&metrics, "pinserve_fetch_duration_seconds_count", &ok),
+        Some(1.0)
+    );
     assert!(metrics.contains(&format!(r#"sha256="{}""#, sha256_hex(&model_bytes()))));
 }
 

@@ -57,12 +57,7 @@ async fn probes_see_loading_until_the_model_has_loaded_and_warmed_up() {
         body["error"],
         "model 'tabular_mlp' version '1' is not ready: loading"
     );
-    assert!(
-        server
-            .metrics()
-            .await
-            .contains(r#"pinserve_ready{model="tabular_mlp",version="1"} 0"#)
-    );
+    assert_eq!(ready(&server).await, Some(0.0));
 
     let writer = repository.release_model();
     server.wait_ready().await;
@@ -74,12 +69,7 @@ async fn probes_see_loading_until_the_model_has_loaded_and_warmed_up() {
             .0,
         200
     );
-    assert!(
-        server
-            .metrics()
-            .await
-            .contains(r#"pinserve_ready{model="tabular_mlp",version="1"} 1"#)
-    );
+    assert_eq!(ready(&server).await, Some(1.0));
     let logs = server.logs();
     let listening = logs
         .iter()
@@ -361,6 +351,12 @@ async fn keep_alive_clients_are_told_to_leave_while_draining() {
         ended.is_ok(),
         "GOAWAY ends the HTTP/2 connection after the answer: {ended:?}"
     );
+}
+
+/// tabular_mlp's `pinserve_ready`.
+async fn ready(server: &Server) -> Option<f64> {
+    let version = [("model", "tabular_mlp"), ("version", "1")];
+    find_sample(&server.metrics().await, "pinserve_ready", &version)
 }
 
 async fn livez(server: &Server) -> reqwest::Response {
