@@ -10,6 +10,11 @@
 //! `cargo bench --bench eval -- [ROWS] [BATCH]` (defaults: 1000000 4096). The data is a Parquet
 //! file of 32 uniform features and a 0/1 target that depends on four of them, written first
 //! (seeded).
+#![allow(
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "a benchmark measures real time"
+)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -5,6 +5,11 @@
 //!
 //! Needs the test services: `tests/support/services.sh start && source target/test-services/env`,
 //! then `cargo bench --bench fetch -- [RUNS]` (default 5).
+#![allow(
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "a benchmark measures real time"
+)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

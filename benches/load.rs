@@ -21,6 +21,11 @@
 //! its resident set and timing `/health` probes. `ab=drift` instead runs only an A/B of drift
 //! monitoring's cost ([`drift_ab`]), `rounds=` [9] pairs of cells per model.
 //! `PINSERVE_BINARY=PATH` measures another build.
+#![allow(
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "a benchmark measures real time"
+)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

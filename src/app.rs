@@ -251,7 +251,7 @@ async fn load(
         model: artifact.name.clone(),
         version: artifact.version.clone(),
     });
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let digest = digest_alongside(&artifact);
     let options = config.runtime.session_options(config.batching.instances);
     let warm_up = WarmUp::choose(config, &artifact)?;
@@ -568,4 +568,77 @@ async fn drain_and_stop(
     }
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::{Cli, Command};
+
+    fn serve_config(drain_seconds: &str, grace_seconds: &str) -> ServeConfig {
+        let cli = Cli::try_parse_from([
+            "pinserve",
+            "serve",
+            "--model-dir",
+            "model",
+            "--drain-seconds",
+            drain_seconds,
+            "--shutdown-grace-seconds",
+            grace_seconds,
+        ])
+        .unwrap();
+        let Command::Serve(config) = cli.command else {
+            panic!("not serve")
+        };
+        *config
+    }
+
+    /// Runs [`drain_and_stop`] with a server task that ends once the listener is closed, or
+    /// never (a request that never finishes); returns the stages to watch.
+    fn stop(config: ServeConfig, server_finishes: bool) -> Stages {
+        let state = Arc::new(AppState::new(
+            ModelLabels {
+                model: "m".into(),
+                version: "1".into(),
+            },
+            1 << 10,
+            None,
+        ));
+        let stages = Stages::default();
+        let watched = stages.clone();
+        let close = stages.close.clone();
+        let server = tokio::spawn(async move {
+            close.cancelled().await;
+            if !server_finishes {
+                std::future::pending::<()>().await;
+            }
+        });
+        tokio::spawn(async move { drain_and_stop(state, server, stages, None, &config).await });
+        watched
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_listener_closes_when_the_drain_period_ends() {
+        let began = Instant::now();
+        let stages = stop(serve_config("2", "30"), true);
+        stages.drain.cancelled().await;
+        assert!(!stages.close.is_cancelled());
+        stages.close.cancelled().await;
+        assert_eq!(began.elapsed(), Duration::from_secs(2), "--drain-seconds");
+        assert!(!stages.abort.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_still_running_after_the_grace_period_are_dropped() {
+        let began = Instant::now();
+        let stages = stop(serve_config("2", "5"), false);
+        stages.abort.cancelled().await;
+        assert_eq!(
+            began.elapsed(),
+            Duration::from_secs(7),
+            "--drain-seconds then --shutdown-grace-seconds"
+        );
+    }
 }

@@ -155,22 +155,17 @@ fn row(role: &str, spec: &TensorSpec, with_notes: bool) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ClassLabels, DataType, Dim};
+    use crate::model::{
+        ClassLabels, DataType,
+        signature::examples::{matrix, one_input},
+    };
 
     fn signature() -> Signature {
-        let batch = Dim::Dynamic(Some("batch".into()));
-        Signature {
-            inputs: vec![TensorSpec::new(
-                "features",
-                DataType::Fp32,
-                vec![batch, Dim::Fixed(32)],
-            )],
-            outputs: vec![TensorSpec::new(
-                "probability",
-                DataType::Fp32,
-                vec![Dim::Dynamic(None), Dim::Fixed(1)],
-            )],
-        }
+        one_input(
+            "features",
+            32,
+            vec![matrix("probability", DataType::Fp32, 1)],
+        )
     }
 
     #[test]

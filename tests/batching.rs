@@ -6,7 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, assert_outputs_match, golden};
+use common::{
+    STARTUP_TIMEOUT, Server, assert_outputs_match, golden,
+    metrics::{find_sample, sample_value},
+    tabular_request, wait_until,
+};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
@@ -82,14 +86,8 @@ async fn check_concurrent_rows(model: &str) {
         );
     }
     let metrics = server.metrics().await;
-    let calls = metric_value(
-        &metrics,
-        &format!(r#"pinserve_batch_size_count{{model="{model}",version="1"}}"#),
-    );
-    let rows = metric_value(
-        &metrics,
-        &format!(r#"pinserve_batch_size_sum{{model="{model}",version="1"}}"#),
-    );
+    let calls = sample_value(&metrics, "pinserve_batch_size_count", &version_1(model));
+    let rows = sample_value(&metrics, "pinserve_batch_size_sum", &version_1(model));
     assert_eq!(rows, 64.0, "every row went through ONNX Runtime once");
     assert!(
         calls < parts.len() as f64,
@@ -98,11 +96,9 @@ async fn check_concurrent_rows(model: &str) {
     );
 }
 
-fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+/// The labels of version 1 of `model`.
+fn version_1(model: &str) -> [(&str, &str); 2] {
+    [("model", model), ("version", "1")]
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -147,23 +143,30 @@ async fn behind_a_long_call<F: std::future::Future>(server: &Server, then: F) ->
 }
 
 fn rejected(metrics: &str, reason: &str) -> f64 {
-    metric_value(
-        metrics,
-        &format!(r#"pinserve_rejected_total{{model="compute_mlp",version="1",reason="{reason}"}}"#),
-    )
+    let [model, version] = version_1("compute_mlp");
+    let labels = [model, version, ("reason", reason)];
+    find_sample(metrics, "pinserve_rejected_total", &labels).unwrap_or(0.0)
 }
 
 /// Waits until the worker has started the first batch, so later requests queue behind it
-/// whatever the time their bodies take to encode and decode.
+/// whatever the time their bodies take to encode and decode. Checked often, so that a quick
+/// first batch is still seen running.
 async fn wait_for_first_batch(server: &Server) {
-    let series = r#"pinserve_batch_size_count{model="compute_mlp",version="1"}"#;
-    for _ in 0..2000 {
-        if metric_value(&server.metrics().await, series) > 0.0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    panic!("the first batch never started");
+    let labels = version_1("compute_mlp");
+    wait_until(
+        "the first batch to start",
+        STARTUP_TIMEOUT,
+        Duration::from_millis(2),
+        async || match find_sample(
+            &server.metrics().await,
+            "pinserve_batch_size_count",
+            &labels,
+        ) {
+            Some(count) if count > 0.0 => Ok(()),
+            other => Err(format!("batches: {other:?}")),
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -240,35 +243,38 @@ async fn requests_whose_client_left_are_dropped_before_inference() {
     })
     .await;
     assert!(abandoned.unwrap_err().is_timeout());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let metrics = server.metrics().await;
+    let client_closed = [("route", "/v2/models/{name}/infer"), ("code", "499")];
+    let metrics = server
+        .metrics_when(|text| {
+            rejected(text, "client_disconnected") > 0.0
+                && find_sample(text, "pinserve_requests_total", &client_closed).is_some()
+        })
+        .await;
     assert_eq!(rejected(&metrics, "client_disconnected"), 1.0);
     assert_eq!(
-        metric_value(
+        sample_value(
             &metrics,
-            r#"pinserve_batch_size_sum{model="compute_mlp",version="1"}"#
+            "pinserve_batch_size_sum",
+            &version_1("compute_mlp")
         ),
         1024.0,
         "the abandoned request never reached ONNX Runtime"
-    );
-    assert!(
-        metrics.contains(r#"route="/v2/models/{name}/infer",code="499""#),
-        "{metrics}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_model_with_a_fixed_batch_dimension_runs_requests_one_by_one() {
     let server = Server::fixture("fixed_batch", &["--max-batch-delay", "5ms"]).await;
-    let request = json!({"inputs": [{"name": "features", "shape": [1, 32], "datatype": "FP32", "data": vec![0.5; 32]}]});
+    let request = tabular_request();
     let answers =
         join_all((0..8).map(|_| server.post_json("/v2/models/fixed_batch/infer", &request))).await;
     assert!(answers.iter().all(|(status, _)| *status == 200));
     let metrics = server.metrics().await;
     assert_eq!(
-        metric_value(
+        sample_value(
             &metrics,
-            r#"pinserve_batch_size_count{model="fixed_batch",version="1"}"#
+            "pinserve_batch_size_count",
+            &version_1("fixed_batch")
         ),
         8.0
     );

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::Server;
+use common::{Server, metrics::sample_value, raw_http::reading_body, status_kib};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -23,13 +23,7 @@ async fn header_only(server: &Server, path: &str, length: usize) -> TcpStream {
 
 /// The process's address space, in bytes.
 fn address_space(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmSize:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmSize in /proc/PID/status");
-    kib << 10
+    status_kib(pid, "VmSize:") << 10
 }
 
 /// Limits the running server's address space to what it uses now plus `headroom` bytes.
@@ -76,23 +70,6 @@ fn predict_body(size: usize) -> Vec<u8> {
     body
 }
 
-/// A connection whose request declares `length` bytes of body and holds its share of the
-/// budget: it asks `Expect: 100-continue`, and the server says continue only once it reads the
-/// body, which is after the share is taken, so the answer is the condition to wait for.
-async fn share_holder(server: &Server, path: &str, length: usize) -> TcpStream {
-    let mut stream = TcpStream::connect(server.address).await.unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: pinserve\r\ncontent-type: application/json\r\n\
-         content-length: {length}\r\nexpect: 100-continue\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let expected = b"HTTP/1.1 100 Continue\r\n\r\n";
-    let mut answer = vec![0; expected.len()];
-    stream.read_exact(&mut answer).await.unwrap();
-    assert_eq!(answer, expected, "{}", String::from_utf8_lossy(&answer));
-    stream
-}
-
 /// Posts `body` to `/predict`; the answer must be one, not a reset upload.
 async fn post_predict(server: &Server, body: &[u8]) -> reqwest::Response {
     server
@@ -104,14 +81,16 @@ async fn post_predict(server: &Server, body: &[u8]) -> reqwest::Response {
         .expect("the upload was reset instead of answered")
 }
 
-fn rejected_for_budget(metrics: &str) -> f64 {
-    let series =
-        r#"pinserve_rejected_total{model="tabular_mlp",version="1",reason="body_budget"} "#;
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+fn rejected_for_budget(text: &str) -> f64 {
+    sample_value(
+        text,
+        "pinserve_rejected_total",
+        &[
+            ("model", "tabular_mlp"),
+            ("version", "1"),
+            ("reason", "body_budget"),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -136,7 +115,7 @@ async fn a_spent_body_budget_answers_503_until_it_is_given_back() {
     let small = predict_body(200);
     // Until the holder's share is taken, a small request is still served.
     assert_eq!(post_predict(&server, &small).await.status(), 200);
-    let mut holder = share_holder(&server, "/predict", budget).await;
+    let mut holder = reading_body(server.address, "/predict", budget).await;
     holder.write_all(&body[..budget / 2]).await.unwrap();
     let refused = post_predict(&server, &small).await;
     assert_eq!(
@@ -190,7 +169,7 @@ async fn a_large_body_refused_for_the_budget_still_reads_its_answer() {
     )
     .await;
     // The declared length takes the whole budget at once.
-    let _holder = share_holder(&server, "/predict", limit).await;
+    let _holder = reading_body(server.address, "/predict", limit).await;
     let body = predict_body(limit);
     let refused = post_predict(&server, &body).await;
     assert_eq!(refused.status(), 503, "the holder takes the whole budget");

@@ -3,21 +3,19 @@
 
 mod common;
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
-use common::Server;
-use futures_util::future::join_all;
-use serde_json::Value;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+use common::{
+    Server,
+    metrics::find_sample,
+    raw_http::{Answer, CLOSE_GUARD, get, parse_answer, read_answer, read_until_closed},
+    tabular_request, wait_until,
 };
-
-/// How long a test waits for the server to close a connection before it fails: a bound on a
-/// failure, far above the one-second limits the tests configure, never a measurement.
-const CLOSE_GUARD: Duration = Duration::from_secs(30);
+use futures_util::future::join_all;
+use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 const INFER: &str = "/v2/models/tabular_mlp/infer";
+const INFER_ROUTE: &str = "/v2/models/{name}/infer";
 
 /// Connections admitted beyond `--max-connections` for probes (`PROBE_RESERVE` in the server).
 const PROBE_RESERVE: usize = 32;
@@ -28,84 +26,6 @@ async fn tabular_server(extra: &[&str]) -> Server {
 
 async fn connect(server: &Server) -> TcpStream {
     TcpStream::connect(server.address).await.unwrap()
-}
-
-/// Reads until the server closes the connection (a reset counts); returns what it sent first.
-async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
-    let mut received = Vec::new();
-    let read = tokio::time::timeout(CLOSE_GUARD, async {
-        let mut buffer = [0_u8; 4096];
-        loop {
-            match stream.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => received.extend_from_slice(&buffer[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "the server kept the connection open");
-    received
-}
-
-struct Answer {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-}
-
-/// Reads one response (headers and a Content-Length body), leaving the connection open.
-async fn read_answer(stream: &mut TcpStream) -> Answer {
-    let mut received = Vec::new();
-    let mut buffer = [0_u8; 4096];
-    loop {
-        let n = tokio::time::timeout(CLOSE_GUARD, stream.read(&mut buffer))
-            .await
-            .expect("no answer")
-            .unwrap();
-        assert!(n > 0, "closed before a full answer: {received:?}");
-        received.extend_from_slice(&buffer[..n]);
-        if let Some(answer) = parse_answer(&received) {
-            return answer;
-        }
-    }
-}
-
-fn parse_answer(received: &[u8]) -> Option<Answer> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut response = httparse::Response::new(&mut headers);
-    let httparse::Status::Complete(head) = response.parse(received).unwrap() else {
-        return None;
-    };
-    let headers: HashMap<String, String> = response
-        .headers
-        .iter()
-        .map(|h| {
-            let value = String::from_utf8_lossy(h.value).into_owned();
-            (h.name.to_ascii_lowercase(), value)
-        })
-        .collect();
-    let length: usize = headers["content-length"].parse().unwrap();
-    (received.len() >= head + length).then(|| Answer {
-        status: response.code.unwrap(),
-        body: received[head..head + length].to_vec(),
-        headers,
-    })
-}
-
-async fn get(stream: &mut TcpStream, path: &str) -> Answer {
-    let request = format!("GET {path} HTTP/1.1\r\nhost: pinserve\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    read_answer(stream).await
 }
 
 #[tokio::test]
@@ -139,8 +59,10 @@ async fn a_body_that_does_not_arrive_in_time_is_answered_408_and_the_connection_
     assert!(error.contains("--body-read-timeout"), "{error}");
     read_until_closed(&mut slow).await;
     let metrics = server.metrics().await;
-    assert!(
-        metrics.contains(r#"route="/v2/models/{name}/infer",code="408"} 1"#),
+    let labels = [("route", INFER_ROUTE), ("code", "408")];
+    assert_eq!(
+        find_sample(&metrics, "pinserve_requests_total", &labels),
+        Some(1.0),
         "{metrics}"
     );
 }
@@ -184,25 +106,33 @@ async fn health_answers_while_the_connection_cap_is_reached() {
 
     // Idle connections parked beyond the cap fill the probe reserve only briefly.
     let parked: Vec<_> = join_all((0..PROBE_RESERVE + 8).map(|_| connect(&server))).await;
-    let deadline = tokio::time::Instant::now() + CLOSE_GUARD;
-    while get_over_new_connection(&server, "/health").await != Some(200) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "probes stayed shut out"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "probes to be let in again",
+        CLOSE_GUARD,
+        Duration::from_millis(20),
+        async || match get_over_new_connection(&server, "/health").await {
+            Some(200) => Ok(()),
+            other => Err(format!("/health answered {other:?}")),
+        },
+    )
+    .await;
     drop(parked);
 
     drop(held);
-    loop {
-        let answer = infer_over_new_connection(&server).await;
-        if answer.status == 200 {
-            break;
-        }
-        assert_eq!(answer.status, 503, "{:?}", answer.json());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "inference to be admitted again",
+        CLOSE_GUARD,
+        Duration::from_millis(20),
+        async || {
+            let answer = infer_over_new_connection(&server).await;
+            match answer.status {
+                200 => Ok(()),
+                503 => Err(format!("{:?}", answer.json())),
+                other => panic!("answered {other}: {:?}", answer.json()),
+            }
+        },
+    )
+    .await;
 }
 
 /// The status of a GET on a new connection, or `None` if the connection was closed unanswered.
@@ -214,10 +144,7 @@ async fn get_over_new_connection(server: &Server, path: &str) -> Option<u16> {
 }
 
 async fn infer_over_new_connection(server: &Server) -> Answer {
-    let body = serde_json::json!({"inputs": [
-        {"name": "features", "shape": [1, 32], "datatype": "FP32", "data": vec![0.5; 32]}
-    ]})
-    .to_string();
+    let body = tabular_request().to_string();
     let request = format!(
         "POST {INFER} HTTP/1.1\r\nhost: pinserve\r\ncontent-type: application/json\r\n\
          content-length: {}\r\n\r\n{body}",

@@ -23,7 +23,10 @@ async fn expect_startup_failure(device: &str, reason: &str) {
         "{error}"
     );
     assert!(error.contains(reason), "{error}");
-    assert_eq!(server.wait_exit(Duration::from_secs(20)).code(), Some(1));
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(20)).await.code(),
+        Some(1)
+    );
 }
 
 #[cfg(not(feature = "cuda"))]

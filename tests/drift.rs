@@ -5,9 +5,13 @@
 
 mod common;
 
-use std::{collections::HashMap, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 
-use common::{Server, fixtures, profiles::write_profile};
+use common::{
+    Server, fixtures,
+    metrics::{by_label, samples},
+    profiles::write_profile,
+};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
@@ -40,35 +44,6 @@ fn tabular_profile(dir: &Path) -> std::path::PathBuf {
     out
 }
 
-/// Every sample of `name` in a Prometheus text exposition: its labels and value.
-fn samples(text: &str, name: &str) -> Vec<(HashMap<String, String>, f64)> {
-    text.lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let (labels, value) = match rest.strip_prefix('{') {
-                Some(rest) => rest.split_once("} ")?,
-                None => ("", rest.strip_prefix(' ')?),
-            };
-            let labels = labels
-                .split("\",")
-                .filter_map(|pair| {
-                    let (key, value) = pair.split_once("=\"")?;
-                    Some((key.to_owned(), value.trim_end_matches('"').to_owned()))
-                })
-                .collect();
-            Some((labels, value.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-/// `name`'s value per `label` (one series per value of that label).
-fn by_label(text: &str, name: &str, label: &str) -> HashMap<String, f64> {
-    samples(text, name)
-        .into_iter()
-        .filter_map(|(labels, value)| Some((labels.get(label)?.clone(), value)))
-        .collect()
-}
-
 /// Sends `rows` to tabular_mlp in requests of 100 rows and waits until every row is counted.
 async fn serve_rows(server: &Server, rows: &[Vec<f64>]) -> String {
     for chunk in rows.chunks(100) {
@@ -85,7 +60,7 @@ async fn serve_rows(server: &Server, rows: &[Vec<f64>]) -> String {
         .metrics_when(|text| {
             samples(text, "pinserve_prediction_value_count")
                 .first()
-                .is_some_and(|(_, count)| *count == sent)
+                .is_some_and(|sample| sample.value == sent)
         })
         .await
 }
@@ -118,7 +93,10 @@ async fn in_distribution_rows_stay_below_0_1_and_shifted_features_go_above_0_2()
     let prediction = by_label(&text, "pinserve_prediction_psi", "output");
     assert!(prediction["probability"] < 0.1, "{prediction:?}");
     for name in ["pinserve_drift_rows_total", "pinserve_drift_window_rows"] {
-        let values: Vec<f64> = samples(&text, name).iter().map(|(_, v)| *v).collect();
+        let values: Vec<f64> = samples(&text, name)
+            .iter()
+            .map(|sample| sample.value)
+            .collect();
         assert_eq!(values, [3000.0], "{name}");
     }
 
@@ -141,8 +119,12 @@ async fn in_distribution_rows_stay_below_0_1_and_shifted_features_go_above_0_2()
     assert!(out_of_range["f3"] > 1500.0, "{out_of_range:?}");
     assert!(out_of_range["f0"] <= 10.0, "{out_of_range:?}");
     let buckets = samples(&text, "pinserve_prediction_value_bucket");
-    let infinite = buckets.iter().find(|(labels, _)| labels["le"] == "+Inf");
-    assert_eq!(infinite.map(|(_, v)| *v), Some(3000.0), "{buckets:?}");
+    let infinite = buckets.iter().find(|sample| sample.labels["le"] == "+Inf");
+    assert_eq!(
+        infinite.map(|sample| sample.value),
+        Some(3000.0),
+        "{buckets:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -248,5 +230,5 @@ async fn a_profile_beside_the_model_is_used_and_one_that_does_not_fit_fails_the_
             && reason.contains("input 'input'"),
         "{reason}"
     );
-    assert!(!server.wait_exit(Duration::from_secs(30)).success());
+    assert!(!server.wait_exit(Duration::from_secs(30)).await.success());
 }

@@ -10,7 +10,9 @@ mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::{PipedRepository, Server, assert_outputs_match, golden, wait_until};
+use common::{
+    PipedRepository, Server, assert_outputs_match, golden, metrics::find_sample, wait_until,
+};
 use pinserve::protocol::grpc::pb::{
     ModelInferRequest, ModelInferResponse,
     grpc_inference_service_client::GrpcInferenceServiceClient,
@@ -228,19 +230,18 @@ async fn bad_requests_get_grpc_codes_that_name_the_problem() {
     );
 
     let metrics = server.metrics().await;
-    for (code, count) in [("200", 0), ("400", 4), ("404", 1)] {
-        let series = format!(
-            r#"pinserve_requests_total{{model="tabular_mlp",version="1",route="grpc/ModelInfer",code="{code}"}} "#
+    for (code, count) in [("200", None), ("400", Some(4.0)), ("404", Some(1.0))] {
+        let labels = [
+            ("model", "tabular_mlp"),
+            ("version", "1"),
+            ("route", "grpc/ModelInfer"),
+            ("code", code),
+        ];
+        assert_eq!(
+            find_sample(&metrics, "pinserve_requests_total", &labels),
+            count,
+            "{code} in {metrics}"
         );
-        let found = metrics.lines().find(|line| line.starts_with(&series));
-        match count {
-            0 => assert!(found.is_none(), "{series} in {metrics}"),
-            count => assert_eq!(
-                found.map(|line| line[series.len()..].to_owned()),
-                Some(count.to_string()),
-                "{series}"
-            ),
-        }
     }
 }
 
@@ -461,7 +462,7 @@ async fn a_call_in_flight_at_sigterm_finishes_and_new_calls_are_unavailable() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert_eq!(server.wait_exit(WAIT).code(), Some(0));
+    assert_eq!(server.wait_exit(WAIT).await.code(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Server, golden};
+use common::{Server, golden, metrics::find_sample};
 use serde_json::{Value, json};
 
 fn tabular_request(rows: usize) -> Value {
@@ -312,40 +312,43 @@ async fn metrics_carry_model_version_route_template_and_code() {
     server.get("/v2/models/tabular_mlp/ready").await;
     let text = server.metrics().await;
 
-    let infer = r#"model="tabular_mlp",version="1",route="/v2/models/{name}/infer""#;
-    assert!(
-        text.contains(&format!(
-            "pinserve_requests_total{{{infer},code=\"200\"}} 3"
-        )),
-        "{text}"
-    );
-    let versioned = r#"route="/v2/models/{name}/versions/{version}/infer",code="400""#;
-    assert!(text.contains(&format!(
-        "pinserve_requests_total{{model=\"tabular_mlp\",version=\"1\",{versioned}}} 1"
-    )));
-    assert!(text.contains(&format!(
-        "pinserve_requests_total{{{infer},code=\"404\"}} 1"
-    )));
+    let version = [("model", "tabular_mlp"), ("version", "1")];
+    let requests = |route: &str, code: &str| {
+        let labels = [version[0], version[1], ("route", route), ("code", code)];
+        find_sample(&text, "pinserve_requests_total", &labels)
+    };
+    let infer = "/v2/models/{name}/infer";
+    assert_eq!(requests(infer, "200"), Some(3.0), "{text}");
+    let versioned = "/v2/models/{name}/versions/{version}/infer";
+    assert_eq!(requests(versioned, "400"), Some(1.0), "{text}");
+    assert_eq!(requests(infer, "404"), Some(1.0), "{text}");
     for edge in ["0.0005", "0.5"] {
-        let bucket = format!(
-            "pinserve_request_duration_seconds_bucket{{{infer},code=\"200\",le=\"{edge}\"}}"
-        );
-        assert!(text.contains(&bucket), "missing {bucket}");
+        let labels = [
+            version[0],
+            version[1],
+            ("route", infer),
+            ("code", "200"),
+            ("le", edge),
+        ];
+        let bucket = find_sample(&text, "pinserve_request_duration_seconds_bucket", &labels);
+        assert!(bucket.is_some(), "missing the {edge} bucket");
     }
-    assert!(
-        text.contains(
-            r#"pinserve_inference_duration_seconds_count{model="tabular_mlp",version="1"} 3"#
-        ),
+    assert_eq!(
+        find_sample(&text, "pinserve_inference_duration_seconds_count", &version),
+        Some(3.0),
         "one inference per successful request; the warm-up is not counted"
     );
     let model = std::fs::read(common::fixtures().join("tabular_mlp/1/model.onnx")).unwrap();
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&model));
-    let info = format!(
-        r#"pinserve_model_info{{model="tabular_mlp",version="1",device="cpu",sha256="{digest}"}} 1"#
-    );
-    assert!(text.contains(&info), "{info} missing");
-    assert!(text.contains(r#"pinserve_ready{model="tabular_mlp",version="1"} 1"#));
-    assert!(text.contains(r#"pinserve_model_load_seconds{model="tabular_mlp",version="1"}"#));
+    let info = [
+        version[0],
+        version[1],
+        ("device", "cpu"),
+        ("sha256", &digest),
+    ];
+    assert_eq!(find_sample(&text, "pinserve_model_info", &info), Some(1.0));
+    assert_eq!(find_sample(&text, "pinserve_ready", &version), Some(1.0));
+    assert!(find_sample(&text, "pinserve_model_load_seconds", &version).is_some());
     for name in [
         "pinserve_request_duration_seconds",
         "pinserve_requests_total",

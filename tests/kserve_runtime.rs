@@ -12,7 +12,7 @@ mod k8s;
 
 use std::path::Path;
 
-use common::{Server, fixtures};
+use common::{Server, fixtures, tabular_request};
 use k8s::{k8s_dir, pinned_image, read_documents, validate};
 use serde_json::json;
 use serde_yaml_ng::Value;
@@ -119,8 +119,7 @@ async fn the_runtime_serves_kserves_model_layouts_without_a_manifest() {
         .unwrap()
         .to_owned();
     let fixture = fixtures().join("tabular_mlp/1/model.onnx");
-    let request = json!({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 32],
-                                     "data": vec![0.5; 32]}]});
+    let request = tabular_request();
     for layout in ["model.onnx", "1/model.onnx"] {
         let models = tempfile::tempdir().unwrap();
         let file = models.path().join(layout);

@@ -10,8 +10,7 @@ use std::{
     time::Duration,
 };
 
-use common::{ORT_TELEMETRY_VARIABLE, Server, fixtures};
-use serde_json::json;
+use common::{ORT_TELEMETRY_VARIABLE, Server, fixtures, tabular_request};
 
 /// Where ONNX Runtime 1.31 writes its telemetry state, relative to HOME.
 const TELEMETRY_DIR: &str = ".cache/Microsoft";
@@ -92,12 +91,12 @@ async fn serve_writes_no_telemetry() {
     ];
     let mut server = Server::start_with_env(&args, &home_env);
     server.wait_ready().await;
-    let request = json!({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 32], "data": vec![0.0; 32]}]});
+    let request = tabular_request();
     let (status, body) = server
         .post_json("/v2/models/tabular_mlp/infer", &request)
         .await;
     assert_eq!(status, 200, "{body}");
     server.signal("TERM");
-    assert!(server.wait_exit(Duration::from_secs(30)).success());
+    assert!(server.wait_exit(Duration::from_secs(30)).await.success());
     assert_no_telemetry(home.path(), "serve");
 }

@@ -7,7 +7,9 @@ mod common;
 use std::{path::Path, process::Output};
 
 use common::{
-    Server, assert_outputs_match, manifest, run_fetch,
+    Server, assert_outputs_match, manifest,
+    metrics::find_sample,
+    run_fetch,
     services::{expected, mlflow_uri, registered, serve_from_mlflow, var},
     stderr,
 };
@@ -111,8 +113,10 @@ async fn an_alias_resolves_once_to_its_version_with_external_data() {
         );
     }
     let metrics = server.metrics().await;
-    assert!(
-        metrics.contains(r#"pinserve_ready{model="tabular-mlp",version="2"} 1"#),
+    let version = [("model", "tabular-mlp"), ("version", "2")];
+    assert_eq!(
+        find_sample(&metrics, "pinserve_ready", &version),
+        Some(1.0),
         "{metrics}"
     );
     let logs = server.logs();

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Server, assert_data_match, assert_outputs_match, golden};
+use common::{Server, assert_data_match, assert_outputs_match, golden, metrics::find_sample};
 use serde_json::{Value, json};
 
 const FIXTURES: [(&str, &str); 3] = [
@@ -355,13 +355,6 @@ fn eval_scores_with_the_models_labels_even_for_classes_the_data_lack() {
     );
 }
 
-/// The value of the `name` series whose labels include `label`, if it is exposed.
-fn sample(text: &str, name: &str, label: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
-        .find_map(|line| line.rsplit_once(' ')?.1.parse().ok())
-}
-
 /// Drift monitoring profiles a binary ZipMap like any probability matrix: the positive class's
 /// column (1) gets score bins, and served rows are tracked against them, besides the classes
 /// of the label output.
@@ -392,19 +385,19 @@ async fn drift_monitoring_tracks_the_positive_class_probability() {
         .post_json("/v2/models/zipmap_binary/infer", &case["request"])
         .await;
     assert_eq!(status, 200, "{body}");
-    let output = format!("output=\"{PROBABILITIES}\"");
+    let output = [("output", PROBABILITIES)];
     let text = server
         .metrics_when(|text| {
-            sample(text, "pinserve_prediction_value_count", &output) == Some(kept.len() as f64)
+            find_sample(text, "pinserve_prediction_value_count", &output) == Some(kept.len() as f64)
         })
         .await;
     assert!(
-        sample(&text, "pinserve_prediction_psi", &output).is_some(),
+        find_sample(&text, "pinserve_prediction_psi", &output).is_some(),
         "{text}"
     );
     let ones = kept.iter().filter(|(_, label)| label == "1").count() as f64;
     assert_eq!(
-        sample(&text, "pinserve_prediction_class_total", "class=\"1\""),
+        find_sample(&text, "pinserve_prediction_class_total", &[("class", "1")]),
         Some(ones)
     );
 }

@@ -89,6 +89,10 @@ impl ModelStats {
         self.inference_count
             .fetch_add(rows as u64, Ordering::Relaxed);
         self.execution_count.fetch_add(1, Ordering::Relaxed);
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "Triton reports the last inference as a date"
+        )]
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_millis() as u64);

@@ -5,11 +5,14 @@ use std::{
     panic::{AssertUnwindSafe, catch_unwind},
     sync::{Arc, Mutex},
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use metrics::Histogram;
-use tokio::sync::{mpsc, oneshot};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
 
 use super::{
     BatchError, Demand, Job,
@@ -123,7 +126,7 @@ fn next_batch(batches: &Mutex<mpsc::UnboundedReceiver<Batch>>) -> Option<Batch> 
 /// Between the queue and the worker a client may leave and a deadline may pass: such jobs are
 /// dropped or answered 504 exactly as they would have been in the queue.
 fn still_wanted(jobs: Vec<Job>, request_timeout: Duration, metrics: &BatchMetrics) -> Vec<Job> {
-    let now = tokio::time::Instant::now();
+    let now = Instant::now();
     jobs.into_iter()
         .filter_map(|job| match job.abandoned(now, request_timeout) {
             Some(reason) => {

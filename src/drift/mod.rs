@@ -523,7 +523,10 @@ fn prediction_fractions(prediction: &PredictionProfile) -> Vec<f64> {
 mod tests {
     use super::*;
     use crate::{
-        model::{DataType, Dim, TensorSpec},
+        model::{
+            DataType,
+            signature::examples::{column, matrix},
+        },
         profile::format::{DatasetSummary, ModelSummary, Share},
     };
 
@@ -604,14 +607,10 @@ mod tests {
     fn signature() -> Signature {
         Signature {
             inputs: vec![
-                TensorSpec::new("x", DataType::Fp32, vec![Dim::Dynamic(None), Dim::Fixed(2)]),
-                TensorSpec::new("plan", DataType::Bytes, vec![Dim::Dynamic(None)]),
+                matrix("x", DataType::Fp32, 2),
+                column("plan", DataType::Bytes),
             ],
-            outputs: vec![TensorSpec::new(
-                "label",
-                DataType::Int64,
-                vec![Dim::Dynamic(None)],
-            )],
+            outputs: vec![column("label", DataType::Int64)],
         }
     }
 

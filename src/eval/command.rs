@@ -3,11 +3,9 @@
 //! bootstrap intervals, does the same for the baseline on the same rows, judges the gate, and
 //! reports. A model that cannot be served cannot pass.
 
-use std::{
-    collections::BTreeMap,
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use tokio::time::Instant;
 
 use super::{
     bootstrap::{self, BootstrapConfig, BootstrapError, Interval},

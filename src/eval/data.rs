@@ -858,6 +858,7 @@ mod tests {
     use parquet::arrow::ArrowWriter;
 
     use super::*;
+    use crate::model::signature::examples::{one_input, two_inputs};
 
     proptest::proptest! {
         /// Row-major order for any row and column count, none included.
@@ -879,25 +880,13 @@ mod tests {
         }
     }
 
-    fn spec(name: &str, datatype: DataType, dims: Vec<Dim>) -> TensorSpec {
-        TensorSpec::new(name, datatype, dims)
-    }
-
     fn stacked(features: usize) -> Signature {
-        let dims = vec![Dim::Dynamic(None), Dim::Fixed(features)];
-        Signature {
-            inputs: vec![spec("input", DataType::Fp32, dims)],
-            outputs: Vec::new(),
-        }
+        one_input("input", features, Vec::new())
     }
 
     fn per_column() -> Signature {
-        let column = || vec![Dim::Dynamic(None), Dim::Fixed(1)];
         Signature {
-            inputs: vec![
-                spec("plan", DataType::Bytes, column()),
-                spec("tenure", DataType::Fp32, column()),
-            ],
+            inputs: two_inputs().inputs,
             outputs: Vec::new(),
         }
     }

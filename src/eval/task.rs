@@ -292,6 +292,7 @@ fn regression(outputs: &[TensorSpec], overrides: &Overrides) -> Result<TaskPlan,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::signature::examples::one_input;
 
     fn spec(name: &str, datatype: DataType, dims: &[Option<usize>]) -> TensorSpec {
         let dims = dims
@@ -302,10 +303,7 @@ mod tests {
     }
 
     fn signature(outputs: Vec<TensorSpec>) -> Signature {
-        Signature {
-            inputs: vec![spec("input", DataType::Fp32, &[None, Some(4)])],
-            outputs,
-        }
+        one_input("input", 4, outputs)
     }
 
     fn sklearn_classifier() -> Signature {

@@ -322,6 +322,24 @@ pub(crate) mod examples {
         Dim::Dynamic(Some("batch".to_owned()))
     }
 
+    /// `width` values per row.
+    pub fn matrix(name: &str, datatype: DataType, width: usize) -> TensorSpec {
+        TensorSpec::new(name, datatype, vec![batch(), Dim::Fixed(width)])
+    }
+
+    /// One value per row.
+    pub fn column(name: &str, datatype: DataType) -> TensorSpec {
+        TensorSpec::new(name, datatype, vec![batch()])
+    }
+
+    /// A model of one input, `width` FP32 features per row, and `outputs`.
+    pub fn one_input(input: &str, width: usize, outputs: Vec<TensorSpec>) -> Signature {
+        Signature {
+            inputs: vec![matrix(input, DataType::Fp32, width)],
+            outputs,
+        }
+    }
+
     /// A churn model: a string and a number in, a label and class probabilities out.
     pub fn two_inputs() -> Signature {
         Signature {

@@ -361,7 +361,7 @@ impl PredictionProfile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::TensorSpec;
+    use crate::model::signature::examples::{column, matrix};
 
     fn bins(edges: Vec<f64>, fractions: Vec<f64>) -> Bins {
         Bins {
@@ -455,16 +455,8 @@ mod tests {
 
     fn signature(width: usize, datatype: DataType, output: &str) -> Signature {
         Signature {
-            inputs: vec![TensorSpec::new(
-                "x",
-                datatype,
-                vec![Dim::Dynamic(None), Dim::Fixed(width)],
-            )],
-            outputs: vec![TensorSpec::new(
-                output,
-                DataType::Fp32,
-                vec![Dim::Dynamic(None)],
-            )],
+            inputs: vec![matrix("x", datatype, width)],
+            outputs: vec![column(output, DataType::Fp32)],
         }
     }
 

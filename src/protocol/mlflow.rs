@@ -471,18 +471,11 @@ mod tests {
     use super::*;
     use crate::model::{
         TensorData,
-        signature::examples::{batch, two_inputs},
+        signature::examples::{column, one_input, two_inputs},
     };
 
     fn features() -> Signature {
-        Signature {
-            inputs: vec![TensorSpec::new(
-                "x",
-                DataType::Fp32,
-                vec![batch(), Dim::Fixed(3)],
-            )],
-            outputs: vec![TensorSpec::new("y", DataType::Fp32, vec![batch()])],
-        }
+        one_input("x", 3, vec![column("y", DataType::Fp32)])
     }
 
     fn decode(body: Value, signature: &Signature) -> Result<ScoringRequest, String> {

@@ -419,23 +419,12 @@ mod tests {
 
     use super::*;
     use crate::model::{
-        DataType, Dim, TensorData,
-        signature::examples::{batch, two_inputs},
+        DataType, TensorData,
+        signature::examples::{batch, matrix, one_input, two_inputs},
     };
 
     fn single_input() -> Signature {
-        Signature {
-            inputs: vec![TensorSpec::new(
-                "x",
-                DataType::Fp32,
-                vec![batch(), Dim::Fixed(2)],
-            )],
-            outputs: vec![TensorSpec::new(
-                "y",
-                DataType::Fp32,
-                vec![batch(), Dim::Fixed(1)],
-            )],
-        }
+        one_input("x", 2, vec![matrix("y", DataType::Fp32, 1)])
     }
 
     fn decode(body: &str, signature: &Signature) -> Result<PredictRequest, String> {

@@ -566,20 +566,20 @@ impl<'a> ModelMetadata<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ClassLabels, Dim, TensorData, signature::examples::batch};
+    use crate::model::{
+        ClassLabels, TensorData,
+        signature::examples::{batch, column, matrix, one_input},
+    };
 
     fn signature() -> Signature {
-        Signature {
-            inputs: vec![TensorSpec::new(
-                "features",
-                DataType::Fp32,
-                vec![batch(), Dim::Fixed(2)],
-            )],
-            outputs: vec![
-                TensorSpec::new("label", DataType::Int64, vec![batch()]),
-                TensorSpec::new("score", DataType::Fp32, vec![batch(), Dim::Fixed(1)]),
+        one_input(
+            "features",
+            2,
+            vec![
+                column("label", DataType::Int64),
+                matrix("score", DataType::Fp32, 1),
             ],
-        }
+        )
     }
 
     fn decode(body: &str) -> Result<InferRequest, String> {

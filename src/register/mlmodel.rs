@@ -148,6 +148,10 @@ fn numpy_dtype(datatype: DataType) -> Option<&'static str> {
 }
 
 /// The current UTC time as MLflow writes it (`2026-12-02 14:33:53.286749`).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "MLmodel records the date it was written"
+)]
 fn utc_now() -> String {
     humantime::format_rfc3339_micros(std::time::SystemTime::now())
         .to_string()
@@ -159,23 +163,18 @@ fn utc_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::mlflow::{MlModel as ParsedMlModel, check_signature};
+    use crate::{
+        model::signature::examples::{column, matrix},
+        registry::mlflow::{MlModel as ParsedMlModel, check_signature},
+    };
 
     fn signature() -> Signature {
         Signature {
             inputs: vec![
-                TensorSpec::new(
-                    "plan",
-                    DataType::Bytes,
-                    vec![Dim::Dynamic(None), Dim::Fixed(1)],
-                ),
-                TensorSpec::new("x", DataType::Fp32, vec![Dim::Dynamic(None), Dim::Fixed(3)]),
+                matrix("plan", DataType::Bytes, 1),
+                matrix("x", DataType::Fp32, 3),
             ],
-            outputs: vec![TensorSpec::new(
-                "label",
-                DataType::Int64,
-                vec![Dim::Dynamic(None)],
-            )],
+            outputs: vec![column("label", DataType::Int64)],
         }
     }
 

@@ -11,10 +11,11 @@
 
 use std::{
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use futures_util::StreamExt;
+use tokio::time::Instant;
 
 use super::{
     Expected, Plan, PlannedFile, RelativePath,

@@ -65,6 +65,10 @@ pub enum ManifestError {
 }
 
 impl Manifest {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the manifest records when it was resolved"
+    )]
     pub fn new(
         model: String,
         version: String,

@@ -2,14 +2,11 @@
 //! seconds (so that `kubectl logs` of an init container shows a large download advancing), and
 //! the fetch metrics.
 
-use std::{
-    io::IsTerminal,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::{io::IsTerminal, sync::Mutex, time::Duration};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use metrics::Counter;
+use tokio::time::Instant;
 
 use crate::metrics::ModelLabels;
 

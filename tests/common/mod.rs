@@ -5,7 +5,9 @@
 
 pub mod analysis;
 pub mod faulty;
+pub mod metrics;
 pub mod profiles;
+pub mod raw_http;
 pub mod services;
 
 use std::{
@@ -15,10 +17,10 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex, OnceLock},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a condition on a server's own endpoints is checked again.
@@ -71,6 +73,12 @@ pub fn output_names(case: &Value) -> Vec<&Value> {
         .iter()
         .map(|output| &output["name"])
         .collect()
+}
+
+/// One row for tabular_mlp (32 FP32 features) in the Open Inference Protocol's JSON: the request
+/// tests send when what matters is that a request is served, not what it says.
+pub fn tabular_request() -> Value {
+    json!({"inputs": [{"name": "features", "shape": [1, 32], "datatype": "FP32", "data": vec![0.5; 32]}]})
 }
 
 /// A running `pinserve` process. Dropping it kills the process.
@@ -370,19 +378,35 @@ impl Server {
         assert!(status.success(), "kill -{name} failed");
     }
 
+    /// Waits until a log entry with `message` appears, and returns it.
+    pub async fn wait_for_log(&self, message: &str) -> Value {
+        wait_until(
+            &format!("the log '{message}'"),
+            STARTUP_TIMEOUT,
+            POLL_EVERY,
+            async || {
+                find_log(&self.logs(), message)
+                    .cloned()
+                    .ok_or_else(|| format!("logs: {:?}", self.logs()))
+            },
+        )
+        .await
+    }
+
     /// Waits for the process to exit, failing the test after `timeout`.
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pinserve did not exit within {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        wait_until("pinserve to exit", timeout, POLL_EVERY, async || {
+            self.child
+                .try_wait()
+                .unwrap()
+                .ok_or_else(|| "still running".to_owned())
+        })
+        .await
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 }
 

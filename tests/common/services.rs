@@ -2,7 +2,7 @@
 //! S3) and what it registered in them. `scripts/test.sh` starts them and exports their
 //! addresses; a test run without them fails and says how to start them.
 
-use std::path::Path;
+use std::{hash::BuildHasher, path::Path};
 
 use serde_json::Value;
 
@@ -67,11 +67,9 @@ pub fn tag<'a>(entity: &'a Value, key: &str) -> Option<&'a str> {
 
 /// A registered-model name no other test (or earlier run against the same server) uses.
 pub fn unique_name(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{test}-{}-{nanos}", std::process::id())
+    // std seeds each RandomState from the operating system's randomness.
+    let random = std::hash::RandomState::new().hash_one(test);
+    format!("{test}-{}-{random:016x}", std::process::id())
 }
 
 /// Serves `uri` from the open MLflow server, fetching in-process into a fresh cache.

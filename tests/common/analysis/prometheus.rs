@@ -8,7 +8,7 @@ use std::{
     net::{SocketAddr, TcpListener},
     path::PathBuf,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::{Value, json};
@@ -125,26 +125,22 @@ impl Prometheus {
     }
 
     async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("prometheus exited ({status}): {}", self.log());
-            }
-            let ready = self
-                .client
-                .get(format!("{}/-/ready", self.url))
-                .send()
-                .await;
-            if ready.is_ok_and(|response| response.status().is_success()) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus not ready within {START_TIMEOUT:?}: {}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let url = format!("{}/-/ready", self.url);
+        crate::common::wait_until(
+            "prometheus to be ready",
+            START_TIMEOUT,
+            Duration::from_millis(100),
+            async || {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    panic!("prometheus exited ({status}): {}", self.log());
+                }
+                match self.client.get(&url).send().await {
+                    Ok(response) if response.status().is_success() => Ok(()),
+                    answer => Err(format!("{answer:?}; log: {}", self.log())),
+                }
+            },
+        )
+        .await;
     }
 
     /// Prometheus's own log, for failure messages.
