@@ -15,7 +15,10 @@ use crate::{
     promote::ForgeKind,
     registry::{
         Digest, FetchOptions, Location, ModelReference, RegistryError, Resolver, Selector,
-        check_component, retry::RetryPolicy, store::StoreOptions,
+        cache::{Cache, Limits},
+        check_component,
+        retry::RetryPolicy,
+        store::StoreOptions,
     },
 };
 
@@ -334,6 +337,29 @@ pub struct ServeConfig {
     )]
     pub cache_dir: PathBuf,
 
+    /// Model versions --cache-dir keeps once the served one is ready: the least recently used
+    /// (served or fetched) beyond N are deleted, never one a process serves or fetches. 0 keeps
+    /// every version.
+    #[arg(
+        long,
+        env = "PINSERVE_CACHE_MAX_VERSIONS",
+        default_value_t = 3,
+        value_name = "N",
+        help_heading = FETCH
+    )]
+    pub cache_max_versions: usize,
+
+    /// Bytes --cache-dir may hold once the served one is ready: the least recently used versions
+    /// are deleted until it holds no more (the served version stays, even if larger). Default:
+    /// no limit.
+    #[arg(
+        long,
+        env = "PINSERVE_CACHE_MAX_BYTES",
+        value_name = "BYTES",
+        help_heading = FETCH
+    )]
+    pub cache_max_bytes: Option<u64>,
+
     #[command(flatten)]
     pub fetch: FetchArgs,
 
@@ -545,6 +571,15 @@ fn default_cache_dir() -> PathBuf {
 }
 
 impl ServeConfig {
+    /// `--cache-dir` with its limits.
+    pub fn cache(&self) -> Cache {
+        let limits = Limits {
+            max_versions: (self.cache_max_versions > 0).then_some(self.cache_max_versions),
+            max_bytes: self.cache_max_bytes,
+        };
+        Cache::new(self.cache_dir.clone(), limits)
+    }
+
     /// `--grpc-listen`, unless it is `none`.
     pub fn grpc_listen(&self) -> Option<&str> {
         (self.grpc_listen != NO_LISTENER).then_some(self.grpc_listen.as_str())

@@ -4,6 +4,7 @@
 //! into a directory, verified, atomically and resumably, and records it in a manifest
 //! ([`manifest`]) that later starts trust instead of the network.
 
+pub mod cache;
 pub mod digest;
 pub mod fetch;
 pub mod local;
@@ -136,4 +137,6 @@ pub enum RegistryError {
     Config(String),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Cache(#[from] cache::ClaimError),
 }
