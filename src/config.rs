@@ -573,11 +573,15 @@ fn default_cache_dir() -> PathBuf {
 impl ServeConfig {
     /// `--cache-dir` with its limits.
     pub fn cache(&self) -> Cache {
-        let limits = Limits {
+        Cache::new(self.cache_dir.clone(), self.cache_limits())
+    }
+
+    /// `--cache-max-versions 0` means no limit on the count.
+    fn cache_limits(&self) -> Limits {
+        Limits {
             max_versions: (self.cache_max_versions > 0).then_some(self.cache_max_versions),
             max_bytes: self.cache_max_bytes,
-        };
-        Cache::new(self.cache_dir.clone(), limits)
+        }
     }
 
     /// `--grpc-listen`, unless it is `none`.
@@ -1193,6 +1197,32 @@ mod tests {
             Ok("[::]:8081")
         );
         assert!(parse_optional_listen_address("off").is_err());
+    }
+
+    fn cache_limits(args: &[&str]) -> Limits {
+        let mut argv = vec!["pinserve", "serve", "--model-uri", "/srv/m/1"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(config) => config.cache_limits(),
+            _ => panic!("not serve"),
+        }
+    }
+
+    #[test]
+    fn the_cache_keeps_three_versions_unless_told_otherwise() {
+        let limits = |max_versions, max_bytes| Limits {
+            max_versions,
+            max_bytes,
+        };
+        assert_eq!(cache_limits(&[]), limits(Some(3), None));
+        assert_eq!(
+            cache_limits(&["--cache-max-versions", "0", "--cache-max-bytes", "1000"]),
+            limits(None, Some(1000))
+        );
+        assert_eq!(
+            cache_limits(&["--cache-max-versions", "1"]),
+            limits(Some(1), None)
+        );
     }
 
     fn source(args: &[&str]) -> ModelSource {

@@ -101,10 +101,11 @@ impl Cache {
     /// an evictor deletes it (the caller then finds it gone and fetches it again).
     pub async fn claim(&self, name: &str, version: &str) -> Result<(), ClaimError> {
         let path = self.lock_path(name, version);
+        let shown = path.clone();
         tokio::task::spawn_blocking(move || claim_blocking(path))
             .await
             .map_err(|err| ClaimError {
-                path: PathBuf::new(),
+                path: shown,
                 source: std::io::Error::other(err),
             })?
     }
@@ -154,38 +155,53 @@ impl Cache {
 
     /// Deletes one version if no process claims it; whether it is gone.
     fn remove(&self, entry: &Entry) -> bool {
-        let path = self.lock_path(&entry.name, &entry.version);
-        let removed = exclusive(&path).and_then(|lock| {
-            let Some(_lock) = lock else {
-                tracing::info!(model = %entry.name, version = %entry.version, "not evicting a cached version in use");
-                return Ok(false);
-            };
-            let dir = self.version_dir(&entry.name, &entry.version);
-            let doomed = self
-                .dir
-                .join(&entry.name)
-                .join(format!("{EVICTING_PREFIX}{}", entry.version));
-            // What an earlier eviction cut short left behind; no process can be using it.
-            if doomed.exists() {
-                std::fs::remove_dir_all(&doomed)?;
-            }
-            std::fs::rename(&dir, &doomed)?;
-            std::fs::remove_dir_all(&doomed)?;
-            Ok(true)
-        });
-        match removed {
-            Ok(true) => {
+        let (model, version) = (&entry.name, &entry.version);
+        match self.delete_unclaimed(entry) {
+            Ok(Deletion::Deleted) => {
                 metrics::record_eviction(entry.bytes);
-                tracing::info!(model = %entry.name, version = %entry.version, bytes = entry.bytes, "evicted the least recently used cached version");
+                tracing::info!(%model, %version, bytes = entry.bytes, "evicted the least recently used cached version");
                 true
             }
-            Ok(false) => false,
+            Ok(Deletion::AlreadyGone) => true,
+            Ok(Deletion::InUse) => {
+                tracing::info!(%model, %version, "not evicting a cached version in use");
+                false
+            }
             Err(err) => {
-                tracing::warn!(model = %entry.name, version = %entry.version, error = %err, "could not evict a cached version");
+                tracing::warn!(%model, %version, error = %err, "could not evict a cached version");
                 false
             }
         }
     }
+
+    /// Under an exclusive lock, renames the version out of the way, then deletes it.
+    fn delete_unclaimed(&self, entry: &Entry) -> std::io::Result<Deletion> {
+        let Some(_lock) = exclusive(&self.lock_path(&entry.name, &entry.version))? else {
+            return Ok(Deletion::InUse);
+        };
+        let dir = self.version_dir(&entry.name, &entry.version);
+        if !dir.exists() {
+            return Ok(Deletion::AlreadyGone);
+        }
+        let doomed = self
+            .dir
+            .join(&entry.name)
+            .join(format!("{EVICTING_PREFIX}{}", entry.version));
+        // What an earlier eviction cut short left behind; no process can be using it.
+        if doomed.exists() {
+            std::fs::remove_dir_all(&doomed)?;
+        }
+        std::fs::rename(&dir, &doomed)?;
+        std::fs::remove_dir_all(&doomed)?;
+        Ok(Deletion::Deleted)
+    }
+}
+
+enum Deletion {
+    Deleted,
+    /// Another process evicted it since the cache was listed.
+    AlreadyGone,
+    InUse,
 }
 
 fn claim_blocking(path: PathBuf) -> Result<(), ClaimError> {
