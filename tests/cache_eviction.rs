@@ -1,14 +1,17 @@
 //! `serve --model-uri --cache-dir` against the real MLflow tracking server (started by
 //! tests/support/services.sh): versions served one after another are kept up to
 //! `--cache-max-versions` or `--cache-max-bytes`, the least recently used evicted first, and a
-//! version another process serves is never evicted.
+//! version another process serves is never evicted; two servers that want one version at once
+//! fetch it once.
 
 mod common;
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use common::{
-    Server, run_fetch,
+    Server,
+    faulty::{FaultyServer, Reply, Route},
+    fixtures, run_fetch,
     services::{mlflow_uri, registered},
     stderr,
 };
@@ -176,4 +179,42 @@ async fn the_bytes_limit_evicts_until_the_cache_holds_no_more() {
         ["tabular-mlp/2"],
         "the served version stays, larger than the limit as it is"
     );
+}
+
+/// The one fake server here: a real registry cannot be told to stall a download, which is what
+/// makes two servers' fetches of one version overlap.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_servers_starting_at_once_on_one_version_fetch_it_once() {
+    let model = std::fs::read(fixtures().join("tabular_mlp/1/model.onnx")).unwrap();
+    let stalled = Route::new(model).script([Reply::StallAfter(4000, Duration::from_secs(60))]);
+    let registry = FaultyServer::start([("/m/1/model.onnx", stalled)]).await;
+    let cache = tempfile::tempdir().unwrap();
+    let uri = registry.url("/m/1");
+    let start = || {
+        let args = [
+            "--model-uri",
+            uri.as_str(),
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+            "--fetch-stall-timeout",
+            "1s",
+        ];
+        Server::start(&args)
+    };
+    let (first, second) = (start(), start());
+    first.wait_ready().await;
+    second.wait_ready().await;
+    assert_eq!(
+        registry.ranges("/m/1/model.onnx"),
+        [None, Some("bytes=4000-".to_owned())],
+        "one server fetched (stalled, then resumed); the other waited and fetched nothing"
+    );
+    let reused = [&first, &second].into_iter().filter(|server| {
+        server
+            .logs()
+            .iter()
+            .any(|entry| entry["message"] == "reusing the verified earlier download")
+    });
+    assert_eq!(reused.count(), 1);
+    assert_eq!(cached_versions(cache.path()), ["m/1"]);
 }

@@ -6,9 +6,11 @@
 //! and the lock file's modification time set to now, which records the version's last use. After
 //! a version is ready, versions beyond `--cache-max-versions` or `--cache-max-bytes` are evicted,
 //! least recently used first: each under an exclusive lock taken without waiting, so a version
-//! some process (this one included) has claimed is skipped rather than pulled from under it. Lock
-//! files are never deleted: deleting one would let two processes lock two different files of the
-//! same name.
+//! some process (this one included) has claimed is skipped rather than pulled from under it.
+//! Two processes that want the same version do not fetch it at once: each checks for an earlier
+//! download and fetches under an exclusive lock on `CACHE/.pinserve-fetching/NAME/VERSION`, so
+//! the second waits for the first and reuses what it wrote. Lock files are never deleted:
+//! deleting one would let two processes lock two different files of the same name.
 
 use std::{
     fs::{File, OpenOptions},
@@ -22,6 +24,8 @@ use crate::metrics;
 
 /// Below the cache, beside the model directories; hidden, so no model name is taken from it.
 const LOCKS: &str = ".pinserve-locks";
+/// The locks that let one process at a time fetch a version.
+const FETCHING: &str = ".pinserve-fetching";
 /// A version directory being deleted is first renamed to this prefix and its version, so a
 /// deletion cut short never leaves a directory that looks like a (broken) download.
 const EVICTING_PREFIX: &str = ".pinserve-evicting-";
@@ -48,6 +52,12 @@ impl Limits {
 pub struct Cache {
     dir: PathBuf,
     limits: Limits,
+}
+
+/// One process's right to fetch a version, until dropped.
+#[derive(Debug)]
+pub struct FetchLock {
+    _file: File,
 }
 
 /// One version directory found in the cache.
@@ -85,6 +95,30 @@ impl Cache {
 
     fn lock_path(&self, name: &str, version: &str) -> PathBuf {
         self.dir.join(LOCKS).join(safe(name)).join(safe(version))
+    }
+
+    fn fetching_path(&self, name: &str, version: &str) -> PathBuf {
+        self.dir.join(FETCHING).join(safe(name)).join(safe(version))
+    }
+
+    /// Waits until no other process is fetching `NAME/VERSION`, and keeps others from fetching
+    /// it until the returned lock is dropped.
+    pub async fn fetching(&self, name: &str, version: &str) -> Result<FetchLock, ClaimError> {
+        let path = self.fetching_path(name, version);
+        let shown = path.clone();
+        let failed = |source| ClaimError {
+            path: shown.clone(),
+            source,
+        };
+        let file = tokio::task::spawn_blocking(move || {
+            let file = open_lock(&path)?;
+            file.lock()?;
+            Ok(file)
+        })
+        .await
+        .map_err(|err| failed(std::io::Error::other(err)))?
+        .map_err(failed)?;
+        Ok(FetchLock { _file: file })
     }
 
     /// The name a version (a logged model's id, unique on its server) is cached under, found
@@ -442,6 +476,27 @@ mod tests {
         cache.evict(("m", "3")).await;
         assert!(!cache.version_dir("m", "1").exists());
         assert!(cache.version_dir("m", "3").join("model.onnx").is_file());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_process_at_a_time_fetches_a_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::unbounded(dir.path());
+        let first = cache.fetching("m", "1").await.unwrap();
+        let free = |version| {
+            exclusive(&cache.fetching_path("m", version))
+                .unwrap()
+                .is_some()
+        };
+        assert!(!free("1"), "m/1 is being fetched");
+        assert!(free("2"), "another version is not");
+        let other = cache.clone();
+        let second = tokio::spawn(async move { other.fetching("m", "1").await.unwrap() });
+        drop(first);
+        let second = second.await.unwrap();
+        assert!(!free("1"), "the second fetch of m/1 has it now");
+        drop(second);
+        assert!(free("1"));
     }
 
     #[tokio::test]

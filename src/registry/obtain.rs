@@ -70,6 +70,7 @@ async fn prepare(
 ) -> Result<ModelArtifact, RegistryError> {
     if let Some((name, version)) = cached_name(reference, cache) {
         cache.claim(&name, version).await?;
+        let _fetching = cache.fetching(&name, version).await?;
         let dest = cache.version_dir(&name, version);
         if let Some(manifest) = reuse(&dest, before_planning(reference, resolver)).await {
             return artifact_from(&dest, &manifest);
@@ -80,6 +81,7 @@ async fn prepare(
         return verify_in_place(&plan, dir).await;
     }
     cache.claim(&plan.name, &plan.version).await?;
+    let _fetching = cache.fetching(&plan.name, &plan.version).await?;
     let dest = cache.version_dir(&plan.name, &plan.version);
     let manifest = download(&plan, &dest, options).await?;
     artifact_from(&dest, &manifest)
