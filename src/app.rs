@@ -25,7 +25,10 @@ use crate::{
     model::{self, Model, ModelError, OnnxModel, SessionOptions, Signature, Tensor},
     profile::{self, ProfileError, ReferenceProfile},
     protocol,
-    registry::{Digest, Manifest, ModelArtifact, ModelReference, RegistryError, mlflow, obtain},
+    registry::{
+        Digest, Manifest, ModelArtifact, ModelReference, RegistryError, cache::Cache, mlflow,
+        obtain,
+    },
 };
 
 /// How long a failed load stays visible on `/health` before the process exits non-zero, so a
@@ -244,7 +247,7 @@ async fn load(
     let artifact = match source {
         ServeSource::Fetched(dir) => obtain::from_fetched(dir, config.fetch.model_sha256())?,
         ServeSource::Reference(reference) => {
-            obtain_artifact(reference, &config.cache_dir, &config.fetch).await?
+            obtain_artifact(reference, &config.cache(), &config.fetch).await?
         }
     };
     state.identify(ModelLabels {
@@ -293,14 +296,14 @@ fn reference_profile(
     Ok(Some(profile))
 }
 
-/// The model's files, fetched into `cache_dir` (and verified) unless a verified copy is there,
-/// as `serve --model-uri` gets them.
+/// The model's files, fetched into `cache` (and verified) unless a verified copy is there, as
+/// `serve --model-uri` gets them.
 pub async fn obtain_artifact(
     reference: &ModelReference,
-    cache_dir: &std::path::Path,
+    cache: &Cache,
     fetch: &FetchArgs,
 ) -> Result<ModelArtifact, RegistryError> {
-    obtain::for_serving(reference, cache_dir, &fetch.resolver(), &fetch.options()).await
+    obtain::for_serving(reference, cache, &fetch.resolver(), &fetch.options()).await
 }
 
 /// What a model is warmed up with before it is ready: generated values, or a sample of real

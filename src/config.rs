@@ -15,7 +15,10 @@ use crate::{
     promote::ForgeKind,
     registry::{
         Digest, FetchOptions, Location, ModelReference, RegistryError, Resolver, Selector,
-        check_component, retry::RetryPolicy, store::StoreOptions,
+        cache::{Cache, Limits},
+        check_component,
+        retry::RetryPolicy,
+        store::StoreOptions,
     },
 };
 
@@ -334,6 +337,29 @@ pub struct ServeConfig {
     )]
     pub cache_dir: PathBuf,
 
+    /// Model versions --cache-dir keeps once the served one is ready: the least recently used
+    /// (served or fetched) beyond N are deleted, never one a process serves or fetches. 0 keeps
+    /// every version.
+    #[arg(
+        long,
+        env = "PINSERVE_CACHE_MAX_VERSIONS",
+        default_value_t = 3,
+        value_name = "N",
+        help_heading = FETCH
+    )]
+    pub cache_max_versions: usize,
+
+    /// Bytes --cache-dir may hold once the served one is ready: the least recently used versions
+    /// are deleted until it holds no more (the served version stays, even if larger). Default:
+    /// no limit.
+    #[arg(
+        long,
+        env = "PINSERVE_CACHE_MAX_BYTES",
+        value_name = "BYTES",
+        help_heading = FETCH
+    )]
+    pub cache_max_bytes: Option<u64>,
+
     #[command(flatten)]
     pub fetch: FetchArgs,
 
@@ -545,6 +571,19 @@ fn default_cache_dir() -> PathBuf {
 }
 
 impl ServeConfig {
+    /// `--cache-dir` with its limits.
+    pub fn cache(&self) -> Cache {
+        Cache::new(self.cache_dir.clone(), self.cache_limits())
+    }
+
+    /// `--cache-max-versions 0` means no limit on the count.
+    fn cache_limits(&self) -> Limits {
+        Limits {
+            max_versions: (self.cache_max_versions > 0).then_some(self.cache_max_versions),
+            max_bytes: self.cache_max_bytes,
+        }
+    }
+
     /// `--grpc-listen`, unless it is `none`.
     pub fn grpc_listen(&self) -> Option<&str> {
         (self.grpc_listen != NO_LISTENER).then_some(self.grpc_listen.as_str())
@@ -1158,6 +1197,32 @@ mod tests {
             Ok("[::]:8081")
         );
         assert!(parse_optional_listen_address("off").is_err());
+    }
+
+    fn cache_limits(args: &[&str]) -> Limits {
+        let mut argv = vec!["pinserve", "serve", "--model-uri", "/srv/m/1"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(config) => config.cache_limits(),
+            _ => panic!("not serve"),
+        }
+    }
+
+    #[test]
+    fn the_cache_keeps_three_versions_unless_told_otherwise() {
+        let limits = |max_versions, max_bytes| Limits {
+            max_versions,
+            max_bytes,
+        };
+        assert_eq!(cache_limits(&[]), limits(Some(3), None));
+        assert_eq!(
+            cache_limits(&["--cache-max-versions", "0", "--cache-max-bytes", "1000"]),
+            limits(None, Some(1000))
+        );
+        assert_eq!(
+            cache_limits(&["--cache-max-versions", "1"]),
+            limits(Some(1), None)
+        );
     }
 
     fn source(args: &[&str]) -> ModelSource {

@@ -37,6 +37,8 @@ pub const PREDICTION_VALUE_SUM: &str = "pinserve_prediction_value_sum";
 pub const DRIFT_SKIPPED: &str = "pinserve_drift_skipped_batches_total";
 pub const DRIFT_ROWS: &str = "pinserve_drift_rows_total";
 pub const DRIFT_WINDOW_ROWS: &str = "pinserve_drift_window_rows";
+pub const CACHE_EVICTIONS: &str = "pinserve_cache_evictions_total";
+pub const CACHE_EVICTED_BYTES: &str = "pinserve_cache_evicted_bytes_total";
 
 /// The `class` label of predicted classes the reference profile does not list.
 pub const OTHER_CLASS: &str = "(other)";
@@ -191,10 +193,26 @@ fn describe() {
         DRIFT_WINDOW_ROWS,
         "Rows in the window the PSI gauges are computed over; a PSI over few rows is noisy."
     );
+    describe_counter!(
+        CACHE_EVICTIONS,
+        "Model versions this process evicted from --cache-dir (least recently used first) to keep within --cache-max-versions and --cache-max-bytes."
+    );
+    describe_counter!(
+        CACHE_EVICTED_BYTES,
+        Unit::Bytes,
+        "Bytes of the model versions this process evicted from --cache-dir."
+    );
     describe_gauge!(
         READY,
         "1 when the model is loaded, warmed up and serving; 0 while loading, after a failure and while draining."
     );
+}
+
+/// One version evicted from the cache. No model labels: the evicted version is not the one
+/// served, and the log line names it.
+pub fn record_eviction(bytes: u64) {
+    metrics::counter!(CACHE_EVICTIONS).increment(1);
+    metrics::counter!(CACHE_EVICTED_BYTES).increment(bytes);
 }
 
 /// The labels that identify the model version being served; every series carries them so that

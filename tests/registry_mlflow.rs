@@ -385,3 +385,120 @@ async fn promote_pins_the_digest_the_registry_tags() {
         stderr(&output)
     );
 }
+
+/// A logged model in no registered model, as register_models.py logged it (`good`, `tampered`).
+fn logged_model(role: &str) -> serde_json::Value {
+    let logged = registered()["mlflow_logged_models"][role].clone();
+    assert!(
+        logged.is_object(),
+        "registered.json has no logged model {role}"
+    );
+    logged
+}
+
+fn logged_model_uri(logged: &serde_json::Value) -> String {
+    format!("models:/{}", logged["model_id"].as_str().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logged_model_is_fetched_and_served_by_its_id() {
+    let logged = logged_model("good");
+    let (uri, id) = (
+        logged_model_uri(&logged),
+        logged["model_id"].as_str().unwrap(),
+    );
+    let registry = mlflow_uri();
+    let dest = tempfile::tempdir().unwrap();
+    let output = fetch(&uri, &registry, dest.path(), &[]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let manifest = manifest(dest.path());
+    assert_eq!(
+        (manifest["model"].as_str(), manifest["version"].as_str()),
+        (Some("tabular-logged"), Some(id))
+    );
+    assert_eq!(manifest["reference"], format!("{uri} at {registry}/"));
+    let recorded: Vec<&str> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        recorded,
+        logged["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect::<Vec<_>>()
+    );
+    let model_file = &manifest["files"].as_array().unwrap()
+        [recorded.iter().position(|p| *p == "model.onnx").unwrap()];
+    assert_eq!(model_file["sha256"], logged["model_onnx_sha256"]);
+
+    let (server, cache) = serve_from_mlflow(&uri).await;
+    let (_, health) = server.get("/health").await;
+    assert_eq!(
+        (health["model"].as_str(), health["version"].as_str()),
+        (Some("tabular-logged"), Some(id))
+    );
+    let (status, body) = server
+        .post_json(
+            &format!("/v2/models/tabular-logged/versions/{id}/infer"),
+            &logged["request"],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_outputs_match(&body["outputs"], &logged["outputs"], "the logged model");
+    assert!(
+        cache
+            .path()
+            .join("tabular-logged")
+            .join(id)
+            .join("pinserve.json")
+            .is_file()
+    );
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            r#"pinserve_ready{{model="tabular-logged",version="{id}"}} 1"#
+        )),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_logged_model_is_named_and_its_fetch_fails() {
+    let registry = mlflow_uri();
+    let dest = tempfile::tempdir().unwrap();
+    let uri = "models:/m-0123456789abcdef0123456789abcdef";
+    let output = fetch(uri, &registry, dest.path(), &[]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains(uri)
+            && message.contains("RESOURCE_DOES_NOT_EXIST")
+            && message.contains(&registry),
+        "{message}"
+    );
+    assert!(!dest.path().join("pinserve.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logged_model_whose_tag_digest_does_not_match_is_refused() {
+    let logged = logged_model("tampered");
+    let dest = tempfile::tempdir().unwrap();
+    let output = fetch(&logged_model_uri(&logged), &mlflow_uri(), dest.path(), &[]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    for named in [
+        "MLflow logged-model tag 'sha256'",
+        logged["sha256"].as_str().unwrap(),
+        logged["model_onnx_sha256"].as_str().unwrap(),
+    ] {
+        assert!(message.contains(named), "{named} in: {message}");
+    }
+    assert!(
+        !dest.path().join("model.onnx").exists() && !dest.path().join("pinserve.json").exists()
+    );
+}

@@ -20,7 +20,9 @@ use crate::{
     config::{EvalTask, FetchArgs, RuntimeArgs, ScoringArgs},
     metrics::ModelLabels,
     model::{Model, Signature, Tensor},
-    registry::{Digest, Location, ModelArtifact, ModelReference, RegistryError, obtain},
+    registry::{
+        Digest, Location, ModelArtifact, ModelReference, RegistryError, cache::Cache, obtain,
+    },
 };
 
 impl ScoringArgs {
@@ -221,7 +223,8 @@ pub(crate) async fn obtain_model(
     cache_dir: &Path,
     fetch: &FetchArgs,
 ) -> Result<ModelArtifact, ScoreError> {
-    let mut artifact = app::obtain_artifact(reference, cache_dir, fetch).await?;
+    let cache = Cache::unbounded(cache_dir);
+    let mut artifact = app::obtain_artifact(reference, &cache, fetch).await?;
     if artifact.sha256.is_none() {
         let digest = Digest::of_file(&artifact.model_file).map_err(|source| ScoreError::Io {
             path: artifact.model_file.display().to_string(),

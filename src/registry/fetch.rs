@@ -29,7 +29,7 @@ use super::{
 use crate::metrics::ModelLabels;
 
 /// Marks a directory as a fetch in progress, so the next fetch knows it may clear it.
-const IN_PROGRESS: &str = ".pinserve-fetch";
+pub(crate) const IN_PROGRESS: &str = ".pinserve-fetch";
 const PARTIAL_PREFIX: &str = ".pinserve-partial-";
 /// Files downloaded at once: small files (MLmodel, environment files) then cost no wall time
 /// next to the weights, and one slow file does not hold up the rest.

@@ -6,7 +6,9 @@
 //! Resolution: a version, alias or stage becomes a model version; its download URI
 //! (`mlflow-artifacts:/...` on a server that proxies artifacts, or an object-store URL) is listed
 //! recursively so the whole model directory is fetched (ONNX external-data files included), and
-//! the `MLmodel` file names the model file and carries the signature.
+//! the `MLmodel` file names the model file and carries the signature. An MLflow 3 logged model
+//! (`models:/m-ID`) is looked up by id (`logged-models/{id}`) and its `artifact_uri` is listed
+//! the same way.
 
 use std::time::Duration;
 
@@ -77,6 +79,22 @@ impl ModelVersion {
             .map(|tag| tag.value.as_str())
     }
 }
+
+/// An MLflow 3 logged model, as `logged-models/{id}` returns its `info`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LoggedModel {
+    pub model_id: String,
+    pub name: String,
+    pub artifact_uri: String,
+    /// `LOGGED_MODEL_READY` once its artifacts are complete.
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+}
+
+/// A logged model's status once its artifacts are all uploaded.
+const LOGGED_MODEL_READY: &str = "LOGGED_MODEL_READY";
 
 /// One file in an artifact listing, its path relative to the listed directory's root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,6 +289,30 @@ impl MlflowClient {
         }
         sort_versions(&mut versions);
         format!("the versions of '{name}' are: {}", versions.join(", "))
+    }
+
+    /// The logged model `model_id`. One still uploading (or failed) is refused: its artifacts
+    /// may be incomplete, and a copy taken now would be cached as if it were the model.
+    pub async fn logged_model(&self, model_id: &str) -> Result<LoggedModel, TransferError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            model: Model,
+        }
+        #[derive(Deserialize)]
+        struct Model {
+            info: LoggedModel,
+        }
+        // The id is `m-` and alphanumerics (checked when the reference was parsed): a segment.
+        let path = format!("api/2.0/mlflow/logged-models/{model_id}");
+        let answer: Answer = self.get_json(&path, &[]).await?;
+        let logged = answer.model.info;
+        if !logged.status.is_empty() && logged.status != LOGGED_MODEL_READY {
+            return Err(TransferError::Fatal(format!(
+                "logged model {model_id} is {}, not {LOGGED_MODEL_READY}: its artifacts may be incomplete",
+                logged.status
+            )));
+        }
+        Ok(logged)
     }
 
     /// Where the version's files are: `mlflow-artifacts:/...` or an object-store URL.

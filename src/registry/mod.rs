@@ -2,8 +2,10 @@
 //! ([`resolve`]): the files of one model version, their sources (local disk, an object store,
 //! the MLflow Model Registry) and the digests they must have. [`fetch`] then downloads a plan
 //! into a directory, verified, atomically and resumably, and records it in a manifest
-//! ([`manifest`]) that later starts trust instead of the network.
+//! ([`manifest`]) that later starts trust instead of the network. `serve` fetches into a shared
+//! [`cache`], locked per version and trimmed to its limits, least recently used first.
 
+pub mod cache;
 pub mod digest;
 pub mod fetch;
 pub mod local;
@@ -136,4 +138,6 @@ pub enum RegistryError {
     Config(String),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Cache(#[from] cache::ClaimError),
 }

@@ -1,7 +1,7 @@
 //! The two ways a model reaches local disk: `fetch` fills a directory for a serving container to
 //! load later, and `serve` prepares one for itself (loading local files in place, fetching
-//! remote ones into its cache). Both reuse a complete, verified earlier download of the same
-//! version instead of downloading again.
+//! remote ones into its cache, which it then trims: [`cache`](super::cache)). Both reuse a
+//! complete, verified earlier download of the same version instead of downloading again.
 
 use std::{
     future::Future,
@@ -10,6 +10,7 @@ use std::{
 
 use super::{
     Digest, Expected, ModelArtifact, ModelReference, Plan, PlannedFile, RegistryError, Resolver,
+    cache::Cache,
     fetch::{FetchError, FetchOptions, Wanted, WantedDigest, cached, fetch},
     manifest::Manifest,
     resolve::PINNED_ORIGIN,
@@ -46,27 +47,31 @@ async fn bounded<T>(
         .unwrap_or(Err(FetchError::Timeout(options.timeout).into()))
 }
 
-/// Prepares `reference` for loading: local files in place, remote ones in `cache_dir`.
+/// Prepares `reference` for loading: local files in place, remote ones in `cache`, where the
+/// version is claimed for the life of the process and older ones are evicted once it is ready.
 pub async fn for_serving(
     reference: &ModelReference,
-    cache_dir: &Path,
+    cache: &Cache,
     resolver: &Resolver,
     options: &FetchOptions,
 ) -> Result<ModelArtifact, RegistryError> {
-    bounded(options, prepare(reference, cache_dir, resolver, options)).await
+    let artifact = bounded(options, prepare(reference, cache, resolver, options)).await?;
+    if !reference.is_local() {
+        cache.evict((&artifact.name, &artifact.version)).await;
+    }
+    Ok(artifact)
 }
 
 async fn prepare(
     reference: &ModelReference,
-    cache_dir: &Path,
+    cache: &Cache,
     resolver: &Resolver,
     options: &FetchOptions,
 ) -> Result<ModelArtifact, RegistryError> {
-    if reference.is_pinned()
-        && let Some(version) = reference.pinned_version()
-        && !reference.is_local()
-    {
-        let dest = cache_path(cache_dir, reference.name(), version);
+    if let Some((name, version)) = cached_name(reference, cache) {
+        cache.claim(&name, version).await?;
+        let _fetching = cache.fetching(&name, version).await?;
+        let dest = cache.version_dir(&name, version);
         if let Some(manifest) = reuse(&dest, before_planning(reference, resolver)).await {
             return artifact_from(&dest, &manifest);
         }
@@ -75,9 +80,25 @@ async fn prepare(
     if let Some(dir) = &plan.local_dir {
         return verify_in_place(&plan, dir).await;
     }
-    let dest = cache_path(cache_dir, &plan.name, &plan.version);
+    cache.claim(&plan.name, &plan.version).await?;
+    let _fetching = cache.fetching(&plan.name, &plan.version).await?;
+    let dest = cache.version_dir(&plan.name, &plan.version);
     let manifest = download(&plan, &dest, options).await?;
     artifact_from(&dest, &manifest)
+}
+
+/// Where a pinned remote reference's earlier download would be, known before planning: its
+/// name and version, or for a logged model (whose name only the registry knows) the name it
+/// was cached under.
+fn cached_name<'a>(reference: &'a ModelReference, cache: &Cache) -> Option<(String, &'a str)> {
+    if !reference.is_pinned() || reference.is_local() {
+        return None;
+    }
+    let version = reference.pinned_version()?;
+    match reference {
+        ModelReference::LoggedModel { .. } => Some((cache.name_of(version)?, version)),
+        _ => Some((reference.name().to_owned(), version)),
+    }
 }
 
 /// Downloads the one file at `url` (held-out data for `eval`) into `dest`, an empty directory,
@@ -289,13 +310,6 @@ fn artifact_from(dir: &Path, manifest: &Manifest) -> Result<ModelArtifact, Regis
         sha256: manifest.model_file_digest(),
         signature: manifest.signature.clone(),
     })
-}
-
-/// `CACHE/NAME/VERSION`; names and versions are single path components (checked when the
-/// reference was built, or by the registry's own naming rules).
-fn cache_path(cache_dir: &Path, name: &str, version: &str) -> PathBuf {
-    let safe = |part: &str| part.replace(['/', '\\'], "_").replace("..", "_");
-    cache_dir.join(safe(name)).join(safe(version))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Model references as users write them: `models:/NAME/VERSION`, `models:/NAME@ALIAS`,
-//! `models:/NAME/STAGE`, model repository roots and version directories on local disk or in
+//! `models:/NAME/STAGE`, MLflow 3 logged models (`models:/m-ID`), model repository roots and version directories on local disk or in
 //! object storage (`s3://`, `gs://`, `az://`, `https://`), and direct model-file URLs.
 
 use std::{fmt, path::PathBuf};
@@ -140,6 +140,9 @@ pub enum ModelReference {
         name: String,
         selector: Selector,
     },
+    /// An MLflow 3 logged model (`models:/m-ID`) at `tracking`, registered or not. Its name is
+    /// the logged model's own, known once resolved; its version is the id.
+    LoggedModel { tracking: Url, model_id: String },
     /// A version directory or a single model file, named explicitly or by its path.
     Direct {
         location: Location,
@@ -163,11 +166,16 @@ impl ModelReference {
                 reference: uri.to_owned(),
                 reason: "models:/ URIs need the MLflow tracking server: set --registry-uri or MLFLOW_TRACKING_URI".to_owned(),
             })?;
-            let (name, selector) = parse_models_uri(uri, path)?;
-            return Ok(ModelReference::Registry {
-                tracking: tracking.clone(),
-                name,
-                selector,
+            let tracking = tracking.clone();
+            return Ok(match parse_models_uri(uri, path)? {
+                ModelsUri::Registry(name, selector) => ModelReference::Registry {
+                    tracking,
+                    name,
+                    selector,
+                },
+                ModelsUri::LoggedModel(model_id) => {
+                    ModelReference::LoggedModel { tracking, model_id }
+                }
             });
         }
         let location = Location::parse(uri)?;
@@ -212,7 +220,7 @@ impl ModelReference {
             | ModelReference::Direct { location, .. } => {
                 matches!(location, Location::Local(_))
             }
-            ModelReference::Registry { .. } => false,
+            ModelReference::Registry { .. } | ModelReference::LoggedModel { .. } => false,
         }
     }
 
@@ -220,19 +228,22 @@ impl ModelReference {
     /// download is reused only for the very same reference.
     pub fn cache_key(&self) -> String {
         match self {
-            ModelReference::Registry { tracking, .. } => {
+            ModelReference::Registry { tracking, .. }
+            | ModelReference::LoggedModel { tracking, .. } => {
                 format!("{self} at {}", redact_url(tracking))
             }
             _ => self.to_string(),
         }
     }
 
-    /// The model's name as the reference spells it.
+    /// The model's name as the reference spells it; empty for a logged model, whose name is
+    /// known only once it is resolved.
     pub fn name(&self) -> &str {
         match self {
             ModelReference::Repository { name, .. }
             | ModelReference::Registry { name, .. }
             | ModelReference::Direct { name, .. } => name,
+            ModelReference::LoggedModel { .. } => "",
         }
     }
 
@@ -246,6 +257,7 @@ impl ModelReference {
                 selector: Selector::Version(version),
                 ..
             } => Some(version),
+            ModelReference::LoggedModel { model_id, .. } => Some(model_id),
             ModelReference::Registry { .. } => None,
         }
     }
@@ -264,12 +276,23 @@ impl fmt::Display for ModelReference {
                 Selector::Alias(alias) => write!(f, "models:/{name}@{alias}"),
                 Selector::Stage(stage) => write!(f, "models:/{name}/{stage}"),
             },
+            ModelReference::LoggedModel { model_id, .. } => write!(f, "models:/{model_id}"),
             ModelReference::Direct { location, .. } => write!(f, "{location}"),
         }
     }
 }
 
-fn parse_models_uri(uri: &str, path: &str) -> Result<(String, Selector), RegistryError> {
+/// What a `models:/` URI names.
+enum ModelsUri {
+    Registry(String, Selector),
+    LoggedModel(String),
+}
+
+/// MLflow's prefix of logged-model ids. MLflow itself takes any single segment for an id; pinserve
+/// asks for the prefix so that `models:/NAME` (a version forgotten) is not sent off as an id.
+const LOGGED_MODEL_PREFIX: &str = "m-";
+
+fn parse_models_uri(uri: &str, path: &str) -> Result<ModelsUri, RegistryError> {
     let invalid = |reason: &str| RegistryError::InvalidReference {
         reference: uri.to_owned(),
         reason: reason.to_owned(),
@@ -278,12 +301,18 @@ fn parse_models_uri(uri: &str, path: &str) -> Result<(String, Selector), Registr
     if let Some((name, alias)) = path.split_once('@') {
         check_name(name).map_err(invalid)?;
         check_name(alias).map_err(invalid)?;
-        return Ok((name.to_owned(), Selector::Alias(alias.to_owned())));
+        return Ok(ModelsUri::Registry(
+            name.to_owned(),
+            Selector::Alias(alias.to_owned()),
+        ));
     }
     let Some((name, selector)) = path.split_once('/') else {
-        return Err(invalid(
-            "expected models:/NAME/VERSION, models:/NAME@ALIAS or models:/NAME/STAGE",
-        ));
+        return match path.strip_prefix(LOGGED_MODEL_PREFIX) {
+            Some(id) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                Ok(ModelsUri::LoggedModel(path.to_owned()))
+            }
+            _ => Err(invalid(EXPECTED_FORMS)),
+        };
     };
     check_name(name).map_err(invalid)?;
     check_name(selector).map_err(invalid)?;
@@ -292,14 +321,17 @@ fn parse_models_uri(uri: &str, path: &str) -> Result<(String, Selector), Registr
     } else {
         Selector::Stage(selector.to_owned())
     };
-    Ok((name.to_owned(), selector))
+    Ok(ModelsUri::Registry(name.to_owned(), selector))
 }
+
+const EXPECTED_FORMS: &str =
+    "expected models:/NAME/VERSION, models:/NAME@ALIAS, models:/NAME/STAGE or models:/m-ID";
 
 fn check_name(part: &str) -> Result<(), &'static str> {
     if part.is_empty() {
         Err("a part of it is empty")
     } else if part.contains(['/', '@']) {
-        Err("expected models:/NAME/VERSION, models:/NAME@ALIAS or models:/NAME/STAGE")
+        Err(EXPECTED_FORMS)
     } else {
         Ok(())
     }
@@ -350,6 +382,46 @@ mod tests {
         let without_registry =
             ModelReference::parse("models:/fraud/7", None, None, None).unwrap_err();
         assert!(without_registry.to_string().contains("MLFLOW_TRACKING_URI"));
+    }
+
+    #[test]
+    fn parses_logged_model_uris_and_keeps_their_id_as_the_version() {
+        let logged = parse("models:/m-0123abcd").unwrap();
+        assert_eq!(
+            logged,
+            ModelReference::LoggedModel {
+                tracking: tracking(),
+                model_id: "m-0123abcd".to_owned(),
+            }
+        );
+        assert_eq!(logged.to_string(), "models:/m-0123abcd");
+        assert_eq!(
+            logged.cache_key(),
+            "models:/m-0123abcd at http://mlflow:5000/"
+        );
+        assert_eq!(
+            (logged.name(), logged.pinned_version()),
+            ("", Some("m-0123abcd"))
+        );
+        assert!(logged.is_pinned() && !logged.is_local());
+        for not_an_id in [
+            "models:/m-",
+            "models:/m-a_b",
+            "models:/m-a.b",
+            "models:/fraud",
+        ] {
+            let err = parse(not_an_id).unwrap_err();
+            assert!(err.contains("models:/m-ID"), "{not_an_id}: {err}");
+        }
+        assert_eq!(
+            parse("models:/m-1/2").unwrap(),
+            ModelReference::Registry {
+                tracking: tracking(),
+                name: "m-1".to_owned(),
+                selector: Selector::Version("2".into()),
+            },
+            "a registered model may be named like an id"
+        );
     }
 
     #[test]

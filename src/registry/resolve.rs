@@ -68,11 +68,11 @@ impl Resolver {
             } => self
                 .plan_registry(tracking, name, selector)
                 .await
-                .map_err(|err| RegistryError::Registry {
-                    reference: reference.to_string(),
-                    registry: redact_url(tracking),
-                    message: err.to_string(),
-                })?,
+                .map_err(|err| registry_error(reference, tracking, err))?,
+            ModelReference::LoggedModel { tracking, model_id } => self
+                .plan_logged_model(tracking, model_id)
+                .await
+                .map_err(|err| registry_error(reference, tracking, err))?,
         };
         plan.reference = shown;
         if let Some(digest) = self.model_sha256 {
@@ -371,9 +371,7 @@ impl Resolver {
         name: &str,
         selector: &Selector,
     ) -> Result<Plan, TransferError> {
-        let client =
-            MlflowClient::from_env(tracking.clone(), self.retry.clone(), self.stall_timeout)
-                .map_err(|err| TransferError::Fatal(err.to_string()))?;
+        let client = self.mlflow(tracking)?;
         // Each round trip to a registry costs milliseconds: ask for what is independent at once.
         let (version, artifact_uri) = match selector {
             Selector::Version(number) => {
@@ -398,9 +396,51 @@ impl Resolver {
                 version.version
             );
         }
-        let mlmodel_source = self.artifact_source(&client, &artifact_uri, MLMODEL)?;
+        let mut plan = self
+            .plan_mlflow_model(&client, &artifact_uri, name, &version.version)
+            .await?;
+        self.expect_tagged_digests(&mut plan, &version.tags, "model-version")?;
+        Ok(plan)
+    }
+
+    /// An MLflow 3 logged model, by id: named by its own name, versioned by its id, its digests
+    /// from its `sha256` tags as a registered version's are.
+    async fn plan_logged_model(
+        &self,
+        tracking: &Url,
+        model_id: &str,
+    ) -> Result<Plan, TransferError> {
+        let client = self.mlflow(tracking)?;
+        let logged = client.logged_model(model_id).await?;
+        let mut plan = self
+            .plan_mlflow_model(
+                &client,
+                &logged.artifact_uri,
+                &logged.name,
+                &logged.model_id,
+            )
+            .await?;
+        self.expect_tagged_digests(&mut plan, &logged.tags, "logged-model")?;
+        Ok(plan)
+    }
+
+    fn mlflow(&self, tracking: &Url) -> Result<MlflowClient, TransferError> {
+        MlflowClient::from_env(tracking.clone(), self.retry.clone(), self.stall_timeout)
+            .map_err(|err| TransferError::Fatal(err.to_string()))
+    }
+
+    /// The files of the MLflow model at `artifact_uri`; its `MLmodel` names the ONNX file and
+    /// carries the signature.
+    async fn plan_mlflow_model(
+        &self,
+        client: &MlflowClient,
+        artifact_uri: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Plan, TransferError> {
+        let mlmodel_source = self.artifact_source(client, artifact_uri, MLMODEL)?;
         let (found, mlmodel_text) = tokio::join!(
-            self.list_artifacts(&client, &artifact_uri),
+            self.list_artifacts(client, artifact_uri),
             self.read_small(&mlmodel_source)
         );
         let found = found?;
@@ -413,22 +453,19 @@ impl Resolver {
         let (files, _) = split_sidecars(found);
         let model_file = choose_model_file(&files, mlmodel.onnx_data()).ok_or_else(|| {
             TransferError::Fatal(format!(
-                "version {} has no ONNX model (its MLmodel has no onnx flavor, and there is no model.onnx)",
-                version.version
+                "version {version} has no ONNX model (its MLmodel has no onnx flavor, and there is no model.onnx)"
             ))
         })?;
-        let mut plan = Plan {
+        Ok(Plan {
             name: name.to_owned(),
-            version: version.version.clone(),
+            version: version.to_owned(),
             reference: String::new(),
             source: format!("{} ({artifact_uri})", redact_url(client.tracking())),
             model_file,
             files: files.into_iter().map(PlannedFile::from).collect(),
             signature: mlmodel.signature().map_err(TransferError::Fatal)?,
             local_dir: None,
-        };
-        self.expect_tagged_digests(&mut plan, &version.tags)?;
-        Ok(plan)
+        })
     }
 
     /// Reads a small file (sidecar, MLmodel) whole, as text, up to [`SMALL_FILE_LIMIT`].
@@ -490,11 +527,13 @@ impl Resolver {
         }
     }
 
-    /// MLflow model-version tags `sha256` (the model file) and `sha256:PATH` (any other file).
+    /// MLflow tags `sha256` (the model file) and `sha256:PATH` (any other file) of a model
+    /// version or a logged model (`entity`, for the messages).
     fn expect_tagged_digests(
         &self,
         plan: &mut Plan,
         tags: &[super::mlflow::Tag],
+        entity: &str,
     ) -> Result<(), TransferError> {
         for tag in tags {
             let target = match tag.key.as_str() {
@@ -505,17 +544,25 @@ impl Resolver {
                 },
             };
             let digest: Digest = tag.value.parse().map_err(|reason| {
-                TransferError::Fatal(format!("model-version tag '{}': {reason}", tag.key))
+                TransferError::Fatal(format!("{entity} tag '{}': {reason}", tag.key))
             })?;
             let target =
                 RelativePath::new(&target).map_err(|err| TransferError::Fatal(err.to_string()))?;
             plan.expect_digest(
                 &target,
                 digest,
-                &format!("MLflow model-version tag '{}'", tag.key),
+                &format!("MLflow {entity} tag '{}'", tag.key),
             );
         }
         Ok(())
+    }
+}
+
+fn registry_error(reference: &ModelReference, tracking: &Url, err: TransferError) -> RegistryError {
+    RegistryError::Registry {
+        reference: reference.to_string(),
+        registry: redact_url(tracking),
+        message: err.to_string(),
     }
 }
 

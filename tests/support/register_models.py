@@ -29,6 +29,10 @@ What is registered, and why:
   beside the model): version 1's example holds ids in range, version 2's holds id 97, so a
   server that warms up with the example fails to load version 2, and one that warmed up with
   zeros would not.
+* MLflow, logged models that are in no registered model (``models:/m-<id>``): the fixture
+  ``tabular_mlp`` logged as ``tabular-logged`` with a ``sha256`` tag on the logged model (its
+  ``model.onnx``'s digest), and again as ``tabular-logged-tampered`` with a wrong one, which
+  pinserve must refuse as it refuses a registered version's.
 * The MLflow server with basic auth: ``tabular-mlp`` version 1 only; what is tested there is
   the credentials.
 * S3 (moto): a model repository ``ROOT/NAME/VERSION/`` with sidecar digests written as
@@ -369,6 +373,50 @@ def register_input_examples(server: MlflowServer) -> dict:
     return versions
 
 
+def log_unregistered(server: MlflowServer, name: str, sha256_tag: str | None) -> dict:
+    """Log the tabular fixture as logged model NAME, registered nowhere, tagged ``sha256`` with
+    SHA256_TAG (or its own digest); its registered.json entry."""
+    tabular = load_fixture("tabular_mlp")
+    request, _ = golden_batch_1("tabular_mlp", name)
+    with mlflow.start_run(run_name=name):
+        info = mlflow.onnx.log_model(
+            tabular,
+            name=name,
+            signature=signature_of(tabular, feeds(request)),
+            pip_requirements=PIP_REQUIREMENTS,
+            save_as_external_data=False,
+        )
+    logged = server.get(f"/api/2.0/mlflow/logged-models/{info.model_id}")["model"]["info"]
+    with tempfile.TemporaryDirectory() as temporary:
+        directory = Path(temporary)
+        files = server.download_tree(logged["artifact_uri"], directory)
+        digest = sha256_hex((directory / "model.onnx").read_bytes())
+        outputs = infer(directory / "model.onnx", request)
+    tag = sha256_tag or digest
+    mlflow.set_logged_model_tags(info.model_id, {"sha256": tag})
+    logged = server.get(f"/api/2.0/mlflow/logged-models/{info.model_id}")["model"]["info"]
+    tags = {t["key"]: t["value"] for t in logged.get("tags", [])}
+    assert logged["name"] == name and logged["status"] == "LOGGED_MODEL_READY", logged
+    assert tags["sha256"] == tag and "mlflow.modelVersions" not in tags, tags
+    return {
+        "model_id": info.model_id,
+        "name": name,
+        "sha256": tag,
+        "model_onnx_sha256": digest,
+        "files": files,
+        "artifact_uri": logged["artifact_uri"],
+        "request": request,
+        "outputs": outputs,
+    }
+
+
+def register_logged_models(server: MlflowServer) -> dict:
+    """The logged models of no registered model, by role: ``good`` and ``tampered``."""
+    good = log_unregistered(server, "tabular-logged", None)
+    tampered = log_unregistered(server, "tabular-logged-tampered", TAMPERED_SHA256)
+    return {"good": good, "tampered": tampered}
+
+
 def register_auth_server(server: MlflowServer) -> dict:
     """tabular-mlp version 1, registered with the admin's credentials."""
     server.connect()
@@ -475,6 +523,7 @@ def main() -> None:
     registered, expected = register_open_server(open_server)
     described = {
         "mlflow": registered,
+        "mlflow_logged_models": register_logged_models(open_server),
         "mlflow_auth": register_auth_server(auth_server),
         "s3": register_s3(),
         "azure": register_azure(),
