@@ -15,6 +15,7 @@ use crate::{
     metrics::{ModelLabels, RequestSeries},
     model::Device,
     registry::Digest,
+    signing::Signed,
 };
 
 /// Where the server is in its life; `/health` and the v2 ready endpoints report it.
@@ -50,6 +51,8 @@ pub struct ServingModel {
     pub sha256: Option<Digest>,
     /// The MLflow signature from the model's MLmodel file, when it came from MLflow.
     pub mlflow_signature: Option<serde_json::Value>,
+    /// Who signed the model's files, when `--signature-*` had the signature verified.
+    pub signed: Option<Signed>,
 }
 
 pub struct AppState {
@@ -152,7 +155,16 @@ impl AppState {
             .sha256
             .map(|digest| digest.to_string())
             .unwrap_or_default();
-        labels.set_loaded(&model.device.to_string(), &digest, model.load_seconds);
+        let signer = model
+            .signed
+            .as_ref()
+            .map_or("", |signed| signed.signer.as_str());
+        labels.set_loaded(
+            &model.device.to_string(),
+            &digest,
+            signer,
+            model.load_seconds,
+        );
         if self.model.set(model).is_err() {
             return;
         }
