@@ -18,8 +18,6 @@ const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.100
 const ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
 const ECDSA_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.4");
 const CODE_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3");
-/// Issuers climbed at most, so a looping chain cannot spin.
-const MAX_DEPTH: usize = 8;
 
 /// Reads the trusted certificates of a PEM file.
 pub(crate) fn trusted(pem: &[u8], what: &str) -> Result<Vec<Certificate>, SigningError> {
@@ -68,16 +66,17 @@ pub(crate) fn verify(
     Ok((key, names.into_iter().next().unwrap_or_default()))
 }
 
-/// Climbs from `leaf` through the bundle's intermediates until a trusted certificate has
-/// issued the current one.
+/// Climbs from `leaf` through the bundle's intermediates (each used once, so a chain that
+/// loops or ends in an untrusted root stops) until a trusted certificate issued the current one.
 fn chain_to_root(
     leaf: &Certificate,
     intermediates: &[Certificate],
     roots: &[Certificate],
     at: Time,
 ) -> Result<(), String> {
+    let mut unused: Vec<&Certificate> = intermediates.iter().collect();
     let mut current = leaf;
-    for _ in 0..MAX_DEPTH {
+    loop {
         within_validity(current, at)?;
         let issued_by = |issuer: &&Certificate| {
             issuer.tbs_certificate().subject() == current.tbs_certificate().issuer()
@@ -87,14 +86,14 @@ fn chain_to_root(
         if let Some(root) = roots.iter().find(issued_by) {
             return within_validity(root, at);
         }
-        current = intermediates.iter().find(issued_by).ok_or_else(|| {
+        let next = unused.iter().position(issued_by).ok_or_else(|| {
             format!(
                 "the certificate for '{}' was not issued by a certificate of --signature-certificate-chain",
                 current.tbs_certificate().subject()
             )
         })?;
+        current = unused.swap_remove(next);
     }
-    Err("the certificate chain is too long".to_owned())
 }
 
 fn within_validity(certificate: &Certificate, at: Time) -> Result<(), String> {
