@@ -94,18 +94,20 @@ impl Bundle {
         })
     }
 
-    /// The DER certificates the bundle carries, the signing one first (empty for a key).
+    /// The DER certificates the bundle carries, the signing one first. A single certificate
+    /// is Sigstore's keyless form (Fulcio, with a Rekor entry), which is refused: without the
+    /// transparency log checked, a Fulcio certificate vouches for nothing after its minutes.
     pub(crate) fn certificates(&self) -> Result<Vec<Vec<u8>>, String> {
         let material = &self.verification_material;
-        let raw: Vec<&RawCertificate> =
-            match (&material.x509_certificate_chain, &material.certificate) {
-                (Some(chain), _) => chain.certificates.iter().collect(),
-                (None, Some(certificate)) => vec![certificate],
-                (None, None) => Vec::new(),
-            };
-        raw.iter()
-            .map(|certificate| decode(&certificate.raw_bytes, "certificate"))
-            .collect()
+        match (&material.x509_certificate_chain, &material.certificate) {
+            (Some(chain), _) => chain
+                .certificates
+                .iter()
+                .map(|certificate| decode(&certificate.raw_bytes, "certificate"))
+                .collect(),
+            (None, Some(_)) => Err("a keyless Sigstore signature (one Fulcio certificate); pinserve verifies key and certificate-chain signatures only".to_owned()),
+            (None, None) => Err("no certificate in the bundle (was it signed with a key?)".to_owned()),
+        }
     }
 }
 
@@ -120,4 +122,48 @@ pub(crate) fn pae(payload: &[u8]) -> Vec<u8> {
     let mut encoded = format!("DSSEv1 {} {IN_TOTO} {} ", IN_TOTO.len(), payload.len()).into_bytes();
     encoded.extend_from_slice(payload);
     encoded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pae_prefixes_type_and_lengths_as_dsse_v1_specifies() {
+        assert_eq!(
+            pae(b"{}"),
+            b"DSSEv1 28 application/vnd.in-toto+json 2 {}".to_vec()
+        );
+    }
+
+    #[test]
+    fn a_keyless_bundle_is_refused_by_name() {
+        let text = serde_json::json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {"certificate": {"rawBytes": "AAAA"}, "tlogEntries": []},
+            "dsseEnvelope": {"payload": "e30=", "payloadType": IN_TOTO, "signatures": [{"sig": "AAAA"}]}
+        });
+        let bundle = Bundle::parse(text.to_string().as_bytes()).unwrap();
+        let err = bundle.certificates().unwrap_err();
+        assert!(err.contains("keyless"), "{err}");
+        assert_eq!(bundle.decoded().unwrap().payload, b"{}");
+    }
+
+    #[test]
+    fn an_envelope_of_another_type_or_signature_count_is_malformed() {
+        let bundle = |payload_type: &str, signatures: serde_json::Value| {
+            let text = serde_json::json!({
+                "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+                "verificationMaterial": {"publicKey": {"hint": ""}},
+                "dsseEnvelope": {"payload": "e30=", "payloadType": payload_type, "signatures": signatures}
+            });
+            Bundle::parse(text.to_string().as_bytes()).unwrap()
+        };
+        let err = bundle("text/plain", serde_json::json!([{"sig": ""}]))
+            .decoded()
+            .err();
+        assert!(err.is_some_and(|err| err.contains("text/plain")));
+        let err = bundle(IN_TOTO, serde_json::json!([])).decoded().err();
+        assert!(err.is_some_and(|err| err.contains("0 signatures")));
+    }
 }

@@ -168,3 +168,65 @@ fn list_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>, SigningError> {
     }
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A statement over `files` as `model_signing` writes it (`files`, SHA-256, its default
+    /// ignore list), with the subject digest `subject` or the right one.
+    fn statement(files: &[(&str, &[u8])], subject: Option<&str>) -> Vec<u8> {
+        let mut all = Sha256::new();
+        let resources: Vec<serde_json::Value> = files
+            .iter()
+            .map(|(name, bytes)| {
+                let digest = Sha256::digest(bytes);
+                all.update(digest);
+                serde_json::json!({"name": name, "algorithm": "sha256", "digest": hex::encode(digest)})
+            })
+            .collect();
+        let root = hex::encode(all.finalize());
+        serde_json::json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": "model", "digest": {"sha256": subject.unwrap_or(&root)}}],
+            "predicateType": PREDICATE_TYPE,
+            "predicate": {
+                "serialization": {"method": "files", "hash_type": "sha256", "allow_symlinks": false,
+                                  "ignore_paths": ["model.sig", ".git"]},
+                "resources": resources
+            }
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_subject_digest_that_does_not_cover_the_resources_is_refused() {
+        let files: &[(&str, &[u8])] = &[("model.onnx", b"graph")];
+        assert!(Statement::parse(&statement(files, None)).is_ok());
+        let wrong = "0".repeat(64);
+        let err = Statement::parse(&statement(files, Some(&wrong))).unwrap_err();
+        assert!(err.contains("subject"), "{err}");
+    }
+
+    #[test]
+    fn the_signer_s_ignore_list_and_pinserve_s_files_are_not_model_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model.onnx"), b"graph").unwrap();
+        std::fs::create_dir_all(dir.path().join(".git/objects")).unwrap();
+        std::fs::write(dir.path().join(".git/objects/ab"), b"object").unwrap();
+        std::fs::write(dir.path().join("pinserve.json"), b"{}").unwrap();
+        let parsed = Statement::parse(&statement(&[("model.onnx", b"graph")], None)).unwrap();
+        assert_eq!(
+            parsed
+                .check_dir(dir.path(), |name| name == "pinserve.json")
+                .unwrap(),
+            1
+        );
+        let err = parsed.check_dir(dir.path(), |_| false).unwrap_err();
+        assert!(
+            matches!(err, SigningError::Unsigned { ref file } if file.ends_with("pinserve.json")),
+            "{err}"
+        );
+    }
+}
