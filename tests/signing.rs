@@ -143,15 +143,16 @@ async fn assert_fetch_refused(signing: &Signing, extra: &[&str], fragments: &[&s
     }
 }
 
-/// The `signer` label of `pinserve_model_info`, and the v2 metadata's signature parameters.
-async fn assert_signed_by(server: &Server, signer: &str, statement_sha256: &str) {
+/// The `signer` label of `pinserve_model_info`, and `model`'s v2 metadata's signature
+/// parameters.
+async fn assert_signed_by(server: &Server, model: &str, signer: &str, statement_sha256: &str) {
     let metrics = server.metrics().await;
     let info = metrics
         .lines()
         .find(|line| line.starts_with("pinserve_model_info{"))
         .unwrap_or_else(|| panic!("no pinserve_model_info in {metrics}"));
     assert!(info.contains(&format!("signer=\"{signer}\"")), "{info}");
-    let (status, metadata) = server.get(&format!("/v2/models/{MODEL}")).await;
+    let (status, metadata) = server.get(&format!("/v2/models/{model}")).await;
     assert_eq!(status, 200, "{metadata}");
     assert_eq!(metadata["parameters"]["signer"], signer, "{metadata}");
     assert_eq!(
@@ -181,7 +182,13 @@ async fn a_key_signed_version_is_fetched_then_served_from_its_directory() {
         &key,
     ]);
     server.wait_ready().await;
-    assert_signed_by(&server, &signing.key_signer(), &signing.statement_sha256()).await;
+    assert_signed_by(
+        &server,
+        MODEL,
+        &signing.key_signer(),
+        &signing.statement_sha256(),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -255,7 +262,7 @@ async fn certificate_signatures_are_checked_against_the_chain_and_the_identity()
         IDENTITY,
     ]);
     server.wait_ready().await;
-    assert_signed_by(&server, IDENTITY, &signing.statement_sha256()).await;
+    assert_signed_by(&server, MODEL, IDENTITY, &signing.statement_sha256()).await;
 
     let chain_flag = ["--signature-certificate-chain", chain.as_str()];
     let wrong_identity = [
@@ -368,6 +375,21 @@ async fn eval_scores_a_signed_version_and_refuses_a_changed_one() {
     );
 }
 
+/// `serve --model-uri URI` into a fresh cache, trusting `trust` (a flag and its file).
+fn serve_uri(uri: &str, trust: [&str; 2], env: &[(&str, String)]) -> (Server, tempfile::TempDir) {
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    let args = [
+        "--model-uri",
+        uri,
+        "--cache-dir",
+        cache_dir,
+        trust[0],
+        trust[1],
+    ];
+    (Server::start_with_env(&args, env), cache)
+}
+
 /// Uploads every file of `dir` under `s3://BUCKET/PREFIX/` of the test S3 server with boto3,
 /// as a training pipeline's upload step would.
 fn upload(dir: &Path, prefix: &str) {
@@ -381,13 +403,7 @@ for path in root.rglob("*"):
         key = sys.argv[2] + "/" + path.relative_to(root).as_posix()
         s3.upload_file(str(path), os.environ["PINSERVE_TEST_S3_BUCKET"], key)
 "#;
-    let output = Command::new(services::services_python())
-        .args(["-c", script])
-        .arg(dir)
-        .arg(prefix)
-        .output()
-        .expect("the services' Python runs");
-    assert!(output.status.success(), "{}", stderr(&output));
+    services_script(script, &[dir.as_os_str(), prefix.as_ref()]);
 }
 
 #[tokio::test]
@@ -400,33 +416,84 @@ async fn a_signed_version_in_an_object_store_is_verified_in_the_cache() {
         "s3://{}/{prefix}/{MODEL}/1",
         services::var("PINSERVE_TEST_S3_BUCKET")
     );
-    let cache = tempfile::tempdir().unwrap();
-    let chain = signing.file("ca.pem");
-    let args = [
-        "--model-uri",
-        uri.as_str(),
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-        "--signature-certificate-chain",
-        chain.as_str(),
-    ];
-    let server = Server::start_with_env(&args, &services::s3_env());
+    let trust = ["--signature-certificate-chain", &signing.file("ca.pem")];
+    let (server, _cache) = serve_uri(&uri, trust, &services::s3_env());
     server.wait_ready().await;
-    assert_signed_by(&server, IDENTITY, &signing.statement_sha256()).await;
+    assert_signed_by(&server, MODEL, IDENTITY, &signing.statement_sha256()).await;
     drop(server);
 
     let other = tempfile::tempdir().unwrap();
     std::fs::write(other.path().join("backdoor.py"), "import os").unwrap();
     upload(other.path(), &format!("{prefix}/{MODEL}/1"));
-    let refreshed = tempfile::tempdir().unwrap();
-    let args = [
-        &args[..2],
-        &["--cache-dir", refreshed.path().to_str().unwrap()],
-        &args[4..],
-    ]
-    .concat();
-    let server = Server::start_with_env(&args, &services::s3_env());
+    let (server, _cache) = serve_uri(&uri, trust, &services::s3_env());
     let health = server.wait_for_health("failed").await;
     let error = health["error"].as_str().unwrap();
     assert!(error.contains("backdoor.py"), "{error}");
+}
+
+/// Logs `dir` as a run's `model` artifacts in the test MLflow server and registers them as a
+/// new version of `name` (created on first use), as a training pipeline registers what it
+/// signed; returns the version.
+fn register_in_mlflow(dir: &Path, name: &str) -> String {
+    let script = r#"
+import sys
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+with mlflow.start_run() as run:
+    mlflow.log_artifacts(sys.argv[1], "model")
+client = MlflowClient()
+try:
+    client.create_registered_model(sys.argv[2])
+except MlflowException:
+    pass
+version = client.create_model_version(sys.argv[2], run.info.artifact_uri + "/model", run_id=run.info.run_id)
+print(version.version)
+"#;
+    let stdout = services_script(script, &[dir.as_os_str(), name.as_ref()]);
+    stdout.lines().last().unwrap().trim().to_owned()
+}
+
+/// Runs a Python `script` with `args` in the services' environment (boto3, MLflow), pointed at
+/// the test MLflow server; it must succeed. Returns what it printed.
+fn services_script(script: &str, args: &[&OsStr]) -> String {
+    let output = Command::new(services::services_python())
+        .args(["-c", script])
+        .args(args)
+        .env("MLFLOW_TRACKING_URI", services::mlflow_uri())
+        .output()
+        .expect("the services' Python runs");
+    assert!(output.status.success(), "{}", stderr(&output));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_signed_version_registered_in_mlflow_is_verified_when_served() {
+    let signing = Signing::new();
+    signing.sign("key", "model.sig");
+    let name = services::unique_name("signed");
+    let signed = register_in_mlflow(&signing.version(), &name);
+    std::fs::write(signing.version().join("patch.py"), "import os").unwrap();
+    let extended = register_in_mlflow(&signing.version(), &name);
+
+    let trust = ["--signature-public-key", &signing.file("signer.pub")];
+    let mlflow = [("MLFLOW_TRACKING_URI", services::mlflow_uri())];
+    let serve = |version: &str| serve_uri(&format!("models:/{name}/{version}"), trust, &mlflow);
+    let (server, _cache) = serve(&signed);
+    server.wait_ready().await;
+    assert_signed_by(
+        &server,
+        &name,
+        &signing.key_signer(),
+        &signing.statement_sha256(),
+    )
+    .await;
+
+    let (server, _cache) = serve(&extended);
+    let health = server.wait_for_health("failed").await;
+    let error = health["error"].as_str().unwrap();
+    assert!(
+        error.contains("patch.py") && error.contains("not in the signed statement"),
+        "{error}"
+    );
 }
