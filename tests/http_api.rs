@@ -341,7 +341,7 @@ async fn metrics_carry_model_version_route_template_and_code() {
     let model = std::fs::read(common::fixtures().join("tabular_mlp/1/model.onnx")).unwrap();
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&model));
     let info = format!(
-        r#"pinserve_model_info{{model="tabular_mlp",version="1",device="cpu",sha256="{digest}"}} 1"#
+        r#"pinserve_model_info{{model="tabular_mlp",version="1",device="cpu",sha256="{digest}",signer=""}} 1"#
     );
     assert!(text.contains(&info), "{info} missing");
     assert!(text.contains(r#"pinserve_ready{model="tabular_mlp",version="1"} 1"#));
