@@ -146,8 +146,9 @@ impl Statement {
     }
 }
 
-/// Every file under `dir`, by its `/`-separated relative path. Symbolic links are followed,
-/// as ONNX Runtime follows them when it loads.
+/// Every file under `dir`, by its `/`-separated relative path. A symbolic link is listed as a
+/// file and hashed through (ONNX Runtime follows it when it loads); a link to a directory then
+/// fails to hash instead of being walked, so a link loop cannot make the walk endless.
 fn list_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>, SigningError> {
     let mut files = BTreeMap::new();
     let mut pending = vec![(dir.to_path_buf(), String::new())];
@@ -159,7 +160,7 @@ fn list_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>, SigningError> {
         for entry in std::fs::read_dir(&path).map_err(read)? {
             let entry = entry.map_err(read)?;
             let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
-            if std::fs::metadata(entry.path()).map_err(read)?.is_dir() {
+            if entry.file_type().map_err(read)?.is_dir() {
                 pending.push((entry.path(), format!("{name}/")));
             } else {
                 files.insert(name, entry.path());
@@ -226,6 +227,19 @@ mod tests {
         let err = parsed.check_dir(dir.path(), |_| false).unwrap_err();
         assert!(
             matches!(err, SigningError::Unsigned { ref file } if file.ends_with("pinserve.json")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_link_to_a_directory_is_refused_not_walked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model.onnx"), b"graph").unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("loop")).unwrap();
+        let parsed = Statement::parse(&statement(&[("model.onnx", b"graph")], None)).unwrap();
+        let err = parsed.check_dir(dir.path(), |_| false).unwrap_err();
+        assert!(
+            matches!(err, SigningError::Unsigned { ref file } if file.ends_with("loop")),
             "{err}"
         );
     }
