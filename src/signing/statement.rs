@@ -51,6 +51,50 @@ struct Resource {
     digest: String,
 }
 
+impl Raw {
+    /// `model_signing`'s predicate, serialized file by file with SHA-256 (its default; shards
+    /// and other hashes are refused rather than half-checked).
+    fn check_format(&self) -> Result<(), String> {
+        if self.predicate_type != PREDICATE_TYPE {
+            return Err(format!(
+                "predicate type '{}' (expected {PREDICATE_TYPE})",
+                self.predicate_type
+            ));
+        }
+        let serialization = &self.predicate.serialization;
+        let hash = serialization.hash_type.as_deref().unwrap_or("sha256");
+        if serialization.method != "files" || hash != "sha256" {
+            return Err(format!(
+                "serialization '{}' with '{hash}' (pinserve verifies the default, 'files' with 'sha256')",
+                serialization.method
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Predicate {
+    /// Each resource's digest by name, and the SHA-256 over all of them in order (what the
+    /// subject's digest must be).
+    fn digests(&self) -> Result<(BTreeMap<String, Digest>, String), String> {
+        let mut files = BTreeMap::new();
+        let mut all = Sha256::new();
+        for resource in &self.resources {
+            let sha256 = (resource.algorithm == "sha256")
+                .then(|| hex::decode(&resource.digest).ok())
+                .flatten();
+            let digest: Digest = sha256
+                .and_then(|bytes| {
+                    all.update(&bytes);
+                    resource.digest.parse().ok()
+                })
+                .ok_or_else(|| format!("resource '{}' has no SHA-256 digest", resource.name))?;
+            files.insert(resource.name.clone(), digest);
+        }
+        Ok((files, hex::encode(all.finalize())))
+    }
+}
+
 /// What the signer vouched for.
 #[derive(Debug)]
 pub(crate) struct Statement {
@@ -64,45 +108,18 @@ impl Statement {
     pub(crate) fn parse(payload: &[u8]) -> Result<Statement, String> {
         let raw: Raw =
             serde_json::from_slice(payload).map_err(|err| format!("the statement: {err}"))?;
-        if raw.predicate_type != PREDICATE_TYPE {
-            return Err(format!(
-                "predicate type '{}' (expected {PREDICATE_TYPE})",
-                raw.predicate_type
-            ));
-        }
-        let serialization = &raw.predicate.serialization;
-        let hash = serialization.hash_type.as_deref().unwrap_or("sha256");
-        if serialization.method != "files" || hash != "sha256" {
-            return Err(format!(
-                "serialization '{}' with '{hash}' (pinserve verifies the default, 'files' with 'sha256')",
-                serialization.method
-            ));
-        }
+        raw.check_format()?;
         let [subject] = raw.subject.as_slice() else {
             return Err(format!("{} subjects, expected one", raw.subject.len()));
         };
-        let mut files = BTreeMap::new();
-        let mut all = Sha256::new();
-        for resource in &raw.predicate.resources {
-            let sha256 = (resource.algorithm == "sha256")
-                .then(|| hex::decode(&resource.digest).ok())
-                .flatten();
-            let digest: Digest = sha256
-                .and_then(|bytes| {
-                    all.update(&bytes);
-                    resource.digest.parse().ok()
-                })
-                .ok_or_else(|| format!("resource '{}' has no SHA-256 digest", resource.name))?;
-            files.insert(resource.name.clone(), digest);
-        }
-        let model_digest = hex::encode(all.finalize());
+        let (files, model_digest) = raw.predicate.digests()?;
         if subject.digest.get("sha256") != Some(&model_digest) {
             return Err("the subject's digest does not match its resources".to_owned());
         }
         Ok(Statement {
             model_digest,
             files,
-            ignored: serialization.ignore_paths.clone(),
+            ignored: raw.predicate.serialization.ignore_paths,
         })
     }
 
