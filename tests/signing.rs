@@ -81,9 +81,11 @@ impl Signing {
     }
 
     /// Signs the version with `model_signing sign key|certificate` into `signature`; `how` is
-    /// `key`, `certificate`, or `certificate stranger` (a CA the tests do not trust).
+    /// `key` (P-256), `key signer-p384`, `key signer-p521`, `certificate`, or `certificate
+    /// stranger` (a CA the tests do not trust).
     fn sign(&self, how: &str, signature: &str) {
-        let (command, issuer) = how.split_once(' ').unwrap_or((how, "leaf"));
+        let default = if how == "key" { "signer" } else { "leaf" };
+        let (command, which) = how.split_once(' ').unwrap_or((how, default));
         let version = self.version();
         let signature = version.join(signature);
         driver(&[
@@ -91,7 +93,7 @@ impl Signing {
             self.material.path().as_os_str(),
             version.as_os_str(),
             signature.as_os_str(),
-            issuer.as_ref(),
+            which.as_ref(),
         ]);
     }
 
@@ -189,6 +191,24 @@ async fn a_key_signed_version_is_fetched_then_served_from_its_directory() {
         &signing.statement_sha256(),
     )
     .await;
+}
+
+#[tokio::test]
+async fn p384_and_p521_keys_verify_with_their_own_hashes() {
+    let signing = Signing::new();
+    for name in ["signer-p384", "signer-p521"] {
+        signing.sign(&format!("key {name}"), "model.sig");
+        let key = signing.file(&format!("{name}.pub"));
+        let (output, _dest) = fetch(&signing, &["--signature-public-key", &key]).await;
+        assert!(output.status.success(), "{name}: {}", stderr(&output));
+        let p256 = signing.file("signer.pub");
+        assert_fetch_refused(
+            &signing,
+            &["--signature-public-key", &p256],
+            &["does not verify"],
+        )
+        .await;
+    }
 }
 
 #[tokio::test]

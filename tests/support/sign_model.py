@@ -1,10 +1,12 @@
 """Signs model directories for tests/signing.rs with the real OpenSSF `model_signing` tool.
 
-    sign_model.py keys DIR              a P-256 key pair (signer.key, signer.pub), another
+    sign_model.py keys DIR              a P-256 key pair (signer.key, signer.pub), P-384 and
+                                        P-521 ones (signer-p384.*, signer-p521.*), another
                                         public key (other.pub), a test CA (ca.pem), a signing
                                         certificate it issued for trainer@example.com (leaf.key,
                                         leaf.pem) and one from an unrelated CA (stranger.*)
-    sign_model.py key DIR MODEL SIG     signs MODEL with DIR/signer.key into SIG
+    sign_model.py key DIR MODEL SIG [NAME]
+                                        signs MODEL with DIR/signer.key (or NAME.key) into SIG
     sign_model.py certificate DIR MODEL SIG [stranger]
                                         signs MODEL with DIR/leaf.* (or stranger.*) into SIG
 
@@ -75,9 +77,11 @@ def write_ca_and_leaf(out, ca_name, prefix):
 
 def keys(out):
     out.mkdir(parents=True, exist_ok=True)
-    signer = ec.generate_private_key(ec.SECP256R1())
-    write_key(out / "signer.key", signer)
-    write_public(out / "signer.pub", signer)
+    for name, curve in [("signer", ec.SECP256R1()), ("signer-p384", ec.SECP384R1()),
+                        ("signer-p521", ec.SECP521R1())]:
+        signer = ec.generate_private_key(curve)
+        write_key(out / f"{name}.key", signer)
+        write_public(out / f"{name}.pub", signer)
     write_public(out / "other.pub", ec.generate_private_key(ec.SECP256R1()))
     ca = write_ca_and_leaf(out, "pinserve test CA", "leaf")
     (out / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
@@ -96,7 +100,8 @@ def main():
         return
     model, signature = sys.argv[3], sys.argv[4]
     if command == "key":
-        sign(["key", "--private_key", str(out / "signer.key"), "--signature", signature, model])
+        name = sys.argv[5] if len(sys.argv) > 5 else "signer"
+        sign(["key", "--private_key", str(out / f"{name}.key"), "--signature", signature, model])
     elif command == "certificate":
         prefix = sys.argv[5] if len(sys.argv) > 5 else "leaf"
         sign([
