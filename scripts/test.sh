@@ -21,6 +21,8 @@ scripts/check-trainer-image.sh
 ensure_venv .venv models-fixtures/requirements.txt
 ensure_venv .venv-clients tests/clients/requirements.txt
 export PINSERVE_TEST_CLIENT_PYTHON="$PWD/.venv-clients/bin/python"
+# OpenSSF's model_signing, which signs the models tests/signing.rs verifies.
+ensure_venv .venv-signing tests/support/signing-requirements.txt
 # The k8s/ manifests' validators; kubectl (for its kustomize) from PyPI where the machine lacks it;
 # Argo's strict CRD schemas from the shared copy beside the repository, else the vendored one.
 ensure_venv .venv-k8s tests/k8s/requirements.txt

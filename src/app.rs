@@ -29,6 +29,7 @@ use crate::{
         Digest, Manifest, ModelArtifact, ModelReference, RegistryError, cache::Cache, mlflow,
         obtain,
     },
+    signing::Signed,
 };
 
 /// How long a failed load stays visible on `/health` before the process exits non-zero, so a
@@ -245,7 +246,11 @@ async fn load(
     state: &AppState,
 ) -> Result<Loaded, LoadError> {
     let artifact = match source {
-        ServeSource::Fetched(dir) => obtain::from_fetched(dir, config.fetch.model_sha256())?,
+        ServeSource::Fetched(dir) => {
+            let mut artifact = obtain::from_fetched(dir, config.fetch.model_sha256())?;
+            artifact.signed = check_signature(dir, &config.fetch).await?;
+            artifact
+        }
         ServeSource::Reference(reference) => {
             obtain_artifact(reference, &config.cache(), &config.fetch).await?
         }
@@ -303,7 +308,34 @@ pub async fn obtain_artifact(
     cache: &Cache,
     fetch: &FetchArgs,
 ) -> Result<ModelArtifact, RegistryError> {
-    obtain::for_serving(reference, cache, &fetch.resolver(), &fetch.options()).await
+    let mut artifact =
+        obtain::for_serving(reference, cache, &fetch.resolver(), &fetch.options()).await?;
+    artifact.signed = check_signature(&artifact.dir, fetch).await?;
+    Ok(artifact)
+}
+
+/// Verifies the version directory `dir` against its signature when `--signature-public-key`
+/// or `--signature-certificate-chain` asks for one. Hashing every file runs off the runtime.
+pub async fn check_signature(
+    dir: &std::path::Path,
+    fetch: &FetchArgs,
+) -> Result<Option<Signed>, RegistryError> {
+    let Some(policy) = fetch.signing.policy()? else {
+        return Ok(None);
+    };
+    let owned = dir.to_path_buf();
+    let signed = tokio::task::spawn_blocking(move || policy.verify_dir(&owned))
+        .await
+        .map_err(|err| RegistryError::Config(format!("verifying the signature failed: {err}")))??;
+    tracing::info!(
+        dir = %dir.display(),
+        signer = %signed.signer,
+        statement_sha256 = %signed.statement_sha256,
+        model_digest = %signed.model_digest,
+        files = signed.files,
+        "model signature verified"
+    );
+    Ok(Some(signed))
 }
 
 /// What a model is warmed up with before it is ready: generated values, or a sample of real
@@ -501,6 +533,7 @@ fn publish(
         load_seconds: loaded.load_seconds,
         sha256,
         mlflow_signature: loaded.artifact.signature,
+        signed: loaded.artifact.signed,
     });
     Ok(worker)
 }
@@ -508,13 +541,15 @@ fn publish(
 /// `pinserve fetch`: resolve, download and verify into `--dest`.
 pub async fn fetch(config: &FetchConfig) -> Result<Manifest, RegistryError> {
     let reference = config.source.reference()?;
-    obtain::into_directory(
+    let manifest = obtain::into_directory(
         &reference,
         &config.dest,
         &config.fetch.resolver(),
         &config.fetch.options(),
     )
-    .await
+    .await?;
+    check_signature(&config.dest, &config.fetch).await?;
+    Ok(manifest)
 }
 
 /// Once the grace period has cut requests off, the time the model worker gets to see its queue

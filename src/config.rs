@@ -20,6 +20,7 @@ use crate::{
         retry::RetryPolicy,
         store::StoreOptions,
     },
+    signing::{Policy, SigningError},
 };
 
 #[derive(Debug, Parser)]
@@ -233,6 +234,53 @@ pub struct FetchArgs {
     /// Endpoint of an S3-compatible store (MinIO, Ceph) or of an Azure emulator.
     #[arg(long, env = "PINSERVE_STORAGE_ENDPOINT", value_name = "URL", help_heading = FETCH)]
     pub storage_endpoint: Option<String>,
+
+    #[command(flatten)]
+    pub signing: SignatureArgs,
+}
+
+const SIGNING: &str = "Model signatures";
+
+/// Who must have signed the model version (OpenSSF `model_signing`'s format). With a key or a
+/// certificate chain given, a version directory whose files are not exactly the signed ones is
+/// refused; without either, signatures are not looked at.
+#[derive(Debug, Clone, Args)]
+pub struct SignatureArgs {
+    /// The signer's public key (PEM; ECDSA P-256, P-384 or P-521), as `model_signing sign key`
+    /// signs with its private half.
+    #[arg(long, env = "PINSERVE_SIGNATURE_PUBLIC_KEY", value_name = "PEM", conflicts_with = "signature_certificate_chain", help_heading = SIGNING)]
+    pub signature_public_key: Option<PathBuf>,
+
+    /// Certificates (PEM) trusted to issue the signing certificate of `model_signing sign
+    /// certificate`; the bundle carries the signing certificate and its intermediates.
+    #[arg(long, env = "PINSERVE_SIGNATURE_CERTIFICATE_CHAIN", value_name = "PEM", help_heading = SIGNING)]
+    pub signature_certificate_chain: Option<PathBuf>,
+
+    /// The identity the signing certificate must name (a subject alternative name: e-mail,
+    /// URI or DNS name; the subject when it has none).
+    #[arg(long, env = "PINSERVE_SIGNATURE_IDENTITY", value_name = "NAME", requires = "signature_certificate_chain", help_heading = SIGNING)]
+    pub signature_identity: Option<String>,
+
+    /// The signature bundle's path within the version directory.
+    #[arg(long, env = "PINSERVE_SIGNATURE_FILE", value_name = "NAME", default_value = "model.sig", help_heading = SIGNING)]
+    pub signature_file: String,
+}
+
+impl SignatureArgs {
+    /// The signature policy, reading the key or certificates; `None` when neither is given.
+    pub fn policy(&self) -> Result<Option<Policy>, SigningError> {
+        let file = self.signature_file.clone();
+        match (
+            &self.signature_public_key,
+            &self.signature_certificate_chain,
+        ) {
+            (Some(key), _) => Policy::with_key(file, key).map(Some),
+            (None, Some(chain)) => {
+                Policy::with_chain(file, chain, self.signature_identity.clone()).map(Some)
+            }
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// `--model-sha256`'s value: a digest, or nothing for an empty value.

@@ -38,4 +38,5 @@ pub mod protocol;
 pub mod register;
 pub mod registry;
 pub mod shutdown;
+pub mod signing;
 pub mod telemetry;

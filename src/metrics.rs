@@ -116,7 +116,7 @@ fn describe() {
     );
     describe_gauge!(
         MODEL_INFO,
-        "Always 1; labels say which model version is served on which device, and the model file's sha256."
+        "Always 1; labels say which model version is served on which device, the model file's sha256, and who signed the model's files (empty unless a signature was verified)."
     );
     describe_histogram!(
         QUEUE_DURATION,
@@ -252,14 +252,16 @@ impl ModelLabels {
         metrics::gauge!(READY, &self.pairs()).set(if ready { 1.0 } else { 0.0 });
     }
 
-    /// `sha256` is the model file's digest (empty when it was not computed).
-    pub fn set_loaded(&self, device: &str, sha256: &str, load_seconds: f64) {
+    /// `sha256` is the model file's digest (empty when it was not computed); `signer` who
+    /// signed the model's files (empty when no signature was verified).
+    pub fn set_loaded(&self, device: &str, sha256: &str, signer: &str, load_seconds: f64) {
         metrics::gauge!(MODEL_LOAD_SECONDS, &self.pairs()).set(load_seconds);
         let info = [
             ("model", self.model.clone()),
             ("version", self.version.clone()),
             ("device", device.to_owned()),
             ("sha256", sha256.to_owned()),
+            ("signer", signer.to_owned()),
         ];
         metrics::gauge!(MODEL_INFO, &info).set(1.0);
     }

@@ -345,6 +345,7 @@ async fn metrics_carry_model_version_route_template_and_code() {
         version[1],
         ("device", "cpu"),
         ("sha256", &digest),
+        ("signer", ""),
     ];
     assert_eq!(find_sample(&text, "pinserve_model_info", &info), Some(1.0));
     assert_eq!(find_sample(&text, "pinserve_ready", &version), Some(1.0));

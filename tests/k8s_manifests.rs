@@ -147,6 +147,7 @@ fn int(value: &Value, what: &str) -> i64 {
 fn every_kustomization_renders() {
     let rendered: Vec<String> = k8s::kustomizations()
         .iter()
+        .filter(|dir| !is_component(dir))
         .map(|dir| {
             let relative = dir.strip_prefix(k8s_dir()).unwrap().to_str().unwrap();
             assert!(
@@ -175,6 +176,12 @@ fn every_kustomization_renders() {
             "k8s/{folder} has no kustomization"
         );
     }
+}
+
+/// A kustomize Component (k8s/components/): it renders only inside a kustomization that
+/// includes it.
+fn is_component(dir: &Path) -> bool {
+    read_documents(&dir.join("kustomization.yaml")).remove(0)["kind"] == "Component"
 }
 
 /// Every object Argo CD would apply: each kustomization's output and the child Applications the
@@ -1020,5 +1027,47 @@ fn argocd_cm_restores_application_health() {
         "return hs",
     ] {
         assert!(lua.contains(line), "the health check lacks {line}");
+    }
+}
+
+/// `k8s/components/signed-models` added to every service environment: both containers verify
+/// the model with the public key of the ConfigMap, mounted read-only, and the result still
+/// passes strict validation and every pod policy.
+#[test]
+fn signed_models_component_verifies_with_a_read_only_key_from_a_config_map() {
+    const MOUNT: &str = "/etc/pinserve/signing";
+    for (service, env) in service_folders() {
+        // Kustomize refuses absolute paths, so the including kustomization lives in the repo.
+        let dir = tempfile::tempdir_in(k8s::repo().join("target")).unwrap();
+        let kustomization = format!(
+            "resources:\n  - ../../k8s/services/{service}/{env}\ncomponents:\n  - ../../k8s/components/signed-models\n"
+        );
+        std::fs::write(dir.path().join("kustomization.yaml"), kustomization).unwrap();
+        let docs =
+            k8s::try_render(dir.path()).unwrap_or_else(|err| panic!("{service}/{env}: {err}"));
+        validate(&docs).unwrap_or_else(|err| panic!("{service}/{env}: {err}"));
+        let rollout = one_of_kind(&docs, "Rollout");
+        check_security(rollout);
+        let volume = rollout["spec"]["template"]["spec"]["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|volume| volume["name"] == "model-signing")
+            .expect("a model-signing volume");
+        assert_eq!(volume["configMap"]["name"], "pinserve-model-signing");
+        for (list, name) in [("initContainers", FETCH), ("containers", SERVE)] {
+            let container = container(rollout, list, name);
+            let key = env_value(container, "PINSERVE_SIGNATURE_PUBLIC_KEY")
+                .unwrap_or_else(|| panic!("{service}/{env} {name}: no public key"));
+            assert_eq!(key, format!("{MOUNT}/signing-key.pub"));
+            let mount = container["volumeMounts"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|mount| mount["name"] == "model-signing")
+                .unwrap_or_else(|| panic!("{service}/{env} {name}: the key is not mounted"));
+            assert_eq!(mount["mountPath"], MOUNT);
+            assert_eq!(mount["readOnly"], true, "{service}/{env} {name}");
+        }
     }
 }

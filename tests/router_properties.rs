@@ -59,6 +59,7 @@ fn serving(model_name: &str) -> Router {
         load_seconds: 0.0,
         sha256: None,
         mlflow_signature: None,
+        signed: None,
     });
     router(state)
 }

@@ -15,6 +15,7 @@ use crate::{
     metrics::{ModelLabels, RequestSeries},
     model::Device,
     registry::Digest,
+    signing::Signed,
 };
 
 /// Where the server is in its life; `/health` and the v2 ready endpoints report it.
@@ -50,6 +51,8 @@ pub struct ServingModel {
     pub sha256: Option<Digest>,
     /// The MLflow signature from the model's MLmodel file, when it came from MLflow.
     pub mlflow_signature: Option<serde_json::Value>,
+    /// Who signed the model's files, when `--signature-*` had the signature verified.
+    pub signed: Option<Signed>,
 }
 
 /// Whom the server serves: the labels every metric and answer carries, and the request series
@@ -193,10 +196,18 @@ impl AppState {
             .map(|digest| digest.to_string())
             .unwrap_or_default();
         let model = Arc::new(model);
+        let signer = model
+            .signed
+            .as_ref()
+            .map_or("", |signed| signed.signer.as_str());
         self.serving.send_modify(|now| {
-            now.labels()
-                .set_loaded(&model.device.to_string(), &digest, model.load_seconds);
-            now.model = Some(model);
+            now.labels().set_loaded(
+                &model.device.to_string(),
+                &digest,
+                signer,
+                model.load_seconds,
+            );
+            now.model = Some(Arc::clone(&model));
             if now.phase == Phase::Loading {
                 now.phase = Phase::Ready;
             }
@@ -265,6 +276,7 @@ mod tests {
             load_seconds: 0.5,
             sha256: None,
             mlflow_signature: None,
+            signed: None,
         }
     }
 

@@ -48,7 +48,8 @@ pub async fn model_metadata(
     let model = now.model()?;
     let labels = now.labels();
     let metadata = ModelMetadata::new(&labels.model, &labels.version, model.batcher.signature())
-        .with_mlflow_signature(model.mlflow_signature.as_ref());
+        .with_mlflow_signature(model.mlflow_signature.as_ref())
+        .with_model_signature(model.signed.as_ref());
     Ok(JsonLine(metadata).into_response())
 }
 

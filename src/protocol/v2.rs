@@ -7,8 +7,11 @@ use serde::{Deserialize, Serialize, de::IgnoredAny};
 use serde_json::value::RawValue;
 
 use super::{RequestError, binary, classes, json};
-use crate::model::{
-    DataType, InputError, Signature, Tensor, TensorData, TensorSpec, tensor::element_count,
+use crate::{
+    model::{
+        DataType, InputError, Signature, Tensor, TensorData, TensorSpec, tensor::element_count,
+    },
+    signing::Signed,
 };
 
 /// The platform name Triton and KServe report for ONNX Runtime models.
@@ -558,6 +561,19 @@ impl<'a> ModelMetadata<'a> {
         if let Some(signature) = signature {
             self.parameters
                 .insert("mlflow_signature".to_owned(), signature.clone());
+        }
+        self
+    }
+
+    /// The verified signer and the SHA-256 of the statement it signed.
+    pub fn with_model_signature(mut self, signed: Option<&Signed>) -> Self {
+        if let Some(signed) = signed {
+            self.parameters
+                .insert("signer".to_owned(), signed.signer.clone().into());
+            self.parameters.insert(
+                "signed_statement_sha256".to_owned(),
+                signed.statement_sha256.to_string().into(),
+            );
         }
         self
     }

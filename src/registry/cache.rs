@@ -256,7 +256,10 @@ fn claim_blocking(path: PathBuf) -> Result<(), ClaimError> {
             &claims[claims.len() - 1].1
         }
     };
-    file.set_modified(SystemTime::now()).map_err(failed)
+    // A file's time is a date, shared with other processes: the wall clock is the right one.
+    #[allow(clippy::disallowed_methods)]
+    let now = SystemTime::now();
+    file.set_modified(now).map_err(failed)
 }
 
 /// An exclusive lock on `path` if no one else holds it, released when dropped.
@@ -444,8 +447,9 @@ mod tests {
         std::fs::write(dir.join(MANIFEST_FILE), b"{}").unwrap();
         std::fs::write(dir.join("model.onnx"), vec![0u8; 100]).unwrap();
         let lock = open_lock(&cache.lock_path(name, version)).unwrap();
-        lock.set_modified(SystemTime::now() - Duration::from_secs(age))
-            .unwrap();
+        #[allow(clippy::disallowed_methods)] // a file's time is a date
+        let now = SystemTime::now();
+        lock.set_modified(now - Duration::from_secs(age)).unwrap();
     }
 
     #[tokio::test]

@@ -40,11 +40,15 @@ pub use self::{
 pub struct ModelArtifact {
     pub name: String,
     pub version: String,
+    /// The version directory: the model file and every file that came with it are under it.
+    pub dir: PathBuf,
     pub model_file: PathBuf,
     /// The model file's digest, verified against the expected one when there was one.
     pub sha256: Option<Digest>,
     /// The MLflow model signature, when the registry had one.
     pub signature: Option<serde_json::Value>,
+    /// Who signed the version's files, once the signature has been verified.
+    pub signed: Option<crate::signing::Signed>,
 }
 
 /// A digest a file must have, and who said so (for the error message when it does not).
@@ -140,4 +144,7 @@ pub enum RegistryError {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Cache(#[from] cache::ClaimError),
+    /// `--signature-public-key` or `--signature-certificate-chain` refused the version.
+    #[error(transparent)]
+    Signature(#[from] crate::signing::SigningError),
 }

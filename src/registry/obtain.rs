@@ -296,6 +296,8 @@ async fn verify_in_place(plan: &Plan, dir: &Path) -> Result<ModelArtifact, Regis
             model_file: plan.model_file.under(&dir),
             sha256: model_digest,
             signature: plan.signature.clone(),
+            signed: None,
+            dir,
         })
     })
     .await
@@ -306,9 +308,11 @@ fn artifact_from(dir: &Path, manifest: &Manifest) -> Result<ModelArtifact, Regis
     Ok(ModelArtifact {
         name: manifest.model.clone(),
         version: manifest.version.clone(),
+        dir: dir.to_path_buf(),
         model_file: dir.join(&manifest.model_file),
         sha256: manifest.model_file_digest(),
         signature: manifest.signature.clone(),
+        signed: None,
     })
 }
 

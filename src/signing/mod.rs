@@ -1,0 +1,188 @@
+//! Model signatures in the format OpenSSF's `model_signing` tool writes: a Sigstore bundle
+//! (`model.sig` by default) holding a DSSE envelope over an in-toto statement that lists every
+//! file of the model directory with its SHA-256. With a public key or a certificate chain
+//! given, a version directory is loaded only when the signature verifies and its files are
+//! exactly the signed ones ([`Policy::verify_dir`]).
+
+mod bundle;
+mod chain;
+mod keys;
+mod statement;
+
+use std::path::{Path, PathBuf};
+
+use x509_cert::Certificate;
+
+use self::{bundle::Bundle, keys::PublicKey, statement::Statement};
+use crate::registry::{Digest, manifest::MANIFEST_FILE};
+
+/// Files pinserve writes into a version directory itself, which no signer can have listed.
+const PINSERVE_PREFIX: &str = ".pinserve-";
+
+/// Who must have signed a model version, and where the signature is.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The bundle's path relative to the version directory.
+    pub signature_file: String,
+    trust: Trust,
+}
+
+#[derive(Debug, Clone)]
+enum Trust {
+    Key(PublicKey),
+    Chain {
+        roots: Vec<Certificate>,
+        identity: Option<String>,
+    },
+}
+
+/// A verified signature: who signed, and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// The certificate's identity, or `key:sha256:HEX` (the public key's fingerprint).
+    pub signer: String,
+    /// SHA-256 of the signed in-toto statement.
+    pub statement_sha256: Digest,
+    /// The statement's subject digest: SHA-256 over every signed file's digest.
+    pub model_digest: String,
+    pub files: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SigningError {
+    #[error("{what}: {reason}")]
+    Key { what: String, reason: String },
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: no signature; the model is not signed (or --signature-file names another file)", path.display())]
+    MissingSignature { path: PathBuf },
+    #[error("{}: malformed signature: {reason}", path.display())]
+    Malformed { path: PathBuf, reason: String },
+    #[error("{}: the signature does not verify with {trusted}", path.display())]
+    BadSignature { path: PathBuf, trusted: String },
+    #[error("{}: untrusted signer: {reason}", path.display())]
+    Untrusted { path: PathBuf, reason: String },
+    #[error("{}: sha256 {found} does not match the signed {expected}; the file was changed after signing", file.display())]
+    Changed {
+        file: PathBuf,
+        expected: Digest,
+        found: Digest,
+    },
+    #[error("{}: not in the signed statement (a file added after signing)", file.display())]
+    Unsigned { file: PathBuf },
+    #[error("{}: signed but missing", file.display())]
+    MissingFile { file: PathBuf },
+}
+
+impl Policy {
+    /// Trusts the PEM public key at `path`.
+    pub fn with_key(signature_file: String, path: &Path) -> Result<Policy, SigningError> {
+        let pem = read(path)?;
+        let shown = path.display().to_string();
+        let key = PublicKey::from_pem(&String::from_utf8_lossy(&pem), &shown)?;
+        Ok(Policy {
+            signature_file,
+            trust: Trust::Key(key),
+        })
+    }
+
+    /// Trusts the PEM certificates at `path` as issuers, and only `identity` when given.
+    pub fn with_chain(
+        signature_file: String,
+        path: &Path,
+        identity: Option<String>,
+    ) -> Result<Policy, SigningError> {
+        let roots = chain::trusted(&read(path)?, &path.display().to_string())?;
+        Ok(Policy {
+            signature_file,
+            trust: Trust::Chain { roots, identity },
+        })
+    }
+
+    /// Verifies the signature in `dir` and that `dir` holds exactly the signed files (less
+    /// the signature, pinserve's own files and what the signer chose to ignore). Blocks while
+    /// it hashes every file.
+    pub fn verify_dir(&self, dir: &Path) -> Result<Signed, SigningError> {
+        let path = dir.join(&self.signature_file);
+        let text = match std::fs::read(&path) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SigningError::MissingSignature { path });
+            }
+            other => other.map_err(|source| SigningError::Read {
+                path: path.clone(),
+                source,
+            })?,
+        };
+        let malformed = |reason: String| SigningError::Malformed {
+            path: path.clone(),
+            reason,
+        };
+        let bundle = Bundle::parse(&text).map_err(malformed)?;
+        let (payload, signer) = self.check_envelope(&bundle, &path)?;
+        let statement = Statement::parse(&payload).map_err(malformed)?;
+        let files = statement.check_dir(dir, |name| self.is_not_model(name))?;
+        Ok(Signed {
+            signer,
+            statement_sha256: Digest::of_bytes(&payload),
+            model_digest: statement.model_digest,
+            files,
+        })
+    }
+
+    /// The signed payload and the signer's name, once the signature checks out.
+    fn check_envelope(
+        &self,
+        bundle: &Bundle,
+        path: &Path,
+    ) -> Result<(Vec<u8>, String), SigningError> {
+        let malformed = |reason: String| SigningError::Malformed {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let decoded = bundle.decoded().map_err(malformed)?;
+        let (key, signer, trusted) = match &self.trust {
+            Trust::Key(key) => (
+                key.clone(),
+                format!("key:{}", key.fingerprint()),
+                "--signature-public-key".to_owned(),
+            ),
+            Trust::Chain { roots, identity } => {
+                let certificates = bundle.certificates().map_err(malformed)?;
+                let (key, name) = chain::verify(&certificates, roots, identity.as_deref())
+                    .map_err(|reason| SigningError::Untrusted {
+                        path: path.to_path_buf(),
+                        reason,
+                    })?;
+                (key, name, "the signing certificate's key".to_owned())
+            }
+        };
+        if !key.verify(&bundle::pae(&decoded.payload), &decoded.signature) {
+            return Err(SigningError::BadSignature {
+                path: path.to_path_buf(),
+                trusted,
+            });
+        }
+        Ok((decoded.payload, signer))
+    }
+
+    /// The signature itself, `pinserve.json` and pinserve's temporaries.
+    fn is_not_model(&self, name: &str) -> bool {
+        name == self.signature_file
+            || name == MANIFEST_FILE
+            || name
+                .rsplit('/')
+                .next()
+                .is_some_and(|base| base.starts_with(PINSERVE_PREFIX))
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, SigningError> {
+    std::fs::read(path).map_err(|source| SigningError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}

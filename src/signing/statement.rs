@@ -1,0 +1,263 @@
+//! The in-toto statement `model_signing` signs (predicate `https://model_signing/signature/v1.0`,
+//! serialization method `files`): one resource per file of the model directory, named by its
+//! `/`-separated path and hashed with SHA-256, and a subject whose digest is the SHA-256 of
+//! those digests in order. The directory must hold exactly those files.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+use super::SigningError;
+use crate::registry::Digest;
+
+const PREDICATE_TYPE: &str = "https://model_signing/signature/v1.0";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Raw {
+    subject: Vec<Subject>,
+    predicate_type: String,
+    predicate: Predicate,
+}
+
+#[derive(Debug, Deserialize)]
+struct Subject {
+    digest: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Predicate {
+    serialization: Serialization,
+    resources: Vec<Resource>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Serialization {
+    method: String,
+    #[serde(default)]
+    hash_type: Option<String>,
+    #[serde(default)]
+    ignore_paths: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Resource {
+    name: String,
+    algorithm: String,
+    digest: String,
+}
+
+impl Raw {
+    /// `model_signing`'s predicate, serialized file by file with SHA-256 (its default; shards
+    /// and other hashes are refused rather than half-checked).
+    fn check_format(&self) -> Result<(), String> {
+        if self.predicate_type != PREDICATE_TYPE {
+            return Err(format!(
+                "predicate type '{}' (expected {PREDICATE_TYPE})",
+                self.predicate_type
+            ));
+        }
+        let serialization = &self.predicate.serialization;
+        let hash = serialization.hash_type.as_deref().unwrap_or("sha256");
+        if serialization.method != "files" || hash != "sha256" {
+            return Err(format!(
+                "serialization '{}' with '{hash}' (pinserve verifies the default, 'files' with 'sha256')",
+                serialization.method
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Predicate {
+    /// Each resource's digest by name, and the SHA-256 over all of them in order (what the
+    /// subject's digest must be).
+    fn digests(&self) -> Result<(BTreeMap<String, Digest>, String), String> {
+        let mut files = BTreeMap::new();
+        let mut all = Sha256::new();
+        for resource in &self.resources {
+            let sha256 = (resource.algorithm == "sha256")
+                .then(|| hex::decode(&resource.digest).ok())
+                .flatten();
+            let digest: Digest = sha256
+                .and_then(|bytes| {
+                    all.update(&bytes);
+                    resource.digest.parse().ok()
+                })
+                .ok_or_else(|| format!("resource '{}' has no SHA-256 digest", resource.name))?;
+            files.insert(resource.name.clone(), digest);
+        }
+        Ok((files, hex::encode(all.finalize())))
+    }
+}
+
+/// What the signer vouched for.
+#[derive(Debug)]
+pub(crate) struct Statement {
+    /// The SHA-256 over every file's digest, which names the signed file set.
+    pub model_digest: String,
+    files: BTreeMap<String, Digest>,
+    ignored: Vec<String>,
+}
+
+impl Statement {
+    pub(crate) fn parse(payload: &[u8]) -> Result<Statement, String> {
+        let raw: Raw =
+            serde_json::from_slice(payload).map_err(|err| format!("the statement: {err}"))?;
+        raw.check_format()?;
+        let [subject] = raw.subject.as_slice() else {
+            return Err(format!("{} subjects, expected one", raw.subject.len()));
+        };
+        let (files, model_digest) = raw.predicate.digests()?;
+        if subject.digest.get("sha256") != Some(&model_digest) {
+            return Err("the subject's digest does not match its resources".to_owned());
+        }
+        Ok(Statement {
+            model_digest,
+            files,
+            ignored: raw.predicate.serialization.ignore_paths,
+        })
+    }
+
+    /// Compares `dir` with the statement: every signed file present with its digest, and no
+    /// other file but those `skip` (pinserve's own) or the signer's ignore list names.
+    pub(crate) fn check_dir(
+        &self,
+        dir: &Path,
+        skip: impl Fn(&str) -> bool,
+    ) -> Result<usize, SigningError> {
+        let found = list_files(dir)?;
+        let ignored = |name: &str| {
+            skip(name)
+                || self
+                    .ignored
+                    .iter()
+                    .any(|path| name == path || name.starts_with(&format!("{path}/")))
+        };
+        for (name, path) in found.iter().filter(|(name, _)| !ignored(name)) {
+            let Some(expected) = self.files.get(name) else {
+                return Err(SigningError::Unsigned { file: path.clone() });
+            };
+            let found = Digest::of_file(path).map_err(|source| SigningError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            if found != *expected {
+                return Err(SigningError::Changed {
+                    file: path.clone(),
+                    expected: *expected,
+                    found,
+                });
+            }
+        }
+        match self.files.keys().find(|name| !found.contains_key(*name)) {
+            Some(name) => Err(SigningError::MissingFile {
+                file: dir.join(name),
+            }),
+            None => Ok(self.files.len()),
+        }
+    }
+}
+
+/// Every file under `dir`, by its `/`-separated relative path. A symbolic link is listed as a
+/// file and hashed through (ONNX Runtime follows it when it loads); a link to a directory then
+/// fails to hash instead of being walked, so a link loop cannot make the walk endless.
+fn list_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>, SigningError> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![(dir.to_path_buf(), String::new())];
+    while let Some((path, prefix)) = pending.pop() {
+        let read = |source| SigningError::Read {
+            path: path.clone(),
+            source,
+        };
+        for entry in std::fs::read_dir(&path).map_err(read)? {
+            let entry = entry.map_err(read)?;
+            let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            if entry.file_type().map_err(read)?.is_dir() {
+                pending.push((entry.path(), format!("{name}/")));
+            } else {
+                files.insert(name, entry.path());
+            }
+        }
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A statement over `files` as `model_signing` writes it (`files`, SHA-256, its default
+    /// ignore list), with the subject digest `subject` or the right one.
+    fn statement(files: &[(&str, &[u8])], subject: Option<&str>) -> Vec<u8> {
+        let mut all = Sha256::new();
+        let resources: Vec<serde_json::Value> = files
+            .iter()
+            .map(|(name, bytes)| {
+                let digest = Sha256::digest(bytes);
+                all.update(digest);
+                serde_json::json!({"name": name, "algorithm": "sha256", "digest": hex::encode(digest)})
+            })
+            .collect();
+        let root = hex::encode(all.finalize());
+        serde_json::json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": "model", "digest": {"sha256": subject.unwrap_or(&root)}}],
+            "predicateType": PREDICATE_TYPE,
+            "predicate": {
+                "serialization": {"method": "files", "hash_type": "sha256", "allow_symlinks": false,
+                                  "ignore_paths": ["model.sig", ".git"]},
+                "resources": resources
+            }
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_subject_digest_that_does_not_cover_the_resources_is_refused() {
+        let files: &[(&str, &[u8])] = &[("model.onnx", b"graph")];
+        assert!(Statement::parse(&statement(files, None)).is_ok());
+        let wrong = "0".repeat(64);
+        let err = Statement::parse(&statement(files, Some(&wrong))).unwrap_err();
+        assert!(err.contains("subject"), "{err}");
+    }
+
+    #[test]
+    fn the_signer_s_ignore_list_and_pinserve_s_files_are_not_model_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model.onnx"), b"graph").unwrap();
+        std::fs::create_dir_all(dir.path().join(".git/objects")).unwrap();
+        std::fs::write(dir.path().join(".git/objects/ab"), b"object").unwrap();
+        std::fs::write(dir.path().join("pinserve.json"), b"{}").unwrap();
+        let parsed = Statement::parse(&statement(&[("model.onnx", b"graph")], None)).unwrap();
+        assert_eq!(
+            parsed
+                .check_dir(dir.path(), |name| name == "pinserve.json")
+                .unwrap(),
+            1
+        );
+        let err = parsed.check_dir(dir.path(), |_| false).unwrap_err();
+        assert!(
+            matches!(err, SigningError::Unsigned { ref file } if file.ends_with("pinserve.json")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_link_to_a_directory_is_refused_not_walked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model.onnx"), b"graph").unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("loop")).unwrap();
+        let parsed = Statement::parse(&statement(&[("model.onnx", b"graph")], None)).unwrap();
+        let err = parsed.check_dir(dir.path(), |_| false).unwrap_err();
+        assert!(
+            matches!(err, SigningError::Unsigned { ref file } if file.ends_with("loop")),
+            "{err}"
+        );
+    }
+}
