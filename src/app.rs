@@ -26,8 +26,8 @@ use crate::{
     profile::{self, ProfileError, ReferenceProfile},
     protocol,
     registry::{
-        Digest, Manifest, ModelArtifact, ModelReference, RegistryError, cache::Cache, mlflow,
-        obtain,
+        Digest, Manifest, ModelArtifact, ModelReference, RegistryError, cache::Cache,
+        manifest::MANIFEST_FILE, mlflow, obtain,
     },
     signing::Signed,
 };
@@ -548,7 +548,15 @@ pub async fn fetch(config: &FetchConfig) -> Result<Manifest, RegistryError> {
         &config.fetch.options(),
     )
     .await?;
-    check_signature(&config.dest, &config.fetch).await?;
+    if let Err(err) = check_signature(&config.dest, &config.fetch).await {
+        // Without its manifest the directory no longer passes for a verified fetch: `serve
+        // --model-dir` refuses it, and the next fetch downloads the version again.
+        let manifest = config.dest.join(MANIFEST_FILE);
+        if let Err(remove) = std::fs::remove_file(&manifest) {
+            tracing::warn!(file = %manifest.display(), error = %remove, "cannot remove the manifest of a refused version");
+        }
+        return Err(err);
+    }
     Ok(manifest)
 }
 

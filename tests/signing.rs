@@ -135,14 +135,20 @@ async fn fetch(signing: &Signing, extra: &[&str]) -> (Output, tempfile::TempDir)
     (run_fetch(&args, &[]).await, dest)
 }
 
-/// A refused fetch: non-zero exit, and an error naming every one of `fragments`.
+/// A refused fetch: non-zero exit, an error naming every one of `fragments`, and no manifest
+/// left in `--dest`, so the directory cannot pass for a verified fetch (`serve --model-dir`
+/// refuses it even without the signature flags).
 async fn assert_fetch_refused(signing: &Signing, extra: &[&str], fragments: &[&str]) {
-    let (output, _dest) = fetch(signing, extra).await;
+    let (output, dest) = fetch(signing, extra).await;
     let text = stderr(&output);
     assert!(!output.status.success(), "fetch succeeded: {text}");
     for fragment in fragments {
         assert!(text.contains(fragment), "{fragment:?} not in: {text}");
     }
+    assert!(
+        !dest.path().join("pinserve.json").exists(),
+        "a refused version kept its manifest"
+    );
 }
 
 /// The `signer` label of `pinserve_model_info`, and `model`'s v2 metadata's signature
