@@ -70,6 +70,10 @@ async fn probes_see_loading_until_the_model_has_loaded_and_warmed_up() {
         200
     );
     assert_eq!(ready(&server).await, Some(1.0));
+    // /health can turn 200 before the log collector has read the line that says so.
+    server
+        .wait_for_log("model loaded and warmed up; ready")
+        .await;
     let logs = server.logs();
     let listening = logs
         .iter()
