@@ -10,7 +10,10 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{ANSWER_LIMIT, ErrorBody, METADATA_TIMEOUT, MISSING, MlflowClient, answer};
+use super::{
+    artifacts::ARTIFACTS_API,
+    client::{ANSWER_LIMIT, ErrorBody, METADATA_TIMEOUT, MISSING, MlflowClient, answer},
+};
 use crate::registry::{
     redact::redact_url,
     retry::with_retries,
@@ -22,7 +25,6 @@ pub const ALREADY_EXISTS: &str = "RESOURCE_ALREADY_EXISTS";
 /// The URI scheme of artifacts the tracking server proxies (`mlflow server --serve-artifacts`,
 /// the default since MLflow 2).
 const PROXIED_ARTIFACTS: &str = "mlflow-artifacts:/";
-const ARTIFACTS_API: &str = "api/2.0/mlflow-artifacts/artifacts";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
