@@ -41,8 +41,9 @@ struct RawSignature {
 /// Why an `MLmodel` file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum MlModelError {
+    /// Boxed: the YAML error is large, and errors travel in every `Result` up to `app`.
     #[error("cannot read MLmodel: {0}")]
-    Yaml(#[source] serde_saphyr::Error),
+    Yaml(#[source] Box<serde_saphyr::Error>),
     #[error("the MLmodel signature is not valid JSON: {0}")]
     Signature(#[source] serde_json::Error),
 }
@@ -56,7 +57,7 @@ impl From<MlModelError> for TransferError {
 
 impl MlModel {
     pub(crate) fn parse(text: &str) -> Result<MlModel, MlModelError> {
-        serde_saphyr::from_str(text).map_err(MlModelError::Yaml)
+        serde_saphyr::from_str(text).map_err(|err| MlModelError::Yaml(Box::new(err)))
     }
 
     /// The file the `onnx` flavor names, if the model has that flavor.
