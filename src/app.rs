@@ -57,8 +57,8 @@ pub enum LoadError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error("{0}")]
-    Signature(String),
+    #[error(transparent)]
+    Signature(#[from] mlflow::SignatureError),
     #[error(transparent)]
     Profile(#[from] ProfileError),
     #[error("cannot start the drift monitor: {0}")]

@@ -242,6 +242,27 @@ async fn missing_versions_and_aliases_fail_at_once_with_mlflow_error_codes() {
     );
 }
 
+/// An alias is looked up as a version number is: when the model itself is missing, the
+/// message says so rather than leaving only MLflow's code.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alias_of_a_missing_model_says_the_registry_has_no_versions_of_it() {
+    let dest = tempfile::tempdir().unwrap();
+    let output = fetch(
+        "models:/no-such-model@champion",
+        &mlflow_uri(),
+        dest.path(),
+        &[],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.contains("RESOURCE_DOES_NOT_EXIST"), "{message}");
+    assert!(
+        message.contains("the registry has no versions of a model named 'no-such-model'"),
+        "{message}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_multi_input_pipeline_with_string_inputs_serves_from_mlflow() {
     let (server, _cache) = serve_from_mlflow("models:/churn-pipeline/1").await;

@@ -165,7 +165,7 @@ mod tests {
     use super::*;
     use crate::{
         model::signature::examples::{column, matrix},
-        registry::mlflow::{MlModel as ParsedMlModel, check_signature},
+        registry::mlflow::MlModel as ParsedMlModel,
     };
 
     fn signature() -> Signature {
@@ -191,7 +191,7 @@ mod tests {
         let parsed = ParsedMlModel::parse(&text).unwrap();
         assert_eq!(parsed.onnx_data(), Some("model.onnx"));
         let mlflow_signature = parsed.signature().unwrap().expect("a signature");
-        check_signature(&mlflow_signature, &signature()).unwrap();
+        mlflow_signature.check(&signature()).unwrap();
         assert!(text.contains("loader_module: mlflow.onnx"), "{text}");
     }
 

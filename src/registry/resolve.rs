@@ -446,7 +446,7 @@ impl Resolver {
         let found = found?;
         // The MLmodel file is read alongside the listing; its answer counts only if it is listed.
         let mlmodel = if found.iter().any(|file| file.path.as_str() == MLMODEL) {
-            MlModel::parse(&mlmodel_text?).map_err(TransferError::Fatal)?
+            MlModel::parse(&mlmodel_text?)?
         } else {
             MlModel::default()
         };
@@ -463,7 +463,7 @@ impl Resolver {
             source: format!("{} ({artifact_uri})", redact_url(client.tracking())),
             model_file,
             files: files.into_iter().map(PlannedFile::from).collect(),
-            signature: mlmodel.signature().map_err(TransferError::Fatal)?,
+            signature: mlmodel.signature()?.map(|signature| signature.to_json()),
             local_dir: None,
         })
     }

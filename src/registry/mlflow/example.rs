@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::MlModel;
-use crate::registry::RelativePath;
+use super::mlmodel::{MlModel, MlModelError};
+use crate::registry::{RelativePath, relpath::UnsafePath};
 
 /// `saved_input_example_info` in `MLmodel`.
 #[derive(Debug, Default, Deserialize)]
@@ -30,9 +30,9 @@ pub(crate) struct ExampleInfo {
 
 /// An input example as a JSON body of MLflow's scoring protocol, and the file it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputExample {
-    pub body: Vec<u8>,
-    pub file: PathBuf,
+pub(crate) struct InputExample {
+    pub(crate) body: Vec<u8>,
+    pub(crate) file: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,14 +42,17 @@ pub enum ExampleError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: {reason}", path.display())]
-    Invalid { path: PathBuf, reason: String },
+    #[error("{}: {source}", path.display())]
+    Invalid { path: PathBuf, source: MlModelError },
+    /// A file `MLmodel` names that would be outside the model's directory.
+    #[error("{}: {source}", path.display())]
+    Unsafe { path: PathBuf, source: UnsafePath },
 }
 
 /// The input example of the MLflow model in `dir` (the directory holding its `MLmodel`), if it
 /// has one pinserve can read. An example that `MLmodel` names but that is missing or unsafe is
 /// an error: the model's files are incomplete.
-pub fn read(dir: &Path) -> Result<Option<InputExample>, ExampleError> {
+pub(crate) fn read(dir: &Path) -> Result<Option<InputExample>, ExampleError> {
     let mlmodel_path = dir.join("MLmodel");
     let text = match std::fs::read_to_string(&mlmodel_path) {
         Ok(text) => text,
@@ -61,23 +64,22 @@ pub fn read(dir: &Path) -> Result<Option<InputExample>, ExampleError> {
             });
         }
     };
-    let invalid = |reason: String| ExampleError::Invalid {
+    let mlmodel = MlModel::parse(&text).map_err(|source| ExampleError::Invalid {
         path: mlmodel_path.clone(),
-        reason,
-    };
-    let mlmodel = MlModel::parse(&text).map_err(invalid)?;
+        source,
+    })?;
     let Some(info) = mlmodel.input_example_info() else {
         return Ok(None);
     };
     if let Some(serving) = &info.serving_input_path {
-        let file = confined(dir, serving).map_err(invalid)?;
+        let file = confined(dir, &mlmodel_path, serving)?;
         return read_file(file, |body| body).map(Some);
     }
     let (Some(artifact), Some(field)) = (&info.artifact_path, info.serving_field()) else {
         tracing::warn!(kind = ?info.kind, "the MLflow input example is of a type pinserve cannot read; warming up with generated values");
         return Ok(None);
     };
-    let file = confined(dir, artifact).map_err(invalid)?;
+    let file = confined(dir, &mlmodel_path, artifact)?;
     read_file(file, |example| {
         let mut body = format!("{{\"{field}\": ").into_bytes();
         body.extend_from_slice(&example);
@@ -101,9 +103,12 @@ impl ExampleInfo {
     }
 }
 
-/// A path `MLmodel` names, kept inside the model's directory.
-fn confined(dir: &Path, named: &str) -> Result<PathBuf, String> {
-    let relative = RelativePath::new(named).map_err(|err| err.to_string())?;
+/// A path `MLmodel` (at `mlmodel_path`) names, kept inside the model's directory.
+fn confined(dir: &Path, mlmodel_path: &Path, named: &str) -> Result<PathBuf, ExampleError> {
+    let relative = RelativePath::new(named).map_err(|source| ExampleError::Unsafe {
+        path: mlmodel_path.to_owned(),
+        source,
+    })?;
     Ok(dir.join(relative.as_str()))
 }
 

@@ -10,7 +10,10 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{ANSWER_LIMIT, ErrorBody, METADATA_TIMEOUT, MISSING, MlflowClient, answer};
+use super::{
+    artifacts::ARTIFACTS_API,
+    client::{ANSWER_LIMIT, ErrorBody, METADATA_TIMEOUT, MISSING, MlflowClient, answer},
+};
 use crate::registry::{
     redact::redact_url,
     retry::with_retries,
@@ -18,11 +21,10 @@ use crate::registry::{
 };
 
 /// MLflow's error code for a name that is taken (an experiment, a registered model).
-pub const ALREADY_EXISTS: &str = "RESOURCE_ALREADY_EXISTS";
+pub(crate) const ALREADY_EXISTS: &str = "RESOURCE_ALREADY_EXISTS";
 /// The URI scheme of artifacts the tracking server proxies (`mlflow server --serve-artifacts`,
 /// the default since MLflow 2).
 const PROXIED_ARTIFACTS: &str = "mlflow-artifacts:/";
-const ARTIFACTS_API: &str = "api/2.0/mlflow-artifacts/artifacts";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -46,7 +48,7 @@ pub enum WriteError {
 
 impl WriteError {
     /// The MLflow error code of a refusal.
-    pub fn code(&self) -> Option<&str> {
+    pub(crate) fn code(&self) -> Option<&str> {
         match self {
             WriteError::Refused { code, .. } => Some(code),
             _ => None,
@@ -56,13 +58,13 @@ impl WriteError {
 
 /// A tag as MLflow's API writes it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct KeyValue {
-    pub key: String,
-    pub value: String,
+pub(crate) struct KeyValue {
+    pub(crate) key: String,
+    pub(crate) value: String,
 }
 
 impl KeyValue {
-    pub fn new(key: impl Into<String>, value: impl Into<String>) -> KeyValue {
+    pub(crate) fn new(key: impl Into<String>, value: impl Into<String>) -> KeyValue {
         KeyValue {
             key: key.into(),
             value: value.into(),
@@ -72,16 +74,16 @@ impl KeyValue {
 
 /// A run: its id, and where its artifacts go.
 #[derive(Debug, Clone)]
-pub struct Run {
-    pub run_id: String,
-    pub artifact_uri: String,
+pub(crate) struct Run {
+    pub(crate) run_id: String,
+    pub(crate) artifact_uri: String,
 }
 
 /// A logged model: an artifact directory of its own (`models:/<model_id>`).
 #[derive(Debug, Clone, Deserialize)]
-pub struct LoggedModel {
-    pub model_id: String,
-    pub artifact_uri: String,
+pub(crate) struct LoggedModel {
+    pub(crate) model_id: String,
+    pub(crate) artifact_uri: String,
 }
 
 impl MlflowClient {
@@ -130,24 +132,24 @@ impl MlflowClient {
     }
 
     /// `GET`, with query parameters.
-    pub async fn get_value(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, WriteError> {
+    pub(crate) async fn get_value(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, WriteError> {
         self.call(Method::GET, path, query, None, true).await
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, WriteError> {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Result<Value, WriteError> {
         self.call(Method::POST, path, &[], Some(body), false).await
     }
 
-    pub async fn post_idempotent(&self, path: &str, body: &Value) -> Result<Value, WriteError> {
+    pub(crate) async fn post_idempotent(&self, path: &str, body: &Value) -> Result<Value, WriteError> {
         self.call(Method::POST, path, &[], Some(body), true).await
     }
 
-    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, WriteError> {
+    pub(crate) async fn patch(&self, path: &str, body: &Value) -> Result<Value, WriteError> {
         self.call(Method::PATCH, path, &[], Some(body), true).await
     }
 
     /// The id of experiment `name`, created if it does not exist yet.
-    pub async fn experiment_id(&self, name: &str) -> Result<String, WriteError> {
+    pub(crate) async fn experiment_id(&self, name: &str) -> Result<String, WriteError> {
         let found = self
             .get_value(
                 "api/2.0/mlflow/experiments/get-by-name",
@@ -172,7 +174,7 @@ impl MlflowClient {
     /// Records a dataset as a run's input, as `mlflow.log_input` does: named after its file,
     /// with its digest and where it was read from; `context` is MLflow's `training`,
     /// `evaluation`, ...
-    pub async fn log_dataset_input(
+    pub(crate) async fn log_dataset_input(
         &self,
         run_id: &str,
         path: &str,
@@ -201,7 +203,7 @@ impl MlflowClient {
     }
 
     /// Starts a run in `experiment_id` with `tags` (plus the user, as MLflow's client adds it).
-    pub async fn start_run(
+    pub(crate) async fn start_run(
         &self,
         experiment_id: &str,
         mut tags: Vec<KeyValue>,
@@ -219,7 +221,7 @@ impl MlflowClient {
     }
 
     /// Ends a run with `status` (`FINISHED`, `FAILED`).
-    pub async fn end_run(&self, run_id: &str, status: &str) -> Result<(), WriteError> {
+    pub(crate) async fn end_run(&self, run_id: &str, status: &str) -> Result<(), WriteError> {
         let body = json!({ "run_id": run_id, "status": status, "end_time": now_millis() });
         self.post_idempotent("api/2.0/mlflow/runs/update", &body)
             .await
@@ -227,7 +229,7 @@ impl MlflowClient {
     }
 
     /// Uploads `bytes` as `relative` under a proxied artifact root (`mlflow-artifacts:/...`).
-    pub async fn upload_artifact(
+    pub(crate) async fn upload_artifact(
         &self,
         artifact_uri: &str,
         relative: &str,
@@ -323,7 +325,7 @@ async fn read_answer(
 
 /// The string at `path` in an answer, empty when absent (the caller's next call then fails
 /// with MLflow's own message).
-pub fn string_at(value: &Value, path: &[&str]) -> String {
+pub(crate) fn string_at(value: &Value, path: &[&str]) -> String {
     path.iter()
         .fold(value, |value, key| &value[key])
         .as_str()
@@ -333,7 +335,7 @@ pub fn string_at(value: &Value, path: &[&str]) -> String {
 
 /// Milliseconds since the Unix epoch, MLflow's timestamps.
 #[allow(clippy::disallowed_methods, reason = "MLflow records dates")]
-pub fn now_millis() -> u64 {
+pub(crate) fn now_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
