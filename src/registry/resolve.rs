@@ -40,6 +40,12 @@ pub struct Resolver {
     pub stall_timeout: Duration,
 }
 
+/// Where a single file named by URL is read from.
+enum Remote {
+    Store,
+    Http(reqwest::Client),
+}
+
 /// A file found at a location, before digests are attached.
 struct Found {
     path: RelativePath,
@@ -269,48 +275,21 @@ impl Resolver {
     }
 
     async fn list_store(&self, url: &Url, single_file: bool) -> Result<Vec<Found>, TransferError> {
+        if single_file {
+            return self.list_single_file(url, &Remote::Store).await;
+        }
         let store =
             Store::open(url, &self.store).map_err(|err| TransferError::Fatal(err.to_string()))?;
-        if !single_file {
-            let stall = self.stall_timeout;
-            let listed = with_retries(&self.retry, "list", || store.list(stall)).await?;
-            return Ok(listed
-                .into_iter()
-                .map(|(path, size)| Found {
-                    source: store.source(path.as_str()),
-                    path,
-                    size: Some(size),
-                })
-                .collect());
-        }
-        let file_name = last_segment(url);
         let stall = self.stall_timeout;
-        let size = with_retries(&self.retry, "head", || within(stall, store.size(""))).await?;
-        let size = size
-            .ok_or_else(|| TransferError::Fatal(format!("{} does not exist", redact_url(url))))?;
-        let mut found = vec![Found {
-            path: RelativePath::new(&file_name)
-                .map_err(|err| TransferError::Fatal(err.to_string()))?,
-            source: store.source(""),
-            size: Some(size),
-        }];
-        let Some(sidecar_url) = sidecar_url(url) else {
-            return Ok(found);
-        };
-        let sidecar_store = Store::open(&sidecar_url, &self.store)
-            .map_err(|err| TransferError::Fatal(err.to_string()))?;
-        let sidecar_size = with_retries(&self.retry, "head", || {
-            within(stall, sidecar_store.size(""))
-        });
-        if let Some(size) = sidecar_size.await? {
-            found.push(Found {
-                path: RelativePath::new(&format!("{file_name}{SIDECAR_SUFFIX}"))
-                    .map_err(|err| TransferError::Fatal(err.to_string()))?,
-                source: sidecar_store.source(""),
+        let listed = with_retries(&self.retry, "list", || store.list(stall)).await?;
+        Ok(listed
+            .into_iter()
+            .map(|(path, size)| Found {
+                source: store.source(path.as_str()),
+                path,
                 size: Some(size),
-            });
-        }
-        Ok(found)
+            })
+            .collect())
     }
 
     /// Plain HTTP cannot list a directory: a version directory serves `model.onnx`, and a
@@ -329,40 +308,72 @@ impl Resolver {
 
     /// One file on a plain HTTP server, and its `.sha256` sidecar when the server has one.
     async fn list_http_file(&self, file_url: &Url) -> Result<Vec<Found>, TransferError> {
-        let file_url = file_url.clone();
         let client = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|err| TransferError::Fatal(err.to_string()))?;
-        let file_name = last_segment(&file_url);
+        self.list_single_file(file_url, &Remote::Http(client)).await
+    }
+
+    /// The file at `url` and, when the URL allows one and it exists, its `.sha256` sidecar.
+    /// A store's file must exist (its size is asked for); a plain HTTP server's is found out by
+    /// the download itself, which spares a round trip.
+    async fn list_single_file(
+        &self,
+        url: &Url,
+        remote: &Remote,
+    ) -> Result<Vec<Found>, TransferError> {
+        let file_name = last_segment(url);
+        let (source, size) = match remote {
+            Remote::Http(client) => (http_source(client, url), None),
+            Remote::Store => self.probe(remote, url).await?.ok_or_else(|| {
+                TransferError::Fatal(format!("{} does not exist", redact_url(url)))
+            })?,
+        };
         let mut found = vec![Found {
             path: RelativePath::new(&file_name)
                 .map_err(|err| TransferError::Fatal(err.to_string()))?,
-            source: FileSource::Http {
-                client: client.clone(),
-                url: file_url.clone(),
-            },
-            size: None,
+            source,
+            size,
         }];
-        let Some(sidecar_url) = sidecar_url(&file_url) else {
+        let Some(sidecar_url) = sidecar_url(url) else {
             return Ok(found);
         };
-        let exists = with_retries(&self.retry, "sidecar", || {
-            within(self.stall_timeout, http_exists(&client, &sidecar_url))
-        })
-        .await?;
-        if exists {
+        if let Some((source, size)) = self.probe(remote, &sidecar_url).await? {
             found.push(Found {
                 path: RelativePath::new(&format!("{file_name}{SIDECAR_SUFFIX}"))
                     .map_err(|err| TransferError::Fatal(err.to_string()))?,
-                source: FileSource::Http {
-                    client,
-                    url: sidecar_url,
-                },
-                size: None,
+                source,
+                size,
             });
         }
         Ok(found)
+    }
+
+    /// The source of the object at `url` and its size (when the remote tells it), or `None`
+    /// when there is nothing there.
+    async fn probe(
+        &self,
+        remote: &Remote,
+        url: &Url,
+    ) -> Result<Option<(FileSource, Option<u64>)>, TransferError> {
+        let stall = self.stall_timeout;
+        match remote {
+            Remote::Store => {
+                let store = Store::open(url, &self.store)
+                    .map_err(|err| TransferError::Fatal(err.to_string()))?;
+                let size =
+                    with_retries(&self.retry, "head", || within(stall, store.size(""))).await?;
+                Ok(size.map(|size| (store.source(""), Some(size))))
+            }
+            Remote::Http(client) => {
+                let exists = with_retries(&self.retry, "sidecar", || {
+                    within(stall, http_exists(client, url))
+                })
+                .await?;
+                Ok(exists.then(|| (http_source(client, url), None)))
+            }
+        }
     }
 
     async fn plan_registry(
@@ -600,6 +611,13 @@ fn last_segment(url: &Url) -> String {
     url.path_segments()
         .and_then(|mut segments| segments.next_back().map(str::to_owned))
         .unwrap_or_default()
+}
+
+fn http_source(client: &reqwest::Client, url: &Url) -> FileSource {
+    FileSource::Http {
+        client: client.clone(),
+        url: url.clone(),
+    }
 }
 
 async fn http_exists(client: &reqwest::Client, url: &Url) -> Result<bool, TransferError> {
