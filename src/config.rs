@@ -18,7 +18,7 @@ use crate::{
         cache::{Cache, Limits},
         check_component,
         retry::RetryPolicy,
-        store::StoreOptions,
+        store::{StoreOptions, parse_endpoint},
     },
     signing::{Policy, SigningError},
 };
@@ -232,8 +232,8 @@ pub struct FetchArgs {
     pub fetch_max_bytes: u64,
 
     /// Endpoint of an S3-compatible store (MinIO, Ceph) or of an Azure emulator.
-    #[arg(long, env = "PINSERVE_STORAGE_ENDPOINT", value_name = "URL", help_heading = FETCH)]
-    pub storage_endpoint: Option<String>,
+    #[arg(long, env = "PINSERVE_STORAGE_ENDPOINT", value_name = "URL", value_parser = parse_endpoint, help_heading = FETCH)]
+    pub storage_endpoint: Option<Url>,
 
     #[command(flatten)]
     pub signing: SignatureArgs,
