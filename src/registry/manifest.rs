@@ -25,7 +25,7 @@ pub struct Manifest {
     /// Where the bytes came from, credentials redacted.
     pub source: String,
     /// The file ONNX Runtime loads, relative to the directory.
-    pub model_file: String,
+    pub model_file: RelativePath,
     /// RFC 3339, UTC.
     pub resolved_at: String,
     pub files: Vec<ManifestFile>,
@@ -36,7 +36,7 @@ pub struct Manifest {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestFile {
-    pub path: String,
+    pub path: RelativePath,
     pub size: u64,
     pub sha256: Digest,
 }
@@ -74,7 +74,7 @@ impl Manifest {
         version: String,
         reference: String,
         source: String,
-        model_file: String,
+        model_file: RelativePath,
     ) -> Manifest {
         Manifest {
             format: FORMAT,
@@ -104,17 +104,15 @@ impl Manifest {
                 reason: err.to_string(),
             })?;
         manifest
-            .check_paths()
+            .check_model_file()
             .map_err(|reason| ManifestError::Invalid { path, reason })?;
         Ok(Some(manifest))
     }
 
-    fn check_paths(&self) -> Result<(), String> {
+    /// Paths were checked as they were read; what is left is the format and the model file.
+    fn check_model_file(&self) -> Result<(), String> {
         if self.format != FORMAT {
             return Err(format!("format {} is not {FORMAT}", self.format));
-        }
-        for file in &self.files {
-            RelativePath::new(&file.path).map_err(|err| err.to_string())?;
         }
         if !self.files.iter().any(|file| file.path == self.model_file) {
             return Err(format!(
@@ -146,7 +144,7 @@ impl Manifest {
     /// Checks that every file exists with its recorded size; with `hash`, also its digest.
     pub fn verify(&self, dir: &Path, hash: bool) -> Result<(), ManifestError> {
         for file in &self.files {
-            let path = dir.join(&file.path);
+            let path = file.path.under(dir);
             let io = |source| ManifestError::Io {
                 path: path.clone(),
                 source,
@@ -154,7 +152,7 @@ impl Manifest {
             let found = std::fs::symlink_metadata(&path).map_err(io)?.len();
             if found != file.size {
                 return Err(ManifestError::Size {
-                    path: file.path.clone(),
+                    path: file.path.to_string(),
                     expected: file.size,
                     found,
                 });
@@ -163,7 +161,7 @@ impl Manifest {
                 let found = Digest::of_file(&path).map_err(io)?;
                 if found != file.sha256 {
                     return Err(ManifestError::Digest {
-                        path: file.path.clone(),
+                        path: file.path.to_string(),
                         expected: file.sha256,
                         found,
                     });
@@ -196,10 +194,10 @@ mod tests {
             "1".into(),
             "models:/m/1".into(),
             "here".into(),
-            "model.onnx".into(),
+            RelativePath::new("model.onnx").unwrap(),
         );
         manifest.files.push(ManifestFile {
-            path: "model.onnx".into(),
+            path: RelativePath::new("model.onnx").unwrap(),
             size: content.len() as u64,
             sha256: Digest::of_bytes(content),
         });
@@ -240,9 +238,9 @@ mod tests {
     #[test]
     fn refuses_manifests_with_unsafe_paths() {
         let dir = tempfile::tempdir().unwrap();
-        let mut manifest = manifest_for(dir.path(), b"x");
-        manifest.files[0].path = "../outside".into();
-        manifest.model_file = "../outside".into();
+        let mut manifest = serde_json::to_value(manifest_for(dir.path(), b"x")).unwrap();
+        manifest["files"][0]["path"] = "../outside".into();
+        manifest["model_file"] = "../outside".into();
         std::fs::write(
             dir.path().join(MANIFEST_FILE),
             serde_json::to_vec(&manifest).unwrap(),

@@ -9,7 +9,8 @@ use std::{
 };
 
 use super::{
-    Digest, Expected, ModelArtifact, ModelReference, Plan, PlannedFile, RegistryError, Resolver,
+    Digest, Expected, ModelArtifact, ModelReference, Plan, PlannedFile, RegistryError,
+    RelativePath, Resolver,
     cache::Cache,
     fetch::{FetchError, FetchOptions, Wanted, WantedDigest, cached, fetch},
     manifest::Manifest,
@@ -118,7 +119,7 @@ pub async fn file_into(
         };
         tracing::info!(source = %plan.source, dest = %dest.display(), "fetching");
         let manifest = fetch(&plan, dest, options, &labels).await?;
-        Ok(dest.join(&manifest.model_file))
+        Ok(manifest.model_file.under(dest))
     })
     .await
 }
@@ -140,7 +141,7 @@ pub fn from_fetched(dir: &Path, pinned: Option<Digest>) -> Result<ModelArtifact,
         && expected != found
     {
         return Err(FetchError::DigestMismatch {
-            path: manifest.model_file.clone(),
+            path: manifest.model_file.to_string(),
             expected,
             found,
             origin: PINNED_ORIGIN.to_owned(),
@@ -216,10 +217,10 @@ fn before_planning(reference: &ModelReference, resolver: &Resolver) -> Wanted {
 /// file present with its listed size, and every expected digest (flag, tag, sidecar) recorded.
 fn of_plan(plan: &Plan) -> Wanted {
     let (name, version, source) = (plan.name.clone(), plan.version.clone(), plan.source.clone());
-    let sizes: Vec<(String, Option<u64>)> = plan
+    let sizes: Vec<(RelativePath, Option<u64>)> = plan
         .files
         .iter()
-        .map(|file| (file.path.to_string(), file.size))
+        .map(|file| (file.path.clone(), file.size))
         .collect();
     let same = move |m: &Manifest| {
         m.model == name
@@ -309,7 +310,7 @@ fn artifact_from(dir: &Path, manifest: &Manifest) -> Result<ModelArtifact, Regis
         name: manifest.model.clone(),
         version: manifest.version.clone(),
         dir: dir.to_path_buf(),
-        model_file: dir.join(&manifest.model_file),
+        model_file: manifest.model_file.under(dir),
         sha256: manifest.model_file_digest(),
         signature: manifest.signature.clone(),
         signed: None,

@@ -10,7 +10,12 @@ use std::{
 /// Names pinserve writes itself; a listing may not use them.
 pub const RESERVED_PREFIX: &str = ".pinserve";
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Serialised as its text; deserialising refuses what [`RelativePath::new`] refuses, so a
+/// manifest cannot name a file outside its directory.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "String", try_from = "String")]
 pub struct RelativePath(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +73,20 @@ impl RelativePath {
     /// The path of this file's `.sha256` sidecar.
     pub fn sidecar(&self) -> String {
         format!("{}.sha256", self.0)
+    }
+}
+
+impl TryFrom<String> for RelativePath {
+    type Error = UnsafePath;
+
+    fn try_from(path: String) -> Result<RelativePath, UnsafePath> {
+        RelativePath::new(&path)
+    }
+}
+
+impl From<RelativePath> for String {
+    fn from(path: RelativePath) -> String {
+        path.0
     }
 }
 
