@@ -17,6 +17,7 @@ use crate::{
         Digest, FetchOptions, Location, ModelReference, RegistryError, Resolver, Selector,
         cache::{Cache, Limits},
         check_component,
+        digest::DigestError,
         retry::RetryPolicy,
         store::{StoreOptions, parse_endpoint},
     },
@@ -287,7 +288,7 @@ impl SignatureArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OptionalDigest(Option<Digest>);
 
-fn parse_optional_digest(text: &str) -> Result<OptionalDigest, String> {
+fn parse_optional_digest(text: &str) -> Result<OptionalDigest, DigestError> {
     if text.trim().is_empty() {
         return Ok(OptionalDigest(None));
     }

@@ -132,8 +132,17 @@ pub enum RegistryError {
         registry: String,
         message: String,
     },
-    #[error("{location}: {message}")]
-    Transfer { location: String, message: String },
+    #[error("{location}: {source}")]
+    Transfer {
+        location: String,
+        source: source::TransferError,
+    },
+    /// A `.sha256` sidecar that does not hold a digest.
+    #[error("{location}: {source}")]
+    Sidecar {
+        location: String,
+        source: digest::DigestError,
+    },
     #[error(
         "{location}: no ONNX model (no model.onnx and not exactly one .onnx file, at the top or in a single version folder)"
     )]

@@ -79,6 +79,45 @@ pub fn redact_text(text: &str) -> String {
     shown
 }
 
+/// An error and its causes on one line, `error: cause: cause`, with every URL in it redacted:
+/// what the log and `/health` show. A cause whose text its parent already quotes is not
+/// repeated, and the causes of library errors (which may name URLs with credentials) are masked.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        let shown = inner.to_string();
+        if !text.contains(&shown) {
+            text = format!("{text}: {shown}");
+        }
+        cause = inner.source();
+    }
+    redact_urls(&text)
+}
+
+/// Free text with every `scheme://...` word in it redacted as [`redact_text`] does.
+fn redact_urls(text: &str) -> String {
+    let quoting = |c: char| {
+        matches!(
+            c,
+            '(' | ')' | '<' | '>' | '"' | '\'' | ',' | ';' | '.' | ':'
+        )
+    };
+    text.split(' ')
+        .map(|word| {
+            let start = word.len() - word.trim_start_matches(quoting).len();
+            let end = word.trim_end_matches(quoting).len().max(start);
+            let core = &word[start..end];
+            if core.contains("://") {
+                format!("{}{}{}", &word[..start], redact_text(core), &word[end..])
+            } else {
+                word.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +155,28 @@ mod tests {
     fn leaves_plain_urls_alone() {
         let url = Url::parse("s3://bucket/models/fraud/7").unwrap();
         assert_eq!(redact_url(&url), "s3://bucket/models/fraud/7");
+    }
+
+    #[test]
+    fn error_chains_name_every_cause_once_and_redact_urls() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("fetch failed: {source}")]
+        struct Outer {
+            source: Inner,
+        }
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read (https://alice:pw@host/m?X-Amz-Signature=abc)")]
+        struct Inner {
+            source: std::io::Error,
+        }
+        let err = Outer {
+            source: Inner {
+                source: std::io::Error::other("connection reset"),
+            },
+        };
+        assert_eq!(
+            error_chain(&err),
+            "fetch failed: cannot read (https://***@host/m?X-Amz-Signature=***): connection reset"
+        );
     }
 }

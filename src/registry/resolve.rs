@@ -4,6 +4,7 @@
 
 use std::{
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -148,7 +149,7 @@ impl Resolver {
         }
         let versions = match Store::open(url, &self.store) {
             Ok(store) => store.subdirectories(self.stall_timeout).await,
-            Err(err) => Err(TransferError::Fatal(err.to_string())),
+            Err(err) => Err(err.into()),
         };
         let available = match versions {
             Ok(versions) if versions.is_empty() => "nothing".to_owned(),
@@ -169,9 +170,9 @@ impl Resolver {
         name: &str,
         version: &str,
     ) -> Result<Plan, RegistryError> {
-        let transfer = |err: TransferError| RegistryError::Transfer {
+        let transfer = |source| RegistryError::Transfer {
             location: location.to_string(),
-            message: err.to_string(),
+            source,
         };
         let not_found = || RegistryError::NotFound {
             name: name.to_owned(),
@@ -220,9 +221,9 @@ impl Resolver {
     /// there is one: fetched with the same retries, timeouts and verification as a model file.
     pub async fn plan_file(&self, url: &Url) -> Result<Plan, RegistryError> {
         let location = Location::Remote(url.clone());
-        let transfer = |err: TransferError| RegistryError::Transfer {
+        let transfer = |source| RegistryError::Transfer {
             location: location.to_string(),
-            message: err.to_string(),
+            source,
         };
         let found = if is_plain_http(url) {
             self.list_http_file(url).await
@@ -258,16 +259,15 @@ impl Resolver {
         location: &Location,
     ) -> Result<(), RegistryError> {
         for (target, sidecar) in sidecars {
-            let text =
-                self.read_small(&sidecar.source)
-                    .await
-                    .map_err(|err| RegistryError::Transfer {
-                        location: location.to_string(),
-                        message: err.to_string(),
-                    })?;
-            let digest = Digest::from_sidecar(&text).map_err(|reason| RegistryError::Transfer {
+            let text = self.read_small(&sidecar.source).await.map_err(|source| {
+                RegistryError::Transfer {
+                    location: location.to_string(),
+                    source,
+                }
+            })?;
+            let digest = Digest::from_sidecar(&text).map_err(|source| RegistryError::Sidecar {
                 location: sidecar.source.to_string(),
-                message: reason,
+                source,
             })?;
             plan.expect_digest(&target, digest, &format!("sidecar {}", sidecar.path));
         }
@@ -278,8 +278,7 @@ impl Resolver {
         if single_file {
             return self.list_single_file(url, &Remote::Store).await;
         }
-        let store =
-            Store::open(url, &self.store).map_err(|err| TransferError::Fatal(err.to_string()))?;
+        let store = Store::open(url, &self.store)?;
         let stall = self.stall_timeout;
         let listed = with_retries(&self.retry, "list", || store.list(stall)).await?;
         Ok(listed
@@ -311,7 +310,7 @@ impl Resolver {
         let client = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
-            .map_err(|err| TransferError::Fatal(err.to_string()))?;
+            .map_err(|err| TransferError::Client(Arc::new(err)))?;
         self.list_single_file(file_url, &Remote::Http(client)).await
     }
 
@@ -331,8 +330,7 @@ impl Resolver {
             })?,
         };
         let mut found = vec![Found {
-            path: RelativePath::new(&file_name)
-                .map_err(|err| TransferError::Fatal(err.to_string()))?,
+            path: RelativePath::new(&file_name)?,
             source,
             size,
         }];
@@ -341,8 +339,7 @@ impl Resolver {
         };
         if let Some((source, size)) = self.probe(remote, &sidecar_url).await? {
             found.push(Found {
-                path: RelativePath::new(&format!("{file_name}{SIDECAR_SUFFIX}"))
-                    .map_err(|err| TransferError::Fatal(err.to_string()))?,
+                path: RelativePath::new(&format!("{file_name}{SIDECAR_SUFFIX}"))?,
                 source,
                 size,
             });
@@ -360,8 +357,7 @@ impl Resolver {
         let stall = self.stall_timeout;
         match remote {
             Remote::Store => {
-                let store = Store::open(url, &self.store)
-                    .map_err(|err| TransferError::Fatal(err.to_string()))?;
+                let store = Store::open(url, &self.store)?;
                 let size =
                     with_retries(&self.retry, "head", || within(stall, store.size(""))).await?;
                 Ok(size.map(|size| (store.source(""), Some(size))))
@@ -683,9 +679,7 @@ pub fn sort_versions(names: &mut [String]) {
 /// Lists a local file, or a directory's files recursively. Links are refused: a fetch copies
 /// files, and a link could point anywhere.
 fn list_local(path: &Path) -> Result<Vec<Found>, TransferError> {
-    let local_error = |path: &Path, err: std::io::Error| {
-        TransferError::Fatal(format!("{}: {err}", path.display()))
-    };
+    let local_error = TransferError::local;
     let metadata = std::fs::metadata(path).map_err(|err| local_error(path, err))?;
     if !metadata.is_dir() {
         let name = path
@@ -738,7 +732,7 @@ fn list_local(path: &Path) -> Result<Vec<Found>, TransferError> {
 
 fn local_found(relative: &str, path: PathBuf, size: Option<u64>) -> Result<Found, TransferError> {
     Ok(Found {
-        path: RelativePath::new(relative).map_err(|err| TransferError::Fatal(err.to_string()))?,
+        path: RelativePath::new(relative)?,
         source: FileSource::Local(path),
         size,
     })

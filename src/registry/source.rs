@@ -18,7 +18,7 @@ use reqwest::{StatusCode, header};
 use tokio::io::AsyncSeekExt;
 use url::Url;
 
-use super::redact::redact_url;
+use super::{redact::redact_url, relpath::UnsafePath};
 
 /// Why reading a file failed, and whether trying again can help.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -33,9 +33,34 @@ pub enum TransferError {
     /// 401, 403, 404 and other refusals: retrying cannot help.
     #[error("{0}")]
     Fatal(String),
+    /// An object store refused the request (a missing object, refused credentials).
+    #[error(transparent)]
+    Store(Arc<object_store::Error>),
+    /// A store or client could not be set up from the URL and the environment.
+    #[error(transparent)]
+    Config(Arc<super::RegistryError>),
+    /// A listing named a path that would leave the destination.
+    #[error(transparent)]
+    UnsafePath(#[from] UnsafePath),
+    /// A local file could not be read.
+    #[error("{}: {source}", path.display())]
+    Local {
+        path: PathBuf,
+        source: Arc<std::io::Error>,
+    },
+    /// The HTTP client could not be built (its TLS settings, say).
+    #[error(transparent)]
+    Client(Arc<reqwest::Error>),
 }
 
 impl TransferError {
+    pub fn local(path: &Path, source: std::io::Error) -> TransferError {
+        TransferError::Local {
+            path: path.to_path_buf(),
+            source: Arc::new(source),
+        }
+    }
+
     pub fn transient(message: impl ToString) -> TransferError {
         TransferError::Transient {
             message: message.to_string(),
@@ -48,6 +73,12 @@ impl TransferError {
         TransferError::transient(format!(
             "no bytes for {stall:?} (--fetch-stall-timeout); the transfer stalled"
         ))
+    }
+}
+
+impl From<super::RegistryError> for TransferError {
+    fn from(err: super::RegistryError) -> TransferError {
+        TransferError::Config(Arc::new(err))
     }
 }
 
@@ -231,13 +262,10 @@ async fn open_store(
     let result = store
         .get_opts(path, options)
         .await
-        .map_err(|err| classify_store_error(&err))?;
+        .map_err(classify_store_error)?;
     let offset = result.range.start;
     let length = Some(result.range.end - result.range.start);
-    let bytes = result
-        .into_stream()
-        .map_err(|err| classify_store_error(&err))
-        .boxed();
+    let bytes = result.into_stream().map_err(classify_store_error).boxed();
     Ok(Opened {
         offset,
         length,
@@ -247,7 +275,7 @@ async fn open_store(
 
 /// Object-store errors that name a missing object or refused credentials are final; the rest
 /// (transport errors, 5xx after the store's own retries) are transient.
-pub fn classify_store_error(err: &object_store::Error) -> TransferError {
+pub fn classify_store_error(err: object_store::Error) -> TransferError {
     use object_store::Error;
     match err {
         Error::NotFound { .. }
@@ -256,8 +284,8 @@ pub fn classify_store_error(err: &object_store::Error) -> TransferError {
         | Error::InvalidPath { .. }
         | Error::NotSupported { .. }
         | Error::NotImplemented { .. }
-        | Error::UnknownConfigurationKey { .. } => TransferError::Fatal(err.to_string()),
-        _ if answered_refusal(&err.to_string()) => TransferError::Fatal(err.to_string()),
+        | Error::UnknownConfigurationKey { .. } => TransferError::Store(Arc::new(err)),
+        _ if answered_refusal(&err.to_string()) => TransferError::Store(Arc::new(err)),
         _ => TransferError::transient(err),
     }
 }
@@ -278,16 +306,15 @@ fn answered_refusal(message: &str) -> bool {
 }
 
 async fn open_local(path: &Path, offset: u64) -> Result<Opened, TransferError> {
-    let local_error =
-        |err: std::io::Error| TransferError::Fatal(format!("{}: {err}", path.display()));
+    let local_error = |err| TransferError::local(path, err);
     let mut file = tokio::fs::File::open(path).await.map_err(local_error)?;
     let size = file.metadata().await.map_err(local_error)?.len();
     file.seek(SeekFrom::Start(offset))
         .await
         .map_err(local_error)?;
-    let shown = path.display().to_string();
+    let path = path.to_path_buf();
     let bytes = tokio_util::io::ReaderStream::new(file)
-        .map_err(move |err| TransferError::Fatal(format!("{shown}: {err}")))
+        .map_err(move |err| TransferError::local(&path, err))
         .boxed();
     Ok(Opened {
         offset,

@@ -216,7 +216,7 @@ impl Store {
         let mut listing = self
             .store
             .list(Some(&self.base))
-            .map_err(|err| classify_store_error(&err));
+            .map_err(classify_store_error);
         let mut objects = Vec::new();
         while let Some(object) = within(stall, async { listing.next().await.transpose() }).await? {
             objects.push(object);
@@ -227,9 +227,7 @@ impl Store {
             .map(|meta| {
                 let full = meta.location.as_ref();
                 let relative = full.strip_prefix(&prefix).unwrap_or(full);
-                RelativePath::new(relative)
-                    .map(|path| (path, meta.size))
-                    .map_err(|err| TransferError::Fatal(format!("{}: {err}", self.shown)))
+                Ok((RelativePath::new(relative)?, meta.size))
             })
             .collect()
     }
@@ -240,7 +238,7 @@ impl Store {
             self.store
                 .list_with_delimiter(Some(&self.base))
                 .await
-                .map_err(|err| classify_store_error(&err))
+                .map_err(classify_store_error)
         })
         .await?;
         let mut names: Vec<String> = listed
@@ -262,7 +260,7 @@ impl Store {
         match self.store.head(&path).await {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(err) => Err(classify_store_error(&err)),
+            Err(err) => Err(classify_store_error(err)),
         }
     }
 }
