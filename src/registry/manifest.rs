@@ -48,8 +48,21 @@ pub enum ManifestError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: not a pinserve manifest: {reason}", path.display())]
-    Invalid { path: PathBuf, reason: String },
+    #[error("{}: not a pinserve manifest: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{}: not a pinserve manifest: format {found} is not {FORMAT}", path.display())]
+    Format { path: PathBuf, found: u32 },
+    #[error(
+        "{}: not a pinserve manifest: the model file '{model_file}' is not among its files",
+        path.display()
+    )]
+    NoModelFile {
+        path: PathBuf,
+        model_file: RelativePath,
+    },
     #[error("{path}: expected {expected} bytes, found {found}")]
     Size {
         path: String,
@@ -99,26 +112,27 @@ impl Manifest {
             Err(source) => return Err(ManifestError::Io { path, source }),
         };
         let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|err| ManifestError::Invalid {
+            serde_json::from_str(&text).map_err(|source| ManifestError::Parse {
                 path: path.clone(),
-                reason: err.to_string(),
+                source,
             })?;
-        manifest
-            .check_model_file()
-            .map_err(|reason| ManifestError::Invalid { path, reason })?;
+        manifest.check_model_file(path)?;
         Ok(Some(manifest))
     }
 
     /// Paths were checked as they were read; what is left is the format and the model file.
-    fn check_model_file(&self) -> Result<(), String> {
+    fn check_model_file(&self, path: PathBuf) -> Result<(), ManifestError> {
         if self.format != FORMAT {
-            return Err(format!("format {} is not {FORMAT}", self.format));
+            return Err(ManifestError::Format {
+                path,
+                found: self.format,
+            });
         }
         if !self.files.iter().any(|file| file.path == self.model_file) {
-            return Err(format!(
-                "the model file '{}' is not among its files",
-                self.model_file
-            ));
+            return Err(ManifestError::NoModelFile {
+                path,
+                model_file: self.model_file.clone(),
+            });
         }
         Ok(())
     }
@@ -248,6 +262,30 @@ mod tests {
         .unwrap();
         let err = Manifest::read(dir.path()).unwrap_err().to_string();
         assert!(err.contains("unsafe artifact path"), "{err}");
+    }
+
+    #[test]
+    fn refuses_other_formats_and_a_model_file_it_does_not_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = serde_json::to_value(manifest_for(dir.path(), b"x")).unwrap();
+        let refusal = |change: &dyn Fn(&mut serde_json::Value)| {
+            let mut manifest = written.clone();
+            change(&mut manifest);
+            let text = serde_json::to_vec(&manifest).unwrap();
+            std::fs::write(dir.path().join(MANIFEST_FILE), text).unwrap();
+            Manifest::read(dir.path()).unwrap_err()
+        };
+        let err = refusal(&|manifest| manifest["format"] = 2.into());
+        assert!(
+            matches!(err, ManifestError::Format { found: 2, .. }),
+            "{err}"
+        );
+        let err = refusal(&|manifest| manifest["model_file"] = "other.onnx".into());
+        assert!(
+            err.to_string()
+                .ends_with("the model file 'other.onnx' is not among its files"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -149,6 +149,13 @@ pub enum RegistryError {
     NoModelFile { location: String },
     #[error("{0}")]
     Config(String),
+    /// An object store client could not be set up for a URL (the URL or the environment is
+    /// wrong): object_store's parse or builder error.
+    #[error("{location}: {source}")]
+    Store {
+        location: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(transparent)]
     Fetch(#[from] FetchError),
     #[error(transparent)]

@@ -160,8 +160,11 @@ pub fn is_plain_http(url: &Url) -> bool {
 impl Store {
     pub fn open(url: &Url, options: &StoreOptions) -> Result<Store, RegistryError> {
         let shown = redact_url(url);
-        let config = |err: &dyn std::fmt::Display| RegistryError::Config(format!("{shown}: {err}"));
-        let (scheme, base) = ObjectStoreScheme::parse(url).map_err(|err| config(&err))?;
+        let config = |source: Box<dyn std::error::Error + Send + Sync>| RegistryError::Store {
+            location: shown.clone(),
+            source,
+        };
+        let (scheme, base) = ObjectStoreScheme::parse(url).map_err(|err| config(Box::new(err)))?;
         let endpoint = options.endpoint.as_ref();
         let store = match scheme {
             ObjectStoreScheme::AmazonS3 => open_cloud(AmazonS3Builder::from_env(), url, endpoint),
@@ -181,7 +184,7 @@ impl Store {
                 )));
             }
         }
-        .map_err(|err| config(&err))?;
+        .map_err(|err| config(Box::new(err)))?;
         Ok(Store { store, base, shown })
     }
 
