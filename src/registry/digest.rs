@@ -20,12 +20,12 @@ pub enum DigestError {
 }
 
 impl Digest {
-    pub fn of_bytes(bytes: &[u8]) -> Digest {
+    pub(crate) fn of_bytes(bytes: &[u8]) -> Digest {
         Digest(Sha256::digest(bytes).into())
     }
 
     /// Hashes a file in 1 MiB reads (blocking; call from a blocking context).
-    pub fn of_file(path: &Path) -> std::io::Result<Digest> {
+    pub(crate) fn of_file(path: &Path) -> std::io::Result<Digest> {
         let mut file = std::fs::File::open(path)?;
         let mut hasher = Sha256::new();
         let mut buffer = vec![0; 1 << 20];
@@ -39,7 +39,7 @@ impl Digest {
     }
 
     /// Reads a `sha256sum`-style sidecar: the first whitespace-separated word is the digest.
-    pub fn from_sidecar(text: &str) -> Result<Digest, DigestError> {
+    pub(crate) fn from_sidecar(text: &str) -> Result<Digest, DigestError> {
         text.split_whitespace()
             .next()
             .ok_or(DigestError::EmptySidecar)?

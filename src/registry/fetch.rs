@@ -120,7 +120,7 @@ impl Wanted {
 }
 
 /// A complete, verified download in `dest` that is the `wanted` one.
-pub fn cached(dest: &Path, wanted: &Wanted) -> Option<Manifest> {
+pub(crate) fn cached(dest: &Path, wanted: &Wanted) -> Option<Manifest> {
     let manifest = match Manifest::read(dest) {
         Ok(Some(manifest)) if (wanted.same)(&manifest) => manifest,
         Ok(Some(manifest)) => {
@@ -151,7 +151,7 @@ pub fn cached(dest: &Path, wanted: &Wanted) -> Option<Manifest> {
 }
 
 /// Downloads every file of `plan` into `dest` and writes the manifest.
-pub async fn fetch(
+pub(crate) async fn fetch(
     plan: &Plan,
     dest: &Path,
     options: &FetchOptions,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{digest::Digest, relpath::RelativePath};
 
-pub const MANIFEST_FILE: &str = "pinserve.json";
+pub(crate) const MANIFEST_FILE: &str = "pinserve.json";
 const FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,7 +82,7 @@ impl Manifest {
         clippy::disallowed_methods,
         reason = "the manifest records when it was resolved"
     )]
-    pub fn new(
+    pub(crate) fn new(
         model: String,
         version: String,
         reference: String,
@@ -104,7 +104,7 @@ impl Manifest {
     }
 
     /// Reads `DIR/pinserve.json`; `Ok(None)` when there is none.
-    pub fn read(dir: &Path) -> Result<Option<Manifest>, ManifestError> {
+    pub(crate) fn read(dir: &Path) -> Result<Option<Manifest>, ManifestError> {
         let path = dir.join(MANIFEST_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
@@ -139,7 +139,7 @@ impl Manifest {
 
     /// Writes `DIR/pinserve.json` atomically: a temporary file, fsynced, renamed, and the
     /// directory fsynced so the rename itself survives a crash.
-    pub fn write(&self, dir: &Path) -> Result<(), ManifestError> {
+    pub(crate) fn write(&self, dir: &Path) -> Result<(), ManifestError> {
         let path = dir.join(MANIFEST_FILE);
         let temporary = dir.join(format!(".pinserve-partial-{MANIFEST_FILE}"));
         let io = |source| ManifestError::Io {
@@ -156,7 +156,7 @@ impl Manifest {
     }
 
     /// Checks that every file exists with its recorded size; with `hash`, also its digest.
-    pub fn verify(&self, dir: &Path, hash: bool) -> Result<(), ManifestError> {
+    pub(crate) fn verify(&self, dir: &Path, hash: bool) -> Result<(), ManifestError> {
         for file in &self.files {
             let path = file.path.under(dir);
             let io = |source| ManifestError::Io {
@@ -185,7 +185,7 @@ impl Manifest {
         Ok(())
     }
 
-    pub fn model_file_digest(&self) -> Option<Digest> {
+    pub(crate) fn model_file_digest(&self) -> Option<Digest> {
         self.files
             .iter()
             .find(|file| file.path == self.model_file)
@@ -193,7 +193,7 @@ impl Manifest {
     }
 }
 
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 

@@ -24,10 +24,10 @@ pub mod store;
 
 use std::path::PathBuf;
 
+pub(crate) use self::local::check_component;
 pub use self::{
     digest::Digest,
     fetch::{FetchError, FetchOptions},
-    local::check_component,
     manifest::Manifest,
     reference::{Location, ModelReference, Selector},
     relpath::RelativePath,

@@ -19,7 +19,7 @@ use super::{
 use crate::metrics::ModelLabels;
 
 /// Fetches `reference` into `dest` (the init container's job).
-pub async fn into_directory(
+pub(crate) async fn into_directory(
     reference: &ModelReference,
     dest: &Path,
     resolver: &Resolver,
@@ -50,7 +50,7 @@ async fn bounded<T>(
 
 /// Prepares `reference` for loading: local files in place, remote ones in `cache`, where the
 /// version is claimed for the life of the process and older ones are evicted once it is ready.
-pub async fn for_serving(
+pub(crate) async fn for_serving(
     reference: &ModelReference,
     cache: &Cache,
     resolver: &Resolver,
@@ -105,7 +105,7 @@ fn cached_name<'a>(reference: &'a ModelReference, cache: &Cache) -> Option<(Stri
 /// Downloads the one file at `url` (held-out data for `eval`) into `dest`, an empty directory,
 /// verified against the `.sha256` sidecar beside it when there is one; returns its local path.
 /// Data at a URL may change under the same name, so nothing earlier is reused.
-pub async fn file_into(
+pub(crate) async fn file_into(
     url: &url::Url,
     dest: &Path,
     resolver: &Resolver,
@@ -126,7 +126,10 @@ pub async fn file_into(
 
 /// What `pinserve fetch` wrote into `dir`, checked against its manifest (sizes; the digests
 /// were verified when it was written) and, when given, against the pinned model digest.
-pub fn from_fetched(dir: &Path, pinned: Option<Digest>) -> Result<ModelArtifact, RegistryError> {
+pub(crate) fn from_fetched(
+    dir: &Path,
+    pinned: Option<Digest>,
+) -> Result<ModelArtifact, RegistryError> {
     let manifest = Manifest::read(dir)
         .map_err(FetchError::from)?
         .ok_or_else(|| {

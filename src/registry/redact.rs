@@ -25,7 +25,7 @@ fn is_secret(key: &str) -> bool {
 }
 
 /// The URL as it may be shown: `https://***@host/path?token=***`.
-pub fn redact_url(url: &Url) -> String {
+pub(crate) fn redact_url(url: &Url) -> String {
     let mut shown = url.clone();
     if !shown.username().is_empty() || shown.password().is_some() {
         let _ = shown.set_username("***");
@@ -51,7 +51,7 @@ pub fn redact_url(url: &Url) -> String {
 /// Text that should be a URL, as it may be shown, even when it does not parse (a port out of
 /// range, say): everything between `://` and the last `@` before the query is taken for
 /// userinfo, and secret query parameters are masked.
-pub fn redact_text(text: &str) -> String {
+pub(crate) fn redact_text(text: &str) -> String {
     if let Ok(url) = Url::parse(text) {
         return redact_url(&url);
     }

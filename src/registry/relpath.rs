@@ -8,7 +8,7 @@ use std::{
 };
 
 /// Names pinserve writes itself; a listing may not use them.
-pub const RESERVED_PREFIX: &str = ".pinserve";
+pub(crate) const RESERVED_PREFIX: &str = ".pinserve";
 
 /// Serialised as its text; deserialising refuses what [`RelativePath::new`] refuses, so a
 /// manifest cannot name a file outside its directory.
@@ -26,7 +26,7 @@ pub struct UnsafePath {
 }
 
 impl RelativePath {
-    pub fn new(path: &str) -> Result<RelativePath, UnsafePath> {
+    pub(crate) fn new(path: &str) -> Result<RelativePath, UnsafePath> {
         let unsafe_path = |reason| UnsafePath {
             path: path.to_owned(),
             reason,
@@ -62,17 +62,12 @@ impl RelativePath {
         Ok(RelativePath(path.trim_end_matches('/').to_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
-    pub fn under(&self, dir: &Path) -> PathBuf {
+    pub(crate) fn under(&self, dir: &Path) -> PathBuf {
         dir.join(&self.0)
-    }
-
-    /// The path of this file's `.sha256` sidecar.
-    pub fn sidecar(&self) -> String {
-        format!("{}.sha256", self.0)
     }
 }
 

@@ -54,14 +54,14 @@ pub enum TransferError {
 }
 
 impl TransferError {
-    pub fn local(path: &Path, source: std::io::Error) -> TransferError {
+    pub(crate) fn local(path: &Path, source: std::io::Error) -> TransferError {
         TransferError::Local {
             path: path.to_path_buf(),
             source: Arc::new(source),
         }
     }
 
-    pub fn transient(message: impl ToString) -> TransferError {
+    pub(crate) fn transient(message: impl ToString) -> TransferError {
         TransferError::Transient {
             message: message.to_string(),
             retry_after: None,
@@ -69,7 +69,7 @@ impl TransferError {
     }
 
     /// Nothing arrived for `stall`: an answer or the next bytes of a body.
-    pub fn stalled(stall: Duration) -> TransferError {
+    pub(crate) fn stalled(stall: Duration) -> TransferError {
         TransferError::transient(format!(
             "no bytes for {stall:?} (--fetch-stall-timeout); the transfer stalled"
         ))
@@ -83,7 +83,7 @@ impl From<super::RegistryError> for TransferError {
 }
 
 /// Runs `work` (a request, or the wait for the next bytes) unless it stays silent for `stall`.
-pub async fn within<T>(
+pub(crate) async fn within<T>(
     stall: Duration,
     work: impl Future<Output = Result<T, TransferError>>,
 ) -> Result<T, TransferError> {
@@ -104,7 +104,7 @@ impl Opened {
     /// Reads the whole body into memory, refusing it as soon as it is known to exceed `limit`
     /// bytes (from its announced length, or at the limit plus one byte), so a hostile source
     /// cannot make pinserve hold more than the limit.
-    pub async fn read_limited(
+    pub(crate) async fn read_limited(
         self,
         limit: usize,
         stall: Duration,
@@ -161,7 +161,7 @@ impl fmt::Debug for FileSource {
 }
 
 impl FileSource {
-    pub async fn open(&self, offset: u64) -> Result<Opened, TransferError> {
+    pub(crate) async fn open(&self, offset: u64) -> Result<Opened, TransferError> {
         match self {
             FileSource::Http { client, url } => open_http(client, url, offset).await,
             FileSource::Store { store, path, .. } => open_store(store.as_ref(), path, offset).await,
@@ -202,7 +202,7 @@ async fn open_http(
 }
 
 /// Maps an HTTP status to success, a retryable failure or a final one.
-pub fn check_status(url: &Url, response: &reqwest::Response) -> Result<(), TransferError> {
+pub(crate) fn check_status(url: &Url, response: &reqwest::Response) -> Result<(), TransferError> {
     let status = response.status();
     if status.is_success() {
         return Ok(());
@@ -226,7 +226,7 @@ pub fn check_status(url: &Url, response: &reqwest::Response) -> Result<(), Trans
 /// Connection errors and timeouts are transient, except an untrusted TLS certificate, which
 /// retrying cannot fix. reqwest's own messages never carry credentials, but its URL might, so
 /// the message names the redacted URL instead.
-pub fn describe_reqwest(url: &Url, err: &reqwest::Error) -> TransferError {
+pub(crate) fn describe_reqwest(url: &Url, err: &reqwest::Error) -> TransferError {
     let kind = if err.is_timeout() {
         "timed out"
     } else if err.is_connect() {
@@ -275,7 +275,7 @@ async fn open_store(
 
 /// Object-store errors that name a missing object or refused credentials are final; the rest
 /// (transport errors, 5xx after the store's own retries) are transient.
-pub fn classify_store_error(err: object_store::Error) -> TransferError {
+pub(crate) fn classify_store_error(err: object_store::Error) -> TransferError {
     use object_store::Error;
     match err {
         Error::NotFound { .. }

@@ -45,7 +45,7 @@ pub struct EndpointError {
 }
 
 /// Parses `--storage-endpoint`: an `http://` or `https://` URL.
-pub fn parse_endpoint(text: &str) -> Result<Url, EndpointError> {
+pub(crate) fn parse_endpoint(text: &str) -> Result<Url, EndpointError> {
     let refused = |reason: String| EndpointError {
         value: text.to_owned(),
         reason,
@@ -148,7 +148,7 @@ pub struct Store {
 /// Whether `url` is served by a plain HTTP(S) server rather than a recognised object store. An
 /// HTTPS URL with a query string (a presigned S3 or GCS URL, a SAS URL) is fetched as it is:
 /// its query is the credential, which a store client would drop in favour of its own.
-pub fn is_plain_http(url: &Url) -> bool {
+pub(crate) fn is_plain_http(url: &Url) -> bool {
     let presigned = matches!(url.scheme(), "http" | "https") && url.query().is_some();
     presigned
         || matches!(
@@ -158,7 +158,7 @@ pub fn is_plain_http(url: &Url) -> bool {
 }
 
 impl Store {
-    pub fn open(url: &Url, options: &StoreOptions) -> Result<Store, RegistryError> {
+    pub(crate) fn open(url: &Url, options: &StoreOptions) -> Result<Store, RegistryError> {
         let shown = redact_url(url);
         let config = |source: Box<dyn std::error::Error + Send + Sync>| RegistryError::Store {
             location: shown.clone(),
@@ -195,7 +195,7 @@ impl Store {
     }
 
     /// The source of the object `relative` below the URL (or of the URL itself for "").
-    pub fn source(&self, relative: &str) -> FileSource {
+    pub(crate) fn source(&self, relative: &str) -> FileSource {
         let path = if relative.is_empty() {
             self.base.clone()
         } else {
@@ -215,7 +215,10 @@ impl Store {
 
     /// Every object below the URL, with its path relative to it and its size; a listing that
     /// sends nothing for `stall` is abandoned.
-    pub async fn list(&self, stall: Duration) -> Result<Vec<(RelativePath, u64)>, TransferError> {
+    pub(crate) async fn list(
+        &self,
+        stall: Duration,
+    ) -> Result<Vec<(RelativePath, u64)>, TransferError> {
         let mut listing = self
             .store
             .list(Some(&self.base))
@@ -236,7 +239,10 @@ impl Store {
     }
 
     /// The names of the "directories" right below the URL (common prefixes), sorted.
-    pub async fn subdirectories(&self, stall: Duration) -> Result<Vec<String>, TransferError> {
+    pub(crate) async fn subdirectories(
+        &self,
+        stall: Duration,
+    ) -> Result<Vec<String>, TransferError> {
         let listed = within(stall, async {
             self.store
                 .list_with_delimiter(Some(&self.base))
@@ -254,7 +260,7 @@ impl Store {
     }
 
     /// The object's size, or `None` when it does not exist.
-    pub async fn size(&self, relative: &str) -> Result<Option<u64>, TransferError> {
+    pub(crate) async fn size(&self, relative: &str) -> Result<Option<u64>, TransferError> {
         let path = if relative.is_empty() {
             self.base.clone()
         } else {
