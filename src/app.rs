@@ -186,8 +186,9 @@ fn serve(
 
 /// Shows the failure on `/health` for [`FAILED_EXIT_DELAY`] (or until a shutdown signal).
 async fn report_failure(state: &AppState, err: &LoadError, shutdown: impl Future<Output = ()>) {
-    tracing::error!(error = %err, delay = ?FAILED_EXIT_DELAY, "model failed to load; exiting");
-    state.set_failed(err.to_string());
+    let error = crate::registry::redact::error_chain(err);
+    tracing::error!(%error, delay = ?FAILED_EXIT_DELAY, "model failed to load; exiting");
+    state.set_failed(error);
     tokio::select! {
         () = tokio::time::sleep(FAILED_EXIT_DELAY) => {}
         () = shutdown => {}

@@ -17,8 +17,9 @@ use crate::{
         Digest, FetchOptions, Location, ModelReference, RegistryError, Resolver, Selector,
         cache::{Cache, Limits},
         check_component,
+        digest::DigestError,
         retry::RetryPolicy,
-        store::StoreOptions,
+        store::{StoreOptions, parse_endpoint},
     },
     signing::{Policy, SigningError},
 };
@@ -232,8 +233,8 @@ pub struct FetchArgs {
     pub fetch_max_bytes: u64,
 
     /// Endpoint of an S3-compatible store (MinIO, Ceph) or of an Azure emulator.
-    #[arg(long, env = "PINSERVE_STORAGE_ENDPOINT", value_name = "URL", help_heading = FETCH)]
-    pub storage_endpoint: Option<String>,
+    #[arg(long, env = "PINSERVE_STORAGE_ENDPOINT", value_name = "URL", value_parser = parse_endpoint, help_heading = FETCH)]
+    pub storage_endpoint: Option<Url>,
 
     #[command(flatten)]
     pub signing: SignatureArgs,
@@ -287,7 +288,7 @@ impl SignatureArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OptionalDigest(Option<Digest>);
 
-fn parse_optional_digest(text: &str) -> Result<OptionalDigest, String> {
+fn parse_optional_digest(text: &str) -> Result<OptionalDigest, DigestError> {
     if text.trim().is_empty() {
         return Ok(OptionalDigest(None));
     }

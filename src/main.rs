@@ -64,7 +64,8 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "pinserve stopped with an error");
+            let error = pinserve::registry::redact::error_chain(&*err);
+            tracing::error!(%error, "pinserve stopped with an error");
             ExitCode::FAILURE
         }
     }

@@ -78,18 +78,18 @@ pub struct ClaimError {
 }
 
 impl Cache {
-    pub fn new(dir: PathBuf, limits: Limits) -> Cache {
+    pub(crate) fn new(dir: PathBuf, limits: Limits) -> Cache {
         Cache { dir, limits }
     }
 
     /// A cache nothing is evicted from (`eval` and `profile` fetch into it and never evict).
-    pub fn unbounded(dir: &Path) -> Cache {
+    pub(crate) fn unbounded(dir: &Path) -> Cache {
         Cache::new(dir.to_path_buf(), Limits::default())
     }
 
     /// `CACHE/NAME/VERSION`; names and versions are single path components (checked when the
     /// reference was built, or by the registry's own naming rules).
-    pub fn version_dir(&self, name: &str, version: &str) -> PathBuf {
+    pub(crate) fn version_dir(&self, name: &str, version: &str) -> PathBuf {
         self.dir.join(safe(name)).join(safe(version))
     }
 
@@ -103,7 +103,11 @@ impl Cache {
 
     /// Waits until no other process is fetching `NAME/VERSION`, and keeps others from fetching
     /// it until the returned lock is dropped.
-    pub async fn fetching(&self, name: &str, version: &str) -> Result<FetchLock, ClaimError> {
+    pub(crate) async fn fetching(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<FetchLock, ClaimError> {
         let path = self.fetching_path(name, version);
         let shown = path.clone();
         let failed = |source| ClaimError {
@@ -123,7 +127,7 @@ impl Cache {
 
     /// The name a version (a logged model's id, unique on its server) is cached under, found
     /// without asking the registry; `None` if it is not there, or under more than one name.
-    pub fn name_of(&self, version: &str) -> Option<String> {
+    pub(crate) fn name_of(&self, version: &str) -> Option<String> {
         let mut names = read_dir_names(&self.dir)
             .into_iter()
             .filter(|name| self.dir.join(name).join(safe(version)).is_dir());
@@ -133,7 +137,7 @@ impl Cache {
 
     /// Claims `NAME/VERSION` for the life of this process and records its use now. Waits while
     /// an evictor deletes it (the caller then finds it gone and fetches it again).
-    pub async fn claim(&self, name: &str, version: &str) -> Result<(), ClaimError> {
+    pub(crate) async fn claim(&self, name: &str, version: &str) -> Result<(), ClaimError> {
         let path = self.lock_path(name, version);
         let shown = path.clone();
         tokio::task::spawn_blocking(move || claim_blocking(path))
@@ -147,7 +151,7 @@ impl Cache {
     /// Evicts least recently used versions until the cache is within its limits, never
     /// `keep` (`NAME`, `VERSION`) nor a version another claim holds. Failures are logged: a
     /// cache that could not be trimmed still serves.
-    pub async fn evict(&self, keep: (&str, &str)) {
+    pub(crate) async fn evict(&self, keep: (&str, &str)) {
         if self.limits == Limits::default() {
             return;
         }

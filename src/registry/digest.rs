@@ -7,13 +7,25 @@ use sha2::{Digest as _, Sha256};
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Digest([u8; 32]);
 
+/// Text that is not a SHA-256 digest.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DigestError {
+    #[error("the sidecar is empty")]
+    EmptySidecar,
+    #[error("'{text}' is not a SHA-256 digest (64 hexadecimal digits)")]
+    NotHex {
+        text: String,
+        source: hex::FromHexError,
+    },
+}
+
 impl Digest {
-    pub fn of_bytes(bytes: &[u8]) -> Digest {
+    pub(crate) fn of_bytes(bytes: &[u8]) -> Digest {
         Digest(Sha256::digest(bytes).into())
     }
 
     /// Hashes a file in 1 MiB reads (blocking; call from a blocking context).
-    pub fn of_file(path: &Path) -> std::io::Result<Digest> {
+    pub(crate) fn of_file(path: &Path) -> std::io::Result<Digest> {
         let mut file = std::fs::File::open(path)?;
         let mut hasher = Sha256::new();
         let mut buffer = vec![0; 1 << 20];
@@ -27,10 +39,10 @@ impl Digest {
     }
 
     /// Reads a `sha256sum`-style sidecar: the first whitespace-separated word is the digest.
-    pub fn from_sidecar(text: &str) -> Result<Digest, String> {
+    pub(crate) fn from_sidecar(text: &str) -> Result<Digest, DigestError> {
         text.split_whitespace()
             .next()
-            .ok_or_else(|| "the sidecar is empty".to_owned())?
+            .ok_or(DigestError::EmptySidecar)?
             .parse()
     }
 }
@@ -42,14 +54,16 @@ impl From<Sha256> for Digest {
 }
 
 impl FromStr for Digest {
-    type Err = String;
+    type Err = DigestError;
 
-    fn from_str(text: &str) -> Result<Digest, String> {
+    fn from_str(text: &str) -> Result<Digest, DigestError> {
         let text = text.trim();
         let text = text.strip_prefix("sha256:").unwrap_or(text);
         let mut bytes = [0; 32];
-        hex::decode_to_slice(text, &mut bytes)
-            .map_err(|_| format!("'{text}' is not a SHA-256 digest (64 hexadecimal digits)"))?;
+        hex::decode_to_slice(text, &mut bytes).map_err(|source| DigestError::NotHex {
+            text: text.to_owned(),
+            source,
+        })?;
         Ok(Digest(bytes))
     }
 }
@@ -102,6 +116,7 @@ mod tests {
             "abc"
                 .parse::<Digest>()
                 .unwrap_err()
+                .to_string()
                 .contains("64 hexadecimal digits")
         );
         assert!(Digest::from_sidecar("\n").is_err());

@@ -102,11 +102,8 @@ impl Wanted {
     /// The first expected digest `manifest` does not record, described for the log.
     fn contradiction(&self, manifest: &Manifest) -> Option<String> {
         self.digests.iter().find_map(|wanted| {
-            let path = wanted
-                .file
-                .as_ref()
-                .map_or(manifest.model_file.as_str(), RelativePath::as_str);
-            let recorded = manifest.files.iter().find(|file| file.path == path);
+            let path = wanted.file.as_ref().unwrap_or(&manifest.model_file);
+            let recorded = manifest.files.iter().find(|file| &file.path == path);
             match recorded {
                 Some(file) if file.sha256 == wanted.expected.digest => None,
                 Some(file) => Some(format!(
@@ -123,7 +120,7 @@ impl Wanted {
 }
 
 /// A complete, verified download in `dest` that is the `wanted` one.
-pub fn cached(dest: &Path, wanted: &Wanted) -> Option<Manifest> {
+pub(crate) fn cached(dest: &Path, wanted: &Wanted) -> Option<Manifest> {
     let manifest = match Manifest::read(dest) {
         Ok(Some(manifest)) if (wanted.same)(&manifest) => manifest,
         Ok(Some(manifest)) => {
@@ -154,7 +151,7 @@ pub fn cached(dest: &Path, wanted: &Wanted) -> Option<Manifest> {
 }
 
 /// Downloads every file of `plan` into `dest` and writes the manifest.
-pub async fn fetch(
+pub(crate) async fn fetch(
     plan: &Plan,
     dest: &Path,
     options: &FetchOptions,
@@ -186,7 +183,7 @@ async fn fetch_all(
         plan.version.clone(),
         plan.reference.clone(),
         plan.source.clone(),
-        plan.model_file.to_string(),
+        plan.model_file.clone(),
     );
     manifest.signature = plan.signature.clone();
     let downloads = futures_util::stream::iter(plan.files.iter().enumerate())
@@ -206,7 +203,7 @@ async fn fetch_all(
     let mut directories: Vec<PathBuf> = manifest
         .files
         .iter()
-        .filter_map(|file| dest.join(&file.path).parent().map(Path::to_path_buf))
+        .filter_map(|file| file.path.under(dest).parent().map(Path::to_path_buf))
         .collect();
     directories.sort();
     directories.dedup();
@@ -326,7 +323,7 @@ async fn download(
         tracing::debug!(file = %shown, sha256 = %written.digest, "no expected digest for this file; recorded the computed one");
     }
     Ok(ManifestFile {
-        path: shown,
+        path: file.path.clone(),
         size: written.size,
         sha256: written.digest,
     })

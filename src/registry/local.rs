@@ -5,7 +5,7 @@ use std::path::{Component, Path};
 
 use super::RegistryError;
 
-pub fn check_component(what: &'static str, value: &str) -> Result<(), RegistryError> {
+pub(crate) fn check_component(what: &'static str, value: &str) -> Result<(), RegistryError> {
     let invalid = |reason| RegistryError::InvalidName {
         what,
         value: value.to_owned(),

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{digest::Digest, relpath::RelativePath};
 
-pub const MANIFEST_FILE: &str = "pinserve.json";
+pub(crate) const MANIFEST_FILE: &str = "pinserve.json";
 const FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,7 +25,7 @@ pub struct Manifest {
     /// Where the bytes came from, credentials redacted.
     pub source: String,
     /// The file ONNX Runtime loads, relative to the directory.
-    pub model_file: String,
+    pub model_file: RelativePath,
     /// RFC 3339, UTC.
     pub resolved_at: String,
     pub files: Vec<ManifestFile>,
@@ -36,7 +36,7 @@ pub struct Manifest {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestFile {
-    pub path: String,
+    pub path: RelativePath,
     pub size: u64,
     pub sha256: Digest,
 }
@@ -48,8 +48,21 @@ pub enum ManifestError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: not a pinserve manifest: {reason}", path.display())]
-    Invalid { path: PathBuf, reason: String },
+    #[error("{}: not a pinserve manifest: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{}: not a pinserve manifest: format {found} is not {FORMAT}", path.display())]
+    Format { path: PathBuf, found: u32 },
+    #[error(
+        "{}: not a pinserve manifest: the model file '{model_file}' is not among its files",
+        path.display()
+    )]
+    NoModelFile {
+        path: PathBuf,
+        model_file: RelativePath,
+    },
     #[error("{path}: expected {expected} bytes, found {found}")]
     Size {
         path: String,
@@ -69,12 +82,12 @@ impl Manifest {
         clippy::disallowed_methods,
         reason = "the manifest records when it was resolved"
     )]
-    pub fn new(
+    pub(crate) fn new(
         model: String,
         version: String,
         reference: String,
         source: String,
-        model_file: String,
+        model_file: RelativePath,
     ) -> Manifest {
         Manifest {
             format: FORMAT,
@@ -91,7 +104,7 @@ impl Manifest {
     }
 
     /// Reads `DIR/pinserve.json`; `Ok(None)` when there is none.
-    pub fn read(dir: &Path) -> Result<Option<Manifest>, ManifestError> {
+    pub(crate) fn read(dir: &Path) -> Result<Option<Manifest>, ManifestError> {
         let path = dir.join(MANIFEST_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
@@ -99,35 +112,34 @@ impl Manifest {
             Err(source) => return Err(ManifestError::Io { path, source }),
         };
         let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|err| ManifestError::Invalid {
+            serde_json::from_str(&text).map_err(|source| ManifestError::Parse {
                 path: path.clone(),
-                reason: err.to_string(),
+                source,
             })?;
-        manifest
-            .check_paths()
-            .map_err(|reason| ManifestError::Invalid { path, reason })?;
+        manifest.check_model_file(path)?;
         Ok(Some(manifest))
     }
 
-    fn check_paths(&self) -> Result<(), String> {
+    /// Paths were checked as they were read; what is left is the format and the model file.
+    fn check_model_file(&self, path: PathBuf) -> Result<(), ManifestError> {
         if self.format != FORMAT {
-            return Err(format!("format {} is not {FORMAT}", self.format));
-        }
-        for file in &self.files {
-            RelativePath::new(&file.path).map_err(|err| err.to_string())?;
+            return Err(ManifestError::Format {
+                path,
+                found: self.format,
+            });
         }
         if !self.files.iter().any(|file| file.path == self.model_file) {
-            return Err(format!(
-                "the model file '{}' is not among its files",
-                self.model_file
-            ));
+            return Err(ManifestError::NoModelFile {
+                path,
+                model_file: self.model_file.clone(),
+            });
         }
         Ok(())
     }
 
     /// Writes `DIR/pinserve.json` atomically: a temporary file, fsynced, renamed, and the
     /// directory fsynced so the rename itself survives a crash.
-    pub fn write(&self, dir: &Path) -> Result<(), ManifestError> {
+    pub(crate) fn write(&self, dir: &Path) -> Result<(), ManifestError> {
         let path = dir.join(MANIFEST_FILE);
         let temporary = dir.join(format!(".pinserve-partial-{MANIFEST_FILE}"));
         let io = |source| ManifestError::Io {
@@ -144,9 +156,9 @@ impl Manifest {
     }
 
     /// Checks that every file exists with its recorded size; with `hash`, also its digest.
-    pub fn verify(&self, dir: &Path, hash: bool) -> Result<(), ManifestError> {
+    pub(crate) fn verify(&self, dir: &Path, hash: bool) -> Result<(), ManifestError> {
         for file in &self.files {
-            let path = dir.join(&file.path);
+            let path = file.path.under(dir);
             let io = |source| ManifestError::Io {
                 path: path.clone(),
                 source,
@@ -154,7 +166,7 @@ impl Manifest {
             let found = std::fs::symlink_metadata(&path).map_err(io)?.len();
             if found != file.size {
                 return Err(ManifestError::Size {
-                    path: file.path.clone(),
+                    path: file.path.to_string(),
                     expected: file.size,
                     found,
                 });
@@ -163,7 +175,7 @@ impl Manifest {
                 let found = Digest::of_file(&path).map_err(io)?;
                 if found != file.sha256 {
                     return Err(ManifestError::Digest {
-                        path: file.path.clone(),
+                        path: file.path.to_string(),
                         expected: file.sha256,
                         found,
                     });
@@ -173,7 +185,7 @@ impl Manifest {
         Ok(())
     }
 
-    pub fn model_file_digest(&self) -> Option<Digest> {
+    pub(crate) fn model_file_digest(&self) -> Option<Digest> {
         self.files
             .iter()
             .find(|file| file.path == self.model_file)
@@ -181,7 +193,7 @@ impl Manifest {
     }
 }
 
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -196,10 +208,10 @@ mod tests {
             "1".into(),
             "models:/m/1".into(),
             "here".into(),
-            "model.onnx".into(),
+            RelativePath::new("model.onnx").unwrap(),
         );
         manifest.files.push(ManifestFile {
-            path: "model.onnx".into(),
+            path: RelativePath::new("model.onnx").unwrap(),
             size: content.len() as u64,
             sha256: Digest::of_bytes(content),
         });
@@ -240,9 +252,9 @@ mod tests {
     #[test]
     fn refuses_manifests_with_unsafe_paths() {
         let dir = tempfile::tempdir().unwrap();
-        let mut manifest = manifest_for(dir.path(), b"x");
-        manifest.files[0].path = "../outside".into();
-        manifest.model_file = "../outside".into();
+        let mut manifest = serde_json::to_value(manifest_for(dir.path(), b"x")).unwrap();
+        manifest["files"][0]["path"] = "../outside".into();
+        manifest["model_file"] = "../outside".into();
         std::fs::write(
             dir.path().join(MANIFEST_FILE),
             serde_json::to_vec(&manifest).unwrap(),
@@ -250,6 +262,30 @@ mod tests {
         .unwrap();
         let err = Manifest::read(dir.path()).unwrap_err().to_string();
         assert!(err.contains("unsafe artifact path"), "{err}");
+    }
+
+    #[test]
+    fn refuses_other_formats_and_a_model_file_it_does_not_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = serde_json::to_value(manifest_for(dir.path(), b"x")).unwrap();
+        let refusal = |change: &dyn Fn(&mut serde_json::Value)| {
+            let mut manifest = written.clone();
+            change(&mut manifest);
+            let text = serde_json::to_vec(&manifest).unwrap();
+            std::fs::write(dir.path().join(MANIFEST_FILE), text).unwrap();
+            Manifest::read(dir.path()).unwrap_err()
+        };
+        let err = refusal(&|manifest| manifest["format"] = 2.into());
+        assert!(
+            matches!(err, ManifestError::Format { found: 2, .. }),
+            "{err}"
+        );
+        let err = refusal(&|manifest| manifest["model_file"] = "other.onnx".into());
+        assert!(
+            err.to_string()
+                .ends_with("the model file 'other.onnx' is not among its files"),
+            "{err}"
+        );
     }
 
     #[test]

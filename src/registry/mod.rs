@@ -24,10 +24,10 @@ pub mod store;
 
 use std::path::PathBuf;
 
+pub(crate) use self::local::check_component;
 pub use self::{
     digest::Digest,
     fetch::{FetchError, FetchOptions},
-    local::check_component,
     manifest::Manifest,
     reference::{Location, ModelReference, Selector},
     relpath::RelativePath,
@@ -132,14 +132,30 @@ pub enum RegistryError {
         registry: String,
         message: String,
     },
-    #[error("{location}: {message}")]
-    Transfer { location: String, message: String },
+    #[error("{location}: {source}")]
+    Transfer {
+        location: String,
+        source: source::TransferError,
+    },
+    /// A `.sha256` sidecar that does not hold a digest.
+    #[error("{location}: {source}")]
+    Sidecar {
+        location: String,
+        source: digest::DigestError,
+    },
     #[error(
         "{location}: no ONNX model (no model.onnx and not exactly one .onnx file, at the top or in a single version folder)"
     )]
     NoModelFile { location: String },
     #[error("{0}")]
     Config(String),
+    /// An object store client could not be set up for a URL (the URL or the environment is
+    /// wrong): object_store's parse or builder error.
+    #[error("{location}: {source}")]
+    Store {
+        location: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(transparent)]
     Fetch(#[from] FetchError),
     #[error(transparent)]

@@ -9,7 +9,8 @@ use std::{
 };
 
 use super::{
-    Digest, Expected, ModelArtifact, ModelReference, Plan, PlannedFile, RegistryError, Resolver,
+    Digest, Expected, ModelArtifact, ModelReference, Plan, PlannedFile, RegistryError,
+    RelativePath, Resolver,
     cache::Cache,
     fetch::{FetchError, FetchOptions, Wanted, WantedDigest, cached, fetch},
     manifest::Manifest,
@@ -18,7 +19,7 @@ use super::{
 use crate::metrics::ModelLabels;
 
 /// Fetches `reference` into `dest` (the init container's job).
-pub async fn into_directory(
+pub(crate) async fn into_directory(
     reference: &ModelReference,
     dest: &Path,
     resolver: &Resolver,
@@ -49,7 +50,7 @@ async fn bounded<T>(
 
 /// Prepares `reference` for loading: local files in place, remote ones in `cache`, where the
 /// version is claimed for the life of the process and older ones are evicted once it is ready.
-pub async fn for_serving(
+pub(crate) async fn for_serving(
     reference: &ModelReference,
     cache: &Cache,
     resolver: &Resolver,
@@ -104,7 +105,7 @@ fn cached_name<'a>(reference: &'a ModelReference, cache: &Cache) -> Option<(Stri
 /// Downloads the one file at `url` (held-out data for `eval`) into `dest`, an empty directory,
 /// verified against the `.sha256` sidecar beside it when there is one; returns its local path.
 /// Data at a URL may change under the same name, so nothing earlier is reused.
-pub async fn file_into(
+pub(crate) async fn file_into(
     url: &url::Url,
     dest: &Path,
     resolver: &Resolver,
@@ -118,14 +119,17 @@ pub async fn file_into(
         };
         tracing::info!(source = %plan.source, dest = %dest.display(), "fetching");
         let manifest = fetch(&plan, dest, options, &labels).await?;
-        Ok(dest.join(&manifest.model_file))
+        Ok(manifest.model_file.under(dest))
     })
     .await
 }
 
 /// What `pinserve fetch` wrote into `dir`, checked against its manifest (sizes; the digests
 /// were verified when it was written) and, when given, against the pinned model digest.
-pub fn from_fetched(dir: &Path, pinned: Option<Digest>) -> Result<ModelArtifact, RegistryError> {
+pub(crate) fn from_fetched(
+    dir: &Path,
+    pinned: Option<Digest>,
+) -> Result<ModelArtifact, RegistryError> {
     let manifest = Manifest::read(dir)
         .map_err(FetchError::from)?
         .ok_or_else(|| {
@@ -140,7 +144,7 @@ pub fn from_fetched(dir: &Path, pinned: Option<Digest>) -> Result<ModelArtifact,
         && expected != found
     {
         return Err(FetchError::DigestMismatch {
-            path: manifest.model_file.clone(),
+            path: manifest.model_file.to_string(),
             expected,
             found,
             origin: PINNED_ORIGIN.to_owned(),
@@ -216,10 +220,10 @@ fn before_planning(reference: &ModelReference, resolver: &Resolver) -> Wanted {
 /// file present with its listed size, and every expected digest (flag, tag, sidecar) recorded.
 fn of_plan(plan: &Plan) -> Wanted {
     let (name, version, source) = (plan.name.clone(), plan.version.clone(), plan.source.clone());
-    let sizes: Vec<(String, Option<u64>)> = plan
+    let sizes: Vec<(RelativePath, Option<u64>)> = plan
         .files
         .iter()
-        .map(|file| (file.path.to_string(), file.size))
+        .map(|file| (file.path.clone(), file.size))
         .collect();
     let same = move |m: &Manifest| {
         m.model == name
@@ -309,7 +313,7 @@ fn artifact_from(dir: &Path, manifest: &Manifest) -> Result<ModelArtifact, Regis
         name: manifest.model.clone(),
         version: manifest.version.clone(),
         dir: dir.to_path_buf(),
-        model_file: dir.join(&manifest.model_file),
+        model_file: manifest.model_file.under(dir),
         sha256: manifest.model_file_digest(),
         signature: manifest.signature.clone(),
         signed: None,

@@ -26,7 +26,7 @@ struct State {
 }
 
 impl Progress {
-    pub fn new(labels: &ModelLabels, total: u64) -> Progress {
+    pub(crate) fn new(labels: &ModelLabels, total: u64) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
@@ -52,7 +52,7 @@ impl Progress {
     }
 
     /// Counts `bytes` received from the network.
-    pub fn received(&self, bytes: u64) {
+    pub(crate) fn received(&self, bytes: u64) {
         self.bytes_counter.increment(bytes);
         let mut state = self
             .state
@@ -79,7 +79,7 @@ impl Progress {
     }
 
     /// Takes back bytes that must be received again (a server ignored a range request).
-    pub fn restarted(&self, bytes: u64) {
+    pub(crate) fn restarted(&self, bytes: u64) {
         let mut state = self
             .state
             .lock()
@@ -90,7 +90,7 @@ impl Progress {
         }
     }
 
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

@@ -25,7 +25,7 @@ fn is_secret(key: &str) -> bool {
 }
 
 /// The URL as it may be shown: `https://***@host/path?token=***`.
-pub fn redact_url(url: &Url) -> String {
+pub(crate) fn redact_url(url: &Url) -> String {
     let mut shown = url.clone();
     if !shown.username().is_empty() || shown.password().is_some() {
         let _ = shown.set_username("***");
@@ -51,7 +51,7 @@ pub fn redact_url(url: &Url) -> String {
 /// Text that should be a URL, as it may be shown, even when it does not parse (a port out of
 /// range, say): everything between `://` and the last `@` before the query is taken for
 /// userinfo, and secret query parameters are masked.
-pub fn redact_text(text: &str) -> String {
+pub(crate) fn redact_text(text: &str) -> String {
     if let Ok(url) = Url::parse(text) {
         return redact_url(&url);
     }
@@ -77,6 +77,45 @@ pub fn redact_text(text: &str) -> String {
         shown = format!("{shown}?{}", pairs.join("&"));
     }
     shown
+}
+
+/// An error and its causes on one line, `error: cause: cause`, with every URL in it redacted:
+/// what the log and `/health` show. A cause whose text its parent already quotes is not
+/// repeated, and the causes of library errors (which may name URLs with credentials) are masked.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        let shown = inner.to_string();
+        if !text.contains(&shown) {
+            text = format!("{text}: {shown}");
+        }
+        cause = inner.source();
+    }
+    redact_urls(&text)
+}
+
+/// Free text with every `scheme://...` word in it redacted as [`redact_text`] does.
+fn redact_urls(text: &str) -> String {
+    let quoting = |c: char| {
+        matches!(
+            c,
+            '(' | ')' | '<' | '>' | '"' | '\'' | ',' | ';' | '.' | ':'
+        )
+    };
+    text.split(' ')
+        .map(|word| {
+            let start = word.len() - word.trim_start_matches(quoting).len();
+            let end = word.trim_end_matches(quoting).len().max(start);
+            let core = &word[start..end];
+            if core.contains("://") {
+                format!("{}{}{}", &word[..start], redact_text(core), &word[end..])
+            } else {
+                word.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -116,5 +155,28 @@ mod tests {
     fn leaves_plain_urls_alone() {
         let url = Url::parse("s3://bucket/models/fraud/7").unwrap();
         assert_eq!(redact_url(&url), "s3://bucket/models/fraud/7");
+    }
+
+    #[test]
+    fn error_chains_name_every_cause_once_and_redact_urls() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("fetch failed: {source}")]
+        struct Outer {
+            source: Inner,
+        }
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read (https://alice:pw@host/m?X-Amz-Signature=abc)")]
+        struct Inner {
+            source: std::io::Error,
+        }
+        let err = Outer {
+            source: Inner {
+                source: std::io::Error::other("connection reset"),
+            },
+        };
+        assert_eq!(
+            error_chain(&err),
+            "fetch failed: cannot read (https://***@host/m?X-Amz-Signature=***): connection reset"
+        );
     }
 }

@@ -20,7 +20,7 @@ pub enum Location {
 
 impl Location {
     /// Parses a path, `file://` URL, or object-store / HTTP URL.
-    pub fn parse(text: &str) -> Result<Location, RegistryError> {
+    pub(crate) fn parse(text: &str) -> Result<Location, RegistryError> {
         let invalid = |reason: String| RegistryError::InvalidReference {
             reference: redact_text(text),
             reason,
@@ -48,7 +48,7 @@ impl Location {
     }
 
     /// The location one path segment further down.
-    pub fn join(&self, segment: &str) -> Location {
+    pub(crate) fn join(&self, segment: &str) -> Location {
         match self {
             Location::Local(path) => Location::Local(path.join(segment)),
             Location::Remote(url) => {
@@ -62,7 +62,7 @@ impl Location {
     }
 
     /// The location one path segment further up (`None` at the top).
-    pub fn parent(&self) -> Option<Location> {
+    pub(crate) fn parent(&self) -> Option<Location> {
         match self {
             Location::Local(path) => path
                 .parent()
@@ -93,7 +93,7 @@ impl Location {
         segments[segments.len().saturating_sub(count)..].to_vec()
     }
 
-    pub fn is_model_file(&self) -> bool {
+    pub(crate) fn is_model_file(&self) -> bool {
         self.trailing_segments(1)
             .first()
             .is_some_and(|last| last.ends_with(".onnx"))
@@ -120,7 +120,7 @@ pub enum Selector {
 
 impl Selector {
     /// A version number pins the bytes; an alias or stage can move between restarts.
-    pub fn is_pinned(&self) -> bool {
+    pub(crate) fn is_pinned(&self) -> bool {
         matches!(self, Selector::Version(_))
     }
 }
@@ -155,7 +155,7 @@ impl ModelReference {
     /// Parses `--model-uri`. `name` and `version` (from `--model`/`--version`) name a direct
     /// location whose path does not end in `NAME/VERSION[/model.onnx]`; `tracking` is the
     /// registry for `models:/` URIs.
-    pub fn parse(
+    pub(crate) fn parse(
         uri: &str,
         name: Option<&str>,
         version: Option<&str>,
@@ -206,7 +206,7 @@ impl ModelReference {
 
     /// Whether the reference names exact bytes (so a verified cache can be reused without
     /// asking the registry); aliases and stages must be resolved first.
-    pub fn is_pinned(&self) -> bool {
+    pub(crate) fn is_pinned(&self) -> bool {
         match self {
             ModelReference::Registry { selector, .. } => selector.is_pinned(),
             _ => true,
@@ -214,7 +214,7 @@ impl ModelReference {
     }
 
     /// Whether the files are on local disk (so `serve` loads them in place).
-    pub fn is_local(&self) -> bool {
+    pub(crate) fn is_local(&self) -> bool {
         match self {
             ModelReference::Repository { root: location, .. }
             | ModelReference::Direct { location, .. } => {
@@ -226,7 +226,7 @@ impl ModelReference {
 
     /// What a download of this reference is recorded as (the registry included), so a cached
     /// download is reused only for the very same reference.
-    pub fn cache_key(&self) -> String {
+    pub(crate) fn cache_key(&self) -> String {
         match self {
             ModelReference::Registry { tracking, .. }
             | ModelReference::LoggedModel { tracking, .. } => {
@@ -238,7 +238,7 @@ impl ModelReference {
 
     /// The model's name as the reference spells it; empty for a logged model, whose name is
     /// known only once it is resolved.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         match self {
             ModelReference::Repository { name, .. }
             | ModelReference::Registry { name, .. }
@@ -248,7 +248,7 @@ impl ModelReference {
     }
 
     /// The version, if the reference pins one.
-    pub fn pinned_version(&self) -> Option<&str> {
+    pub(crate) fn pinned_version(&self) -> Option<&str> {
         match self {
             ModelReference::Repository { version, .. } | ModelReference::Direct { version, .. } => {
                 Some(version)

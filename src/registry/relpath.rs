@@ -8,9 +8,14 @@ use std::{
 };
 
 /// Names pinserve writes itself; a listing may not use them.
-pub const RESERVED_PREFIX: &str = ".pinserve";
+pub(crate) const RESERVED_PREFIX: &str = ".pinserve";
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Serialised as its text; deserialising refuses what [`RelativePath::new`] refuses, so a
+/// manifest cannot name a file outside its directory.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "String", try_from = "String")]
 pub struct RelativePath(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,7 +26,7 @@ pub struct UnsafePath {
 }
 
 impl RelativePath {
-    pub fn new(path: &str) -> Result<RelativePath, UnsafePath> {
+    pub(crate) fn new(path: &str) -> Result<RelativePath, UnsafePath> {
         let unsafe_path = |reason| UnsafePath {
             path: path.to_owned(),
             reason,
@@ -57,17 +62,26 @@ impl RelativePath {
         Ok(RelativePath(path.trim_end_matches('/').to_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
-    pub fn under(&self, dir: &Path) -> PathBuf {
+    pub(crate) fn under(&self, dir: &Path) -> PathBuf {
         dir.join(&self.0)
     }
+}
 
-    /// The path of this file's `.sha256` sidecar.
-    pub fn sidecar(&self) -> String {
-        format!("{}.sha256", self.0)
+impl TryFrom<String> for RelativePath {
+    type Error = UnsafePath;
+
+    fn try_from(path: String) -> Result<RelativePath, UnsafePath> {
+        RelativePath::new(&path)
+    }
+}
+
+impl From<RelativePath> for String {
+    fn from(path: RelativePath) -> String {
+        path.0
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::{
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -38,6 +39,12 @@ pub struct Resolver {
     pub model_sha256: Option<Digest>,
     /// `--fetch-stall-timeout`: how long a metadata request may wait for its next bytes.
     pub stall_timeout: Duration,
+}
+
+/// Where a single file named by URL is read from.
+enum Remote {
+    Store,
+    Http(reqwest::Client),
 }
 
 /// A file found at a location, before digests are attached.
@@ -142,7 +149,7 @@ impl Resolver {
         }
         let versions = match Store::open(url, &self.store) {
             Ok(store) => store.subdirectories(self.stall_timeout).await,
-            Err(err) => Err(TransferError::Fatal(err.to_string())),
+            Err(err) => Err(err.into()),
         };
         let available = match versions {
             Ok(versions) if versions.is_empty() => "nothing".to_owned(),
@@ -163,9 +170,9 @@ impl Resolver {
         name: &str,
         version: &str,
     ) -> Result<Plan, RegistryError> {
-        let transfer = |err: TransferError| RegistryError::Transfer {
+        let transfer = |source| RegistryError::Transfer {
             location: location.to_string(),
-            message: err.to_string(),
+            source,
         };
         let not_found = || RegistryError::NotFound {
             name: name.to_owned(),
@@ -214,9 +221,9 @@ impl Resolver {
     /// there is one: fetched with the same retries, timeouts and verification as a model file.
     pub async fn plan_file(&self, url: &Url) -> Result<Plan, RegistryError> {
         let location = Location::Remote(url.clone());
-        let transfer = |err: TransferError| RegistryError::Transfer {
+        let transfer = |source| RegistryError::Transfer {
             location: location.to_string(),
-            message: err.to_string(),
+            source,
         };
         let found = if is_plain_http(url) {
             self.list_http_file(url).await
@@ -252,16 +259,15 @@ impl Resolver {
         location: &Location,
     ) -> Result<(), RegistryError> {
         for (target, sidecar) in sidecars {
-            let text =
-                self.read_small(&sidecar.source)
-                    .await
-                    .map_err(|err| RegistryError::Transfer {
-                        location: location.to_string(),
-                        message: err.to_string(),
-                    })?;
-            let digest = Digest::from_sidecar(&text).map_err(|reason| RegistryError::Transfer {
+            let text = self.read_small(&sidecar.source).await.map_err(|source| {
+                RegistryError::Transfer {
+                    location: location.to_string(),
+                    source,
+                }
+            })?;
+            let digest = Digest::from_sidecar(&text).map_err(|source| RegistryError::Sidecar {
                 location: sidecar.source.to_string(),
-                message: reason,
+                source,
             })?;
             plan.expect_digest(&target, digest, &format!("sidecar {}", sidecar.path));
         }
@@ -269,48 +275,20 @@ impl Resolver {
     }
 
     async fn list_store(&self, url: &Url, single_file: bool) -> Result<Vec<Found>, TransferError> {
-        let store =
-            Store::open(url, &self.store).map_err(|err| TransferError::Fatal(err.to_string()))?;
-        if !single_file {
-            let stall = self.stall_timeout;
-            let listed = with_retries(&self.retry, "list", || store.list(stall)).await?;
-            return Ok(listed
-                .into_iter()
-                .map(|(path, size)| Found {
-                    source: store.source(path.as_str()),
-                    path,
-                    size: Some(size),
-                })
-                .collect());
+        if single_file {
+            return self.list_single_file(url, &Remote::Store).await;
         }
-        let file_name = last_segment(url);
+        let store = Store::open(url, &self.store)?;
         let stall = self.stall_timeout;
-        let size = with_retries(&self.retry, "head", || within(stall, store.size(""))).await?;
-        let size = size
-            .ok_or_else(|| TransferError::Fatal(format!("{} does not exist", redact_url(url))))?;
-        let mut found = vec![Found {
-            path: RelativePath::new(&file_name)
-                .map_err(|err| TransferError::Fatal(err.to_string()))?,
-            source: store.source(""),
-            size: Some(size),
-        }];
-        let Some(sidecar_url) = sidecar_url(url) else {
-            return Ok(found);
-        };
-        let sidecar_store = Store::open(&sidecar_url, &self.store)
-            .map_err(|err| TransferError::Fatal(err.to_string()))?;
-        let sidecar_size = with_retries(&self.retry, "head", || {
-            within(stall, sidecar_store.size(""))
-        });
-        if let Some(size) = sidecar_size.await? {
-            found.push(Found {
-                path: RelativePath::new(&format!("{file_name}{SIDECAR_SUFFIX}"))
-                    .map_err(|err| TransferError::Fatal(err.to_string()))?,
-                source: sidecar_store.source(""),
+        let listed = with_retries(&self.retry, "list", || store.list(stall)).await?;
+        Ok(listed
+            .into_iter()
+            .map(|(path, size)| Found {
+                source: store.source(path.as_str()),
+                path,
                 size: Some(size),
-            });
-        }
-        Ok(found)
+            })
+            .collect())
     }
 
     /// Plain HTTP cannot list a directory: a version directory serves `model.onnx`, and a
@@ -329,40 +307,69 @@ impl Resolver {
 
     /// One file on a plain HTTP server, and its `.sha256` sidecar when the server has one.
     async fn list_http_file(&self, file_url: &Url) -> Result<Vec<Found>, TransferError> {
-        let file_url = file_url.clone();
         let client = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
-            .map_err(|err| TransferError::Fatal(err.to_string()))?;
-        let file_name = last_segment(&file_url);
+            .map_err(|err| TransferError::Client(Arc::new(err)))?;
+        self.list_single_file(file_url, &Remote::Http(client)).await
+    }
+
+    /// The file at `url` and, when the URL allows one and it exists, its `.sha256` sidecar.
+    /// A store's file must exist (its size is asked for); a plain HTTP server's is found out by
+    /// the download itself, which spares a round trip.
+    async fn list_single_file(
+        &self,
+        url: &Url,
+        remote: &Remote,
+    ) -> Result<Vec<Found>, TransferError> {
+        let file_name = last_segment(url);
+        let (source, size) = match remote {
+            Remote::Http(client) => (http_source(client, url), None),
+            Remote::Store => self.probe(remote, url).await?.ok_or_else(|| {
+                TransferError::Fatal(format!("{} does not exist", redact_url(url)))
+            })?,
+        };
         let mut found = vec![Found {
-            path: RelativePath::new(&file_name)
-                .map_err(|err| TransferError::Fatal(err.to_string()))?,
-            source: FileSource::Http {
-                client: client.clone(),
-                url: file_url.clone(),
-            },
-            size: None,
+            path: RelativePath::new(&file_name)?,
+            source,
+            size,
         }];
-        let Some(sidecar_url) = sidecar_url(&file_url) else {
+        let Some(sidecar_url) = sidecar_url(url) else {
             return Ok(found);
         };
-        let exists = with_retries(&self.retry, "sidecar", || {
-            within(self.stall_timeout, http_exists(&client, &sidecar_url))
-        })
-        .await?;
-        if exists {
+        if let Some((source, size)) = self.probe(remote, &sidecar_url).await? {
             found.push(Found {
-                path: RelativePath::new(&format!("{file_name}{SIDECAR_SUFFIX}"))
-                    .map_err(|err| TransferError::Fatal(err.to_string()))?,
-                source: FileSource::Http {
-                    client,
-                    url: sidecar_url,
-                },
-                size: None,
+                path: RelativePath::new(&format!("{file_name}{SIDECAR_SUFFIX}"))?,
+                source,
+                size,
             });
         }
         Ok(found)
+    }
+
+    /// The source of the object at `url` and its size (when the remote tells it), or `None`
+    /// when there is nothing there.
+    async fn probe(
+        &self,
+        remote: &Remote,
+        url: &Url,
+    ) -> Result<Option<(FileSource, Option<u64>)>, TransferError> {
+        let stall = self.stall_timeout;
+        match remote {
+            Remote::Store => {
+                let store = Store::open(url, &self.store)?;
+                let size =
+                    with_retries(&self.retry, "head", || within(stall, store.size(""))).await?;
+                Ok(size.map(|size| (store.source(""), Some(size))))
+            }
+            Remote::Http(client) => {
+                let exists = with_retries(&self.retry, "sidecar", || {
+                    within(stall, http_exists(client, url))
+                })
+                .await?;
+                Ok(exists.then(|| (http_source(client, url), None)))
+            }
+        }
     }
 
     async fn plan_registry(
@@ -425,8 +432,11 @@ impl Resolver {
     }
 
     fn mlflow(&self, tracking: &Url) -> Result<MlflowClient, TransferError> {
-        MlflowClient::from_env(tracking.clone(), self.retry.clone(), self.stall_timeout)
-            .map_err(|err| TransferError::Fatal(err.to_string()))
+        Ok(MlflowClient::from_env(
+            tracking.clone(),
+            self.retry.clone(),
+            self.stall_timeout,
+        )?)
     }
 
     /// The files of the MLflow model at `artifact_uri`; its `MLmodel` names the ONNX file and
@@ -490,10 +500,9 @@ impl Resolver {
         if let Some(path) = artifact_uri.strip_prefix("mlflow-artifacts:") {
             return Ok(client.artifact_source(strip_authority(path), relative));
         }
-        match Location::parse(artifact_uri).map_err(|err| TransferError::Fatal(err.to_string()))? {
+        match Location::parse(artifact_uri)? {
             Location::Remote(url) if !is_plain_http(&url) => {
-                let store = Store::open(&url, &self.store)
-                    .map_err(|err| TransferError::Fatal(err.to_string()))?;
+                let store = Store::open(&url, &self.store)?;
                 Ok(store.source(relative))
             }
             location => Err(unreachable_artifacts(&location)),
@@ -511,8 +520,7 @@ impl Resolver {
             return listed
                 .into_iter()
                 .map(|file| {
-                    let relative = RelativePath::new(&file.path)
-                        .map_err(|err| TransferError::Fatal(err.to_string()))?;
+                    let relative = RelativePath::new(&file.path)?;
                     Ok(Found {
                         source: client.artifact_source(path, relative.as_str()),
                         path: relative,
@@ -521,7 +529,7 @@ impl Resolver {
                 })
                 .collect();
         }
-        match Location::parse(artifact_uri).map_err(|err| TransferError::Fatal(err.to_string()))? {
+        match Location::parse(artifact_uri)? {
             Location::Remote(url) if !is_plain_http(&url) => self.list_store(&url, false).await,
             location => Err(unreachable_artifacts(&location)),
         }
@@ -546,8 +554,7 @@ impl Resolver {
             let digest: Digest = tag.value.parse().map_err(|reason| {
                 TransferError::Fatal(format!("{entity} tag '{}': {reason}", tag.key))
             })?;
-            let target =
-                RelativePath::new(&target).map_err(|err| TransferError::Fatal(err.to_string()))?;
+            let target = RelativePath::new(&target)?;
             plan.expect_digest(
                 &target,
                 digest,
@@ -600,6 +607,13 @@ fn last_segment(url: &Url) -> String {
     url.path_segments()
         .and_then(|mut segments| segments.next_back().map(str::to_owned))
         .unwrap_or_default()
+}
+
+fn http_source(client: &reqwest::Client, url: &Url) -> FileSource {
+    FileSource::Http {
+        client: client.clone(),
+        url: url.clone(),
+    }
 }
 
 async fn http_exists(client: &reqwest::Client, url: &Url) -> Result<bool, TransferError> {
@@ -665,9 +679,7 @@ pub fn sort_versions(names: &mut [String]) {
 /// Lists a local file, or a directory's files recursively. Links are refused: a fetch copies
 /// files, and a link could point anywhere.
 fn list_local(path: &Path) -> Result<Vec<Found>, TransferError> {
-    let local_error = |path: &Path, err: std::io::Error| {
-        TransferError::Fatal(format!("{}: {err}", path.display()))
-    };
+    let local_error = TransferError::local;
     let metadata = std::fs::metadata(path).map_err(|err| local_error(path, err))?;
     if !metadata.is_dir() {
         let name = path
@@ -720,7 +732,7 @@ fn list_local(path: &Path) -> Result<Vec<Found>, TransferError> {
 
 fn local_found(relative: &str, path: PathBuf, size: Option<u64>) -> Result<Found, TransferError> {
     Ok(Found {
-        path: RelativePath::new(relative).map_err(|err| TransferError::Fatal(err.to_string()))?,
+        path: RelativePath::new(relative)?,
         source: FileSource::Local(path),
         size,
     })

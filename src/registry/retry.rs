@@ -16,7 +16,7 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    pub fn new(retries: usize) -> RetryPolicy {
+    pub(crate) fn new(retries: usize) -> RetryPolicy {
         RetryPolicy {
             retries,
             min_delay: Duration::from_millis(250),
@@ -24,7 +24,7 @@ impl RetryPolicy {
         }
     }
 
-    pub fn delays(&self) -> impl Iterator<Item = Duration> {
+    pub(crate) fn delays(&self) -> impl Iterator<Item = Duration> {
         ExponentialBuilder::default()
             .with_min_delay(self.min_delay)
             .with_max_delay(self.max_delay)
@@ -35,7 +35,7 @@ impl RetryPolicy {
 
     /// The wait before the next attempt, or `None` when the retries are spent. A server's
     /// `Retry-After` is respected, up to the policy's longest delay.
-    pub fn next_delay(
+    pub(crate) fn next_delay(
         &self,
         delays: &mut impl Iterator<Item = Duration>,
         retry_after: Option<Duration>,
@@ -48,7 +48,7 @@ impl RetryPolicy {
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or the retries run out.
-pub async fn with_retries<T, F, Fut>(
+pub(crate) async fn with_retries<T, F, Fut>(
     policy: &RetryPolicy,
     what: &str,
     mut attempt: F,
@@ -75,7 +75,7 @@ where
     }
 }
 
-pub fn gave_up(message: &str, policy: &RetryPolicy) -> TransferError {
+pub(crate) fn gave_up(message: &str, policy: &RetryPolicy) -> TransferError {
     TransferError::Fatal(format!(
         "{message} (gave up after {} retries)",
         policy.retries

@@ -78,7 +78,7 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub fn create(path: &Path) -> std::io::Result<Sink> {
+    pub(crate) fn create(path: &Path) -> std::io::Result<Sink> {
         let file = File::create(path)?;
         Ok(Sink {
             writer: Worker::spawn("pinserve-fetch-write", move |commands| {
@@ -90,7 +90,7 @@ impl Sink {
     }
 
     /// Queues a chunk; fails only if the writer has stopped (its error comes from `finish`).
-    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), Stopped> {
+    pub(crate) async fn write(&mut self, chunk: &[u8]) -> Result<(), Stopped> {
         self.pending.extend_from_slice(chunk);
         if self.pending.len() >= BATCH {
             self.send_pending().await?;
@@ -111,13 +111,13 @@ impl Sink {
         self.hasher.send(command).await
     }
 
-    pub async fn restart(&mut self) -> Result<(), Stopped> {
+    pub(crate) async fn restart(&mut self) -> Result<(), Stopped> {
         self.pending.clear();
         self.send(Command::Restart).await
     }
 
     /// Waits for every queued chunk to be written and hashed and the file fsynced.
-    pub async fn finish(mut self) -> std::io::Result<Written> {
+    pub(crate) async fn finish(mut self) -> std::io::Result<Written> {
         let _ = self.send_pending().await;
         let size = self.writer.finish().await?;
         let digest = self.hasher.finish().await?;

@@ -18,7 +18,7 @@ use reqwest::{StatusCode, header};
 use tokio::io::AsyncSeekExt;
 use url::Url;
 
-use super::redact::redact_url;
+use super::{redact::redact_url, relpath::UnsafePath};
 
 /// Why reading a file failed, and whether trying again can help.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -33,10 +33,35 @@ pub enum TransferError {
     /// 401, 403, 404 and other refusals: retrying cannot help.
     #[error("{0}")]
     Fatal(String),
+    /// An object store refused the request (a missing object, refused credentials).
+    #[error(transparent)]
+    Store(Arc<object_store::Error>),
+    /// A store or client could not be set up from the URL and the environment.
+    #[error(transparent)]
+    Config(Arc<super::RegistryError>),
+    /// A listing named a path that would leave the destination.
+    #[error(transparent)]
+    UnsafePath(#[from] UnsafePath),
+    /// A local file could not be read.
+    #[error("{}: {source}", path.display())]
+    Local {
+        path: PathBuf,
+        source: Arc<std::io::Error>,
+    },
+    /// The HTTP client could not be built (its TLS settings, say).
+    #[error(transparent)]
+    Client(Arc<reqwest::Error>),
 }
 
 impl TransferError {
-    pub fn transient(message: impl ToString) -> TransferError {
+    pub(crate) fn local(path: &Path, source: std::io::Error) -> TransferError {
+        TransferError::Local {
+            path: path.to_path_buf(),
+            source: Arc::new(source),
+        }
+    }
+
+    pub(crate) fn transient(message: impl ToString) -> TransferError {
         TransferError::Transient {
             message: message.to_string(),
             retry_after: None,
@@ -44,15 +69,21 @@ impl TransferError {
     }
 
     /// Nothing arrived for `stall`: an answer or the next bytes of a body.
-    pub fn stalled(stall: Duration) -> TransferError {
+    pub(crate) fn stalled(stall: Duration) -> TransferError {
         TransferError::transient(format!(
             "no bytes for {stall:?} (--fetch-stall-timeout); the transfer stalled"
         ))
     }
 }
 
+impl From<super::RegistryError> for TransferError {
+    fn from(err: super::RegistryError) -> TransferError {
+        TransferError::Config(Arc::new(err))
+    }
+}
+
 /// Runs `work` (a request, or the wait for the next bytes) unless it stays silent for `stall`.
-pub async fn within<T>(
+pub(crate) async fn within<T>(
     stall: Duration,
     work: impl Future<Output = Result<T, TransferError>>,
 ) -> Result<T, TransferError> {
@@ -73,7 +104,7 @@ impl Opened {
     /// Reads the whole body into memory, refusing it as soon as it is known to exceed `limit`
     /// bytes (from its announced length, or at the limit plus one byte), so a hostile source
     /// cannot make pinserve hold more than the limit.
-    pub async fn read_limited(
+    pub(crate) async fn read_limited(
         self,
         limit: usize,
         stall: Duration,
@@ -130,7 +161,7 @@ impl fmt::Debug for FileSource {
 }
 
 impl FileSource {
-    pub async fn open(&self, offset: u64) -> Result<Opened, TransferError> {
+    pub(crate) async fn open(&self, offset: u64) -> Result<Opened, TransferError> {
         match self {
             FileSource::Http { client, url } => open_http(client, url, offset).await,
             FileSource::Store { store, path, .. } => open_store(store.as_ref(), path, offset).await,
@@ -171,7 +202,7 @@ async fn open_http(
 }
 
 /// Maps an HTTP status to success, a retryable failure or a final one.
-pub fn check_status(url: &Url, response: &reqwest::Response) -> Result<(), TransferError> {
+pub(crate) fn check_status(url: &Url, response: &reqwest::Response) -> Result<(), TransferError> {
     let status = response.status();
     if status.is_success() {
         return Ok(());
@@ -195,7 +226,7 @@ pub fn check_status(url: &Url, response: &reqwest::Response) -> Result<(), Trans
 /// Connection errors and timeouts are transient, except an untrusted TLS certificate, which
 /// retrying cannot fix. reqwest's own messages never carry credentials, but its URL might, so
 /// the message names the redacted URL instead.
-pub fn describe_reqwest(url: &Url, err: &reqwest::Error) -> TransferError {
+pub(crate) fn describe_reqwest(url: &Url, err: &reqwest::Error) -> TransferError {
     let kind = if err.is_timeout() {
         "timed out"
     } else if err.is_connect() {
@@ -231,13 +262,10 @@ async fn open_store(
     let result = store
         .get_opts(path, options)
         .await
-        .map_err(|err| classify_store_error(&err))?;
+        .map_err(classify_store_error)?;
     let offset = result.range.start;
     let length = Some(result.range.end - result.range.start);
-    let bytes = result
-        .into_stream()
-        .map_err(|err| classify_store_error(&err))
-        .boxed();
+    let bytes = result.into_stream().map_err(classify_store_error).boxed();
     Ok(Opened {
         offset,
         length,
@@ -247,7 +275,7 @@ async fn open_store(
 
 /// Object-store errors that name a missing object or refused credentials are final; the rest
 /// (transport errors, 5xx after the store's own retries) are transient.
-pub fn classify_store_error(err: &object_store::Error) -> TransferError {
+pub(crate) fn classify_store_error(err: object_store::Error) -> TransferError {
     use object_store::Error;
     match err {
         Error::NotFound { .. }
@@ -256,8 +284,8 @@ pub fn classify_store_error(err: &object_store::Error) -> TransferError {
         | Error::InvalidPath { .. }
         | Error::NotSupported { .. }
         | Error::NotImplemented { .. }
-        | Error::UnknownConfigurationKey { .. } => TransferError::Fatal(err.to_string()),
-        _ if answered_refusal(&err.to_string()) => TransferError::Fatal(err.to_string()),
+        | Error::UnknownConfigurationKey { .. } => TransferError::Store(Arc::new(err)),
+        _ if answered_refusal(&err.to_string()) => TransferError::Store(Arc::new(err)),
         _ => TransferError::transient(err),
     }
 }
@@ -278,16 +306,15 @@ fn answered_refusal(message: &str) -> bool {
 }
 
 async fn open_local(path: &Path, offset: u64) -> Result<Opened, TransferError> {
-    let local_error =
-        |err: std::io::Error| TransferError::Fatal(format!("{}: {err}", path.display()));
+    let local_error = |err| TransferError::local(path, err);
     let mut file = tokio::fs::File::open(path).await.map_err(local_error)?;
     let size = file.metadata().await.map_err(local_error)?.len();
     file.seek(SeekFrom::Start(offset))
         .await
         .map_err(local_error)?;
-    let shown = path.display().to_string();
+    let path = path.to_path_buf();
     let bytes = tokio_util::io::ReaderStream::new(file)
-        .map_err(move |err| TransferError::Fatal(format!("{shown}: {err}")))
+        .map_err(move |err| TransferError::local(&path, err))
         .boxed();
     Ok(Opened {
         offset,

@@ -94,7 +94,7 @@ fn child_path(parent: &str, entry: &str) -> Result<String, TransferError> {
     } else {
         entry.strip_prefix(&format!("{parent}/")).unwrap_or(entry)
     };
-    let below = RelativePath::new(below).map_err(|err| TransferError::Fatal(err.to_string()))?;
+    let below = RelativePath::new(below)?;
     Ok(join_artifact_path(parent, below.as_str()))
 }
 

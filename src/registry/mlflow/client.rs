@@ -181,6 +181,7 @@ async fn with_mlflow_error(err: TransferError, response: reqwest::Response) -> T
             message: format!("{message}: {detail}"),
             retry_after,
         },
+        typed => typed,
     }
 }
 

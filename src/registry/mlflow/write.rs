@@ -132,7 +132,11 @@ impl MlflowClient {
     }
 
     /// `GET`, with query parameters.
-    pub(crate) async fn get_value(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, WriteError> {
+    pub(crate) async fn get_value(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Value, WriteError> {
         self.call(Method::GET, path, query, None, true).await
     }
 
@@ -140,7 +144,11 @@ impl MlflowClient {
         self.call(Method::POST, path, &[], Some(body), false).await
     }
 
-    pub(crate) async fn post_idempotent(&self, path: &str, body: &Value) -> Result<Value, WriteError> {
+    pub(crate) async fn post_idempotent(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, WriteError> {
         self.call(Method::POST, path, &[], Some(body), true).await
     }
 
