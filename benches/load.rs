@@ -184,16 +184,23 @@ fn json_load(model: &str, rows: usize) -> Load {
     }
 }
 
-fn binary_load(model: &str, rows: usize) -> Load {
+/// `rows` copies of the model's first golden row as little-endian FP32 bytes, as the binary
+/// extension and gRPC's raw contents carry them: the input's name, the row's width, the bytes.
+fn raw_rows(model: &str, rows: usize) -> (String, usize, Vec<u8>) {
     let (name, row) = first_row(model);
-    let data: Vec<u8> = row
+    let data = row
         .iter()
         .cycle()
         .take(row.len() * rows)
         .flat_map(|value| value.to_le_bytes())
         .collect();
+    (name, row.len(), data)
+}
+
+fn binary_load(model: &str, rows: usize) -> Load {
+    let (name, width, data) = raw_rows(model, rows);
     let header = json!({
-        "inputs": [{"name": name, "shape": [rows, row.len()], "datatype": "FP32",
+        "inputs": [{"name": name, "shape": [rows, width], "datatype": "FP32",
                     "parameters": {"binary_data_size": data.len()}}],
         "parameters": {"binary_data_output": true},
     });
@@ -213,19 +220,13 @@ fn binary_load(model: &str, rows: usize) -> Load {
 fn grpc_load(model: &str, rows: usize) -> Load {
     use pinserve::protocol::grpc::pb::{ModelInferRequest, model_infer_request::InferInputTensor};
     use prost::Message;
-    let (name, row) = first_row(model);
-    let data: Vec<u8> = row
-        .iter()
-        .cycle()
-        .take(row.len() * rows)
-        .flat_map(|value| value.to_le_bytes())
-        .collect();
+    let (name, width, data) = raw_rows(model, rows);
     let request = ModelInferRequest {
         model_name: model.to_owned(),
         inputs: vec![InferInputTensor {
             name,
             datatype: "FP32".into(),
-            shape: vec![rows as i64, row.len() as i64],
+            shape: vec![rows as i64, width as i64],
             ..InferInputTensor::default()
         }],
         raw_input_contents: vec![data],

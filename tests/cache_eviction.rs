@@ -94,8 +94,9 @@ async fn versions_beyond_the_limit_are_evicted_least_recently_used_first() {
         ]
     );
     let metrics = third.metrics().await;
-    assert!(
-        metrics.contains("pinserve_cache_evictions_total 1"),
+    assert_eq!(
+        common::metrics::find_sample(&metrics, "pinserve_cache_evictions_total", &[]),
+        Some(1.0),
         "{metrics}"
     );
     let evicted = third

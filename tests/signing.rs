@@ -155,11 +155,12 @@ async fn assert_fetch_refused(signing: &Signing, extra: &[&str], fragments: &[&s
 /// parameters.
 async fn assert_signed_by(server: &Server, model: &str, signer: &str, statement_sha256: &str) {
     let metrics = server.metrics().await;
-    let info = metrics
-        .lines()
-        .find(|line| line.starts_with("pinserve_model_info{"))
-        .unwrap_or_else(|| panic!("no pinserve_model_info in {metrics}"));
-    assert!(info.contains(&format!("signer=\"{signer}\"")), "{info}");
+    let info = common::metrics::find_sample(&metrics, "pinserve_model_info", &[("signer", signer)]);
+    assert_eq!(
+        info,
+        Some(1.0),
+        "no pinserve_model_info signed by {signer} in {metrics}"
+    );
     let (status, metadata) = server.get(&format!("/v2/models/{model}")).await;
     assert_eq!(status, 200, "{metadata}");
     assert_eq!(metadata["parameters"]["signer"], signer, "{metadata}");
