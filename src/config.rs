@@ -48,7 +48,7 @@ pub enum Command {
     Serve(Box<ServeConfig>),
     /// Resolve, download and verify a model version into a directory, then exit (the init
     /// container of a Kubernetes pod).
-    Fetch(FetchConfig),
+    Fetch(Box<FetchConfig>),
     /// Print a model's inputs and outputs (name, datatype, shape; -1 marks a dynamic dimension).
     Inspect(InspectArgs),
     /// Register an ONNX model in the MLflow Model Registry (a run, a logged model and a model
@@ -242,25 +242,36 @@ pub struct FetchArgs {
 
 const SIGNING: &str = "Model signatures";
 
-/// Who must have signed the model version (OpenSSF `model_signing`'s format). With a key or a
-/// certificate chain given, a version directory whose files are not exactly the signed ones is
-/// refused; without either, signatures are not looked at.
+/// Who must have signed the model version (OpenSSF `model_signing`'s format). With a key, a
+/// certificate chain or a Sigstore trust root given, a version directory whose files are not
+/// exactly the signed ones is refused; without any, signatures are not looked at.
 #[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("certificate_trust").args(["signature_certificate_chain", "sigstore_trust_root"]))]
 pub struct SignatureArgs {
     /// The signer's public key (PEM; ECDSA P-256, P-384 or P-521), as `model_signing sign key`
     /// signs with its private half.
-    #[arg(long, env = "PINSERVE_SIGNATURE_PUBLIC_KEY", value_name = "PEM", conflicts_with = "signature_certificate_chain", help_heading = SIGNING)]
+    #[arg(long, env = "PINSERVE_SIGNATURE_PUBLIC_KEY", value_name = "PEM", conflicts_with_all = ["signature_certificate_chain", "sigstore_trust_root"], help_heading = SIGNING)]
     pub signature_public_key: Option<PathBuf>,
 
     /// Certificates (PEM) trusted to issue the signing certificate of `model_signing sign
     /// certificate`; the bundle carries the signing certificate and its intermediates.
-    #[arg(long, env = "PINSERVE_SIGNATURE_CERTIFICATE_CHAIN", value_name = "PEM", help_heading = SIGNING)]
+    #[arg(long, env = "PINSERVE_SIGNATURE_CERTIFICATE_CHAIN", value_name = "PEM", conflicts_with = "sigstore_trust_root", help_heading = SIGNING)]
     pub signature_certificate_chain: Option<PathBuf>,
 
+    /// A Sigstore trust root (`trusted_root.json`: Fulcio CAs, Rekor, CT log and timestamp
+    /// keys) for keyless signatures (`model_signing sign sigstore`), verified offline.
+    #[arg(long, env = "PINSERVE_SIGSTORE_TRUST_ROOT", value_name = "JSON", requires_all = ["signature_identity", "signature_oidc_issuer"], help_heading = SIGNING)]
+    pub sigstore_trust_root: Option<PathBuf>,
+
     /// The identity the signing certificate must name (a subject alternative name: e-mail,
-    /// URI or DNS name; the subject when it has none).
-    #[arg(long, env = "PINSERVE_SIGNATURE_IDENTITY", value_name = "NAME", requires = "signature_certificate_chain", help_heading = SIGNING)]
+    /// URI or DNS name; the subject when it has none). Required for keyless signatures.
+    #[arg(long, env = "PINSERVE_SIGNATURE_IDENTITY", value_name = "NAME", requires = "certificate_trust", help_heading = SIGNING)]
     pub signature_identity: Option<String>,
+
+    /// The OIDC issuer the keyless signer logged in at (e.g.
+    /// `https://token.actions.githubusercontent.com`).
+    #[arg(long, env = "PINSERVE_SIGNATURE_OIDC_ISSUER", value_name = "URL", requires = "sigstore_trust_root", help_heading = SIGNING)]
+    pub signature_oidc_issuer: Option<String>,
 
     /// The signature bundle's path within the version directory.
     #[arg(long, env = "PINSERVE_SIGNATURE_FILE", value_name = "NAME", default_value = "model.sig", help_heading = SIGNING)]
@@ -268,19 +279,22 @@ pub struct SignatureArgs {
 }
 
 impl SignatureArgs {
-    /// The signature policy, reading the key or certificates; `None` when neither is given.
+    /// The signature policy, reading the key, certificates or trust root; `None` when none is
+    /// given.
     pub fn policy(&self) -> Result<Option<Policy>, SigningError> {
         let file = self.signature_file.clone();
-        match (
-            &self.signature_public_key,
-            &self.signature_certificate_chain,
-        ) {
-            (Some(key), _) => Policy::with_key(file, key).map(Some),
-            (None, Some(chain)) => {
-                Policy::with_chain(file, chain, self.signature_identity.clone()).map(Some)
-            }
-            (None, None) => Ok(None),
+        let identity = self.signature_identity.clone();
+        if let Some(key) = &self.signature_public_key {
+            return Policy::with_key(file, key).map(Some);
         }
+        if let Some(chain) = &self.signature_certificate_chain {
+            return Policy::with_chain(file, chain, identity).map(Some);
+        }
+        let Some(root) = &self.sigstore_trust_root else {
+            return Ok(None);
+        };
+        let issuer = self.signature_oidc_issuer.as_deref().unwrap_or_default();
+        Policy::with_trust_root(file, root, &identity.unwrap_or_default(), issuer).map(Some)
     }
 }
 

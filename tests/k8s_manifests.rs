@@ -1030,17 +1030,15 @@ fn argocd_cm_restores_application_health() {
     }
 }
 
-/// `k8s/components/signed-models` added to every service environment: both containers verify
-/// the model with the public key of the ConfigMap, mounted read-only, and the result still
-/// passes strict validation and every pod policy.
-#[test]
-fn signed_models_component_verifies_with_a_read_only_key_from_a_config_map() {
-    const MOUNT: &str = "/etc/pinserve/signing";
+/// The Rollout of every service environment with `component` added, each passing strict
+/// validation and every pod policy, named `service/env`.
+fn rollouts_with_component(component: &str) -> Vec<(String, Value)> {
+    let mut rollouts = Vec::new();
     for (service, env) in service_folders() {
         // Kustomize refuses absolute paths, so the including kustomization lives in the repo.
         let dir = tempfile::tempdir_in(k8s::repo().join("target")).unwrap();
         let kustomization = format!(
-            "resources:\n  - ../../k8s/services/{service}/{env}\ncomponents:\n  - ../../k8s/components/signed-models\n"
+            "resources:\n  - ../../k8s/services/{service}/{env}\ncomponents:\n  - ../../k8s/components/{component}\n"
         );
         std::fs::write(dir.path().join("kustomization.yaml"), kustomization).unwrap();
         let docs =
@@ -1048,26 +1046,83 @@ fn signed_models_component_verifies_with_a_read_only_key_from_a_config_map() {
         validate(&docs).unwrap_or_else(|err| panic!("{service}/{env}: {err}"));
         let rollout = one_of_kind(&docs, "Rollout");
         check_security(rollout);
-        let volume = rollout["spec"]["template"]["spec"]["volumes"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .find(|volume| volume["name"] == "model-signing")
-            .expect("a model-signing volume");
-        assert_eq!(volume["configMap"]["name"], "pinserve-model-signing");
+        rollouts.push((format!("{service}/{env}"), rollout.clone()));
+    }
+    rollouts
+}
+
+/// The ConfigMap behind the pod's volume `volume`, which `container` mounts read-only at
+/// `path`.
+fn config_map_mounted_read_only(
+    rollout: &Value,
+    container: &Value,
+    volume: &str,
+    path: &str,
+) -> String {
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|mount| mount["name"] == volume)
+        .unwrap_or_else(|| panic!("{volume} is not mounted"));
+    assert_eq!(mount["mountPath"], path);
+    assert_eq!(mount["readOnly"], true, "{volume}");
+    let volume = rollout["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|candidate| candidate["name"] == volume)
+        .unwrap_or_else(|| panic!("no {volume} volume"));
+    volume["configMap"]["name"].as_str().unwrap().to_owned()
+}
+
+/// `k8s/components/signed-models` added to every service environment: both containers verify
+/// the model with the public key of the ConfigMap, mounted read-only.
+#[test]
+fn signed_models_component_verifies_with_a_read_only_key_from_a_config_map() {
+    const MOUNT: &str = "/etc/pinserve/signing";
+    for (shown, rollout) in rollouts_with_component("signed-models") {
         for (list, name) in [("initContainers", FETCH), ("containers", SERVE)] {
-            let container = container(rollout, list, name);
+            let container = container(&rollout, list, name);
             let key = env_value(container, "PINSERVE_SIGNATURE_PUBLIC_KEY")
-                .unwrap_or_else(|| panic!("{service}/{env} {name}: no public key"));
+                .unwrap_or_else(|| panic!("{shown} {name}: no public key"));
             assert_eq!(key, format!("{MOUNT}/signing-key.pub"));
-            let mount = container["volumeMounts"]
-                .as_sequence()
-                .unwrap()
-                .iter()
-                .find(|mount| mount["name"] == "model-signing")
-                .unwrap_or_else(|| panic!("{service}/{env} {name}: the key is not mounted"));
-            assert_eq!(mount["mountPath"], MOUNT);
-            assert_eq!(mount["readOnly"], true, "{service}/{env} {name}");
+            let config_map =
+                config_map_mounted_read_only(&rollout, container, "model-signing", MOUNT);
+            assert_eq!(config_map, "pinserve-model-signing", "{shown} {name}");
+        }
+    }
+}
+
+/// `k8s/components/keyless-signed-models`: both containers verify keyless signatures against
+/// the trust root of the ConfigMap, mounted read-only, and take the signer's identity and OIDC
+/// issuer from the same ConfigMap.
+#[test]
+fn keyless_signed_models_component_reads_trust_root_and_signer_from_a_config_map() {
+    const MOUNT: &str = "/etc/pinserve/sigstore";
+    for (shown, rollout) in rollouts_with_component("keyless-signed-models") {
+        for (list, name) in [("initContainers", FETCH), ("containers", SERVE)] {
+            let container = container(&rollout, list, name);
+            let root = env_value(container, "PINSERVE_SIGSTORE_TRUST_ROOT")
+                .unwrap_or_else(|| panic!("{shown} {name}: no trust root"));
+            assert_eq!(root, format!("{MOUNT}/trusted_root.json"));
+            let config_map =
+                config_map_mounted_read_only(&rollout, container, "sigstore-trust-root", MOUNT);
+            assert_eq!(config_map, "pinserve-sigstore", "{shown} {name}");
+            for (variable, key) in [
+                ("PINSERVE_SIGNATURE_IDENTITY", "identity"),
+                ("PINSERVE_SIGNATURE_OIDC_ISSUER", "oidc-issuer"),
+            ] {
+                let reference = container["env"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .find(|var| var["name"] == variable)
+                    .map(|var| &var["valueFrom"]["configMapKeyRef"])
+                    .unwrap_or_else(|| panic!("{shown} {name}: no {variable}"));
+                assert_eq!(reference["name"], "pinserve-sigstore", "{shown} {name}");
+                assert_eq!(reference["key"], key, "{shown} {name}");
+            }
         }
     }
 }

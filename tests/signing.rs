@@ -341,6 +341,69 @@ async fn a_signature_file_of_another_name_is_read_with_signature_file() {
     assert!(output.status.success(), "{}", stderr(&output));
 }
 
+/// The production `trusted_root.json` that `sigstore-python` (in `.venv-signing`) ships and
+/// verifies with.
+fn sigstore_python_trust_root() -> String {
+    let output = Command::new(signing_python())
+        .args([
+            "-c",
+            "import pathlib, sigstore; print(pathlib.Path(sigstore.__file__).parent / '_store' / 'https%3A%2F%2Ftuf-repo-cdn.sigstore.dev' / 'trusted_root.json')",
+        ])
+        .output()
+        .expect("cannot run the signing Python");
+    assert!(output.status.success(), "{}", stderr(&output));
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// A keyless signature cannot be made offline, so this one comes from `model_signing`'s own
+/// test data (tests/data/sigstore-keyless/README.md): its files and bundle are laid into the
+/// version beside the model files, which the signer never saw. The bundle verifies (Fulcio chain,
+/// SCT, Rekor inclusion proof and checkpoint, identity and issuer) against sigstore-python's
+/// trust root, offline; the unsigned model files are then named.
+#[tokio::test]
+async fn keyless_signatures_are_verified_offline_against_a_trust_root() {
+    let signing = Signing::new();
+    let signed = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sigstore-keyless/signed");
+    for name in ["signme-1", "signme-2", "model.sig"] {
+        std::fs::copy(signed.join(name), signing.version().join(name)).unwrap();
+    }
+    let root = sigstore_python_trust_root();
+    let keyless = |identity: &'static str| {
+        [
+            "--sigstore-trust-root",
+            root.as_str(),
+            "--signature-identity",
+            identity,
+            "--signature-oidc-issuer",
+            "https://sigstore.verify.ibm.com/oauth2",
+        ]
+    };
+    assert_fetch_refused(
+        &signing,
+        &keyless("stefanb@us.ibm.com"),
+        &["MLmodel", "not in the signed statement"],
+    )
+    .await;
+    assert_fetch_refused(
+        &signing,
+        &keyless("trainer@example.com"),
+        &[
+            "model.sig",
+            "keyless signature does not verify",
+            "trainer@example.com",
+        ],
+    )
+    .await;
+
+    let chain = signing.file("ca.pem");
+    assert_fetch_refused(
+        &signing,
+        &["--signature-certificate-chain", &chain],
+        &["keyless Sigstore signature", "--sigstore-trust-root"],
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn serve_reports_failed_for_an_unsigned_file() {
     let signing = Signing::new();

@@ -95,8 +95,9 @@ impl Bundle {
     }
 
     /// The DER certificates the bundle carries, the signing one first. A single certificate
-    /// is Sigstore's keyless form (Fulcio, with a Rekor entry), which is refused: without the
-    /// transparency log checked, a Fulcio certificate vouches for nothing after its minutes.
+    /// is Sigstore's keyless form (Fulcio, with a Rekor entry), which a certificate chain
+    /// cannot vouch for: a Fulcio certificate lives minutes, and only the transparency log
+    /// checked against a trust root makes it worth anything later.
     pub(crate) fn certificates(&self) -> Result<Vec<Vec<u8>>, String> {
         let material = &self.verification_material;
         match (&material.x509_certificate_chain, &material.certificate) {
@@ -105,7 +106,7 @@ impl Bundle {
                 .iter()
                 .map(|certificate| decode(&certificate.raw_bytes, "certificate"))
                 .collect(),
-            (None, Some(_)) => Err("a keyless Sigstore signature (one Fulcio certificate); pinserve verifies key and certificate-chain signatures only".to_owned()),
+            (None, Some(_)) => Err("a keyless Sigstore signature (one Fulcio certificate): verify it with --sigstore-trust-root".to_owned()),
             (None, None) => Err("no certificate in the bundle (was it signed with a key?)".to_owned()),
         }
     }

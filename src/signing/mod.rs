@@ -1,19 +1,22 @@
 //! Model signatures in the format OpenSSF's `model_signing` tool writes: a Sigstore bundle
 //! (`model.sig` by default) holding a DSSE envelope over an in-toto statement that lists every
-//! file of the model directory with its SHA-256. With a public key or a certificate chain
-//! given, a version directory is loaded only when the signature verifies and its files are
-//! exactly the signed ones ([`Policy::verify_dir`]).
+//! file of the model directory with its SHA-256. With a public key, a certificate chain or a
+//! Sigstore trust root given, a version directory is loaded only when the signature verifies
+//! and its files are exactly the signed ones ([`Policy::verify_dir`]).
 
 mod bundle;
 mod chain;
+mod keyless;
 mod keys;
 mod statement;
+
+use std::sync::Arc;
 
 use std::path::{Path, PathBuf};
 
 use x509_cert::Certificate;
 
-use self::{bundle::Bundle, keys::PublicKey, statement::Statement};
+use self::{bundle::Bundle, keyless::Keyless, keys::PublicKey, statement::Statement};
 use crate::registry::{Digest, manifest::MANIFEST_FILE};
 
 /// Files pinserve writes into a version directory itself, which no signer can have listed.
@@ -34,6 +37,7 @@ enum Trust {
         roots: Vec<Certificate>,
         identity: Option<String>,
     },
+    Keyless(Arc<Keyless>),
 }
 
 /// A verified signature: who signed, and what.
@@ -66,6 +70,18 @@ pub enum SigningError {
     BadSignature { path: PathBuf, trusted: String },
     #[error("{}: untrusted signer: {reason}", path.display())]
     Untrusted { path: PathBuf, reason: String },
+    #[error("{}: the keyless signature does not verify: {source}", path.display())]
+    Keyless {
+        path: PathBuf,
+        #[source]
+        source: sigstore_verify::Error,
+    },
+    #[error("{}: unusable Sigstore trust root: {source}", path.display())]
+    TrustRoot {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{}: sha256 {found} does not match the signed {expected}; the file was changed after signing", file.display())]
     Changed {
         file: PathBuf,
@@ -103,6 +119,21 @@ impl Policy {
         })
     }
 
+    /// Trusts keyless signatures of `identity`, logged in at `issuer`, as the Sigstore trust
+    /// root at `path` vouches for them.
+    pub fn with_trust_root(
+        signature_file: String,
+        path: &Path,
+        identity: &str,
+        issuer: &str,
+    ) -> Result<Policy, SigningError> {
+        let keyless = Keyless::from_file(path, identity, issuer)?;
+        Ok(Policy {
+            signature_file,
+            trust: Trust::Keyless(Arc::new(keyless)),
+        })
+    }
+
     /// Verifies the signature in `dir` and that `dir` holds exactly the signed files (less
     /// the signature, pinserve's own files and what the signer chose to ignore). Blocks while
     /// it hashes every file.
@@ -122,7 +153,7 @@ impl Policy {
             reason,
         };
         let bundle = Bundle::parse(&text).map_err(malformed)?;
-        let (payload, signer) = self.check_envelope(&bundle, &path)?;
+        let (payload, signer) = self.check_envelope(&text, &bundle, &path)?;
         let statement = Statement::parse(&payload).map_err(malformed)?;
         let files = statement.check_dir(dir, |name| self.is_not_model(name))?;
         Ok(Signed {
@@ -136,6 +167,7 @@ impl Policy {
     /// The signed payload and the signer's name, once the signature checks out.
     fn check_envelope(
         &self,
+        text: &[u8],
         bundle: &Bundle,
         path: &Path,
     ) -> Result<(Vec<u8>, String), SigningError> {
@@ -144,12 +176,19 @@ impl Policy {
             reason,
         };
         let decoded = bundle.decoded().map_err(malformed)?;
-        let (key, signer, trusted) = match &self.trust {
-            Trust::Key(key) => (
-                key.clone(),
-                format!("key:{}", key.fingerprint()),
-                "--signature-public-key".to_owned(),
-            ),
+        let signed_by = |key: &PublicKey, trusted: &str| {
+            key.verify(&bundle::pae(&decoded.payload), &decoded.signature)
+                .then_some(())
+                .ok_or_else(|| SigningError::BadSignature {
+                    path: path.to_path_buf(),
+                    trusted: trusted.to_owned(),
+                })
+        };
+        let signer = match &self.trust {
+            Trust::Key(key) => {
+                signed_by(key, "--signature-public-key")?;
+                format!("key:{}", key.fingerprint())
+            }
             Trust::Chain { roots, identity } => {
                 let certificates = bundle.certificates().map_err(malformed)?;
                 let (key, name) = chain::verify(&certificates, roots, identity.as_deref())
@@ -157,15 +196,14 @@ impl Policy {
                         path: path.to_path_buf(),
                         reason,
                     })?;
-                (key, name, "the signing certificate's key".to_owned())
+                signed_by(&key, "the signing certificate's key")?;
+                name
+            }
+            Trust::Keyless(keyless) => {
+                let statement = Statement::parse(&decoded.payload).map_err(malformed)?;
+                keyless.verify(text, &statement.model_digest, path)?
             }
         };
-        if !key.verify(&bundle::pae(&decoded.payload), &decoded.signature) {
-            return Err(SigningError::BadSignature {
-                path: path.to_path_buf(),
-                trusted,
-            });
-        }
         Ok((decoded.payload, signer))
     }
 
