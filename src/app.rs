@@ -26,10 +26,9 @@ use crate::{
     profile::{self, ProfileError, ReferenceProfile},
     protocol,
     registry::{
-        Digest, Manifest, ModelArtifact, ModelReference, RegistryError, cache::Cache,
-        manifest::MANIFEST_FILE, mlflow, obtain,
+        Digest, Manifest, ModelArtifact, ModelReference, RegistryError, cache::Cache, mlflow,
+        obtain,
     },
-    signing::Signed,
 };
 
 /// How long a failed load stays visible on `/health` before the process exits non-zero, so a
@@ -248,9 +247,8 @@ async fn load(
 ) -> Result<Loaded, LoadError> {
     let artifact = match source {
         ServeSource::Fetched(dir) => {
-            let mut artifact = obtain::from_fetched(dir, config.fetch.model_sha256())?;
-            artifact.signed = check_signature(dir, &config.fetch).await?;
-            artifact
+            let signing = config.fetch.signing.policy().map_err(RegistryError::from)?;
+            obtain::from_fetched(dir, config.fetch.model_sha256(), signing.as_ref()).await?
         }
         ServeSource::Reference(reference) => {
             obtain_artifact(reference, &config.cache(), &config.fetch).await?
@@ -302,41 +300,14 @@ fn reference_profile(
     Ok(Some(profile))
 }
 
-/// The model's files, fetched into `cache` (and verified) unless a verified copy is there, as
-/// `serve --model-uri` gets them.
+/// The model's files, fetched into `cache` (and verified, signature included) unless a
+/// verified copy is there, as `serve --model-uri` gets them.
 pub async fn obtain_artifact(
     reference: &ModelReference,
     cache: &Cache,
     fetch: &FetchArgs,
 ) -> Result<ModelArtifact, RegistryError> {
-    let mut artifact =
-        obtain::for_serving(reference, cache, &fetch.resolver(), &fetch.options()).await?;
-    artifact.signed = check_signature(&artifact.dir, fetch).await?;
-    Ok(artifact)
-}
-
-/// Verifies the version directory `dir` against its signature when `--signature-public-key`
-/// or `--signature-certificate-chain` asks for one. Hashing every file runs off the runtime.
-pub async fn check_signature(
-    dir: &std::path::Path,
-    fetch: &FetchArgs,
-) -> Result<Option<Signed>, RegistryError> {
-    let Some(policy) = fetch.signing.policy()? else {
-        return Ok(None);
-    };
-    let owned = dir.to_path_buf();
-    let signed = tokio::task::spawn_blocking(move || policy.verify_dir(&owned))
-        .await
-        .map_err(|err| RegistryError::Config(format!("verifying the signature failed: {err}")))??;
-    tracing::info!(
-        dir = %dir.display(),
-        signer = %signed.signer,
-        statement_sha256 = %signed.statement_sha256,
-        model_digest = %signed.model_digest,
-        files = signed.files,
-        "model signature verified"
-    );
-    Ok(Some(signed))
+    obtain::for_serving(reference, cache, &fetch.resolver(), &fetch.options()?).await
 }
 
 /// What a model is warmed up with before it is ready: generated values, or a sample of real
@@ -542,23 +513,13 @@ fn publish(
 /// `pinserve fetch`: resolve, download and verify into `--dest`.
 pub async fn fetch(config: &FetchConfig) -> Result<Manifest, RegistryError> {
     let reference = config.source.reference()?;
-    let manifest = obtain::into_directory(
+    obtain::into_directory(
         &reference,
         &config.dest,
         &config.fetch.resolver(),
-        &config.fetch.options(),
+        &config.fetch.options()?,
     )
-    .await?;
-    if let Err(err) = check_signature(&config.dest, &config.fetch).await {
-        // Without its manifest the directory no longer passes for a verified fetch: `serve
-        // --model-dir` refuses it, and the next fetch downloads the version again.
-        let manifest = config.dest.join(MANIFEST_FILE);
-        if let Err(remove) = std::fs::remove_file(&manifest) {
-            tracing::warn!(file = %manifest.display(), error = %remove, "cannot remove the manifest of a refused version");
-        }
-        return Err(err);
-    }
-    Ok(manifest)
+    .await
 }
 
 /// Once the grace period has cut requests off, the time the model worker gets to see its queue

@@ -334,13 +334,15 @@ impl FetchArgs {
         }
     }
 
-    pub fn options(&self) -> FetchOptions {
-        FetchOptions {
+    /// How to fetch, and the signing policy (reading its key, certificates or trust root).
+    pub fn options(&self) -> Result<FetchOptions, SigningError> {
+        Ok(FetchOptions {
             retry: RetryPolicy::new(self.fetch_retries),
             timeout: self.fetch_timeout,
             stall_timeout: self.fetch_stall_timeout,
             max_bytes: self.fetch_max_bytes,
-        }
+            signing: self.signing.policy()?,
+        })
     }
 }
 

@@ -211,7 +211,8 @@ async fn download(
         .prefix(".eval-data-")
         .tempdir_in(cache_dir)
         .map_err(io)?;
-    let path = obtain::file_into(url, dir.path(), &fetch.resolver(), &fetch.options()).await?;
+    let options = fetch.options().map_err(RegistryError::from)?;
+    let path = obtain::file_into(url, dir.path(), &fetch.resolver(), &options).await?;
     Ok((path, dir))
 }
 

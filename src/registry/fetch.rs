@@ -23,10 +23,11 @@ use super::{
     manifest::{Manifest, ManifestError, ManifestFile, sync_dir},
     progress::Progress,
     retry::{RetryPolicy, gave_up},
+    signed,
     sink::Sink,
     source::{TransferError, within},
 };
-use crate::metrics::ModelLabels;
+use crate::{metrics::ModelLabels, signing::Policy};
 
 /// Marks a directory as a fetch in progress, so the next fetch knows it may clear it.
 pub(crate) const IN_PROGRESS: &str = ".pinserve-fetch";
@@ -44,6 +45,8 @@ pub struct FetchOptions {
     pub stall_timeout: Duration,
     /// The most bytes written for a file whose size the plan does not know.
     pub max_bytes: u64,
+    /// Who must have signed a version's files; checked before the manifest is written.
+    pub signing: Option<crate::signing::Policy>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,9 @@ pub enum FetchError {
     Timeout(Duration),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// The signing policy refused the downloaded files; no manifest vouches for them.
+    #[error(transparent)]
+    Signature(#[from] crate::signing::SigningError),
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
@@ -119,8 +125,9 @@ impl Wanted {
     }
 }
 
-/// A complete, verified download in `dest` that is the `wanted` one.
-pub(crate) fn cached(dest: &Path, wanted: &Wanted) -> Option<Manifest> {
+/// A complete, verified download in `dest` that is the `wanted` one, signed as `signing`
+/// requires.
+pub(crate) fn cached(dest: &Path, wanted: &Wanted, signing: Option<&Policy>) -> Option<Manifest> {
     let manifest = match Manifest::read(dest) {
         Ok(Some(manifest)) if (wanted.same)(&manifest) => manifest,
         Ok(Some(manifest)) => {
@@ -141,10 +148,14 @@ pub(crate) fn cached(dest: &Path, wanted: &Wanted) -> Option<Manifest> {
         tracing::info!(dir = %dest.display(), %contradiction, "the earlier download does not have the expected digest; fetching again");
         return None;
     }
-    match manifest.verify(dest, true) {
-        Ok(()) => Some(manifest),
+    if let Err(err) = manifest.verify(dest, true) {
+        tracing::warn!(error = %err, "the cache does not match its manifest; fetching again");
+        return None;
+    }
+    match signed::verify(signing, dest, &signed::known_digests(&manifest)) {
+        Ok(signed) => Some(Manifest { signed, ..manifest }),
         Err(err) => {
-            tracing::warn!(error = %err, "the cache does not match its manifest; fetching again");
+            tracing::warn!(error = %err, "the earlier download's signature does not verify; fetching again");
             None
         }
     }
@@ -210,6 +221,8 @@ async fn fetch_all(
     for directory in directories {
         sync_dir(&directory).map_err(io_error(&directory))?;
     }
+    let known = signed::known_digests(&manifest);
+    manifest.signed = signed::verify_off_runtime(options.signing.as_ref(), dest, known).await?;
     manifest.write(dest)?;
     std::fs::remove_file(&marker).map_err(io_error(&marker))?;
     sync_dir(dest).map_err(io_error(dest))?;
@@ -459,6 +472,7 @@ pub(crate) mod tests {
             timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(5),
             max_bytes: 1 << 20,
+            signing: None,
         }
     }
 
@@ -516,8 +530,8 @@ pub(crate) mod tests {
         assert_eq!(Manifest::read(dest.path()).unwrap().unwrap(), manifest);
         assert_eq!(manifest.files.len(), 2);
         assert!(!dest.path().join(IN_PROGRESS).exists());
-        assert!(cached(dest.path(), &wanted(|m| m.version == "1", None)).is_some());
-        assert!(cached(dest.path(), &wanted(|m| m.version == "2", None)).is_none());
+        assert!(cached(dest.path(), &wanted(|m| m.version == "1", None), None).is_some());
+        assert!(cached(dest.path(), &wanted(|m| m.version == "2", None), None).is_none());
     }
 
     #[tokio::test]
@@ -581,15 +595,15 @@ pub(crate) mod tests {
     async fn a_tampered_cache_is_not_reused() {
         let (_source, dest) = fetched_graph().await;
         std::fs::write(dest.path().join("model.onnx"), b"GRAPH").unwrap();
-        assert!(cached(dest.path(), &wanted(|_| true, None)).is_none());
+        assert!(cached(dest.path(), &wanted(|_| true, None), None).is_none());
     }
 
     #[tokio::test]
     async fn a_download_whose_digests_contradict_the_expected_ones_is_not_reused() {
         let (_source, dest) = fetched_graph().await;
         let right = Digest::of_bytes(b"graph");
-        assert!(cached(dest.path(), &wanted(|_| true, Some(right))).is_some());
+        assert!(cached(dest.path(), &wanted(|_| true, Some(right)), None).is_some());
         let wrong = Digest::of_bytes(b"other");
-        assert!(cached(dest.path(), &wanted(|_| true, Some(wrong))).is_none());
+        assert!(cached(dest.path(), &wanted(|_| true, Some(wrong)), None).is_none());
     }
 }

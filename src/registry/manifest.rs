@@ -32,6 +32,10 @@ pub struct Manifest {
     /// The MLflow model signature, when the registry had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<serde_json::Value>,
+    /// Who signed the files, as verified by this process against its signing policy; never
+    /// written, since only a verification made now can vouch for the files now.
+    #[serde(skip)]
+    pub signed: Option<crate::signing::Signed>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +104,7 @@ impl Manifest {
                 .to_string(),
             files: Vec::new(),
             signature: None,
+            signed: None,
         }
     }
 

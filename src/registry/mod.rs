@@ -18,6 +18,7 @@ pub mod reference;
 pub mod relpath;
 pub mod resolve;
 pub mod retry;
+pub(crate) mod signed;
 pub mod sink;
 pub mod source;
 pub mod store;

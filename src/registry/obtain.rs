@@ -4,6 +4,7 @@
 //! complete, verified earlier download of the same version instead of downloading again.
 
 use std::{
+    collections::BTreeMap,
     future::Future,
     path::{Path, PathBuf},
 };
@@ -15,8 +16,9 @@ use super::{
     fetch::{FetchError, FetchOptions, Wanted, WantedDigest, cached, fetch},
     manifest::Manifest,
     resolve::PINNED_ORIGIN,
+    signed,
 };
-use crate::metrics::ModelLabels;
+use crate::{metrics::ModelLabels, signing::Policy};
 
 /// Fetches `reference` into `dest` (the init container's job).
 pub(crate) async fn into_directory(
@@ -27,7 +29,7 @@ pub(crate) async fn into_directory(
 ) -> Result<Manifest, RegistryError> {
     bounded(options, async {
         if reference.is_pinned()
-            && let Some(manifest) = reuse(dest, before_planning(reference, resolver)).await
+            && let Some(manifest) = reuse(dest, before_planning(reference, resolver), options).await
         {
             return Ok(manifest);
         }
@@ -73,13 +75,13 @@ async fn prepare(
         cache.claim(&name, version).await?;
         let _fetching = cache.fetching(&name, version).await?;
         let dest = cache.version_dir(&name, version);
-        if let Some(manifest) = reuse(&dest, before_planning(reference, resolver)).await {
+        if let Some(manifest) = reuse(&dest, before_planning(reference, resolver), options).await {
             return artifact_from(&dest, &manifest);
         }
     }
     let plan = resolver.plan(reference).await?;
     if let Some(dir) = &plan.local_dir {
-        return verify_in_place(&plan, dir).await;
+        return verify_in_place(&plan, dir, options.signing.as_ref()).await;
     }
     cache.claim(&plan.name, &plan.version).await?;
     let _fetching = cache.fetching(&plan.name, &plan.version).await?;
@@ -118,17 +120,25 @@ pub(crate) async fn file_into(
             version: plan.version.clone(),
         };
         tracing::info!(source = %plan.source, dest = %dest.display(), "fetching");
-        let manifest = fetch(&plan, dest, options, &labels).await?;
+        // Held-out data is no model version: the model's signing policy is not its to meet.
+        let unsigned = FetchOptions {
+            signing: None,
+            ..options.clone()
+        };
+        let manifest = fetch(&plan, dest, &unsigned, &labels).await?;
         Ok(manifest.model_file.under(dest))
     })
     .await
 }
 
 /// What `pinserve fetch` wrote into `dir`, checked against its manifest (sizes; the digests
-/// were verified when it was written) and, when given, against the pinned model digest.
-pub(crate) fn from_fetched(
+/// were verified when it was written), when given against the pinned model digest, and with a
+/// signing policy against the signature, every file hashed again: the directory may have
+/// passed through other hands (a shared volume) since the fetch.
+pub(crate) async fn from_fetched(
     dir: &Path,
     pinned: Option<Digest>,
+    signing: Option<&Policy>,
 ) -> Result<ModelArtifact, RegistryError> {
     let manifest = Manifest::read(dir)
         .map_err(FetchError::from)?
@@ -151,7 +161,8 @@ pub(crate) fn from_fetched(
         }
         .into());
     }
-    artifact_from(dir, &manifest)
+    let signed = signed::verify_off_runtime(signing, dir, BTreeMap::new()).await?;
+    artifact_from(dir, &Manifest { signed, ..manifest })
 }
 
 /// Reuses `dest` when its plan matches, or downloads into it.
@@ -160,7 +171,7 @@ async fn download(
     dest: &Path,
     options: &FetchOptions,
 ) -> Result<Manifest, RegistryError> {
-    if let Some(manifest) = reuse(dest, of_plan(plan)).await {
+    if let Some(manifest) = reuse(dest, of_plan(plan), options).await {
         return Ok(manifest);
     }
     let labels = ModelLabels {
@@ -251,12 +262,13 @@ fn of_plan(plan: &Plan) -> Wanted {
     }
 }
 
-/// A verified earlier download in `dest` that is the `wanted` one. Hashing large files blocks,
-/// so it runs off the async runtime.
-async fn reuse(dest: &Path, wanted: Wanted) -> Option<Manifest> {
+/// A verified earlier download in `dest` that is the `wanted` one, signed as `options`
+/// require. Hashing large files blocks, so it runs off the async runtime.
+async fn reuse(dest: &Path, wanted: Wanted, options: &FetchOptions) -> Option<Manifest> {
     let dest = dest.to_path_buf();
     let shown = dest.display().to_string();
-    let manifest = tokio::task::spawn_blocking(move || cached(&dest, &wanted))
+    let signing = options.signing.clone();
+    let manifest = tokio::task::spawn_blocking(move || cached(&dest, &wanted, signing.as_ref()))
         .await
         .ok()
         .flatten()?;
@@ -264,48 +276,63 @@ async fn reuse(dest: &Path, wanted: Wanted) -> Option<Manifest> {
     Some(manifest)
 }
 
-/// Local files are served where they are, each file with an expected digest checked first. A
-/// model file without one is left unhashed here: the caller computes its digest (for
-/// `pinserve_model_info`) while ONNX Runtime loads it, instead of before.
-async fn verify_in_place(plan: &Plan, dir: &Path) -> Result<ModelArtifact, RegistryError> {
+/// Local files are served where they are, each file with an expected digest checked first,
+/// then, with a signing policy, the whole directory against its signature (the digests just
+/// computed are not computed again). A model file without an expected digest or a signature is
+/// left unhashed here: the caller computes its digest (for `pinserve_model_info`) while ONNX
+/// Runtime loads it, instead of before.
+async fn verify_in_place(
+    plan: &Plan,
+    dir: &Path,
+    signing: Option<&Policy>,
+) -> Result<ModelArtifact, RegistryError> {
     let plan = plan.clone();
     let dir = dir.to_path_buf();
+    let signing = signing.cloned();
     tokio::task::spawn_blocking(move || {
-        let mut model_digest = None;
+        let mut known = BTreeMap::new();
         for file in &plan.files {
-            let Some(expected) = &file.expected else {
-                continue;
-            };
-            let path = file.path.under(&dir);
-            let found = Digest::of_file(&path).map_err(|source| FetchError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            if expected.digest != found {
-                return Err(FetchError::DigestMismatch {
-                    path: path.display().to_string(),
-                    expected: expected.digest,
-                    found,
-                    origin: expected.origin.clone(),
-                }
-                .into());
-            }
-            if file.path == plan.model_file {
-                model_digest = Some(found);
+            if let Some(expected) = &file.expected {
+                let found = check_expected(&file.path.under(&dir), expected)?;
+                known.insert(file.path.to_string(), found);
             }
         }
+        let signed = signed::verify(signing.as_ref(), &dir, &known)?;
+        let model_file = plan.model_file.to_string();
+        let sha256 = known.get(&model_file).copied().or_else(|| {
+            signed
+                .as_ref()
+                .and_then(|signed| signed.files.get(&model_file).copied())
+        });
         Ok(ModelArtifact {
             name: plan.name.clone(),
             version: plan.version.clone(),
             model_file: plan.model_file.under(&dir),
-            sha256: model_digest,
+            sha256,
             signature: plan.signature.clone(),
-            signed: None,
+            signed,
             dir,
         })
     })
     .await
     .map_err(|err| RegistryError::Config(format!("verifying the model files failed: {err}")))?
+}
+
+/// The file's digest, which must be the expected one.
+fn check_expected(path: &Path, expected: &Expected) -> Result<Digest, FetchError> {
+    let found = Digest::of_file(path).map_err(|source| FetchError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if expected.digest != found {
+        return Err(FetchError::DigestMismatch {
+            path: path.display().to_string(),
+            expected: expected.digest,
+            found,
+            origin: expected.origin.clone(),
+        });
+    }
+    Ok(found)
 }
 
 fn artifact_from(dir: &Path, manifest: &Manifest) -> Result<ModelArtifact, RegistryError> {
@@ -316,7 +343,7 @@ fn artifact_from(dir: &Path, manifest: &Manifest) -> Result<ModelArtifact, Regis
         model_file: manifest.model_file.under(dir),
         sha256: manifest.model_file_digest(),
         signature: manifest.signature.clone(),
-        signed: None,
+        signed: manifest.signed.clone(),
     })
 }
 

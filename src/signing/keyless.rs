@@ -119,7 +119,7 @@ mod tests {
         let dir = signed_copy();
         let signed = production(IDENTITY, ISSUER).verify_dir(dir.path()).unwrap();
         assert_eq!(signed.signer, IDENTITY);
-        assert_eq!(signed.files, 2);
+        assert_eq!(signed.files.len(), 2);
         assert_eq!(
             signed.model_digest,
             "61d4849d9d90076d6215f4d525f13d6574af8e3f67aef3e6f36fc40a14fdd226"

@@ -10,7 +10,7 @@ mod keyless;
 mod keys;
 mod statement;
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use std::path::{Path, PathBuf};
 
@@ -49,7 +49,8 @@ pub struct Signed {
     pub statement_sha256: Digest,
     /// The statement's subject digest: SHA-256 over every signed file's digest.
     pub model_digest: String,
-    pub files: usize,
+    /// Each signed file's SHA-256 (which the file was found to have), by `/`-separated path.
+    pub files: BTreeMap<String, Digest>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,8 @@ pub enum SigningError {
         #[source]
         source: sigstore_verify::Error,
     },
+    #[error("verifying the signature stopped: {0}")]
+    Interrupted(#[from] tokio::task::JoinError),
     #[error("{}: unusable Sigstore trust root: {source}", path.display())]
     TrustRoot {
         path: PathBuf,
@@ -138,6 +141,17 @@ impl Policy {
     /// the signature, pinserve's own files and what the signer chose to ignore). Blocks while
     /// it hashes every file.
     pub fn verify_dir(&self, dir: &Path) -> Result<Signed, SigningError> {
+        self.verify_dir_knowing(dir, &BTreeMap::new())
+    }
+
+    /// [`Policy::verify_dir`], taking the digests `known` (by `/`-separated path) as the files'
+    /// own: a fetch has just computed them, or a manifest's were just checked, so the files are
+    /// hashed once, not twice.
+    pub(crate) fn verify_dir_knowing(
+        &self,
+        dir: &Path,
+        known: &BTreeMap<String, Digest>,
+    ) -> Result<Signed, SigningError> {
         let path = dir.join(&self.signature_file);
         let text = match std::fs::read(&path) {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -155,7 +169,7 @@ impl Policy {
         let bundle = Bundle::parse(&text).map_err(malformed)?;
         let (payload, signer) = self.check_envelope(&text, &bundle, &path)?;
         let statement = Statement::parse(&payload).map_err(malformed)?;
-        let files = statement.check_dir(dir, |name| self.is_not_model(name))?;
+        let files = statement.check_dir(dir, |name| self.is_not_model(name), known)?;
         Ok(Signed {
             signer,
             statement_sha256: Digest::of_bytes(&payload),

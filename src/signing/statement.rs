@@ -124,12 +124,15 @@ impl Statement {
     }
 
     /// Compares `dir` with the statement: every signed file present with its digest, and no
-    /// other file but those `skip` (pinserve's own) or the signer's ignore list names.
+    /// other file but those `skip` (pinserve's own) or the signer's ignore list names. A file
+    /// whose digest is `known` (just computed by the caller) is not hashed again. The signed
+    /// digests, by path, once they all match.
     pub(crate) fn check_dir(
         &self,
         dir: &Path,
         skip: impl Fn(&str) -> bool,
-    ) -> Result<usize, SigningError> {
+        known: &BTreeMap<String, Digest>,
+    ) -> Result<BTreeMap<String, Digest>, SigningError> {
         let found = list_files(dir)?;
         let ignored = |name: &str| {
             skip(name)
@@ -142,10 +145,13 @@ impl Statement {
             let Some(expected) = self.files.get(name) else {
                 return Err(SigningError::Unsigned { file: path.clone() });
             };
-            let found = Digest::of_file(path).map_err(|source| SigningError::Read {
-                path: path.clone(),
-                source,
-            })?;
+            let found = match known.get(name) {
+                Some(digest) => *digest,
+                None => Digest::of_file(path).map_err(|source| SigningError::Read {
+                    path: path.clone(),
+                    source,
+                })?,
+            };
             if found != *expected {
                 return Err(SigningError::Changed {
                     file: path.clone(),
@@ -158,7 +164,7 @@ impl Statement {
             Some(name) => Err(SigningError::MissingFile {
                 file: dir.join(name),
             }),
-            None => Ok(self.files.len()),
+            None => Ok(self.files.clone()),
         }
     }
 }
@@ -237,15 +243,33 @@ mod tests {
         let parsed = Statement::parse(&statement(&[("model.onnx", b"graph")], None)).unwrap();
         assert_eq!(
             parsed
-                .check_dir(dir.path(), |name| name == "pinserve.json")
-                .unwrap(),
+                .check_dir(dir.path(), |name| name == "pinserve.json", &BTreeMap::new())
+                .unwrap()
+                .len(),
             1
         );
-        let err = parsed.check_dir(dir.path(), |_| false).unwrap_err();
+        let err = parsed
+            .check_dir(dir.path(), |_| false, &BTreeMap::new())
+            .unwrap_err();
         assert!(
             matches!(err, SigningError::Unsigned { ref file } if file.ends_with("pinserve.json")),
             "{err}"
         );
+    }
+
+    /// A digest the caller already computed is taken as the file's own: the file is not read
+    /// again (here the known digest is not the file's, and that is what is compared).
+    #[test]
+    fn known_digests_are_not_computed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model.onnx"), b"graph").unwrap();
+        let parsed = Statement::parse(&statement(&[("model.onnx", b"graph")], None)).unwrap();
+        let known = BTreeMap::from([("model.onnx".to_owned(), Digest::of_bytes(b"other"))]);
+        let err = parsed.check_dir(dir.path(), |_| false, &known).unwrap_err();
+        assert!(matches!(err, SigningError::Changed { .. }), "{err}");
+        let known = BTreeMap::from([("model.onnx".to_owned(), Digest::of_bytes(b"graph"))]);
+        let signed = parsed.check_dir(dir.path(), |_| false, &known).unwrap();
+        assert_eq!(signed["model.onnx"], Digest::of_bytes(b"graph"));
     }
 
     #[test]
@@ -254,7 +278,9 @@ mod tests {
         std::fs::write(dir.path().join("model.onnx"), b"graph").unwrap();
         std::os::unix::fs::symlink(dir.path(), dir.path().join("loop")).unwrap();
         let parsed = Statement::parse(&statement(&[("model.onnx", b"graph")], None)).unwrap();
-        let err = parsed.check_dir(dir.path(), |_| false).unwrap_err();
+        let err = parsed
+            .check_dir(dir.path(), |_| false, &BTreeMap::new())
+            .unwrap_err();
         assert!(
             matches!(err, SigningError::Unsigned { ref file } if file.ends_with("loop")),
             "{err}"
