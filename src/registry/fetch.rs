@@ -1,3 +1,6 @@
+//! The fetch stage: a [`Plan`] and a directory in, the files verified in it and its
+//! [`Manifest`] out (errors: [`FetchError`]).
+//!
 //! Downloading a plan into a directory so that the directory only ever holds a complete,
 //! verified model or nothing pinserve will load:
 //!

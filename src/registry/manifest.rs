@@ -1,3 +1,6 @@
+//! The manifest stage: a fetched [`Plan`](super::Plan)'s files in, a [`Manifest`] out, written
+//! into and read back from the directory (errors: [`ManifestError`]).
+//!
 //! `pinserve.json`, written last into a fetched model directory: what was fetched, from where,
 //! and every file's size and digest. Its presence means the directory is complete; `serve
 //! --model-dir` trusts nothing else, and a restarted fetch reuses the directory only if every

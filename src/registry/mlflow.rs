@@ -24,7 +24,7 @@ mod signature;
 pub(crate) mod write;
 
 pub(crate) use client::{METADATA_TIMEOUT, MlflowClient};
-pub(crate) use lookup::Tag;
+pub(crate) use lookup::{ModelVersion, Tag};
 pub(crate) use mlmodel::MlModel;
 pub(crate) use signature::check_signature;
 /// Public because `app::LoadError` carries them.

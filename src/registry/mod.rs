@@ -1,9 +1,18 @@
-//! Where model artifacts come from. A reference ([`reference`]) is resolved into a [`Plan`]
-//! ([`resolve`]): the files of one model version, their sources (local disk, an object store,
-//! the MLflow Model Registry) and the digests they must have. [`fetch`] then downloads a plan
-//! into a directory, verified, atomically and resumably, and records it in a manifest
-//! ([`manifest`]) that later starts trust instead of the network. `serve` fetches into a shared
-//! [`cache`], locked per version and trimmed to its limits, least recently used first.
+//! Where model artifacts come from, as a pipeline of typed stages:
+//!
+//! ```text
+//! &str ──reference──▶ ModelReference ──plan──▶ Plan ──fetch──▶ files, verified ──manifest──▶ Manifest
+//! ```
+//!
+//! - [`reference`] parses what users write into a [`ModelReference`].
+//! - [`plan`] resolves it (listing a local directory, an object store, an HTTP server, or the
+//!   MLflow registry) into a [`Plan`]: the files of one model version, their sources and the
+//!   digests they must have.
+//! - [`fetch`] downloads a plan into a directory, verified, atomically and resumably.
+//! - [`manifest`] records what was fetched, so later starts trust it instead of the network.
+//!
+//! [`obtain`] runs the stages for a command; `serve` fetches into a shared [`cache`], locked per
+//! version and trimmed to its limits, least recently used first.
 
 pub mod cache;
 pub mod digest;
@@ -12,11 +21,11 @@ pub mod local;
 pub mod manifest;
 pub mod mlflow;
 pub mod obtain;
+pub mod plan;
 pub mod progress;
 pub mod redact;
 pub mod reference;
 pub mod relpath;
-pub mod resolve;
 pub mod retry;
 pub mod sink;
 pub mod source;
@@ -29,9 +38,9 @@ pub use self::{
     digest::Digest,
     fetch::{FetchError, FetchOptions},
     manifest::Manifest,
+    plan::{Expected, Plan, PlannedFile, Resolver},
     reference::{Location, ModelReference, Selector},
     relpath::RelativePath,
-    resolve::Resolver,
     source::FileSource,
 };
 
@@ -49,45 +58,6 @@ pub struct ModelArtifact {
     pub signature: Option<serde_json::Value>,
     /// Who signed the version's files, once the signature has been verified.
     pub signed: Option<crate::signing::Signed>,
-}
-
-/// A digest a file must have, and who said so (for the error message when it does not).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expected {
-    pub digest: Digest,
-    pub origin: String,
-}
-
-/// One file of a model version.
-#[derive(Debug, Clone)]
-pub struct PlannedFile {
-    pub path: RelativePath,
-    pub source: FileSource,
-    pub size: Option<u64>,
-    pub expected: Option<Expected>,
-}
-
-/// The files of one resolved model version.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub name: String,
-    /// The resolved version (an alias or stage resolves to a number).
-    pub version: String,
-    /// What was asked for, credentials redacted.
-    pub reference: String,
-    /// Where the files come from, credentials redacted.
-    pub source: String,
-    pub model_file: RelativePath,
-    pub files: Vec<PlannedFile>,
-    pub signature: Option<serde_json::Value>,
-    /// The directory holding the files when they are on local disk already.
-    pub local_dir: Option<PathBuf>,
-}
-
-impl Plan {
-    pub fn total_size(&self) -> u64 {
-        self.files.iter().filter_map(|file| file.size).sum()
-    }
 }
 
 /// Why a model reference could not be resolved or fetched.

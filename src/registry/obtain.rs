@@ -1,3 +1,6 @@
+//! The pipeline run end to end: a [`ModelReference`] in, a [`ModelArtifact`] (or, for `fetch`,
+//! a [`Manifest`]) out, all stages' errors as one [`RegistryError`].
+//!
 //! The two ways a model reaches local disk: `fetch` fills a directory for a serving container to
 //! load later, and `serve` prepares one for itself (loading local files in place, fetching
 //! remote ones into its cache, which it then trims: [`cache`](super::cache)). Both reuse a
@@ -14,7 +17,7 @@ use super::{
     cache::Cache,
     fetch::{FetchError, FetchOptions, Wanted, WantedDigest, cached, fetch},
     manifest::Manifest,
-    resolve::PINNED_ORIGIN,
+    plan::PINNED_ORIGIN,
 };
 use crate::metrics::ModelLabels;
 

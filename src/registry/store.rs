@@ -19,8 +19,8 @@ use url::Url;
 use super::{
     RegistryError,
     redact::redact_url,
+    reference::sort_versions,
     relpath::RelativePath,
-    resolve::sort_versions,
     source::{FileSource, TransferError, classify_store_error, within},
 };
 

@@ -4,7 +4,10 @@
 use serde::Deserialize;
 
 use super::client::{MISSING, MlflowClient};
-use crate::registry::{reference::Selector, resolve::sort_versions, source::TransferError};
+use crate::registry::{
+    reference::{Selector, sort_versions},
+    source::TransferError,
+};
 
 /// A registered model version, as `model-versions/get` returns it.
 #[derive(Debug, Clone, Deserialize)]
