@@ -25,6 +25,7 @@ use super::{
     digest::Digest,
     manifest::{Manifest, ManifestError, ManifestFile, sync_dir},
     progress::Progress,
+    redact::error_chain,
     retry::{RetryPolicy, gave_up},
     sink::Sink,
     source::{TransferError, within},
@@ -51,8 +52,8 @@ pub struct FetchOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("{path}: {message}")]
-    Transfer { path: String, message: String },
+    #[error("{path}: {source}")]
+    Transfer { path: String, source: TransferError },
     #[error(
         "{path}: sha256 {found} does not match the expected {expected} (from {origin}); refusing to use it"
     )]
@@ -290,14 +291,11 @@ async fn download(
     let mut delays = options.retry.delays();
     let outcome = loop {
         match transfer(file, &mut partial, options, progress).await {
-            Err(TransferError::Transient {
-                message,
-                retry_after,
-            }) => {
-                let Some(delay) = options.retry.next_delay(&mut delays, retry_after) else {
-                    break Err(gave_up(&message, &options.retry));
+            Err(err) if err.is_transient() => {
+                let Some(delay) = options.retry.next_delay(&mut delays, err.retry_after()) else {
+                    break Err(gave_up(err, &options.retry));
                 };
-                tracing::warn!(file = %shown, error = %message, resume_at = partial.written, retry_in = ?delay, "download interrupted; retrying");
+                tracing::warn!(file = %shown, error = %error_chain(&err), resume_at = partial.written, retry_in = ?delay, "download interrupted; retrying");
                 tokio::time::sleep(delay).await;
             }
             result => break result,
@@ -332,10 +330,10 @@ async fn download(
     })
 }
 
-fn transfer_error(path: &str, err: TransferError) -> FetchError {
+fn transfer_error(path: &str, source: TransferError) -> FetchError {
     FetchError::Transfer {
         path: path.to_owned(),
-        message: err.to_string(),
+        source,
     }
 }
 

@@ -27,5 +27,5 @@ pub(crate) use client::{METADATA_TIMEOUT, MlflowClient};
 pub(crate) use lookup::{ModelVersion, Tag};
 pub(crate) use mlmodel::MlModel;
 pub(crate) use signature::check_signature;
-/// Public because `app::LoadError` carries them.
-pub use {mlmodel::MlModelError, signature::SignatureError};
+/// Public because `app::LoadError` and `RegistryError` carry them.
+pub use {client::ClientError, mlmodel::MlModelError, signature::SignatureError};

@@ -96,11 +96,11 @@ pub enum RegistryError {
         version: String,
         location: String,
     },
-    #[error("cannot resolve {reference} in the MLflow registry at {registry}: {message}")]
+    #[error("cannot resolve {reference} in the MLflow registry at {registry}: {source}")]
     Registry {
         reference: String,
         registry: String,
-        message: String,
+        source: source::TransferError,
     },
     #[error("{location}: {source}")]
     Transfer {
@@ -117,8 +117,21 @@ pub enum RegistryError {
         "{location}: no ONNX model (no model.onnx and not exactly one .onnx file, at the top or in a single version folder)"
     )]
     NoModelFile { location: String },
+    /// Flags that do not name a model, or contradict each other.
     #[error("{0}")]
     Config(String),
+    #[error("MLflow client: {0}")]
+    MlflowClient(#[from] mlflow::ClientError),
+    #[error("{location}: unsupported store {scheme}")]
+    UnsupportedStore { location: String, scheme: String },
+    #[error("{}: no pinserve.json; run `pinserve fetch --dest {}` first", dir.display(), dir.display())]
+    NotFetched { dir: PathBuf },
+    /// A blocking task (hashing the model files) panicked or was cancelled.
+    #[error("{what} failed: {source}")]
+    Task {
+        what: &'static str,
+        source: tokio::task::JoinError,
+    },
     /// An object store client could not be set up for a URL (the URL or the environment is
     /// wrong): object_store's parse or builder error.
     #[error("{location}: {source}")]

@@ -135,12 +135,8 @@ pub(crate) fn from_fetched(
 ) -> Result<ModelArtifact, RegistryError> {
     let manifest = Manifest::read(dir)
         .map_err(FetchError::from)?
-        .ok_or_else(|| {
-            RegistryError::Config(format!(
-                "{}: no pinserve.json; run `pinserve fetch --dest {}` first",
-                dir.display(),
-                dir.display()
-            ))
+        .ok_or_else(|| RegistryError::NotFetched {
+            dir: dir.to_path_buf(),
         })?;
     manifest.verify(dir, false).map_err(FetchError::from)?;
     if let (Some(expected), Some(found)) = (pinned, manifest.model_file_digest())
@@ -308,7 +304,10 @@ async fn verify_in_place(plan: &Plan, dir: &Path) -> Result<ModelArtifact, Regis
         })
     })
     .await
-    .map_err(|err| RegistryError::Config(format!("verifying the model files failed: {err}")))?
+    .map_err(|source| RegistryError::Task {
+        what: "verifying the model files",
+        source,
+    })?
 }
 
 fn artifact_from(dir: &Path, manifest: &Manifest) -> Result<ModelArtifact, RegistryError> {

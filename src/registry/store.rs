@@ -179,9 +179,10 @@ impl Store {
                 Ok(Arc::new(LocalFileSystem::new()) as Arc<dyn ObjectStore>)
             }
             other => {
-                return Err(RegistryError::Config(format!(
-                    "{shown}: unsupported store {other:?}"
-                )));
+                return Err(RegistryError::UnsupportedStore {
+                    location: shown.clone(),
+                    scheme: format!("{other:?}"),
+                });
             }
         }
         .map_err(|err| config(Box::new(err)))?;

@@ -100,7 +100,7 @@ pub(super) async fn http_exists(
         .timeout(METADATA_TIMEOUT)
         .send()
         .await
-        .map_err(|err| describe_reqwest(url, &err))?;
+        .map_err(|err| describe_reqwest(url, err))?;
     if response.status() == reqwest::StatusCode::NOT_FOUND {
         return Ok(false);
     }

@@ -205,7 +205,11 @@ async fn version_and_uri(
 
 /// MLflow tags `sha256` (the model file) and `sha256:PATH` (any other file) of a model version
 /// or a logged model (`entity`, for the messages).
-fn expect_tagged_digests(plan: &mut Plan, tags: &[Tag], entity: &str) -> Result<(), TransferError> {
+fn expect_tagged_digests(
+    plan: &mut Plan,
+    tags: &[Tag],
+    entity: &'static str,
+) -> Result<(), TransferError> {
     for tag in tags {
         let target = match tag.key.as_str() {
             "sha256" => plan.model_file.as_str().to_owned(),
@@ -214,8 +218,10 @@ fn expect_tagged_digests(plan: &mut Plan, tags: &[Tag], entity: &str) -> Result<
                 None => continue,
             },
         };
-        let digest: Digest = tag.value.parse().map_err(|reason| {
-            TransferError::Fatal(format!("{entity} tag '{}': {reason}", tag.key))
+        let digest: Digest = tag.value.parse().map_err(|source| TransferError::Tag {
+            entity,
+            key: tag.key.clone(),
+            source: Box::new(source),
         })?;
         let target = RelativePath::new(&target)?;
         plan.expect_digest(
@@ -227,11 +233,15 @@ fn expect_tagged_digests(plan: &mut Plan, tags: &[Tag], entity: &str) -> Result<
     Ok(())
 }
 
-fn registry_error(reference: &ModelReference, tracking: &Url, err: TransferError) -> RegistryError {
+fn registry_error(
+    reference: &ModelReference,
+    tracking: &Url,
+    source: TransferError,
+) -> RegistryError {
     RegistryError::Registry {
         reference: reference.to_string(),
         registry: redact_url(tracking),
-        message: err.to_string(),
+        source,
     }
 }
 

@@ -112,8 +112,10 @@ impl Resolver {
         with_retries(&self.retry, "read", || async {
             let opened = within(stall, source.open(0)).await?;
             let bytes = opened.read_limited(SMALL_FILE_LIMIT, stall, source).await?;
-            String::from_utf8(bytes)
-                .map_err(|_| TransferError::Fatal(format!("{source} is not UTF-8 text")))
+            String::from_utf8(bytes).map_err(|err| TransferError::NotText {
+                shown: source.to_string(),
+                source: Box::new(err),
+            })
         })
         .await
     }

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::registry::{
     RegistryError,
+    redact::error_chain,
     reference::{Location, sort_versions},
     source::TransferError,
     store::{Store, is_plain_http},
@@ -86,7 +87,7 @@ impl Resolver {
         let available = match versions {
             Ok(versions) if versions.is_empty() => "nothing".to_owned(),
             Ok(versions) => versions.join(", "),
-            Err(err) => format!("they could not be listed: {err}"),
+            Err(err) => format!("they could not be listed: {}", error_chain(&err)),
         };
         Err(RegistryError::UnknownVersion {
             name: name.to_owned(),
