@@ -41,13 +41,13 @@ const CONCURRENT_DOWNLOADS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
-    pub retry: RetryPolicy,
+    pub(crate) retry: RetryPolicy,
     /// Bound on the whole fetch, listings and retries included.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// A body that delivers no bytes for this long is abandoned and resumed.
-    pub stall_timeout: Duration,
+    pub(crate) stall_timeout: Duration,
     /// The most bytes written for a file whose size the plan does not know.
-    pub max_bytes: u64,
+    pub(crate) max_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,17 +89,17 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
 /// What an earlier download must be to be reused instead of fetched again: one that `same`
 /// accepts (the same reference, or the same plan), whose recorded digests agree with every
 /// digest expected of it. The digests are a field of their own so that no reuse can skip them.
-pub struct Wanted {
-    pub same: Box<dyn Fn(&Manifest) -> bool + Send>,
-    pub digests: Vec<WantedDigest>,
+pub(crate) struct Wanted {
+    pub(crate) same: Box<dyn Fn(&Manifest) -> bool + Send>,
+    pub(crate) digests: Vec<WantedDigest>,
 }
 
 /// A digest a file of a reusable download must have recorded.
 #[derive(Debug, Clone)]
-pub struct WantedDigest {
+pub(crate) struct WantedDigest {
     /// `None`: the manifest's model file (before planning, its name is not known yet).
-    pub file: Option<RelativePath>,
-    pub expected: Expected,
+    pub(crate) file: Option<RelativePath>,
+    pub(crate) expected: Expected,
 }
 
 impl Wanted {

@@ -14,50 +14,56 @@
 //! [`obtain`] runs the stages for a command; `serve` fetches into a shared [`cache`], locked per
 //! version and trimmed to its limits, least recently used first.
 
-pub mod cache;
-pub mod digest;
-pub mod fetch;
-pub mod local;
-pub mod manifest;
-pub mod mlflow;
-pub mod obtain;
-pub mod plan;
-pub mod progress;
+pub(crate) mod cache;
+pub(crate) mod digest;
+pub(crate) mod fetch;
+pub(crate) mod local;
+pub(crate) mod manifest;
+pub(crate) mod mlflow;
+pub(crate) mod obtain;
+pub(crate) mod plan;
+pub(crate) mod progress;
 pub mod redact;
-pub mod reference;
-pub mod relpath;
-pub mod retry;
-pub mod sink;
-pub mod source;
-pub mod store;
+pub(crate) mod reference;
+pub(crate) mod relpath;
+pub(crate) mod retry;
+pub(crate) mod sink;
+pub(crate) mod source;
+pub(crate) mod store;
 
 use std::path::PathBuf;
 
-pub(crate) use self::local::check_component;
+/// Public because the library's commands (`app`, `config`, `eval`, ...) take and return them.
 pub use self::{
-    digest::Digest,
+    cache::{Cache, ClaimError},
+    digest::{Digest, DigestError},
     fetch::{FetchError, FetchOptions},
-    manifest::Manifest,
-    plan::{Expected, Plan, PlannedFile, Resolver},
+    manifest::{Manifest, ManifestError, ManifestFile},
+    mlflow::{ClientError, ExampleError, MlModelError, SignatureError, WriteError},
+    plan::Resolver,
     reference::{Location, ModelReference, Selector},
-    relpath::RelativePath,
-    source::FileSource,
+    relpath::{RelativePath, UnsafePath},
+    source::{RequestFailure, TransferError},
+};
+pub(crate) use self::{
+    local::check_component,
+    plan::{Expected, Plan, PlannedFile},
 };
 
 /// A model version resolved to a file on local disk, ready to load.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelArtifact {
-    pub name: String,
-    pub version: String,
+    pub(crate) name: String,
+    pub(crate) version: String,
     /// The version directory: the model file and every file that came with it are under it.
-    pub dir: PathBuf,
-    pub model_file: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) model_file: PathBuf,
     /// The model file's digest, verified against the expected one when there was one.
-    pub sha256: Option<Digest>,
+    pub(crate) sha256: Option<Digest>,
     /// The MLflow model signature, when the registry had one.
-    pub signature: Option<serde_json::Value>,
+    pub(crate) signature: Option<serde_json::Value>,
     /// Who signed the version's files, once the signature has been verified.
-    pub signed: Option<crate::signing::Signed>,
+    pub(crate) signed: Option<crate::signing::Signed>,
 }
 
 /// Why a model reference could not be resolved or fetched.

@@ -8,11 +8,11 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use super::{redact::error_chain, source::TransferError};
 
 #[derive(Debug, Clone)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Retries after the first attempt.
-    pub retries: usize,
-    pub min_delay: Duration,
-    pub max_delay: Duration,
+    pub(crate) retries: usize,
+    pub(crate) min_delay: Duration,
+    pub(crate) max_delay: Duration,
 }
 
 impl RetryPolicy {

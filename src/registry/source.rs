@@ -232,10 +232,10 @@ pub(crate) async fn within<T>(
 
 /// An open read: the offset the bytes start at (0 when the server ignored a range request),
 /// how many bytes the source announces from there, and the bytes.
-pub struct Opened {
-    pub offset: u64,
-    pub length: Option<u64>,
-    pub bytes: BoxStream<'static, Result<Bytes, TransferError>>,
+pub(crate) struct Opened {
+    pub(crate) offset: u64,
+    pub(crate) length: Option<u64>,
+    pub(crate) bytes: BoxStream<'static, Result<Bytes, TransferError>>,
 }
 
 impl Opened {
@@ -269,7 +269,7 @@ impl Opened {
 }
 
 #[derive(Clone)]
-pub enum FileSource {
+pub(crate) enum FileSource {
     Http {
         client: reqwest::Client,
         url: Url,

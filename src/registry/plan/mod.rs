@@ -27,54 +27,54 @@ use super::{
 };
 
 /// Where a digest given on the command line is said to come from.
-pub const PINNED_ORIGIN: &str = "--model-sha256";
+pub(crate) const PINNED_ORIGIN: &str = "--model-sha256";
 /// Sidecars and MLmodel files are tiny; anything larger is not what it claims to be.
 const SMALL_FILE_LIMIT: usize = 1 << 20;
 
 pub struct Resolver {
-    pub retry: RetryPolicy,
-    pub store: StoreOptions,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) store: StoreOptions,
     /// `--model-sha256`: the model file's digest as the manifest pins it.
-    pub model_sha256: Option<Digest>,
+    pub(crate) model_sha256: Option<Digest>,
     /// `--fetch-stall-timeout`: how long a metadata request may wait for its next bytes.
-    pub stall_timeout: Duration,
+    pub(crate) stall_timeout: Duration,
 }
 
 /// A digest a file must have, and who said so (for the error message when it does not).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expected {
-    pub digest: Digest,
-    pub origin: String,
+pub(crate) struct Expected {
+    pub(crate) digest: Digest,
+    pub(crate) origin: String,
 }
 
 /// One file of a model version.
 #[derive(Debug, Clone)]
-pub struct PlannedFile {
-    pub path: RelativePath,
-    pub source: FileSource,
-    pub size: Option<u64>,
-    pub expected: Option<Expected>,
+pub(crate) struct PlannedFile {
+    pub(crate) path: RelativePath,
+    pub(crate) source: FileSource,
+    pub(crate) size: Option<u64>,
+    pub(crate) expected: Option<Expected>,
 }
 
 /// The files of one resolved model version.
 #[derive(Debug, Clone)]
-pub struct Plan {
-    pub name: String,
+pub(crate) struct Plan {
+    pub(crate) name: String,
     /// The resolved version (an alias or stage resolves to a number).
-    pub version: String,
+    pub(crate) version: String,
     /// What was asked for, credentials redacted.
-    pub reference: String,
+    pub(crate) reference: String,
     /// Where the files come from, credentials redacted.
-    pub source: String,
-    pub model_file: RelativePath,
-    pub files: Vec<PlannedFile>,
-    pub signature: Option<serde_json::Value>,
+    pub(crate) source: String,
+    pub(crate) model_file: RelativePath,
+    pub(crate) files: Vec<PlannedFile>,
+    pub(crate) signature: Option<serde_json::Value>,
     /// The directory holding the files when they are on local disk already.
-    pub local_dir: Option<PathBuf>,
+    pub(crate) local_dir: Option<PathBuf>,
 }
 
 impl Resolver {
-    pub async fn plan(&self, reference: &ModelReference) -> Result<Plan, RegistryError> {
+    pub(crate) async fn plan(&self, reference: &ModelReference) -> Result<Plan, RegistryError> {
         let mut plan = match reference {
             ModelReference::Repository {
                 root,
@@ -122,7 +122,7 @@ impl Resolver {
 }
 
 impl Plan {
-    pub fn total_size(&self) -> u64 {
+    pub(crate) fn total_size(&self) -> u64 {
         self.files.iter().filter_map(|file| file.size).sum()
     }
 

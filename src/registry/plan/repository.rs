@@ -147,7 +147,7 @@ impl Resolver {
 
     /// One file that is not a model (`eval --data`) at a URL, with its `.sha256` sidecar when
     /// there is one: fetched with the same retries, timeouts and verification as a model file.
-    pub async fn plan_file(&self, url: &Url) -> Result<Plan, RegistryError> {
+    pub(crate) async fn plan_file(&self, url: &Url) -> Result<Plan, RegistryError> {
         let location = Location::Remote(url.clone());
         let transfer = |source| RegistryError::Transfer {
             location: location.to_string(),
