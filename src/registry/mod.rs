@@ -153,3 +153,10 @@ pub enum RegistryError {
     #[error(transparent)]
     Signature(#[from] crate::signing::SigningError),
 }
+
+impl RegistryError {
+    /// Wraps the failure of a blocking task doing `what`.
+    pub(crate) fn task(what: &'static str) -> impl FnOnce(tokio::task::JoinError) -> RegistryError {
+        move |source| RegistryError::Task { what, source }
+    }
+}

@@ -304,10 +304,7 @@ async fn verify_in_place(plan: &Plan, dir: &Path) -> Result<ModelArtifact, Regis
         })
     })
     .await
-    .map_err(|source| RegistryError::Task {
-        what: "verifying the model files",
-        source,
-    })?
+    .map_err(RegistryError::task("verifying the model files"))?
 }
 
 fn artifact_from(dir: &Path, manifest: &Manifest) -> Result<ModelArtifact, RegistryError> {

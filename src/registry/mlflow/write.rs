@@ -19,7 +19,7 @@ use super::{
 use crate::registry::{
     redact::redact_url,
     retry::with_retries,
-    source::{TransferError, describe_reqwest, within},
+    source::{TransferError, check_status, describe_reqwest, within},
 };
 
 /// MLflow's error code for a name that is taken (an experiment, a registered model).
@@ -304,16 +304,14 @@ async fn read_answer(
     response: reqwest::Response,
     stall: std::time::Duration,
 ) -> Result<Value, Answer> {
+    if let Some(err) = check_status(response.url(), &response)
+        .err()
+        .filter(TransferError::is_transient)
+    {
+        return Err(err.into());
+    }
     let status = response.status();
     let shown = redact_url(response.url());
-    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        return Err(TransferError::Status {
-            url: shown,
-            status,
-            retry_after: None,
-        }
-        .into());
-    }
     let body = answer(response)
         .read_limited(ANSWER_LIMIT, stall, &shown)
         .await?;
