@@ -712,6 +712,51 @@ async fn endless_sidecars_mlmodels_and_registry_answers_are_refused_at_their_lim
     assert!(answer.contains("larger than 16777216 bytes"), "{answer}");
 }
 
+/// Fetches `models:/m/1` from a fake MLflow (a real one answers JSON and keeps what it is given
+/// whole: these faults have to be injected) and returns the error.
+async fn refused_by_fake_mlflow(routes: Vec<(&'static str, Route)>, extra: &[&str]) -> String {
+    let server = FaultyServer::start(routes).await;
+    let dest = tempfile::tempdir().unwrap();
+    let registry = server.url("");
+    let mut args = vec!["--model-uri", "models:/m/1", "--registry-uri", &registry];
+    args.extend(["--dest", dest.path().to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    let output = fetch(&args).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_nothing_servable(dest.path());
+    stderr(&output)
+}
+
+/// A broken `MLmodel` is refused at once, and an answer that is not JSON (a proxy's error page)
+/// is retried, then refused; both name what failed and the parser's reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_mlmodel_and_an_answer_that_is_not_json_are_refused_with_their_cause() {
+    let listing = json!({"files": [
+        {"path": "MLmodel", "is_dir": false, "file_size": 18},
+        {"path": "model.onnx", "is_dir": false, "file_size": 10},
+    ]});
+    let mlmodel_path = "/api/2.0/mlflow-artifacts/artifacts/1/models/m-1/artifacts/MLmodel";
+    let mut routes = fake_mlflow(listing.clone());
+    routes.push((mlmodel_path, Route::new("flavors: [unclosed")));
+    let broken = refused_by_fake_mlflow(routes, &[]).await;
+    assert!(broken.contains("cannot read MLmodel: "), "{broken}");
+    assert!(!broken.contains("retrying"), "{broken}");
+
+    let mut routes = fake_mlflow(listing);
+    routes.retain(|(path, _)| *path != "/api/2.0/mlflow/model-versions/get");
+    routes.push((
+        "/api/2.0/mlflow/model-versions/get",
+        Route::new("<html>bad gateway</html>"),
+    ));
+    let unreadable = refused_by_fake_mlflow(routes, &["--fetch-retries", "1"]).await;
+    assert!(
+        unreadable.contains("gave up after 1 retries: ")
+            && unreadable.contains("model-versions/get?name=m&version=1: unreadable answer: ")
+            && unreadable.contains("expected value"),
+        "{unreadable}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_endless_model_body_is_cut_at_fetch_max_bytes() {
     let message = refused_endless(

@@ -10,7 +10,10 @@
 mod external_data;
 mod mlmodel;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use serde_json::json;
 
@@ -28,6 +31,7 @@ use crate::{
             write::{ALREADY_EXISTS, KeyValue, LoggedModel, WriteError, string_at},
         },
         retry::RetryPolicy,
+        source::TransferError,
     },
 };
 
@@ -265,9 +269,11 @@ async fn create_logged_model(
     let created = client.post("api/2.0/mlflow/logged-models", &body).await?;
     let info = &created["model"]["info"];
     let model: LoggedModel = serde_json::from_value(info.clone()).map_err(|err| {
-        WriteError::Transfer(crate::registry::source::TransferError::Fatal(format!(
-            "logged-models: unreadable answer: {err}"
-        )))
+        WriteError::Transfer(TransferError::Unreadable {
+            url: "logged-models".to_owned(),
+            transient: false,
+            source: Arc::new(err),
+        })
     })?;
     let outputs = json!({ "run_id": run_id, "models": [{"model_id": model.model_id, "step": 0}] });
     client
@@ -285,12 +291,9 @@ async fn upload(
 ) -> Result<(), WriteError> {
     for file in &prepared.files {
         let path = prepared.directory.join(file);
-        let bytes = tokio::fs::read(&path).await.map_err(|err| {
-            WriteError::Transfer(crate::registry::source::TransferError::Fatal(format!(
-                "{}: {err}",
-                path.display()
-            )))
-        })?;
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|err| WriteError::Transfer(TransferError::local(&path, err)))?;
         tracing::info!(file = %file, bytes = bytes.len(), "uploading");
         client
             .upload_artifact(&model.artifact_uri, file, bytes.into())

@@ -36,9 +36,9 @@ static CLAIMS: Mutex<Vec<(PathBuf, File)>> = Mutex::new(Vec::new());
 
 /// How much the cache may hold; `None` is unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Limits {
-    pub max_versions: Option<usize>,
-    pub max_bytes: Option<u64>,
+pub(crate) struct Limits {
+    pub(crate) max_versions: Option<usize>,
+    pub(crate) max_bytes: Option<u64>,
 }
 
 impl Limits {
@@ -56,17 +56,17 @@ pub struct Cache {
 
 /// One process's right to fetch a version, until dropped.
 #[derive(Debug)]
-pub struct FetchLock {
+pub(crate) struct FetchLock {
     _file: File,
 }
 
 /// One version directory found in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Entry {
-    pub name: String,
-    pub version: String,
-    pub last_used: SystemTime,
-    pub bytes: u64,
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) last_used: SystemTime,
+    pub(crate) bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,3 +1,6 @@
+//! The fetch stage: a [`Plan`] and a directory in, the files verified in it and its
+//! [`Manifest`] out (errors: [`FetchError`]).
+//!
 //! Downloading a plan into a directory so that the directory only ever holds a complete,
 //! verified model or nothing pinserve will load:
 //!
@@ -22,6 +25,7 @@ use super::{
     digest::Digest,
     manifest::{Manifest, ManifestError, ManifestFile, sync_dir},
     progress::Progress,
+    redact::error_chain,
     retry::{RetryPolicy, gave_up},
     signed,
     sink::Sink,
@@ -38,21 +42,21 @@ const CONCURRENT_DOWNLOADS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
-    pub retry: RetryPolicy,
+    pub(crate) retry: RetryPolicy,
     /// Bound on the whole fetch, listings and retries included.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// A body that delivers no bytes for this long is abandoned and resumed.
-    pub stall_timeout: Duration,
+    pub(crate) stall_timeout: Duration,
     /// The most bytes written for a file whose size the plan does not know.
-    pub max_bytes: u64,
+    pub(crate) max_bytes: u64,
     /// Who must have signed a version's files; checked before the manifest is written.
-    pub signing: Option<crate::signing::Policy>,
+    pub(crate) signing: Option<crate::signing::Policy>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("{path}: {message}")]
-    Transfer { path: String, message: String },
+    #[error("{path}: {source}")]
+    Transfer { path: String, source: TransferError },
     #[error(
         "{path}: sha256 {found} does not match the expected {expected} (from {origin}); refusing to use it"
     )]
@@ -91,17 +95,17 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
 /// What an earlier download must be to be reused instead of fetched again: one that `same`
 /// accepts (the same reference, or the same plan), whose recorded digests agree with every
 /// digest expected of it. The digests are a field of their own so that no reuse can skip them.
-pub struct Wanted {
-    pub same: Box<dyn Fn(&Manifest) -> bool + Send>,
-    pub digests: Vec<WantedDigest>,
+pub(crate) struct Wanted {
+    pub(crate) same: Box<dyn Fn(&Manifest) -> bool + Send>,
+    pub(crate) digests: Vec<WantedDigest>,
 }
 
 /// A digest a file of a reusable download must have recorded.
 #[derive(Debug, Clone)]
-pub struct WantedDigest {
+pub(crate) struct WantedDigest {
     /// `None`: the manifest's model file (before planning, its name is not known yet).
-    pub file: Option<RelativePath>,
-    pub expected: Expected,
+    pub(crate) file: Option<RelativePath>,
+    pub(crate) expected: Expected,
 }
 
 impl Wanted {
@@ -300,14 +304,11 @@ async fn download(
     let mut delays = options.retry.delays();
     let outcome = loop {
         match transfer(file, &mut partial, options, progress).await {
-            Err(TransferError::Transient {
-                message,
-                retry_after,
-            }) => {
-                let Some(delay) = options.retry.next_delay(&mut delays, retry_after) else {
-                    break Err(gave_up(&message, &options.retry));
+            Err(err) if err.is_transient() => {
+                let Some(delay) = options.retry.next_delay(&mut delays, err.retry_after()) else {
+                    break Err(gave_up(err, &options.retry));
                 };
-                tracing::warn!(file = %shown, error = %message, resume_at = partial.written, retry_in = ?delay, "download interrupted; retrying");
+                tracing::warn!(file = %shown, error = %error_chain(&err), resume_at = partial.written, retry_in = ?delay, "download interrupted; retrying");
                 tokio::time::sleep(delay).await;
             }
             result => break result,
@@ -342,10 +343,10 @@ async fn download(
     })
 }
 
-fn transfer_error(path: &str, err: TransferError) -> FetchError {
+fn transfer_error(path: &str, source: TransferError) -> FetchError {
     FetchError::Transfer {
         path: path.to_owned(),
-        message: err.to_string(),
+        source,
     }
 }
 

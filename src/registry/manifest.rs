@@ -1,3 +1,6 @@
+//! The manifest stage: a fetched [`Plan`](super::Plan)'s files in, a [`Manifest`] out, written
+//! into and read back from the directory (errors: [`ManifestError`]).
+//!
 //! `pinserve.json`, written last into a fetched model directory: what was fetched, from where,
 //! and every file's size and digest. Its presence means the directory is complete; `serve
 //! --model-dir` trusts nothing else, and a restarted fetch reuses the directory only if every
@@ -17,32 +20,33 @@ const FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
-    pub format: u32,
+    pub(crate) format: u32,
+    /// Public, as `files` is, for the summary `pinserve fetch` prints.
     pub model: String,
     pub version: String,
     /// What was asked for (e.g. `models:/fraud@champion`), credentials redacted.
-    pub reference: String,
+    pub(crate) reference: String,
     /// Where the bytes came from, credentials redacted.
-    pub source: String,
+    pub(crate) source: String,
     /// The file ONNX Runtime loads, relative to the directory.
-    pub model_file: RelativePath,
+    pub(crate) model_file: RelativePath,
     /// RFC 3339, UTC.
-    pub resolved_at: String,
+    pub(crate) resolved_at: String,
     pub files: Vec<ManifestFile>,
     /// The MLflow model signature, when the registry had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signature: Option<serde_json::Value>,
+    pub(crate) signature: Option<serde_json::Value>,
     /// Who signed the files, as verified by this process against its signing policy; never
     /// written, since only a verification made now can vouch for the files now.
     #[serde(skip)]
-    pub signed: Option<crate::signing::Signed>,
+    pub(crate) signed: Option<crate::signing::Signed>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestFile {
-    pub path: RelativePath,
+    pub(crate) path: RelativePath,
     pub size: u64,
-    pub sha256: Digest,
+    pub(crate) sha256: Digest,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -17,15 +17,18 @@
 
 mod artifacts;
 mod client;
-pub mod example;
+pub(crate) mod example;
 mod lookup;
 mod mlmodel;
 mod signature;
 pub(crate) mod write;
 
 pub(crate) use client::{METADATA_TIMEOUT, MlflowClient};
-pub(crate) use lookup::Tag;
+pub(crate) use lookup::{ModelVersion, Tag};
 pub(crate) use mlmodel::MlModel;
 pub(crate) use signature::check_signature;
-/// Public because `app::LoadError` carries them.
-pub use {mlmodel::MlModelError, signature::SignatureError};
+/// Public (through `registry`) because `app::LoadError` and `RegistryError` carry them.
+pub use {
+    client::ClientError, example::ExampleError, mlmodel::MlModelError, signature::SignatureError,
+    write::WriteError,
+};

@@ -1,94 +1,70 @@
-//! Where model artifacts come from. A reference ([`reference`]) is resolved into a [`Plan`]
-//! ([`resolve`]): the files of one model version, their sources (local disk, an object store,
-//! the MLflow Model Registry) and the digests they must have. [`fetch`] then downloads a plan
-//! into a directory, verified, atomically and resumably, and records it in a manifest
-//! ([`manifest`]) that later starts trust instead of the network. `serve` fetches into a shared
-//! [`cache`], locked per version and trimmed to its limits, least recently used first.
+//! Where model artifacts come from, as a pipeline of typed stages:
+//!
+//! ```text
+//! &str ──reference──▶ ModelReference ──plan──▶ Plan ──fetch──▶ files, verified ──manifest──▶ Manifest
+//! ```
+//!
+//! - [`reference`] parses what users write into a [`ModelReference`].
+//! - [`plan`] resolves it (listing a local directory, an object store, an HTTP server, or the
+//!   MLflow registry) into a [`Plan`]: the files of one model version, their sources and the
+//!   digests they must have.
+//! - [`fetch`] downloads a plan into a directory, verified, atomically and resumably.
+//! - [`manifest`] records what was fetched, so later starts trust it instead of the network.
+//!
+//! [`obtain`] runs the stages for a command; `serve` fetches into a shared [`cache`], locked per
+//! version and trimmed to its limits, least recently used first.
 
-pub mod cache;
-pub mod digest;
-pub mod fetch;
-pub mod local;
-pub mod manifest;
-pub mod mlflow;
-pub mod obtain;
-pub mod progress;
+pub(crate) mod cache;
+pub(crate) mod digest;
+pub(crate) mod fetch;
+pub(crate) mod local;
+pub(crate) mod manifest;
+pub(crate) mod mlflow;
+pub(crate) mod obtain;
+pub(crate) mod plan;
+pub(crate) mod progress;
 pub mod redact;
-pub mod reference;
-pub mod relpath;
-pub mod resolve;
-pub mod retry;
+pub(crate) mod reference;
+pub(crate) mod relpath;
+pub(crate) mod retry;
 pub(crate) mod signed;
-pub mod sink;
-pub mod source;
-pub mod store;
+pub(crate) mod sink;
+pub(crate) mod source;
+pub(crate) mod store;
 
 use std::path::PathBuf;
 
-pub(crate) use self::local::check_component;
+/// Public because the library's commands (`app`, `config`, `eval`, ...) take and return them.
 pub use self::{
-    digest::Digest,
+    cache::{Cache, ClaimError},
+    digest::{Digest, DigestError},
     fetch::{FetchError, FetchOptions},
-    manifest::Manifest,
+    manifest::{Manifest, ManifestError, ManifestFile},
+    mlflow::{ClientError, ExampleError, MlModelError, SignatureError, WriteError},
+    plan::Resolver,
     reference::{Location, ModelReference, Selector},
-    relpath::RelativePath,
-    resolve::Resolver,
-    source::FileSource,
+    relpath::{RelativePath, UnsafePath},
+    source::{RequestFailure, TransferError},
+};
+pub(crate) use self::{
+    local::check_component,
+    plan::{Expected, Plan, PlannedFile},
 };
 
 /// A model version resolved to a file on local disk, ready to load.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelArtifact {
-    pub name: String,
-    pub version: String,
+    pub(crate) name: String,
+    pub(crate) version: String,
     /// The version directory: the model file and every file that came with it are under it.
-    pub dir: PathBuf,
-    pub model_file: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) model_file: PathBuf,
     /// The model file's digest, verified against the expected one when there was one.
-    pub sha256: Option<Digest>,
+    pub(crate) sha256: Option<Digest>,
     /// The MLflow model signature, when the registry had one.
-    pub signature: Option<serde_json::Value>,
+    pub(crate) signature: Option<serde_json::Value>,
     /// Who signed the version's files, once the signature has been verified.
-    pub signed: Option<crate::signing::Signed>,
-}
-
-/// A digest a file must have, and who said so (for the error message when it does not).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expected {
-    pub digest: Digest,
-    pub origin: String,
-}
-
-/// One file of a model version.
-#[derive(Debug, Clone)]
-pub struct PlannedFile {
-    pub path: RelativePath,
-    pub source: FileSource,
-    pub size: Option<u64>,
-    pub expected: Option<Expected>,
-}
-
-/// The files of one resolved model version.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub name: String,
-    /// The resolved version (an alias or stage resolves to a number).
-    pub version: String,
-    /// What was asked for, credentials redacted.
-    pub reference: String,
-    /// Where the files come from, credentials redacted.
-    pub source: String,
-    pub model_file: RelativePath,
-    pub files: Vec<PlannedFile>,
-    pub signature: Option<serde_json::Value>,
-    /// The directory holding the files when they are on local disk already.
-    pub local_dir: Option<PathBuf>,
-}
-
-impl Plan {
-    pub fn total_size(&self) -> u64 {
-        self.files.iter().filter_map(|file| file.size).sum()
-    }
+    pub(crate) signed: Option<crate::signing::Signed>,
 }
 
 /// Why a model reference could not be resolved or fetched.
@@ -127,11 +103,11 @@ pub enum RegistryError {
         version: String,
         location: String,
     },
-    #[error("cannot resolve {reference} in the MLflow registry at {registry}: {message}")]
+    #[error("cannot resolve {reference} in the MLflow registry at {registry}: {source}")]
     Registry {
         reference: String,
         registry: String,
-        message: String,
+        source: source::TransferError,
     },
     #[error("{location}: {source}")]
     Transfer {
@@ -148,8 +124,21 @@ pub enum RegistryError {
         "{location}: no ONNX model (no model.onnx and not exactly one .onnx file, at the top or in a single version folder)"
     )]
     NoModelFile { location: String },
+    /// Flags that do not name a model, or contradict each other.
     #[error("{0}")]
     Config(String),
+    #[error("MLflow client: {0}")]
+    MlflowClient(#[from] mlflow::ClientError),
+    #[error("{location}: unsupported store {scheme}")]
+    UnsupportedStore { location: String, scheme: String },
+    #[error("{}: no pinserve.json; run `pinserve fetch --dest {}` first", dir.display(), dir.display())]
+    NotFetched { dir: PathBuf },
+    /// A blocking task (hashing the model files) panicked or was cancelled.
+    #[error("{what} failed: {source}")]
+    Task {
+        what: &'static str,
+        source: tokio::task::JoinError,
+    },
     /// An object store client could not be set up for a URL (the URL or the environment is
     /// wrong): object_store's parse or builder error.
     #[error("{location}: {source}")]
@@ -164,4 +153,11 @@ pub enum RegistryError {
     /// `--signature-public-key` or `--signature-certificate-chain` refused the version.
     #[error(transparent)]
     Signature(#[from] crate::signing::SigningError),
+}
+
+impl RegistryError {
+    /// Wraps the failure of a blocking task doing `what`.
+    pub(crate) fn task(what: &'static str) -> impl FnOnce(tokio::task::JoinError) -> RegistryError {
+        move |source| RegistryError::Task { what, source }
+    }
 }

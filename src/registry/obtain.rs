@@ -1,3 +1,6 @@
+//! The pipeline run end to end: a [`ModelReference`] in, a [`ModelArtifact`] (or, for `fetch`,
+//! a [`Manifest`]) out, all stages' errors as one [`RegistryError`].
+//!
 //! The two ways a model reaches local disk: `fetch` fills a directory for a serving container to
 //! load later, and `serve` prepares one for itself (loading local files in place, fetching
 //! remote ones into its cache, which it then trims: [`cache`](super::cache)). Both reuse a
@@ -15,7 +18,7 @@ use super::{
     cache::Cache,
     fetch::{FetchError, FetchOptions, Wanted, WantedDigest, cached, fetch},
     manifest::Manifest,
-    resolve::PINNED_ORIGIN,
+    plan::PINNED_ORIGIN,
     signed,
 };
 use crate::{metrics::ModelLabels, signing::Policy};
@@ -142,12 +145,8 @@ pub(crate) async fn from_fetched(
 ) -> Result<ModelArtifact, RegistryError> {
     let manifest = Manifest::read(dir)
         .map_err(FetchError::from)?
-        .ok_or_else(|| {
-            RegistryError::Config(format!(
-                "{}: no pinserve.json; run `pinserve fetch --dest {}` first",
-                dir.display(),
-                dir.display()
-            ))
+        .ok_or_else(|| RegistryError::NotFetched {
+            dir: dir.to_path_buf(),
         })?;
     manifest.verify(dir, false).map_err(FetchError::from)?;
     if let (Some(expected), Some(found)) = (pinned, manifest.model_file_digest())
@@ -315,7 +314,7 @@ async fn verify_in_place(
         })
     })
     .await
-    .map_err(|err| RegistryError::Config(format!("verifying the model files failed: {err}")))?
+    .map_err(RegistryError::task("verifying the model files"))?
 }
 
 /// The file's digest, which must be the expected one.

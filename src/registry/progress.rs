@@ -12,7 +12,7 @@ use crate::metrics::ModelLabels;
 
 const LOG_INTERVAL: Duration = Duration::from_secs(5);
 
-pub struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     total: u64,
     state: Mutex<State>,

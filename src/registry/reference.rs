@@ -1,3 +1,5 @@
+//! The reference stage: text in, a [`ModelReference`] out (errors: [`RegistryError`]).
+//!
 //! Model references as users write them: `models:/NAME/VERSION`, `models:/NAME@ALIAS`,
 //! `models:/NAME/STAGE`, MLflow 3 logged models (`models:/m-ID`), model repository roots and version directories on local disk or in
 //! object storage (`s3://`, `gs://`, `az://`, `https://`), and direct model-file URLs.
@@ -123,6 +125,12 @@ impl Selector {
     pub(crate) fn is_pinned(&self) -> bool {
         matches!(self, Selector::Version(_))
     }
+}
+
+/// Version names as they are listed to a user: numbers in numeric order, then names in
+/// alphabetical order.
+pub(crate) fn sort_versions(names: &mut [String]) {
+    names.sort_by_key(|name| (name.parse::<u64>().unwrap_or(u64::MAX), name.clone()));
 }
 
 /// What to serve, before any registry is contacted.

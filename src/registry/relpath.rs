@@ -21,8 +21,8 @@ pub struct RelativePath(String);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unsafe artifact path '{path}': {reason}")]
 pub struct UnsafePath {
-    pub path: String,
-    pub reason: &'static str,
+    pub(crate) path: String,
+    pub(crate) reason: &'static str,
 }
 
 impl RelativePath {

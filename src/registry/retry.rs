@@ -5,14 +5,14 @@ use std::{future::Future, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-use super::source::TransferError;
+use super::{redact::error_chain, source::TransferError};
 
 #[derive(Debug, Clone)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Retries after the first attempt.
-    pub retries: usize,
-    pub min_delay: Duration,
-    pub max_delay: Duration,
+    pub(crate) retries: usize,
+    pub(crate) min_delay: Duration,
+    pub(crate) max_delay: Duration,
 }
 
 impl RetryPolicy {
@@ -60,14 +60,11 @@ where
     let mut delays = policy.delays();
     loop {
         match attempt().await {
-            Err(TransferError::Transient {
-                message,
-                retry_after,
-            }) => {
-                let Some(delay) = policy.next_delay(&mut delays, retry_after) else {
-                    return Err(gave_up(&message, policy));
+            Err(err) if err.is_transient() => {
+                let Some(delay) = policy.next_delay(&mut delays, err.retry_after()) else {
+                    return Err(gave_up(err, policy));
                 };
-                tracing::warn!(what, error = %message, retry_in = ?delay, "retrying");
+                tracing::warn!(what, error = %error_chain(&err), retry_in = ?delay, "retrying");
                 tokio::time::sleep(delay).await;
             }
             result => return result,
@@ -75,11 +72,11 @@ where
     }
 }
 
-pub(crate) fn gave_up(message: &str, policy: &RetryPolicy) -> TransferError {
-    TransferError::Fatal(format!(
-        "{message} (gave up after {} retries)",
-        policy.retries
-    ))
+pub(crate) fn gave_up(last: TransferError, policy: &RetryPolicy) -> TransferError {
+    TransferError::GaveUp {
+        last: Box::new(last),
+        retries: policy.retries,
+    }
 }
 
 #[cfg(test)]

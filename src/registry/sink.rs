@@ -33,9 +33,9 @@ enum Command {
 }
 
 /// The complete file: its digest and length, fsynced.
-pub struct Written {
-    pub digest: Digest,
-    pub size: u64,
+pub(crate) struct Written {
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
 }
 
 /// A thread consuming commands, and where its result arrives.
@@ -71,7 +71,7 @@ impl<T: Send + 'static> Worker<T> {
     }
 }
 
-pub struct Sink {
+pub(crate) struct Sink {
     writer: Worker<u64>,
     hasher: Worker<Digest>,
     pending: BytesMut,
@@ -127,7 +127,7 @@ impl Sink {
 
 /// The writer stopped early (a write failed); `finish` says why.
 #[derive(Debug)]
-pub struct Stopped;
+pub(crate) struct Stopped;
 
 fn write_all(file: File, mut commands: mpsc::Receiver<Command>) -> std::io::Result<u64> {
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);

@@ -19,8 +19,8 @@ use url::Url;
 use super::{
     RegistryError,
     redact::redact_url,
+    reference::sort_versions,
     relpath::RelativePath,
-    resolve::sort_versions,
     source::{FileSource, TransferError, classify_store_error, within},
 };
 
@@ -31,15 +31,15 @@ const REQUEST_TIMEOUT: &str = "24h";
 
 /// How stores are reached beyond what the URL and the environment say.
 #[derive(Debug, Clone, Default)]
-pub struct StoreOptions {
+pub(crate) struct StoreOptions {
     /// An S3-compatible endpoint (MinIO, Ceph, a local emulator), or a GCS or Azure one.
-    pub endpoint: Option<Url>,
+    pub(crate) endpoint: Option<Url>,
 }
 
 /// `--storage-endpoint` is not an HTTP(S) URL.
 #[derive(Debug, thiserror::Error)]
 #[error("'{value}' is not an http:// or https:// URL: {reason}")]
-pub struct EndpointError {
+pub(crate) struct EndpointError {
     value: String,
     reason: String,
 }
@@ -139,7 +139,7 @@ fn no_retries() -> RetryConfig {
 }
 
 /// An object store and the path a URL points at inside it.
-pub struct Store {
+pub(crate) struct Store {
     store: Arc<dyn ObjectStore>,
     base: StorePath,
     shown: String,
@@ -179,9 +179,10 @@ impl Store {
                 Ok(Arc::new(LocalFileSystem::new()) as Arc<dyn ObjectStore>)
             }
             other => {
-                return Err(RegistryError::Config(format!(
-                    "{shown}: unsupported store {other:?}"
-                )));
+                return Err(RegistryError::UnsupportedStore {
+                    location: shown.clone(),
+                    scheme: format!("{other:?}"),
+                });
             }
         }
         .map_err(|err| config(Box::new(err)))?;

@@ -1,7 +1,7 @@
 //! The HTTP client for a tracking server: MLflow's auth and TLS variables, and JSON reads that
 //! retry transient failures and carry MLflow's error code into the message.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use base64::Engine as _;
 use futures_util::{StreamExt, TryStreamExt};
@@ -13,7 +13,7 @@ use crate::registry::{
     RegistryError,
     redact::redact_url,
     retry::{RetryPolicy, with_retries},
-    source::{Opened, TransferError, check_status, describe_reqwest, within},
+    source::{Opened, RequestFailure, TransferError, check_status, describe_reqwest, within},
 };
 
 /// Metadata calls are small; a registry that does not answer one in this time is down.
@@ -36,7 +36,7 @@ pub(crate) struct MlflowClient {
 
 /// Why a client for the tracking server could not be built; each says what to fix.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ClientError {
+pub enum ClientError {
     #[error("credentials contain invalid characters")]
     Credentials(#[source] reqwest::header::InvalidHeaderValue),
     #[error("{}: {source}", path.display())]
@@ -48,12 +48,6 @@ pub(crate) enum ClientError {
     Certificates(#[source] reqwest::Error),
     #[error("{0}")]
     Build(#[source] reqwest::Error),
-}
-
-impl From<ClientError> for RegistryError {
-    fn from(err: ClientError) -> RegistryError {
-        RegistryError::Config(format!("MLflow client: {err}"))
-    }
 }
 
 /// An MLflow error answer: a code such as `RESOURCE_DOES_NOT_EXIST`, and a message.
@@ -107,7 +101,7 @@ impl MlflowClient {
         with_retries(&self.retry, path, || async {
             let request = self.http.get(url.clone()).timeout(METADATA_TIMEOUT).send();
             let response = within(self.stall, async {
-                request.await.map_err(|err| describe_reqwest(&url, &err))
+                request.await.map_err(|err| describe_reqwest(&url, err))
             })
             .await?;
             if let Err(err) = check_status(&url, &response) {
@@ -117,8 +111,10 @@ impl MlflowClient {
             let body = answer(response)
                 .read_limited(ANSWER_LIMIT, self.stall, &shown)
                 .await?;
-            serde_json::from_slice(&body).map_err(|err| {
-                TransferError::transient(format!("{shown}: unreadable answer: {err}"))
+            serde_json::from_slice(&body).map_err(|err| TransferError::Unreadable {
+                url: shown,
+                transient: true,
+                source: Arc::new(err),
             })
         })
         .await
@@ -150,12 +146,13 @@ fn http_client(tracking: &Url) -> Result<reqwest::Client, ClientError> {
 
 /// An API answer's body, as a read that can be bounded.
 pub(super) fn answer(response: reqwest::Response) -> Opened {
+    let url = response.url().clone();
     Opened {
         offset: 0,
         length: response.content_length(),
         bytes: response
             .bytes_stream()
-            .map_err(|err| TransferError::transient(format!("the answer broke off: {err}")))
+            .map_err(move |err| TransferError::request(&url, RequestFailure::BodyBrokeOff, err))
             .boxed(),
     }
 }
@@ -171,17 +168,10 @@ async fn with_mlflow_error(err: TransferError, response: reqwest::Response) -> T
     let Ok(body) = serde_json::from_slice::<ErrorBody>(&body) else {
         return err;
     };
-    let detail = format!("{}: {}", body.error_code, body.message);
-    match err {
-        TransferError::Fatal(message) => TransferError::Fatal(format!("{message}: {detail}")),
-        TransferError::Transient {
-            message,
-            retry_after,
-        } => TransferError::Transient {
-            message: format!("{message}: {detail}"),
-            retry_after,
-        },
-        typed => typed,
+    TransferError::Explained {
+        status: Box::new(err),
+        code: body.error_code,
+        message: body.message,
     }
 }
 

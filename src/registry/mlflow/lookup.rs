@@ -4,7 +4,11 @@
 use serde::Deserialize;
 
 use super::client::{MISSING, MlflowClient};
-use crate::registry::{reference::Selector, resolve::sort_versions, source::TransferError};
+use crate::registry::{
+    redact::error_chain,
+    reference::{Selector, sort_versions},
+    source::TransferError,
+};
 
 /// A registered model version, as `model-versions/get` returns it.
 #[derive(Debug, Clone, Deserialize)]
@@ -94,9 +98,10 @@ impl MlflowClient {
             .await
         {
             Ok(one) => Ok(one.model_version),
-            Err(TransferError::Fatal(message)) if message.contains(MISSING) => Err(
-                TransferError::Fatal(format!("{message}; {}", self.versions_of(name).await)),
-            ),
+            Err(err) if err.code() == Some(MISSING) => Err(TransferError::NotInRegistry {
+                answer: Box::new(err),
+                versions: self.versions_of(name).await,
+            }),
             Err(err) => Err(err),
         }
     }
@@ -151,7 +156,9 @@ impl MlflowClient {
                 .into_iter()
                 .map(|v| v.version)
                 .collect(),
-            Err(err) => return format!("its versions could not be listed: {err}"),
+            Err(err) => {
+                return format!("its versions could not be listed: {}", error_chain(&err));
+            }
         };
         if versions.is_empty() {
             return format!("the registry has no versions of a model named '{name}'");

@@ -4,7 +4,6 @@
 use serde::Deserialize;
 
 use super::{example::ExampleInfo, signature::MlflowSignature};
-use crate::registry::source::TransferError;
 
 /// The parts of an `MLmodel` file pinserve uses.
 #[derive(Debug, Default, Deserialize)]
@@ -46,13 +45,6 @@ pub enum MlModelError {
     Yaml(#[source] Box<serde_saphyr::Error>),
     #[error("the MLmodel signature is not valid JSON: {0}")]
     Signature(#[source] serde_json::Error),
-}
-
-/// Resolution reports registry problems as transfer failures that are not worth retrying.
-impl From<MlModelError> for TransferError {
-    fn from(err: MlModelError) -> TransferError {
-        TransferError::Fatal(err.to_string())
-    }
 }
 
 impl MlModel {

@@ -6,6 +6,8 @@
 //! Calls that create something are sent once (a retried `runs/create` would make two runs);
 //! idempotent ones (uploads, updates, reads) are retried as the fetcher's reads are.
 
+use std::sync::Arc;
+
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -17,7 +19,7 @@ use super::{
 use crate::registry::{
     redact::redact_url,
     retry::with_retries,
-    source::{TransferError, describe_reqwest, within},
+    source::{TransferError, check_status, describe_reqwest, within},
 };
 
 /// MLflow's error code for a name that is taken (an experiment, a registered model).
@@ -112,7 +114,7 @@ impl MlflowClient {
                 request
                     .send()
                     .await
-                    .map_err(|err| describe_reqwest(&url, &err))
+                    .map_err(|err| describe_reqwest(&url, err))
             })
             .await?;
             read_answer(path, response, self.stall).await
@@ -261,19 +263,17 @@ impl MlflowClient {
                 .body(bytes.clone())
                 .send();
             let response = within(self.stall, async {
-                request.await.map_err(|err| describe_reqwest(&url, &err))
+                request.await.map_err(|err| describe_reqwest(&url, err))
             })
             .await?;
-            read_answer(&path, response, self.stall)
-                .await
-                .map(drop)
-                .map_err(|err| match err {
-                    Answer::Transfer(err) => err,
-                    Answer::Refused(refused) => TransferError::Fatal(refused.to_string()),
-                })
+            // A refusal ends the retries with the server's answer, kept typed.
+            match read_answer(&path, response, self.stall).await {
+                Ok(_) => Ok(Ok(())),
+                Err(Answer::Refused(refused)) => Ok(Err(refused)),
+                Err(Answer::Transfer(err)) => Err(err),
+            }
         })
-        .await
-        .map_err(WriteError::from)
+        .await?
     }
 }
 
@@ -304,11 +304,14 @@ async fn read_answer(
     response: reqwest::Response,
     stall: std::time::Duration,
 ) -> Result<Value, Answer> {
+    if let Some(err) = check_status(response.url(), &response)
+        .err()
+        .filter(TransferError::is_transient)
+    {
+        return Err(err.into());
+    }
     let status = response.status();
     let shown = redact_url(response.url());
-    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        return Err(TransferError::transient(format!("{shown}: {status}")).into());
-    }
     let body = answer(response)
         .read_limited(ANSWER_LIMIT, stall, &shown)
         .await?;
@@ -327,8 +330,14 @@ async fn read_answer(
     if body.is_empty() {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(&body)
-        .map_err(|err| TransferError::Fatal(format!("{shown}: unreadable answer: {err}")).into())
+    serde_json::from_slice(&body).map_err(|err| {
+        TransferError::Unreadable {
+            url: shown,
+            transient: false,
+            source: Arc::new(err),
+        }
+        .into()
+    })
 }
 
 /// The string at `path` in an answer, empty when absent (the caller's next call then fails
