@@ -33,7 +33,7 @@ use crate::{
 
 /// How long a failed load stays visible on `/health` before the process exits non-zero, so a
 /// person or probe can read why before Kubernetes restarts the container.
-pub const FAILED_EXIT_DELAY: Duration = Duration::from_secs(3);
+const FAILED_EXIT_DELAY: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -81,9 +81,9 @@ pub enum LoadError {
 /// The sockets `serve` answers on, bound before anything else happens so that probes get
 /// answers (503 while loading) rather than refused connections.
 pub struct Listeners {
-    pub http: TcpListener,
+    pub(crate) http: TcpListener,
     /// `None` with `--grpc-listen none`.
-    pub grpc: Option<TcpListener>,
+    pub(crate) grpc: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -302,7 +302,7 @@ fn reference_profile(
 
 /// The model's files, fetched into `cache` (and verified, signature included) unless a
 /// verified copy is there, as `serve --model-uri` gets them.
-pub async fn obtain_artifact(
+pub(crate) async fn obtain_artifact(
     reference: &ModelReference,
     cache: &Cache,
     fetch: &FetchArgs,
@@ -313,7 +313,7 @@ pub async fn obtain_artifact(
 /// What a model is warmed up with before it is ready: generated values, or a sample of real
 /// ones, which models that refuse arbitrary inputs (ids that must be in range) need.
 #[derive(Debug, Clone, Default)]
-pub enum WarmUp {
+pub(crate) enum WarmUp {
     /// Zeros (empty strings) of the signature's shapes, dynamic dimensions 1.
     #[default]
     Generated,
@@ -322,7 +322,7 @@ pub enum WarmUp {
 
 /// Real inputs to warm up with, as a request body, and where they came from.
 #[derive(Debug)]
-pub struct Sample {
+pub(crate) struct Sample {
     format: SampleFormat,
     body: Vec<u8>,
     source: String,
@@ -415,7 +415,7 @@ fn is_csv(path: &std::path::Path) -> bool {
 
 /// `instances` sessions of the model, each loaded and warmed up on a thread of its own, with
 /// the MLmodel's signature (if any) checked against the graph: exactly what `serve` runs.
-pub async fn load_sessions(
+pub(crate) async fn load_sessions(
     artifact: &ModelArtifact,
     options: &SessionOptions,
     instances: u16,

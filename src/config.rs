@@ -73,13 +73,13 @@ const LOGGING: &str = "Logging";
 
 /// Which model version to serve or fetch.
 #[derive(Debug, Clone, Args)]
-pub struct ModelSource {
+pub(crate) struct ModelSource {
     /// The model: models:/NAME/VERSION, models:/NAME@ALIAS or models:/NAME/STAGE (MLflow Model
     /// Registry), or a version directory or model file as a path or file://, s3://, gs://,
     /// az:// or https:// URL (named by its last two directories unless --model and --version
     /// say otherwise).
     #[arg(long, env = "PINSERVE_MODEL_URI", value_name = "URI", help_heading = MODEL)]
-    pub model_uri: Option<String>,
+    model_uri: Option<String>,
 
     /// Model repository root (a path, or a file://, s3://, gs://, az:// or https:// URL), laid
     /// out ROOT/NAME/VERSION/model.onnx as Triton and TF Serving lay theirs out.
@@ -90,12 +90,12 @@ pub struct ModelSource {
         conflicts_with = "model_uri",
         help_heading = MODEL
     )]
-    pub model_repository: Option<String>,
+    model_repository: Option<String>,
 
     /// MLflow tracking server holding the Model Registry, for models:/ URIs and for --model
     /// with --version when no repository is given [default: MLFLOW_TRACKING_URI].
     #[arg(long, env = "PINSERVE_REGISTRY_URI", value_name = "URL", help_heading = MODEL)]
-    pub registry_uri: Option<String>,
+    pub(crate) registry_uri: Option<String>,
 
     /// Name of the model (a directory in the repository, or a registered model).
     #[arg(
@@ -105,7 +105,7 @@ pub struct ModelSource {
         value_name = "NAME",
         help_heading = MODEL
     )]
-    pub model_name: Option<String>,
+    pub(crate) model_name: Option<String>,
 
     /// Version of the model. Pin it: the version is what /health, the v2 metadata and every
     /// metric's `version` label report.
@@ -116,12 +116,12 @@ pub struct ModelSource {
         value_name = "VERSION",
         help_heading = MODEL
     )]
-    pub model_version: Option<String>,
+    pub(crate) model_version: Option<String>,
 }
 
 impl ModelSource {
     /// The reference these flags describe.
-    pub fn reference(&self) -> Result<ModelReference, RegistryError> {
+    pub(crate) fn reference(&self) -> Result<ModelReference, RegistryError> {
         let tracking = self.tracking_uri()?;
         let name = self.model_name.as_deref();
         let version = self.model_version.as_deref();
@@ -176,7 +176,7 @@ impl ModelSource {
 
 /// `--registry-uri`, else MLflow's own `MLFLOW_TRACKING_URI`, as MLflow clients read it; every
 /// command that talks to MLflow finds it here.
-pub fn tracking_uri(registry_uri: Option<&str>) -> Result<Option<Url>, RegistryError> {
+pub(crate) fn tracking_uri(registry_uri: Option<&str>) -> Result<Option<Url>, RegistryError> {
     let text = registry_uri
         .map(str::to_owned)
         .or_else(|| std::env::var("MLFLOW_TRACKING_URI").ok())
@@ -192,16 +192,16 @@ pub fn tracking_uri(registry_uri: Option<&str>) -> Result<Option<Url>, RegistryE
 
 /// How downloads are verified, retried and bounded.
 #[derive(Debug, Clone, Args)]
-pub struct FetchArgs {
+pub(crate) struct FetchArgs {
     /// The model file's expected SHA-256 (hex), pinned in the manifest. It takes precedence over
     /// an MLflow `sha256` model-version tag and a `model.onnx.sha256` sidecar. Empty means not
     /// pinned, as the base manifest's `--model-sha256=$(MODEL_SHA256)` passes it.
     #[arg(long, env = "PINSERVE_MODEL_SHA256", value_name = "HEX", value_parser = parse_optional_digest, help_heading = FETCH)]
-    pub model_sha256: Option<OptionalDigest>,
+    pub(crate) model_sha256: Option<OptionalDigest>,
 
     /// Retries of a failed request (connection errors, timeouts, 429, 5xx, stalled bodies).
     #[arg(long, env = "PINSERVE_FETCH_RETRIES", default_value_t = 5, value_name = "N", help_heading = FETCH)]
-    pub fetch_retries: usize,
+    pub(crate) fetch_retries: usize,
 
     /// Bound on the whole fetch, retries included (e.g. 600, 10m, 1h).
     #[arg(
@@ -212,7 +212,7 @@ pub struct FetchArgs {
         value_name = "DURATION",
         help_heading = FETCH
     )]
-    pub fetch_timeout: Duration,
+    fetch_timeout: Duration,
 
     /// A download that receives no bytes for this long is abandoned and resumed (e.g. 30s).
     #[arg(
@@ -223,21 +223,21 @@ pub struct FetchArgs {
         value_name = "DURATION",
         help_heading = FETCH
     )]
-    pub fetch_stall_timeout: Duration,
+    pub(crate) fetch_stall_timeout: Duration,
 
     /// Largest file fetched whose size the source does not list (a model.onnx over plain HTTPS),
     /// in bytes; a longer body is refused and nothing is kept. The default, 2 GiB, is the most
     /// an ONNX file can hold (protobuf's limit); larger weights are external-data files, which
     /// object stores and MLflow list with their sizes.
     #[arg(long, env = "PINSERVE_FETCH_MAX_BYTES", default_value_t = 2 << 30, value_name = "BYTES", help_heading = FETCH)]
-    pub fetch_max_bytes: u64,
+    fetch_max_bytes: u64,
 
     /// Endpoint of an S3-compatible store (MinIO, Ceph) or of an Azure emulator.
     #[arg(long, env = "PINSERVE_STORAGE_ENDPOINT", value_name = "URL", value_parser = parse_endpoint, help_heading = FETCH)]
-    pub storage_endpoint: Option<Url>,
+    storage_endpoint: Option<Url>,
 
     #[command(flatten)]
-    pub signing: SignatureArgs,
+    pub(crate) signing: SignatureArgs,
 }
 
 const SIGNING: &str = "Model signatures";
@@ -247,41 +247,41 @@ const SIGNING: &str = "Model signatures";
 /// exactly the signed ones is refused; without any, signatures are not looked at.
 #[derive(Debug, Clone, Args)]
 #[command(group = clap::ArgGroup::new("certificate_trust").args(["signature_certificate_chain", "sigstore_trust_root"]))]
-pub struct SignatureArgs {
+pub(crate) struct SignatureArgs {
     /// The signer's public key (PEM; ECDSA P-256, P-384 or P-521), as `model_signing sign key`
     /// signs with its private half.
     #[arg(long, env = "PINSERVE_SIGNATURE_PUBLIC_KEY", value_name = "PEM", conflicts_with_all = ["signature_certificate_chain", "sigstore_trust_root"], help_heading = SIGNING)]
-    pub signature_public_key: Option<PathBuf>,
+    signature_public_key: Option<PathBuf>,
 
     /// Certificates (PEM) trusted to issue the signing certificate of `model_signing sign
     /// certificate`; the bundle carries the signing certificate and its intermediates.
     #[arg(long, env = "PINSERVE_SIGNATURE_CERTIFICATE_CHAIN", value_name = "PEM", conflicts_with = "sigstore_trust_root", help_heading = SIGNING)]
-    pub signature_certificate_chain: Option<PathBuf>,
+    signature_certificate_chain: Option<PathBuf>,
 
     /// A Sigstore trust root (`trusted_root.json`: Fulcio CAs, Rekor, CT log and timestamp
     /// keys) for keyless signatures (`model_signing sign sigstore`), verified offline.
     #[arg(long, env = "PINSERVE_SIGSTORE_TRUST_ROOT", value_name = "JSON", requires_all = ["signature_identity", "signature_oidc_issuer"], help_heading = SIGNING)]
-    pub sigstore_trust_root: Option<PathBuf>,
+    sigstore_trust_root: Option<PathBuf>,
 
     /// The identity the signing certificate must name (a subject alternative name: e-mail,
     /// URI or DNS name; the subject when it has none). Required for keyless signatures.
     #[arg(long, env = "PINSERVE_SIGNATURE_IDENTITY", value_name = "NAME", requires = "certificate_trust", help_heading = SIGNING)]
-    pub signature_identity: Option<String>,
+    signature_identity: Option<String>,
 
     /// The OIDC issuer the keyless signer logged in at (e.g.
     /// `https://token.actions.githubusercontent.com`).
     #[arg(long, env = "PINSERVE_SIGNATURE_OIDC_ISSUER", value_name = "URL", requires = "sigstore_trust_root", help_heading = SIGNING)]
-    pub signature_oidc_issuer: Option<String>,
+    signature_oidc_issuer: Option<String>,
 
     /// The signature bundle's path within the version directory.
     #[arg(long, env = "PINSERVE_SIGNATURE_FILE", value_name = "NAME", default_value = "model.sig", help_heading = SIGNING)]
-    pub signature_file: String,
+    pub(crate) signature_file: String,
 }
 
 impl SignatureArgs {
     /// The signature policy, reading the key, certificates or trust root; `None` when none is
     /// given.
-    pub fn policy(&self) -> Result<Option<Policy>, SigningError> {
+    pub(crate) fn policy(&self) -> Result<Option<Policy>, SigningError> {
         let file = self.signature_file.clone();
         let identity = self.signature_identity.clone();
         if let Some(key) = &self.signature_public_key {
@@ -300,7 +300,7 @@ impl SignatureArgs {
 
 /// `--model-sha256`'s value: a digest, or nothing for an empty value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OptionalDigest(Option<Digest>);
+pub(crate) struct OptionalDigest(Option<Digest>);
 
 fn parse_optional_digest(text: &str) -> Result<OptionalDigest, DigestError> {
     if text.trim().is_empty() {
@@ -311,19 +311,19 @@ fn parse_optional_digest(text: &str) -> Result<OptionalDigest, DigestError> {
 
 impl FetchArgs {
     /// The digest `--model-sha256` pins, if any.
-    pub fn model_sha256(&self) -> Option<Digest> {
+    pub(crate) fn model_sha256(&self) -> Option<Digest> {
         self.model_sha256.and_then(|digest| digest.0)
     }
 
     /// The same settings, pinning `digest` instead (another model of the same command).
-    pub fn pinning(&self, digest: Option<Digest>) -> FetchArgs {
+    pub(crate) fn pinning(&self, digest: Option<Digest>) -> FetchArgs {
         FetchArgs {
             model_sha256: Some(OptionalDigest(digest)),
             ..self.clone()
         }
     }
 
-    pub fn resolver(&self) -> Resolver {
+    pub(crate) fn resolver(&self) -> Resolver {
         Resolver {
             retry: RetryPolicy::new(self.fetch_retries),
             store: StoreOptions {
@@ -335,7 +335,7 @@ impl FetchArgs {
     }
 
     /// How to fetch, and the signing policy (reading its key, certificates or trust root).
-    pub fn options(&self) -> Result<FetchOptions, SigningError> {
+    pub(crate) fn options(&self) -> Result<FetchOptions, SigningError> {
         Ok(FetchOptions {
             retry: RetryPolicy::new(self.fetch_retries),
             timeout: self.fetch_timeout,
@@ -357,7 +357,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, Args)]
 pub struct FetchConfig {
     #[command(flatten)]
-    pub source: ModelSource,
+    pub(crate) source: ModelSource,
 
     /// Directory to fetch into (an emptyDir shared with the serving container). A complete,
     /// verified earlier fetch of the same version there is reused.
@@ -365,13 +365,13 @@ pub struct FetchConfig {
     pub dest: PathBuf,
 
     #[command(flatten)]
-    pub fetch: FetchArgs,
+    pub(crate) fetch: FetchArgs,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
     #[command(flatten)]
-    pub source: ModelSource,
+    pub(crate) source: ModelSource,
 
     /// Serve what `pinserve fetch` wrote into DIR, named by its pinserve.json, without
     /// contacting any registry.
@@ -382,14 +382,14 @@ pub struct ServeConfig {
         conflicts_with_all = ["model_uri", "model_repository"],
         help_heading = MODEL
     )]
-    pub model_dir: Option<PathBuf>,
+    pub(crate) model_dir: Option<PathBuf>,
 
     /// Warm the model up with this V2 inference request body (JSON), or CSV of rows (header:
     /// input names) when the file is named *.csv, instead of the MLflow input example or
     /// generated zeros, for models that refuse arbitrary inputs (ids that must be in range); a
     /// warm-up that fails fails the load.
     #[arg(long, env = "PINSERVE_WARMUP_DATA", value_name = "FILE", help_heading = MODEL)]
-    pub warmup_data: Option<PathBuf>,
+    pub(crate) warmup_data: Option<PathBuf>,
 
     /// Where `serve` keeps models it fetches itself (from a registry or object store); a
     /// verified copy of the same version there is reused after a restart.
@@ -400,7 +400,7 @@ pub struct ServeConfig {
         default_value_os_t = default_cache_dir(),
         help_heading = FETCH
     )]
-    pub cache_dir: PathBuf,
+    pub(crate) cache_dir: PathBuf,
 
     /// Model versions --cache-dir keeps once the served one is ready: the least recently used
     /// (served or fetched) beyond N are deleted, never one a process serves or fetches. 0 keeps
@@ -412,7 +412,7 @@ pub struct ServeConfig {
         value_name = "N",
         help_heading = FETCH
     )]
-    pub cache_max_versions: usize,
+    cache_max_versions: usize,
 
     /// Bytes --cache-dir may hold once the served one is ready: the least recently used versions
     /// are deleted until it holds no more (the served version stays, even if larger). Default:
@@ -423,16 +423,16 @@ pub struct ServeConfig {
         value_name = "BYTES",
         help_heading = FETCH
     )]
-    pub cache_max_bytes: Option<u64>,
+    cache_max_bytes: Option<u64>,
 
     #[command(flatten)]
-    pub fetch: FetchArgs,
+    pub(crate) fetch: FetchArgs,
 
     #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub(crate) runtime: RuntimeArgs,
 
     #[command(flatten)]
-    pub batching: BatchArgs,
+    pub(crate) batching: BatchArgs,
 
     /// Address to listen on: IP:PORT, [IPv6]:PORT or HOST:PORT (the name is resolved and the
     /// first of its addresses that can be bound is used). It is bound before the model loads, so
@@ -445,7 +445,7 @@ pub struct ServeConfig {
         value_name = "ADDR",
         help_heading = HTTP
     )]
-    pub listen: String,
+    pub(crate) listen: String,
 
     /// Address of the gRPC listener (KServe V2's GRPCInferenceService and grpc.health.v1), as
     /// --listen, or `none` for no gRPC. Bound before the model loads, like --listen.
@@ -467,7 +467,7 @@ pub struct ServeConfig {
         value_name = "BYTES",
         help_heading = HTTP
     )]
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
 
     /// Bytes of request bodies held at once, while they arrive, are decoded and answered: a
     /// body takes its share before it is buffered, and a request beyond the budget is refused
@@ -479,7 +479,7 @@ pub struct ServeConfig {
         value_name = "BYTES",
         help_heading = HTTP
     )]
-    pub max_inflight_body_bytes: Option<usize>,
+    pub(crate) max_inflight_body_bytes: Option<usize>,
 
     /// Seconds to keep serving after SIGTERM while /health answers 503, so that Kubernetes
     /// removes the pod from its Service endpoints before the listener closes.
@@ -490,7 +490,7 @@ pub struct ServeConfig {
         value_name = "SECONDS",
         help_heading = HTTP
     )]
-    pub drain_seconds: u64,
+    pub(crate) drain_seconds: u64,
 
     /// Seconds in-flight requests get to finish once the listener has closed; requests still
     /// running after that are cut off so that shutdown always ends.
@@ -501,35 +501,35 @@ pub struct ServeConfig {
         value_name = "SECONDS",
         help_heading = HTTP
     )]
-    pub shutdown_grace_seconds: u64,
+    pub(crate) shutdown_grace_seconds: u64,
 
     #[command(flatten)]
-    pub connections: ConnectionArgs,
+    pub(crate) connections: ConnectionArgs,
 
     #[command(flatten)]
-    pub drift: DriftArgs,
+    pub(crate) drift: DriftArgs,
 }
 
 /// Drift monitoring against the model's reference profile.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Drift")]
-pub struct DriftArgs {
+pub(crate) struct DriftArgs {
     /// The reference profile to compare served rows with [default: reference.json beside the
     /// model file, when there is one; without a profile there is no drift monitoring].
     #[arg(long, env = "PINSERVE_REFERENCE_PROFILE", value_name = "FILE")]
-    pub reference_profile: Option<PathBuf>,
+    pub(crate) reference_profile: Option<PathBuf>,
 
     /// Share of scored rows that drift monitoring bins (0 < RATE <= 1).
     #[arg(long, env = "PINSERVE_DRIFT_SAMPLE_RATE", default_value_t = 1.0, value_parser = parse_rate, value_name = "RATE")]
-    pub drift_sample_rate: f64,
+    drift_sample_rate: f64,
 
     /// Rows each PSI is computed over: the last this many scored (and sampled).
     #[arg(long, env = "PINSERVE_DRIFT_WINDOW", default_value_t = 10_000, value_name = "ROWS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub drift_window: u64,
+    drift_window: u64,
 
     /// Seconds a row stays in the PSI's window at most.
     #[arg(long, env = "PINSERVE_DRIFT_WINDOW_SECONDS", default_value_t = 900, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub drift_window_seconds: u64,
+    drift_window_seconds: u64,
 
     /// Features binned and exported one by one (label `feature`), in the profile's order; the
     /// rest get no PSI, and their missing, out-of-range and unseen values are counted together
@@ -540,11 +540,11 @@ pub struct DriftArgs {
         default_value_t = 64,
         value_name = "N"
     )]
-    pub drift_max_features: usize,
+    drift_max_features: usize,
 }
 
 impl DriftArgs {
-    pub fn config(&self) -> DriftConfig {
+    pub(crate) fn config(&self) -> DriftConfig {
         DriftConfig {
             sample_rate: self.drift_sample_rate,
             window_rows: usize::try_from(self.drift_window).unwrap_or(usize::MAX),
@@ -564,34 +564,34 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 /// How long clients may take and how many connections they may hold.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = HTTP)]
-pub struct ConnectionArgs {
+pub(crate) struct ConnectionArgs {
     /// A client must send a request's headers within this long (HTTP/1), counted from the first
     /// byte, or from the end of the previous response on a keep-alive connection; then the
     /// connection is closed.
     #[arg(long, env = "PINSERVE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
 
     /// A request's body must have arrived in full this long after its headers, or the request is
     /// answered 408 and its connection closed.
     #[arg(long, env = "PINSERVE_BODY_READ_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
-    pub body_read_timeout: Duration,
+    pub(crate) body_read_timeout: Duration,
 
     /// A connection with no request in flight for this long is closed (HTTP/2: sent GOAWAY).
     #[arg(long, env = "PINSERVE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
 
     /// Connections served at once. A few more are admitted for probes only (see the README); any
     /// beyond those are closed as soon as they are accepted.
     #[arg(long, env = "PINSERVE_MAX_CONNECTIONS", default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_connections: u32,
+    pub(crate) max_connections: u32,
 
     /// Requests one HTTP/2 connection may have in flight at once.
     #[arg(long, env = "PINSERVE_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub http2_max_concurrent_streams: u32,
+    pub(crate) http2_max_concurrent_streams: u32,
 }
 
 impl ConnectionArgs {
-    pub fn limits(&self) -> ConnectionLimits {
+    pub(crate) fn limits(&self) -> ConnectionLimits {
         ConnectionLimits {
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
@@ -637,7 +637,7 @@ fn default_cache_dir() -> PathBuf {
 
 impl ServeConfig {
     /// `--cache-dir` with its limits.
-    pub fn cache(&self) -> Cache {
+    pub(crate) fn cache(&self) -> Cache {
         Cache::new(self.cache_dir.clone(), self.cache_limits())
     }
 
@@ -650,15 +650,15 @@ impl ServeConfig {
     }
 
     /// `--grpc-listen`, unless it is `none`.
-    pub fn grpc_listen(&self) -> Option<&str> {
+    pub(crate) fn grpc_listen(&self) -> Option<&str> {
         (self.grpc_listen != NO_LISTENER).then_some(self.grpc_listen.as_str())
     }
 
-    pub fn drain(&self) -> Duration {
+    pub(crate) fn drain(&self) -> Duration {
         Duration::from_secs(self.drain_seconds)
     }
 
-    pub fn shutdown_grace(&self) -> Duration {
+    pub(crate) fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
     }
 }
@@ -666,22 +666,22 @@ impl ServeConfig {
 /// Dynamic batching, model instances and admission.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Batching")]
-pub struct BatchArgs {
+pub(crate) struct BatchArgs {
     /// Rows per ONNX Runtime call at most; requests are stacked along dimension 0 up to this
     /// many rows. A larger request runs alone.
     #[arg(long, env = "PINSERVE_MAX_BATCH_SIZE", default_value_t = 32, value_name = "ROWS", value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_batch_size: u32,
+    pub(crate) max_batch_size: u32,
 
     /// How long a free instance may wait for more rows to join its batch (e.g. 1ms, 500us),
     /// counted from when it became free or the oldest request arrived, whichever is later; 0
     /// takes what is queued and never waits.
     #[arg(long, env = "PINSERVE_MAX_BATCH_DELAY", default_value = "1ms", value_parser = parse_duration, value_name = "DURATION")]
-    pub max_batch_delay: Duration,
+    pub(crate) max_batch_delay: Duration,
 
     /// ONNX Runtime sessions, each on a thread of its own; intra-op threads are shared out among
     /// them.
     #[arg(long, env = "PINSERVE_INSTANCES", default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    pub instances: u16,
+    pub(crate) instances: u16,
 
     /// Rows that may wait in the queue; beyond that, requests are refused at once with 503 and
     /// Retry-After.
@@ -691,15 +691,15 @@ pub struct BatchArgs {
         default_value_t = 4096,
         value_name = "ROWS"
     )]
-    pub max_queue_rows: usize,
+    pub(crate) max_queue_rows: usize,
 
     /// How long a request may wait in the queue before it is answered 504.
     #[arg(long, env = "PINSERVE_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
 }
 
 impl BatchArgs {
-    pub fn batch_config(&self) -> BatchConfig {
+    pub(crate) fn batch_config(&self) -> BatchConfig {
         BatchConfig {
             max_batch_size: self.max_batch_size as usize,
             max_batch_delay: self.max_batch_delay,
@@ -712,7 +712,7 @@ impl BatchArgs {
 /// How ONNX Runtime is found and how its sessions are built.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "ONNX Runtime")]
-pub struct RuntimeArgs {
+pub(crate) struct RuntimeArgs {
     /// Where inference runs: cpu, cuda (device 0) or cuda:N. Asking for CUDA where it cannot be
     /// used fails start-up with the reason; pinserve never falls back to the CPU silently.
     #[arg(
@@ -721,19 +721,19 @@ pub struct RuntimeArgs {
         default_value = "cpu",
         value_name = "DEVICE"
     )]
-    pub device: Device,
+    pub(crate) device: Device,
 
     /// Threads each ONNX Runtime session uses within one operator [default: the CPUs this
     /// process may use, divided among the --instances].
     #[arg(long, env = "PINSERVE_INTRA_OP_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    pub intra_op_threads: Option<u16>,
+    pub(crate) intra_op_threads: Option<u16>,
 
     /// Let intra-op threads spin between operators instead of sleeping. Off by default: on a
     /// machine whose cores are shared with the HTTP threads, spinning takes the CPU they need
     /// (BENCHMARKS.md: +65% throughput for small models with it off). Turn it on for the lowest
     /// latency when the model has cores to itself.
     #[arg(long, env = "PINSERVE_INTRA_OP_SPINNING")]
-    pub intra_op_spinning: bool,
+    pub(crate) intra_op_spinning: bool,
 
     /// ONNX Runtime graph optimizations applied when the session is created.
     #[arg(
@@ -743,18 +743,18 @@ pub struct RuntimeArgs {
         default_value_t = GraphOptimization::All,
         value_name = "LEVEL"
     )]
-    pub graph_optimization_level: GraphOptimization,
+    graph_optimization_level: GraphOptimization,
 
     /// Path to libonnxruntime.so. Without it pinserve reads ORT_DYLIB_PATH, then looks beside
     /// its executable, in ../lib, and in ~/.local/share/pinserve/onnxruntime/VERSION/.
     #[arg(long, env = "PINSERVE_ONNXRUNTIME_LIB", value_name = "PATH")]
-    pub onnxruntime_lib: Option<PathBuf>,
+    pub(crate) onnxruntime_lib: Option<PathBuf>,
 }
 
 impl RuntimeArgs {
     /// Options for each of `instances` sessions: without --intra-op-threads, the CPUs the process
     /// may use are shared out among them.
-    pub fn session_options(&self, instances: u16) -> SessionOptions {
+    pub(crate) fn session_options(&self, instances: u16) -> SessionOptions {
         let share = || (runtime::available_cpus() / usize::from(instances.max(1))).max(1);
         SessionOptions {
             device: self.device,
@@ -769,34 +769,34 @@ impl RuntimeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct InspectArgs {
     /// The .onnx file to describe.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
 
     /// Print JSON (the v2 metadata's inputs and outputs) instead of a table.
     #[arg(long, env = "PINSERVE_JSON")]
-    pub json: bool,
+    pub(crate) json: bool,
 
     /// Path to libonnxruntime.so (see `pinserve serve --help`).
     #[arg(long, env = "PINSERVE_ONNXRUNTIME_LIB", value_name = "PATH")]
-    pub onnxruntime_lib: Option<PathBuf>,
+    pub(crate) onnxruntime_lib: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct RegisterConfig {
     /// The ONNX model file; the external-data files its weights name are registered with it.
     #[arg(long, env = "PINSERVE_MODEL_FILE", value_name = "PATH")]
-    pub model_file: PathBuf,
+    pub(crate) model_file: PathBuf,
 
     /// The registered model's name (created if it does not exist).
     #[arg(long, env = "PINSERVE_NAME", value_name = "NAME")]
-    pub name: String,
+    pub(crate) name: String,
 
     /// MLflow tracking server holding the Model Registry [default: MLFLOW_TRACKING_URI].
     #[arg(long, env = "PINSERVE_REGISTRY_URI", value_name = "URL")]
-    pub registry_uri: Option<String>,
+    pub(crate) registry_uri: Option<String>,
 
     /// Experiment of the registering run [default: MLFLOW_EXPERIMENT_NAME, else Default].
     #[arg(long, env = "PINSERVE_EXPERIMENT", value_name = "NAME")]
-    pub experiment: Option<String>,
+    pub(crate) experiment: Option<String>,
 
     /// A tag on the new version; repeat for more (in the environment: comma-separated).
     #[arg(
@@ -806,30 +806,30 @@ pub struct RegisterConfig {
         value_delimiter = ',',
         value_parser = parse_tag
     )]
-    pub tags: Vec<(String, String)>,
+    pub(crate) tags: Vec<(String, String)>,
 
     /// Point this alias (e.g. `candidate`) at the new version.
     #[arg(long, env = "PINSERVE_ALIAS", value_name = "ALIAS")]
-    pub alias: Option<String>,
+    pub(crate) alias: Option<String>,
 
     /// The training data's reference profile (`pinserve profile`), checked against the model and
     /// uploaded beside it as reference.json (drift monitoring compares served inputs with it).
     #[arg(long, env = "PINSERVE_REFERENCE_PROFILE", value_name = "FILE")]
-    pub reference_profile: Option<PathBuf>,
+    pub(crate) reference_profile: Option<PathBuf>,
 
     /// The training dataset: its path and SHA-256 are recorded on the version and as the run's
     /// input.
     #[arg(long, env = "PINSERVE_DATASET", value_name = "PATH")]
-    pub dataset: Option<PathBuf>,
+    pub(crate) dataset: Option<PathBuf>,
 
     /// Path to libonnxruntime.so (see `pinserve serve --help`).
     #[arg(long, env = "PINSERVE_ONNXRUNTIME_LIB", value_name = "PATH")]
-    pub onnxruntime_lib: Option<PathBuf>,
+    pub(crate) onnxruntime_lib: Option<PathBuf>,
 }
 
 impl RegisterConfig {
     /// `--registry-uri`, else `MLFLOW_TRACKING_URI`, as MLflow clients read it.
-    pub fn tracking_uri(&self) -> Result<Url, RegistryError> {
+    pub(crate) fn tracking_uri(&self) -> Result<Url, RegistryError> {
         tracking_uri(self.registry_uri.as_deref())?.ok_or_else(|| {
             RegistryError::Config(
                 "say where to register: --registry-uri URL or MLFLOW_TRACKING_URI".to_owned(),
@@ -838,7 +838,7 @@ impl RegisterConfig {
     }
 
     /// `--experiment`, else `MLFLOW_EXPERIMENT_NAME`, else MLflow's `Default` experiment.
-    pub fn experiment_name(&self) -> String {
+    pub(crate) fn experiment_name(&self) -> String {
         self.experiment
             .clone()
             .or_else(|| std::env::var("MLFLOW_EXPERIMENT_NAME").ok())
@@ -851,7 +851,7 @@ const EVAL: &str = "Evaluation";
 const DATA: &str = "Data and inference";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EvalTask {
+pub(crate) enum EvalTask {
     Classification,
     Regression,
 }
@@ -861,11 +861,11 @@ pub struct EvalConfig {
     /// The candidate: models:/NAME/VERSION, models:/NAME@ALIAS, a version directory or model
     /// file as a path or URL, as `serve --model-uri` takes it.
     #[arg(env = "PINSERVE_EVAL_MODEL", value_name = "MODEL")]
-    pub model: String,
+    pub(crate) model: String,
 
     /// The column holding the true label or value.
     #[arg(long, env = "PINSERVE_TARGET", value_name = "COLUMN", help_heading = EVAL)]
-    pub target: String,
+    pub(crate) target: String,
 
     /// The version to beat, as another model reference.
     #[arg(
@@ -875,67 +875,67 @@ pub struct EvalConfig {
         conflicts_with = "baseline_from",
         help_heading = EVAL
     )]
-    pub baseline_uri: Option<String>,
+    pub(crate) baseline_uri: Option<String>,
 
     /// The version to beat: the one this overlay (a directory of k8s/services/) pins today,
     /// resolved against the same registry.
     #[arg(long, env = "PINSERVE_BASELINE_FROM", value_name = "OVERLAY_DIR", help_heading = EVAL)]
-    pub baseline_from: Option<PathBuf>,
+    pub(crate) baseline_from: Option<PathBuf>,
 
     /// The gate (YAML: per-metric threshold, min_absolute_change, min_relative_change,
     /// greater_is_better; latency.p99_ms; confidence_bound).
     #[arg(long, env = "PINSERVE_GATE", value_name = "FILE", help_heading = EVAL)]
-    pub gate: Option<PathBuf>,
+    pub(crate) gate: Option<PathBuf>,
 
     /// Write the report as JSON here.
     #[arg(long, env = "PINSERVE_REPORT_JSON", value_name = "FILE", help_heading = EVAL)]
-    pub report_json: Option<PathBuf>,
+    pub(crate) report_json: Option<PathBuf>,
 
     /// Write the report as Markdown (a pull request's body) here.
     #[arg(long, env = "PINSERVE_REPORT_MD", value_name = "FILE", help_heading = EVAL)]
-    pub report_md: Option<PathBuf>,
+    pub(crate) report_md: Option<PathBuf>,
 
     /// Log the metrics to an MLflow run and tag the candidate's model version with the outcome.
     #[arg(long, env = "PINSERVE_LOG_TO_MLFLOW", help_heading = EVAL)]
-    pub log_to_mlflow: bool,
+    pub(crate) log_to_mlflow: bool,
 
     /// Experiment of the evaluation run.
     #[arg(long, env = "PINSERVE_EXPERIMENT", default_value = "pinserve-eval", value_name = "NAME", help_heading = EVAL)]
-    pub experiment: String,
+    pub(crate) experiment: String,
 
     /// The positive class of a binary classifier.
     #[arg(long, env = "PINSERVE_POSITIVE_CLASS", default_value = "1", value_name = "LABEL", help_heading = EVAL)]
-    pub positive_class: String,
+    pub(crate) positive_class: String,
 
     /// Bootstrap resamples for the confidence intervals (0: none).
     #[arg(long, env = "PINSERVE_BOOTSTRAP", default_value_t = 1000, value_name = "N", help_heading = EVAL)]
-    pub bootstrap: usize,
+    pub(crate) bootstrap: usize,
 
     /// Confidence level of the intervals.
     #[arg(long, env = "PINSERVE_CONFIDENCE", default_value_t = 0.95, value_name = "C", help_heading = EVAL)]
-    pub confidence: f64,
+    pub(crate) confidence: f64,
 
     /// Seed of the bootstrap, so that two runs agree.
     #[arg(long, env = "PINSERVE_SEED", default_value_t = 0, value_name = "S", help_heading = EVAL)]
-    pub seed: u64,
+    pub(crate) seed: u64,
 
     #[command(flatten)]
-    pub scoring: ScoringArgs,
+    pub(crate) scoring: ScoringArgs,
 }
 
 /// What `eval` and `profile` share: the data, how its columns and the model's outputs are read,
 /// and how the model is fetched and run (as `serve` runs it).
 #[derive(Debug, Clone, Args)]
-pub struct ScoringArgs {
+pub(crate) struct ScoringArgs {
     /// The data: a CSV or Parquet file, as a local path or a URL (s3://, gs://, az://,
     /// https://) fetched with the model fetch's retries and timeouts; a `.sha256` sidecar
     /// beside it is verified.
     #[arg(long, env = "PINSERVE_DATA", value_name = "PATH|URL", help_heading = DATA)]
-    pub data: String,
+    pub(crate) data: String,
 
     /// The data file's SHA-256: nothing is computed unless the bytes read have it.
     #[arg(long, env = "PINSERVE_DATA_SHA256", value_name = "HEX", value_parser = parse_optional_digest, help_heading = DATA)]
-    pub data_sha256: Option<OptionalDigest>,
+    pub(crate) data_sha256: Option<OptionalDigest>,
 
     /// For a model with one 2-D input: the columns that make its features, in order [default:
     /// every column but the target, in file order].
@@ -946,34 +946,34 @@ pub struct ScoringArgs {
         value_delimiter = ',',
         help_heading = DATA
     )]
-    pub feature_columns: Vec<String>,
+    pub(crate) feature_columns: Vec<String>,
 
     /// The task [default: inferred from the model's outputs].
     #[arg(long, env = "PINSERVE_TASK", value_enum, help_heading = DATA)]
-    pub task: Option<EvalTask>,
+    pub(crate) task: Option<EvalTask>,
 
     /// The output holding predicted labels (classification) or values (regression).
     #[arg(long, env = "PINSERVE_LABEL_OUTPUT", value_name = "NAME", help_heading = DATA)]
-    pub label_output: Option<String>,
+    pub(crate) label_output: Option<String>,
 
     /// The output holding class scores or probabilities.
     #[arg(long, env = "PINSERVE_SCORE_OUTPUT", value_name = "NAME", help_heading = DATA)]
-    pub score_output: Option<String>,
+    pub(crate) score_output: Option<String>,
 
     /// Rows per request sent through the batcher.
     #[arg(long, env = "PINSERVE_BATCH_SIZE", default_value_t = 256, value_name = "ROWS", help_heading = DATA)]
-    pub batch_size: usize,
+    pub(crate) batch_size: usize,
 
     /// ONNX Runtime sessions, each on a thread of its own, as `serve --instances` (intra-op
     /// threads are shared out among them). A model that costs less per row than reading its
     /// features scores fastest with one session per CPU (BENCHMARKS.md).
     #[arg(long, env = "PINSERVE_INSTANCES", default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..), help_heading = DATA)]
-    pub instances: u16,
+    pub(crate) instances: u16,
 
     /// MLflow tracking server for models:/ references and eval's --log-to-mlflow [default:
     /// MLFLOW_TRACKING_URI].
     #[arg(long, env = "PINSERVE_REGISTRY_URI", value_name = "URL", help_heading = MODEL)]
-    pub registry_uri: Option<String>,
+    pub(crate) registry_uri: Option<String>,
 
     /// Where fetched models are kept (as `serve --cache-dir`).
     #[arg(
@@ -983,13 +983,13 @@ pub struct ScoringArgs {
         default_value_os_t = default_cache_dir(),
         help_heading = FETCH
     )]
-    pub cache_dir: PathBuf,
+    pub(crate) cache_dir: PathBuf,
 
     #[command(flatten)]
-    pub fetch: FetchArgs,
+    pub(crate) fetch: FetchArgs,
 
     #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub(crate) runtime: RuntimeArgs,
 }
 
 const PROFILE: &str = "Profile";
@@ -1000,11 +1000,11 @@ pub struct ProfileConfig {
     /// The model the profile is for, as `serve --model-uri` takes it: its predictions on the
     /// data are profiled too, and its inputs say how the columns map.
     #[arg(env = "PINSERVE_PROFILE_MODEL", value_name = "MODEL")]
-    pub model: String,
+    pub(crate) model: String,
 
     /// A column of the data that is not a feature (the training target), left out.
     #[arg(long, env = "PINSERVE_TARGET", value_name = "COLUMN", help_heading = PROFILE)]
-    pub target: Option<String>,
+    pub(crate) target: Option<String>,
 
     /// Where to write the profile (JSON); `reference.json` beside `model.onnx` travels with the
     /// model.
@@ -1013,37 +1013,37 @@ pub struct ProfileConfig {
 
     /// Quantile bins per numeric feature and per score.
     #[arg(long, env = "PINSERVE_BINS", default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(2..=1000), help_heading = PROFILE)]
-    pub bins: u16,
+    pub(crate) bins: u16,
 
     /// Categories listed per categorical feature; the rest count as "other".
     #[arg(long, env = "PINSERVE_MAX_CATEGORIES", default_value_t = 20, value_name = "K", value_parser = clap::value_parser!(u16).range(1..=1000), help_heading = PROFILE)]
-    pub max_categories: u16,
+    pub(crate) max_categories: u16,
 
     /// Rows sampled (uniformly, seeded) for the bins of larger data; smaller data is described
     /// exactly.
     #[arg(long, env = "PINSERVE_SAMPLE_ROWS", default_value_t = 100_000, value_name = "ROWS", value_parser = clap::value_parser!(u64).range(1..), help_heading = PROFILE)]
-    pub sample_rows: u64,
+    pub(crate) sample_rows: u64,
 
     /// Seed of the sample, so that two runs agree.
     #[arg(long, env = "PINSERVE_SEED", default_value_t = 0, value_name = "S", help_heading = PROFILE)]
-    pub seed: u64,
+    pub(crate) seed: u64,
 
     #[command(flatten)]
-    pub scoring: ScoringArgs,
+    pub(crate) scoring: ScoringArgs,
 }
 
 impl ScoringArgs {
     /// `uri` resolved as `serve --model-uri` resolves it.
-    pub fn reference(&self, uri: &str) -> Result<ModelReference, RegistryError> {
+    pub(crate) fn reference(&self, uri: &str) -> Result<ModelReference, RegistryError> {
         ModelReference::parse(uri, None, None, self.tracking_uri()?.as_ref())
     }
 
-    pub fn tracking_uri(&self) -> Result<Option<Url>, RegistryError> {
+    pub(crate) fn tracking_uri(&self) -> Result<Option<Url>, RegistryError> {
         tracking_uri(self.registry_uri.as_deref())
     }
 
     /// The digest `--data-sha256` pins, if any.
-    pub fn data_sha256(&self) -> Option<Digest> {
+    pub(crate) fn data_sha256(&self) -> Option<Digest> {
         self.data_sha256.and_then(|digest| digest.0)
     }
 }
@@ -1063,52 +1063,52 @@ const GIT: &str = "Git and pull request";
 pub struct PromoteConfig {
     /// The service overlay to edit, k8s/services/SERVICE/ENV (the folder of its kustomization).
     #[arg(long, env = "PINSERVE_OVERLAY", value_name = "DIR", help_heading = PROMOTE)]
-    pub overlay: PathBuf,
+    pub(crate) overlay: PathBuf,
 
     /// The model version to pin (an older one rolls back).
     #[arg(long, env = "PINSERVE_VERSION", value_name = "V", value_parser = parse_version, help_heading = PROMOTE)]
-    pub version: String,
+    pub(crate) version: String,
 
     /// The model the overlay must pin; a different pinned name is refused.
     #[arg(long, env = "PINSERVE_MODEL", value_name = "NAME", help_heading = PROMOTE)]
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
 
     /// The model file's SHA-256 to pin as MODEL_SHA256.
     #[arg(long, env = "PINSERVE_SHA256", value_name = "HEX", help_heading = PROMOTE)]
-    pub sha256: Option<Digest>,
+    pub(crate) sha256: Option<Digest>,
 
     /// Read the digest from the version's `sha256` tag in the MLflow Model Registry.
     #[arg(long, env = "PINSERVE_SHA256_FROM_REGISTRY", conflicts_with = "sha256", help_heading = PROMOTE)]
-    pub sha256_from_registry: bool,
+    pub(crate) sha256_from_registry: bool,
 
     /// MLflow tracking server for --sha256-from-registry [default: MLFLOW_TRACKING_URI].
     #[arg(long, env = "PINSERVE_REGISTRY_URI", value_name = "URL", help_heading = PROMOTE)]
-    pub registry_uri: Option<Url>,
+    pub(crate) registry_uri: Option<Url>,
 
     /// The JSON report `pinserve eval` wrote: its model, version and sha256 must match, and it
     /// must say `passed`.
     #[arg(long, env = "PINSERVE_REPORT", value_name = "FILE", help_heading = PROMOTE)]
-    pub report: Option<PathBuf>,
+    pub(crate) report: Option<PathBuf>,
 
     /// A Markdown report for the pull request's body [default: a summary of --report].
     #[arg(long, env = "PINSERVE_REPORT_MD", value_name = "FILE", help_heading = PROMOTE)]
-    pub report_md: Option<PathBuf>,
+    pub(crate) report_md: Option<PathBuf>,
 
     /// Print the diff the promotion would make, and change nothing.
     #[arg(long, env = "PINSERVE_DRY_RUN", conflicts_with = "commit", help_heading = PROMOTE)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 
     /// Commit the change on a new branch (the checkout itself is left as it is).
     #[arg(long, env = "PINSERVE_COMMIT", help_heading = GIT)]
-    pub commit: bool,
+    pub(crate) commit: bool,
 
     /// The branch to commit on [default: pinserve/promote/SERVICE-ENV-VERSION].
     #[arg(long, env = "PINSERVE_BRANCH", value_name = "NAME", requires = "commit", help_heading = GIT)]
-    pub branch: Option<String>,
+    pub(crate) branch: Option<String>,
 
     /// Push the branch to this git remote.
     #[arg(long, env = "PINSERVE_PUSH", value_name = "REMOTE", requires = "commit", help_heading = GIT)]
-    pub push: Option<String>,
+    pub(crate) push: Option<String>,
 
     /// Open a pull request (merge request) for the pushed branch, unless one is open already.
     #[arg(
@@ -1119,20 +1119,20 @@ pub struct PromoteConfig {
         requires_all = ["push", "forge_url", "pr_base"],
         help_heading = GIT
     )]
-    pub open_pr: Option<ForgeKind>,
+    pub(crate) open_pr: Option<ForgeKind>,
 
     /// The forge's API root, e.g. https://api.github.com, https://gitlab.com/api/v4 or
     /// https://gitea.example/api/v1.
     #[arg(long, env = "PINSERVE_FORGE_URL", value_name = "URL", help_heading = GIT)]
-    pub forge_url: Option<Url>,
+    pub(crate) forge_url: Option<Url>,
 
     /// OWNER/REPO (GitLab: the project's path or id) [default: from the push remote's URL].
     #[arg(long, env = "PINSERVE_FORGE_REPO", value_name = "REPO", help_heading = GIT)]
-    pub forge_repo: Option<String>,
+    pub(crate) forge_repo: Option<String>,
 
     /// The branch the pull request is to merge into.
     #[arg(long, env = "PINSERVE_PR_BASE", value_name = "BRANCH", help_heading = GIT)]
-    pub pr_base: Option<String>,
+    pub(crate) pr_base: Option<String>,
 }
 
 /// A version as the overlay pins it: it also names a git branch and is written into YAML, so
@@ -1148,7 +1148,7 @@ fn parse_version(text: &str) -> Result<String, String> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     /// One JSON object per line, for log collectors.
     Json,
@@ -1158,7 +1158,7 @@ pub enum LogFormat {
 pub struct LogArgs {
     /// Log line format.
     #[arg(long, global = true, env = "PINSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, help_heading = LOGGING)]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
 
     /// Log filter, in tracing's EnvFilter syntax (e.g. `debug`, `pinserve=debug,ort=info`). ONNX
     /// Runtime's own messages are under the `ort` target; at info they describe every graph pass.
@@ -1170,7 +1170,7 @@ pub struct LogArgs {
         value_name = "FILTER",
         help_heading = LOGGING
     )]
-    pub log_level: String,
+    pub(crate) log_level: String,
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@
 pub mod app;
 pub mod batch;
 pub mod config;
-pub mod drift;
+pub(crate) mod drift;
 pub mod eval;
 mod grpc;
 pub mod http;

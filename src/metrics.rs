@@ -10,53 +10,53 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
-pub const REQUEST_DURATION: &str = "pinserve_request_duration_seconds";
-pub const REQUESTS_TOTAL: &str = "pinserve_requests_total";
-pub const INFERENCE_DURATION: &str = "pinserve_inference_duration_seconds";
-pub const MODEL_LOAD_SECONDS: &str = "pinserve_model_load_seconds";
-pub const MODEL_INFO: &str = "pinserve_model_info";
-pub const READY: &str = "pinserve_ready";
-pub const QUEUE_DURATION: &str = "pinserve_queue_duration_seconds";
-pub const BATCH_SIZE: &str = "pinserve_batch_size";
-pub const QUEUE_ROWS: &str = "pinserve_queue_rows";
-pub const REJECTED: &str = "pinserve_rejected_total";
-pub const FETCH_BYTES: &str = "pinserve_fetch_bytes_total";
-pub const FETCH_DURATION: &str = "pinserve_fetch_duration_seconds";
-pub const FEATURE_PSI: &str = "pinserve_feature_psi";
-pub const FEATURE_OUT_OF_RANGE: &str = "pinserve_feature_out_of_range_total";
-pub const FEATURE_MISSING: &str = "pinserve_feature_missing_total";
-pub const FEATURE_UNSEEN_CATEGORY: &str = "pinserve_feature_unseen_category_total";
-pub const PREDICTION_PSI: &str = "pinserve_prediction_psi";
-pub const PREDICTION_CLASS: &str = "pinserve_prediction_class_total";
+const REQUEST_DURATION: &str = "pinserve_request_duration_seconds";
+const REQUESTS_TOTAL: &str = "pinserve_requests_total";
+const INFERENCE_DURATION: &str = "pinserve_inference_duration_seconds";
+const MODEL_LOAD_SECONDS: &str = "pinserve_model_load_seconds";
+const MODEL_INFO: &str = "pinserve_model_info";
+const READY: &str = "pinserve_ready";
+const QUEUE_DURATION: &str = "pinserve_queue_duration_seconds";
+const BATCH_SIZE: &str = "pinserve_batch_size";
+const QUEUE_ROWS: &str = "pinserve_queue_rows";
+const REJECTED: &str = "pinserve_rejected_total";
+const FETCH_BYTES: &str = "pinserve_fetch_bytes_total";
+const FETCH_DURATION: &str = "pinserve_fetch_duration_seconds";
+const FEATURE_PSI: &str = "pinserve_feature_psi";
+const FEATURE_OUT_OF_RANGE: &str = "pinserve_feature_out_of_range_total";
+const FEATURE_MISSING: &str = "pinserve_feature_missing_total";
+const FEATURE_UNSEEN_CATEGORY: &str = "pinserve_feature_unseen_category_total";
+const PREDICTION_PSI: &str = "pinserve_prediction_psi";
+const PREDICTION_CLASS: &str = "pinserve_prediction_class_total";
 /// `pinserve_prediction_value`'s buckets, count and sum, recorded as counters (and a gauge for
 /// the sum): its bucket edges are the reference profile's, known only once the model is
 /// loaded, after the recorder's histogram buckets have been fixed.
-pub const PREDICTION_VALUE_BUCKET: &str = "pinserve_prediction_value_bucket";
-pub const PREDICTION_VALUE_COUNT: &str = "pinserve_prediction_value_count";
-pub const PREDICTION_VALUE_SUM: &str = "pinserve_prediction_value_sum";
-pub const DRIFT_SKIPPED: &str = "pinserve_drift_skipped_batches_total";
-pub const DRIFT_ROWS: &str = "pinserve_drift_rows_total";
-pub const DRIFT_WINDOW_ROWS: &str = "pinserve_drift_window_rows";
-pub const CACHE_EVICTIONS: &str = "pinserve_cache_evictions_total";
-pub const CACHE_EVICTED_BYTES: &str = "pinserve_cache_evicted_bytes_total";
+const PREDICTION_VALUE_BUCKET: &str = "pinserve_prediction_value_bucket";
+const PREDICTION_VALUE_COUNT: &str = "pinserve_prediction_value_count";
+const PREDICTION_VALUE_SUM: &str = "pinserve_prediction_value_sum";
+const DRIFT_SKIPPED: &str = "pinserve_drift_skipped_batches_total";
+const DRIFT_ROWS: &str = "pinserve_drift_rows_total";
+const DRIFT_WINDOW_ROWS: &str = "pinserve_drift_window_rows";
+const CACHE_EVICTIONS: &str = "pinserve_cache_evictions_total";
+const CACHE_EVICTED_BYTES: &str = "pinserve_cache_evicted_bytes_total";
 
 /// The `class` label of predicted classes the reference profile does not list.
-pub const OTHER_CLASS: &str = "(other)";
+const OTHER_CLASS: &str = "(other)";
 
 /// Latency buckets: fine below a millisecond (tabular models answer in tens of microseconds)
 /// and with an edge exactly at 0.5 s, the p99 threshold canary analyses use.
-pub const LATENCY_BUCKETS: &[f64] = &[
+const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5,
     0.75, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Fetch durations: from a cached hit (well under a second) to multi-gigabyte downloads.
-pub const FETCH_BUCKETS: &[f64] = &[
+const FETCH_BUCKETS: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
 ];
 
 /// Rows per model call: powers of two up to well past any sensible `--max-batch-size`.
-pub const BATCH_SIZE_BUCKETS: &[f64] = &[
+const BATCH_SIZE_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
@@ -210,7 +210,7 @@ fn describe() {
 
 /// One version evicted from the cache. No model labels: the evicted version is not the one
 /// served, and the log line names it.
-pub fn record_eviction(bytes: u64) {
+pub(crate) fn record_eviction(bytes: u64) {
     metrics::counter!(CACHE_EVICTIONS).increment(1);
     metrics::counter!(CACHE_EVICTED_BYTES).increment(bytes);
 }
@@ -244,17 +244,17 @@ impl ModelLabels {
         }
     }
 
-    pub fn inference_duration(&self) -> Histogram {
+    pub(crate) fn inference_duration(&self) -> Histogram {
         metrics::histogram!(INFERENCE_DURATION, &self.pairs())
     }
 
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         metrics::gauge!(READY, &self.pairs()).set(if ready { 1.0 } else { 0.0 });
     }
 
     /// `sha256` is the model file's digest (empty when it was not computed); `signer` who
     /// signed the model's files (empty when no signature was verified).
-    pub fn set_loaded(&self, device: &str, sha256: &str, signer: &str, load_seconds: f64) {
+    pub(crate) fn set_loaded(&self, device: &str, sha256: &str, signer: &str, load_seconds: f64) {
         metrics::gauge!(MODEL_LOAD_SECONDS, &self.pairs()).set(load_seconds);
         let info = [
             ("model", self.model.clone()),
@@ -266,7 +266,7 @@ impl ModelLabels {
         metrics::gauge!(MODEL_INFO, &info).set(1.0);
     }
 
-    pub fn batch_metrics(&self) -> BatchMetrics {
+    pub(crate) fn batch_metrics(&self) -> BatchMetrics {
         BatchMetrics {
             queue_duration: metrics::histogram!(QUEUE_DURATION, &self.pairs()),
             batch_size: metrics::histogram!(BATCH_SIZE, &self.pairs()),
@@ -285,17 +285,17 @@ impl ModelLabels {
     }
 
     /// Counts a request refused before it reached the batcher (which holds its own handles).
-    pub fn count_rejected(&self, reason: Rejection) {
+    pub(crate) fn count_rejected(&self, reason: Rejection) {
         self.rejected(reason).increment(1);
     }
 
-    pub fn fetch_bytes(&self) -> metrics::Counter {
+    pub(crate) fn fetch_bytes(&self) -> metrics::Counter {
         metrics::counter!(FETCH_BYTES, &self.pairs())
     }
 
     /// The drift series of one feature (`feature` is its name in the reference profile), its
     /// PSI only when it is `binned`.
-    pub fn feature_metrics(&self, feature: &str, binned: bool) -> FeatureMetrics {
+    pub(crate) fn feature_metrics(&self, feature: &str, binned: bool) -> FeatureMetrics {
         let labels = [
             ("model", self.model.clone()),
             ("version", self.version.clone()),
@@ -310,7 +310,11 @@ impl ModelLabels {
     }
 
     /// The prediction series of one output, whose values fall in `bins`.
-    pub fn prediction_metrics(&self, output: &str, bins: &PredictionBins<'_>) -> PredictionMetrics {
+    pub(crate) fn prediction_metrics(
+        &self,
+        output: &str,
+        bins: &PredictionBins<'_>,
+    ) -> PredictionMetrics {
         let labels = |extra: Option<(&'static str, String)>| {
             let mut labels = vec![
                 ("model", self.model.clone()),
@@ -353,19 +357,19 @@ impl ModelLabels {
         }
     }
 
-    pub fn drift_skipped(&self) -> Counter {
+    pub(crate) fn drift_skipped(&self) -> Counter {
         metrics::counter!(DRIFT_SKIPPED, &self.pairs())
     }
 
-    pub fn drift_rows(&self) -> Counter {
+    pub(crate) fn drift_rows(&self) -> Counter {
         metrics::counter!(DRIFT_ROWS, &self.pairs())
     }
 
-    pub fn drift_window_rows(&self) -> Gauge {
+    pub(crate) fn drift_window_rows(&self) -> Gauge {
         metrics::gauge!(DRIFT_WINDOW_ROWS, &self.pairs())
     }
 
-    pub fn record_fetch(&self, seconds: f64, outcome: &'static str) {
+    pub(crate) fn record_fetch(&self, seconds: f64, outcome: &'static str) {
         let labels = [
             ("model", self.model.clone()),
             ("version", self.version.clone()),
@@ -377,22 +381,22 @@ impl ModelLabels {
 
 /// One feature's drift series.
 #[derive(Clone)]
-pub struct FeatureMetrics {
-    pub psi: Option<Gauge>,
-    pub out_of_range: Counter,
-    pub missing: Counter,
-    pub unseen_category: Counter,
+pub(crate) struct FeatureMetrics {
+    pub(crate) psi: Option<Gauge>,
+    pub(crate) out_of_range: Counter,
+    pub(crate) missing: Counter,
+    pub(crate) unseen_category: Counter,
 }
 
 /// What an output's predictions are counted in: its classes, or the edges of its score bins.
-pub enum PredictionBins<'a> {
+pub(crate) enum PredictionBins<'a> {
     Classes(Vec<&'a str>),
     Scores(&'a [f64]),
 }
 
 /// One output's prediction series.
-pub struct PredictionMetrics {
-    pub psi: Gauge,
+pub(crate) struct PredictionMetrics {
+    pub(crate) psi: Gauge,
     series: PredictionSeries,
 }
 
@@ -409,7 +413,7 @@ enum PredictionSeries {
 
 impl PredictionMetrics {
     /// Counts one prediction: a class by its bin (the last is (other)), a score by its value.
-    pub fn count(&self, bin: usize, value: Option<f64>) {
+    pub(crate) fn count(&self, bin: usize, value: Option<f64>) {
         match &self.series {
             PredictionSeries::Classes(classes) => {
                 if let Some(counter) = classes.get(bin) {
@@ -438,7 +442,7 @@ impl PredictionMetrics {
 
 /// Why a request was not run: the `reason` label of `pinserve_rejected_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     /// Refused at admission with 503: `--max-queue-rows` were already waiting.
     QueueFull,
     /// Answered 504: it waited longer than `--request-timeout`.
@@ -469,17 +473,17 @@ impl Rejection {
 
 /// The batcher's metrics, registered once per model version, so that recording is an atomic
 /// update even on the rejection path, which runs hottest when the server is overloaded.
-pub struct BatchMetrics {
-    pub queue_duration: Histogram,
-    pub batch_size: Histogram,
-    pub queue_rows: Gauge,
+pub(crate) struct BatchMetrics {
+    pub(crate) queue_duration: Histogram,
+    pub(crate) batch_size: Histogram,
+    pub(crate) queue_rows: Gauge,
     /// Indexed like [`Rejection::ALL`].
     rejected: [Counter; 4],
 }
 
 impl BatchMetrics {
     /// Counts a request that was not run.
-    pub fn rejected(&self, reason: Rejection) {
+    pub(crate) fn rejected(&self, reason: Rejection) {
         self.rejected[reason as usize].increment(1);
     }
 }
@@ -488,7 +492,7 @@ impl BatchMetrics {
 /// registry once; after that a request is recorded with two atomic updates instead of four label
 /// strings and two registry lookups, a measurable share of a small request's CPU. Routes are
 /// route templates and statuses the few pinserve answers, so the map stays small.
-pub struct RequestSeries {
+pub(crate) struct RequestSeries {
     labels: ModelLabels,
     by_status: RwLock<HashMap<u16, HashMap<Box<str>, RequestHandles>>>,
 }
@@ -499,14 +503,14 @@ struct RequestHandles {
 }
 
 impl RequestSeries {
-    pub fn new(labels: ModelLabels) -> RequestSeries {
+    pub(crate) fn new(labels: ModelLabels) -> RequestSeries {
         RequestSeries {
             labels,
             by_status: RwLock::default(),
         }
     }
 
-    pub fn record(&self, route: &str, code: u16, seconds: f64) {
+    pub(crate) fn record(&self, route: &str, code: u16, seconds: f64) {
         {
             let by_status = self
                 .by_status

@@ -6,13 +6,13 @@ use crate::model::{ModelError, Tensor, TensorData, tensor::element_count};
 /// What decides whether two requests may share a model call: the same outputs, and the same
 /// shape for every input apart from dimension 0.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct BatchKey {
+pub(crate) struct BatchKey {
     inner_shapes: Vec<Vec<usize>>,
     outputs: Vec<usize>,
 }
 
 impl BatchKey {
-    pub fn of(inputs: &[Tensor], outputs: &[usize]) -> BatchKey {
+    pub(crate) fn of(inputs: &[Tensor], outputs: &[usize]) -> BatchKey {
         BatchKey {
             inner_shapes: inputs
                 .iter()
@@ -24,7 +24,7 @@ impl BatchKey {
 }
 
 /// Rows of a request: dimension 0 of its first input (the batch dimension).
-pub fn rows_of(inputs: &[Tensor]) -> usize {
+pub(crate) fn rows_of(inputs: &[Tensor]) -> usize {
     inputs
         .first()
         .and_then(|tensor| tensor.shape().first().copied())

@@ -13,7 +13,7 @@
 
 pub mod assemble;
 mod queue;
-pub mod stats;
+pub(crate) mod stats;
 mod worker;
 
 use std::{
@@ -29,7 +29,7 @@ use tokio::{
     time::Instant,
 };
 
-pub use self::worker::{Observer, ScoredBatch, WorkerHandle};
+pub(crate) use self::worker::{Observer, ScoredBatch, WorkerHandle};
 use self::{
     assemble::{BatchKey, rows_of},
     stats::ModelStats,
@@ -43,15 +43,15 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct BatchConfig {
     /// Rows per model call at most; a larger request runs alone.
-    pub max_batch_size: usize,
+    pub(crate) max_batch_size: usize,
     /// How long a free worker may wait for more rows to join its batch, counted from when it
     /// became free or the oldest request arrived, whichever is later; zero takes what is queued
     /// and never waits.
-    pub max_batch_delay: Duration,
+    pub(crate) max_batch_delay: Duration,
     /// Rows that may wait; beyond that, requests are refused at once.
-    pub max_queue_rows: usize,
+    pub(crate) max_queue_rows: usize,
     /// How long a request may wait for a worker before it is answered 504.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
 }
 
 impl Default for BatchConfig {
@@ -81,18 +81,18 @@ pub enum BatchError {
 }
 
 /// One request on its way to the model.
-pub struct Job {
+pub(crate) struct Job {
     /// Inputs bound in signature order.
-    pub inputs: Vec<Tensor>,
+    pub(crate) inputs: Vec<Tensor>,
     /// Signature indices of the outputs to return.
-    pub outputs: Vec<usize>,
+    pub(crate) outputs: Vec<usize>,
     /// Rows the job stacks into a batch and gets back: dimension 0 of its inputs, maybe zero.
-    pub rows: usize,
-    pub key: BatchKey,
-    pub enqueued: Instant,
-    pub reply: oneshot::Sender<Result<Vec<Tensor>, BatchError>>,
+    pub(crate) rows: usize,
+    pub(crate) key: BatchKey,
+    pub(crate) enqueued: Instant,
+    pub(crate) reply: oneshot::Sender<Result<Vec<Tensor>, BatchError>>,
     /// The request's span, entered again on the worker so its logs carry the request's fields.
-    pub span: tracing::Span,
+    pub(crate) span: tracing::Span,
     /// The job's share of `--max-queue-rows`, given back when it leaves the queue.
     admission: Admission,
     /// Counts the job's rows as outstanding until it is answered and dropped.
@@ -261,7 +261,7 @@ impl Batcher {
     }
 
     /// [`Batcher::start`], with every scored batch handed to `observer` once it is answered.
-    pub fn start_observed(
+    pub(crate) fn start_observed(
         models: Vec<Box<dyn Model>>,
         labels: &ModelLabels,
         config: BatchConfig,
@@ -324,16 +324,16 @@ impl Batcher {
         Ok((batcher, workers))
     }
 
-    pub fn signature(&self) -> &Arc<Signature> {
+    pub(crate) fn signature(&self) -> &Arc<Signature> {
         &self.signature
     }
 
     /// The statistics extension's figures of what this batcher has run.
-    pub fn stats(&self) -> &ModelStats {
+    pub(crate) fn stats(&self) -> &ModelStats {
         &self.stats
     }
 
-    pub async fn infer(
+    pub(crate) async fn infer(
         &self,
         inputs: Vec<Tensor>,
         outputs: Vec<usize>,

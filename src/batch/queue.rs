@@ -25,28 +25,28 @@ use crate::metrics::BatchMetrics;
 const NEVER: Duration = Duration::from_secs(24 * 3600);
 
 pub(super) struct Limits {
-    pub max_batch_size: usize,
-    pub max_batch_delay: Duration,
-    pub request_timeout: Duration,
+    pub(crate) max_batch_size: usize,
+    pub(crate) max_batch_delay: Duration,
+    pub(crate) request_timeout: Duration,
     /// When false (some input or output has a fixed first dimension) every job runs alone.
-    pub batchable: bool,
+    pub(crate) batchable: bool,
     /// Model workers sharing the expected rows.
-    pub instances: usize,
+    pub(crate) instances: usize,
 }
 
 /// Jobs that run in one model call, oldest first, with the idle-worker permit they took: the
 /// worker gives it back by dropping the batch once every job is answered.
 pub(super) struct Batch {
-    pub jobs: Vec<Job>,
-    pub idle: OwnedSemaphorePermit,
+    pub(crate) jobs: Vec<Job>,
+    pub(crate) idle: OwnedSemaphorePermit,
 }
 
 pub(super) struct Channels {
-    pub incoming: mpsc::UnboundedReceiver<Job>,
-    pub batches: mpsc::UnboundedSender<Batch>,
+    pub(crate) incoming: mpsc::UnboundedReceiver<Job>,
+    pub(crate) batches: mpsc::UnboundedSender<Batch>,
     /// One permit per idle worker.
-    pub idle: Arc<Semaphore>,
-    pub demand: Arc<Demand>,
+    pub(crate) idle: Arc<Semaphore>,
+    pub(crate) demand: Arc<Demand>,
 }
 
 pub(super) async fn run(channels: Channels, limits: Limits, metrics: Arc<BatchMetrics>) {

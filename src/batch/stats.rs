@@ -45,14 +45,14 @@ fn nanos(duration: Duration) -> u64 {
 /// outputs back into answers.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct CallTimes {
-    pub input: Duration,
-    pub infer: Duration,
-    pub output: Duration,
+    pub(crate) input: Duration,
+    pub(crate) infer: Duration,
+    pub(crate) output: Duration,
 }
 
 /// The running figures of the served model.
 #[derive(Debug, Default)]
-pub struct ModelStats {
+pub(crate) struct ModelStats {
     success: Tally,
     fail: Tally,
     queue: Tally,
@@ -112,7 +112,7 @@ impl ModelStats {
     }
 
     /// The figures now, in the extension's JSON shape for model `name` version `version`.
-    pub fn report(&self, name: &str, version: &str) -> ModelStatsReport {
+    pub(crate) fn report(&self, name: &str, version: &str) -> ModelStatsReport {
         let batches = self
             .batches
             .lock()
@@ -149,43 +149,43 @@ impl ModelStats {
 
 /// `{"count", "ns"}`: Triton's StatisticDuration.
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
-pub struct Duration2 {
-    pub count: u64,
-    pub ns: u64,
+pub(crate) struct Duration2 {
+    pub(crate) count: u64,
+    pub(crate) ns: u64,
 }
 
 #[derive(Debug, Serialize)]
-pub struct InferenceStats {
-    pub success: Duration2,
-    pub fail: Duration2,
-    pub queue: Duration2,
-    pub compute_input: Duration2,
-    pub compute_infer: Duration2,
-    pub compute_output: Duration2,
+pub(crate) struct InferenceStats {
+    pub(crate) success: Duration2,
+    pub(crate) fail: Duration2,
+    pub(crate) queue: Duration2,
+    pub(crate) compute_input: Duration2,
+    pub(crate) compute_infer: Duration2,
+    pub(crate) compute_output: Duration2,
     /// pinserve has no response cache: always zero, present because clients read it.
-    pub cache_hit: Duration2,
-    pub cache_miss: Duration2,
+    pub(crate) cache_hit: Duration2,
+    pub(crate) cache_miss: Duration2,
 }
 
 #[derive(Debug, Serialize)]
-pub struct BatchStats {
-    pub batch_size: usize,
-    pub compute_input: Duration2,
-    pub compute_infer: Duration2,
-    pub compute_output: Duration2,
+pub(crate) struct BatchStats {
+    pub(crate) batch_size: usize,
+    pub(crate) compute_input: Duration2,
+    pub(crate) compute_infer: Duration2,
+    pub(crate) compute_output: Duration2,
 }
 
 /// One entry of `model_stats`, as Triton's `ModelStatistics`.
 #[derive(Debug, Serialize)]
-pub struct ModelStatsReport {
-    pub name: String,
-    pub version: String,
-    pub last_inference: u64,
-    pub inference_count: u64,
-    pub execution_count: u64,
-    pub inference_stats: InferenceStats,
-    pub batch_stats: Vec<BatchStats>,
-    pub memory_usage: Vec<serde_json::Value>,
+pub(crate) struct ModelStatsReport {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) last_inference: u64,
+    pub(crate) inference_count: u64,
+    pub(crate) execution_count: u64,
+    pub(crate) inference_stats: InferenceStats,
+    pub(crate) batch_stats: Vec<BatchStats>,
+    memory_usage: Vec<serde_json::Value>,
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub struct WorkerHandle {
 
 impl WorkerHandle {
     /// Resolves once every worker has answered every batch and released its model.
-    pub async fn finished(self) {
+    pub(crate) async fn finished(self) {
         for finished in self.finished {
             // An error means the thread ended without signalling (it panicked); it is done.
             let _ = finished.await;
@@ -46,16 +46,16 @@ impl WorkerHandle {
 
 /// What every worker shares.
 pub(super) struct Shared {
-    pub metrics: Arc<BatchMetrics>,
-    pub demand: Arc<Demand>,
-    pub request_timeout: Duration,
-    pub observer: Option<Arc<dyn Observer>>,
-    pub stats: Arc<ModelStats>,
+    pub(crate) metrics: Arc<BatchMetrics>,
+    pub(crate) demand: Arc<Demand>,
+    pub(crate) request_timeout: Duration,
+    pub(crate) observer: Option<Arc<dyn Observer>>,
+    pub(crate) stats: Arc<ModelStats>,
 }
 
 /// Sees every scored batch once its requests have been answered (drift monitoring). It is
 /// called on the worker thread, so it must hand the batch off without blocking.
-pub trait Observer: Send + Sync + 'static {
+pub(crate) trait Observer: Send + Sync + 'static {
     /// Signature indices of the outputs it reads, from those a batch computed.
     fn outputs(&self) -> &[usize];
 
@@ -63,16 +63,16 @@ pub trait Observer: Send + Sync + 'static {
 }
 
 /// A scored batch, as an [`Observer`] sees it.
-pub struct ScoredBatch {
+pub(crate) struct ScoredBatch {
     /// The batch's inputs, in signature order.
-    pub inputs: Vec<Tensor>,
+    pub(crate) inputs: Vec<Tensor>,
     /// The outputs the observer reads that the batch computed, with their signature indices.
-    pub outputs: Vec<(usize, Tensor)>,
+    pub(crate) outputs: Vec<(usize, Tensor)>,
 }
 
 /// A batch's answers, and what the observer is given once they are sent.
 pub(super) struct Scored {
-    pub answers: Result<Vec<Vec<Tensor>>, ModelError>,
+    pub(crate) answers: Result<Vec<Vec<Tensor>>, ModelError>,
     observed: Option<ScoredBatch>,
     times: CallTimes,
 }

@@ -38,25 +38,25 @@ use crate::{
 
 /// How drift is computed (`serve`'s `--drift-*` flags).
 #[derive(Debug, Clone, Copy)]
-pub struct DriftConfig {
+pub(crate) struct DriftConfig {
     /// Share of scored rows that are binned.
-    pub sample_rate: f64,
+    pub(crate) sample_rate: f64,
     /// Rows the PSI is computed over, at most.
-    pub window_rows: usize,
+    pub(crate) window_rows: usize,
     /// How old those rows may be.
-    pub window_age: Duration,
+    pub(crate) window_age: Duration,
     /// Features binned, with series of their own; the rest are only counted together.
-    pub max_features: usize,
+    pub(crate) max_features: usize,
 }
 
 /// Batches waiting for the drift thread; a batch beyond them is skipped.
 const QUEUE_BATCHES: usize = 64;
 
 /// The `feature` label of the counts of features beyond `--drift-max-features`, together.
-pub const REST: &str = "(rest)";
+pub(crate) const REST: &str = "(rest)";
 
 /// The workers' side: hands batches to the drift thread without waiting.
-pub struct Monitor {
+pub(crate) struct Monitor {
     sender: SyncSender<ScoredBatch>,
     outputs: Vec<usize>,
     skipped: Counter,
@@ -77,7 +77,7 @@ impl Observer for Monitor {
 impl Monitor {
     /// Starts the drift thread for a model whose `profile` has been checked against its
     /// `signature`. The thread ends when the monitor is dropped.
-    pub fn start(
+    pub(crate) fn start(
         profile: &ReferenceProfile,
         signature: &Signature,
         labels: &ModelLabels,

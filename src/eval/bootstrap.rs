@@ -41,7 +41,7 @@ pub struct Interval {
     pub high: f64,
     /// Resamples on which the metric was defined (AUC needs both classes), those the
     /// percentiles are taken over.
-    pub resamples: usize,
+    pub(crate) resamples: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -80,11 +80,11 @@ impl From<OverlayError> for EvalError {
 
 /// One model evaluated on the dataset.
 pub(crate) struct ModelRun {
-    pub artifact: ModelArtifact,
-    pub plan: TaskPlan,
-    pub evaluation: Evaluation,
-    pub rows_per_second: f64,
-    pub single_row: Vec<Duration>,
+    pub(crate) artifact: ModelArtifact,
+    pub(crate) plan: TaskPlan,
+    pub(crate) evaluation: Evaluation,
+    pub(crate) rows_per_second: f64,
+    single_row: Vec<Duration>,
 }
 
 /// Evaluates, judges and reports; `Ok(false)` when the gate failed.

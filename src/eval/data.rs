@@ -56,7 +56,7 @@ pub struct Batch {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Csv,
     Parquet,
 }
@@ -140,7 +140,8 @@ pub struct Dataset {
     target: Option<(usize, String)>,
     signature: Signature,
     /// Hex SHA-256 of the file's bytes.
-    pub sha256: String,
+    #[cfg(test)]
+    sha256: String,
     /// Data rows (a CSV header is not one).
     pub rows: u64,
 }
@@ -199,28 +200,28 @@ impl<R: Read> Hashing<R> {
 /// A data file read once: its format, columns, digest and row count. Each model evaluated on
 /// it (candidate and baseline) maps its columns from here without reading the file again.
 #[derive(Debug, Clone)]
-pub struct DataFile {
+pub(crate) struct DataFile {
     path: PathBuf,
     shown: String,
     format: Format,
     schema: Schema,
-    pub sha256: String,
-    pub rows: u64,
+    pub(crate) sha256: String,
+    pub(crate) rows: u64,
 }
 
 impl DataFile {
     /// The file as reports and errors name it (its URL, when it was downloaded).
-    pub fn shown(&self) -> &str {
+    pub(crate) fn shown(&self) -> &str {
         &self.shown
     }
 
     /// Reads `path`'s schema, and hashes and counts it (one streaming pass).
-    pub fn read(path: &Path) -> Result<DataFile, DataError> {
+    pub(crate) fn read(path: &Path) -> Result<DataFile, DataError> {
         DataFile::read_as(path, &path.display().to_string())
     }
 
     /// [`DataFile::read`] of a local copy, named `shown` (where it came from) in errors.
-    pub fn read_as(path: &Path, shown: &str) -> Result<DataFile, DataError> {
+    pub(crate) fn read_as(path: &Path, shown: &str) -> Result<DataFile, DataError> {
         let format = Format::of(path, shown)?;
         let (schema, sha256, rows) = match format {
             Format::Csv => csv_schema(path, shown)?,
@@ -248,7 +249,7 @@ impl Dataset {
     }
 
     /// `file`'s columns checked against `signature` and mapped to its inputs.
-    pub fn for_model(
+    pub(crate) fn for_model(
         file: &DataFile,
         signature: &Signature,
         mapping: &ColumnMapping,
@@ -289,17 +290,19 @@ impl Dataset {
             projection,
             inputs,
             signature: signature.clone(),
+            #[cfg(test)]
             sha256: file.sha256.clone(),
             rows: file.rows,
         })
     }
 
-    pub fn format(&self) -> Format {
+    #[cfg(test)]
+    fn format(&self) -> Format {
         self.format
     }
 
     /// For each model input, the columns that feed it.
-    pub fn input_columns(&self) -> Vec<(&str, &[String])> {
+    pub(crate) fn input_columns(&self) -> Vec<(&str, &[String])> {
         self.inputs
             .iter()
             .map(|input| (input.spec.name.as_str(), input.names.as_slice()))

@@ -24,36 +24,36 @@ const LOWER_IS_BETTER: [&str; 3] = ["log_loss", "rmse", "mae"];
 #[serde(deny_unknown_fields)]
 pub struct Gate {
     #[serde(default)]
-    pub metrics: BTreeMap<String, MetricRule>,
+    pub(crate) metrics: BTreeMap<String, MetricRule>,
     #[serde(default)]
-    pub latency: Option<LatencyRule>,
+    pub(crate) latency: Option<LatencyRule>,
     /// Judge changes against the baseline on the pessimistic end of the paired interval.
     #[serde(default)]
-    pub confidence_bound: bool,
+    pub(crate) confidence_bound: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MetricRule {
-    pub threshold: Option<f64>,
-    pub min_absolute_change: Option<f64>,
-    pub min_relative_change: Option<f64>,
-    pub greater_is_better: Option<bool>,
+pub(crate) struct MetricRule {
+    pub(crate) threshold: Option<f64>,
+    pub(crate) min_absolute_change: Option<f64>,
+    pub(crate) min_relative_change: Option<f64>,
+    pub(crate) greater_is_better: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LatencyRule {
-    pub p99_ms: f64,
+pub(crate) struct LatencyRule {
+    pub(crate) p99_ms: f64,
 }
 
 /// One rule, what was observed and whether it held.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RuleOutcome {
-    pub metric: String,
-    pub rule: String,
-    pub observed: f64,
-    pub passed: bool,
+pub(crate) struct RuleOutcome {
+    pub(crate) metric: String,
+    pub(crate) rule: String,
+    pub(crate) observed: f64,
+    pub(crate) passed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,7 @@ impl Gate {
     }
 
     /// Every rule's outcome, in the gate's order (metrics by name, then latency).
-    pub fn judge(&self, evaluation: &Findings) -> Result<Vec<RuleOutcome>, GateError> {
+    pub(crate) fn judge(&self, evaluation: &Findings) -> Result<Vec<RuleOutcome>, GateError> {
         let mut outcomes = Vec::new();
         for (metric, rule) in &self.metrics {
             outcomes.extend(self.judge_metric(metric, rule, evaluation)?);

@@ -19,7 +19,7 @@ impl Label {
     }
 
     /// An integral, finite number as a label; `None` for `0.5`, NaN or out-of-range values.
-    pub fn from_number(value: f64) -> Option<Label> {
+    pub(crate) fn from_number(value: f64) -> Option<Label> {
         const LIMIT: f64 = 9_007_199_254_740_992.0; // 2^53: every integer below is exact
         (value.fract() == 0.0 && value.abs() <= LIMIT).then_some(Label::Int(value as i64))
     }
@@ -44,7 +44,7 @@ pub struct LabelColumn {
 }
 
 impl LabelColumn {
-    pub fn push(&mut self, label: Label) {
+    pub(crate) fn push(&mut self, label: Label) {
         let next = u32::try_from(self.distinct.len()).expect("fewer than 2^32 distinct labels");
         let id = *self.index.entry(label).or_insert_with_key(|label| {
             self.distinct.push(label.clone());
@@ -53,16 +53,12 @@ impl LabelColumn {
         self.ids.push(id);
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.ids.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
     /// Every label seen, in order of first appearance.
-    pub fn distinct(&self) -> &[Label] {
+    pub(crate) fn distinct(&self) -> &[Label] {
         &self.distinct
     }
 

@@ -55,15 +55,11 @@ impl Truth {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Truth::Values(values) => values.len(),
             Truth::Labels(labels) => labels.len(),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Appends one batch's target; numbers become class labels when classifying.
@@ -92,10 +88,10 @@ impl Truth {
 /// Class scores, row-major `[rows, columns]`, with the machine epsilon of the model's dtype
 /// (sklearn clips probabilities to `[eps, 1 - eps]` of the array's own dtype).
 #[derive(Debug, Clone, Default)]
-pub struct Scores {
-    pub values: Vec<f64>,
-    pub columns: usize,
-    pub eps: f64,
+pub(crate) struct Scores {
+    pub(crate) values: Vec<f64>,
+    pub(crate) columns: usize,
+    eps: f64,
 }
 
 /// One model's predictions, collected from its outputs batch by batch.
@@ -121,7 +117,7 @@ impl Predictions {
         }
     }
 
-    pub fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         match (self.task, &self.label_output) {
             (Task::Regression, _) => self.values.len(),
             (Task::Classification, Some(_)) => self.labels.len(),
@@ -298,17 +294,6 @@ struct Curve {
     order: Vec<u32>,
 }
 
-/// Point metrics of one model, by name: `accuracy`, `precision`, `recall`, `f1`, `roc_auc`,
-/// `log_loss` or `rmse`, `mae`, `r2`. A metric that is undefined on these rows (AUC with one
-/// class present) is left out.
-pub fn compute(
-    plan: &TaskPlan,
-    predictions: &Predictions,
-    truth: &Truth,
-) -> Result<BTreeMap<String, f64>, MetricError> {
-    Ok(Evaluation::new(plan, predictions, truth)?.metrics())
-}
-
 impl Evaluation {
     pub fn new(
         plan: &TaskPlan,
@@ -357,12 +342,15 @@ impl Evaluation {
         }
     }
 
+    /// Point metrics by name: `accuracy`, `precision`, `recall`, `f1`, `roc_auc`, `log_loss` or
+    /// `rmse`, `mae`, `r2`. A metric that is undefined on these rows (AUC with one class
+    /// present) is left out.
     pub fn metrics(&self) -> BTreeMap<String, f64> {
         self.metrics_weighted(&vec![1; self.rows])
     }
 
     /// The metrics with row `i` counted `weights[i]` times, as sklearn's `sample_weight`.
-    pub fn metrics_weighted(&self, weights: &[u32]) -> BTreeMap<String, f64> {
+    pub(crate) fn metrics_weighted(&self, weights: &[u32]) -> BTreeMap<String, f64> {
         assert_eq!(weights.len(), self.rows, "one weight per row");
         let named: Vec<(&str, Option<f64>)> = match &self.kind {
             Prepared::Regression { truth, predicted } => regression(truth, predicted, weights),

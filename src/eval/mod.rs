@@ -26,10 +26,10 @@ pub mod bootstrap;
 pub mod command;
 pub mod data;
 pub mod gate;
-pub mod label;
-pub mod metrics;
-pub mod report;
-pub mod scoring;
+pub(crate) mod label;
+pub(crate) mod metrics;
+pub(crate) mod report;
+pub(crate) mod scoring;
 pub mod task;
 mod writeback;
 

@@ -9,10 +9,10 @@ use super::gate::RuleOutcome;
 
 /// A metric's point estimate and its bootstrap interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Estimate {
-    pub value: f64,
+pub(crate) struct Estimate {
+    pub(crate) value: f64,
     #[serde(serialize_with = "interval")]
-    pub ci: Option<(f64, f64)>,
+    pub(crate) ci: Option<(f64, f64)>,
 }
 
 fn interval<S: serde::Serializer>(
@@ -26,71 +26,71 @@ fn interval<S: serde::Serializer>(
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct BaselineResult {
-    pub model: String,
-    pub version: String,
-    pub metrics: BTreeMap<String, Estimate>,
+pub(crate) struct BaselineResult {
+    pub(crate) model: String,
+    pub(crate) version: String,
+    pub(crate) metrics: BTreeMap<String, Estimate>,
     /// candidate − baseline on the same rows, with a paired interval.
-    pub difference: BTreeMap<String, Estimate>,
+    pub(crate) difference: BTreeMap<String, Estimate>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Latency {
+pub(crate) struct Latency {
     /// Single-row requests through the batcher.
-    pub p50_ms: f64,
-    pub p99_ms: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
     /// Rows per second at `--batch-size`, over the whole dataset.
-    pub rows_per_second: f64,
+    pub(crate) rows_per_second: f64,
 }
 
 /// The measurements the gate judges: the candidate's metrics, the baseline's and the
 /// differences, and latency.
 #[derive(Debug, Clone, Serialize)]
-pub struct Findings {
-    pub metrics: BTreeMap<String, Estimate>,
+pub(crate) struct Findings {
+    pub(crate) metrics: BTreeMap<String, Estimate>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub baseline: Option<BaselineResult>,
-    pub latency: Latency,
+    pub(crate) baseline: Option<BaselineResult>,
+    pub(crate) latency: Latency,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct DatasetSummary {
-    pub path: String,
-    pub sha256: String,
+pub(crate) struct DatasetSummary {
+    pub(crate) path: String,
+    pub(crate) sha256: String,
     pub rows: u64,
 }
 
 /// How the model's outputs were read, and whether pinserve inferred it or was told.
 #[derive(Debug, Clone, Serialize)]
-pub struct Interpretation {
-    pub inferred: bool,
-    pub label_output: Option<String>,
-    pub score_output: Option<String>,
-    pub positive_class: Option<String>,
+pub(crate) struct Interpretation {
+    pub(crate) inferred: bool,
+    pub(crate) label_output: Option<String>,
+    pub(crate) score_output: Option<String>,
+    pub(crate) positive_class: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct GateSummary {
-    pub rules: Vec<RuleOutcome>,
+pub(crate) struct GateSummary {
+    pub(crate) rules: Vec<RuleOutcome>,
 }
 
 /// The whole report, `--report-json`'s schema.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub model: String,
-    pub version: String,
-    pub sha256: String,
-    pub dataset: DatasetSummary,
-    pub task: String,
-    pub interpretation: Interpretation,
+pub(crate) struct Report {
+    pub(crate) model: String,
+    pub(crate) version: String,
+    pub(crate) sha256: String,
+    pub(crate) dataset: DatasetSummary,
+    pub(crate) task: String,
+    pub(crate) interpretation: Interpretation,
     #[serde(flatten)]
-    pub evaluation: Findings,
-    pub gate: GateSummary,
-    pub passed: bool,
+    pub(crate) evaluation: Findings,
+    pub(crate) gate: GateSummary,
+    pub(crate) passed: bool,
 }
 
 impl Report {
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         let mut text =
             serde_json::to_string_pretty(self).expect("serialising to memory does not fail");
         text.push('\n');
@@ -98,7 +98,7 @@ impl Report {
     }
 
     /// A heading, the metrics table and the gate's rules, as a pull request's body.
-    pub fn to_markdown(&self) -> String {
+    pub(crate) fn to_markdown(&self) -> String {
         let mut out = String::new();
         let verdict = if self.passed { "passed" } else { "FAILED" };
         let _ = writeln!(
@@ -147,7 +147,7 @@ impl Report {
     }
 
     /// The metrics and the gate as aligned columns, for a terminal.
-    pub fn to_table(&self) -> String {
+    pub(crate) fn to_table(&self) -> String {
         let mut rows = self.metric_rows();
         for rule in &self.gate.rules {
             let result = if rule.passed { "pass" } else { "FAIL" };

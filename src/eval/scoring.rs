@@ -27,7 +27,7 @@ use crate::{
 
 impl ScoringArgs {
     /// The task and outputs the flags fix; the rest is inferred from the model's outputs.
-    pub fn overrides(&self, positive_class: Option<String>) -> Overrides {
+    pub(crate) fn overrides(&self, positive_class: Option<String>) -> Overrides {
         Overrides {
             task: self.task.map(|task| match task {
                 EvalTask::Classification => Task::Classification,
@@ -50,8 +50,8 @@ const READ_AHEAD: usize = 4;
 
 /// The loaded model behind its batcher.
 pub(crate) struct Scorer {
-    pub batcher: Batcher,
-    pub signature: Signature,
+    pub(crate) batcher: Batcher,
+    pub(crate) signature: Signature,
     instances: usize,
     batch_size: usize,
     _workers: WorkerHandle,
@@ -86,7 +86,7 @@ pub enum ScoreError {
 impl Scorer {
     /// `instances` sessions of `artifact` built from `runtime` as `serve` builds them, behind a
     /// batcher that runs requests of up to `batch_size` rows and never refuses or times out one.
-    pub async fn start(
+    pub(crate) async fn start(
         artifact: &ModelArtifact,
         runtime: &RuntimeArgs,
         instances: u16,
@@ -125,7 +125,7 @@ impl Scorer {
     /// Every batch of `dataset` through the batcher, asking for `outputs`. The file is read and
     /// converted on a thread of its own while earlier batches run; `read` sees each batch
     /// before it is sent, `answered` gets its outputs and target, in file order.
-    pub async fn score<E>(
+    pub(crate) async fn score<E>(
         &self,
         dataset: &Dataset,
         outputs: &[usize],

@@ -14,7 +14,7 @@ pub enum Task {
 }
 
 impl Task {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Task::Classification => "classification",
             Task::Regression => "regression",
@@ -40,25 +40,25 @@ pub struct Overrides {
 pub struct TaskPlan {
     pub task: Task,
     /// Predicted labels (classification).
-    pub label_output: Option<String>,
+    pub(crate) label_output: Option<String>,
     /// Class scores (classification) or predicted values (regression).
-    pub score_output: Option<String>,
+    pub(crate) score_output: Option<String>,
     /// Classes in score-column order, given by the caller or a ZipMap score output's labels;
     /// `None` means the sorted observed labels.
-    pub classes: Option<Vec<Label>>,
+    pub(crate) classes: Option<Vec<Label>>,
     /// Explicit positive class for binary metrics; `None` means `1`, else the second class.
-    pub positive_class: Option<Label>,
+    pub(crate) positive_class: Option<Label>,
     /// Signature indices of the outputs to request: the label output first, then the scores.
     pub outputs: Vec<usize>,
-    pub inferred: Inferred,
+    pub(crate) inferred: Inferred,
 }
 
 /// Which of the plan's choices came from the signature rather than the caller.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Inferred {
-    pub task: bool,
-    pub label_output: bool,
-    pub score_output: bool,
+pub(crate) struct Inferred {
+    pub(crate) task: bool,
+    pub(crate) label_output: bool,
+    pub(crate) score_output: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

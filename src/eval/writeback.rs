@@ -18,9 +18,9 @@ use crate::{
 };
 
 /// The tags written on the candidate's model version.
-pub const PASSED_TAG: &str = "pinserve.eval.passed";
-pub const RUN_TAG: &str = "pinserve.eval.run_id";
-pub const DATASET_TAG: &str = "pinserve.eval.dataset_sha256";
+const PASSED_TAG: &str = "pinserve.eval.passed";
+const RUN_TAG: &str = "pinserve.eval.run_id";
+const DATASET_TAG: &str = "pinserve.eval.dataset_sha256";
 
 pub(crate) async fn log(config: &EvalConfig, report: &Report) -> Result<(), EvalError> {
     let tracking = config.scoring.tracking_uri()?.ok_or_else(|| {

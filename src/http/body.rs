@@ -40,7 +40,7 @@ const UNIT: usize = 1 << 10;
 
 /// Bytes of request bodies held at once, from before they are buffered until their request is
 /// answered.
-pub struct BodyBudget {
+pub(crate) struct BodyBudget {
     permits: Arc<Semaphore>,
     bytes: usize,
 }
@@ -50,7 +50,7 @@ impl BodyBudget {
     /// less than one such body, which could otherwise never be accepted. Counted in whole
     /// [`UNIT`]s, rounded up, as each body's share is: N bodies of the largest size always fit
     /// in a budget of N times it.
-    pub fn new(max_body_bytes: usize, configured: Option<usize>) -> BodyBudget {
+    pub(crate) fn new(max_body_bytes: usize, configured: Option<usize>) -> BodyBudget {
         let largest = max_body_bytes.div_ceil(UNIT);
         let units = match configured {
             Some(bytes) if bytes.div_ceil(UNIT) < largest => {
@@ -71,7 +71,8 @@ impl BodyBudget {
         }
     }
 
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         self.bytes
     }
 
@@ -95,7 +96,7 @@ impl BodyBudget {
 
 /// A request's part of the [`BodyBudget`], given back when it is dropped.
 #[derive(Default)]
-pub struct BudgetShare(Option<OwnedSemaphorePermit>);
+pub(crate) struct BudgetShare(Option<OwnedSemaphorePermit>);
 
 impl BudgetShare {
     fn bytes(&self) -> usize {
@@ -149,9 +150,9 @@ fn release_freed_memory() {
 }
 
 /// The whole body, and its share of the budget: handlers keep `share` until they answer.
-pub struct RequestBody {
-    pub bytes: Bytes,
-    pub share: BudgetShare,
+pub(crate) struct RequestBody {
+    pub(crate) bytes: Bytes,
+    pub(crate) share: BudgetShare,
 }
 
 impl FromRequest<Arc<AppState>> for RequestBody {

@@ -18,7 +18,7 @@ use crate::{
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error(transparent)]
     Request(#[from] RequestError),
     /// `drained`: the rest of the body was read, so the connection can carry another request.
@@ -117,7 +117,7 @@ impl ApiError {
         )
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::Request(_) | ApiError::Body(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -143,7 +143,7 @@ impl ApiError {
     }
 
     /// The gRPC column of the table: the code a `GRPCInferenceService` call fails with.
-    pub fn grpc_code(&self) -> tonic::Code {
+    fn grpc_code(&self) -> tonic::Code {
         use tonic::Code;
         match self {
             ApiError::Request(_) | ApiError::Body(_) => Code::InvalidArgument,
@@ -187,7 +187,7 @@ impl IntoResponse for ApiError {
 /// An [`ApiError`] answered as MLflow's scoring server answers errors, so MLflow's clients
 /// read it: the same status, with `{"error_code": ..., "message": ...}` for a body.
 #[derive(Debug)]
-pub struct MlflowError(pub ApiError);
+pub(crate) struct MlflowError(pub(crate) ApiError);
 
 impl<E: Into<ApiError>> From<E> for MlflowError {
     fn from(err: E) -> MlflowError {

@@ -32,7 +32,7 @@ enum Content {
     Csv,
 }
 
-pub async fn invocations(
+pub(crate) async fn invocations(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<RequestBody, ApiError>,

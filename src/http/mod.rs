@@ -1,17 +1,17 @@
 //! HTTP: the route table and thin handlers (decode, submit to the batcher, encode). The only
 //! status-code table is in [`error`].
 
-pub mod body;
-pub mod error;
+pub(crate) mod body;
+pub(crate) mod error;
 mod inflate;
-pub mod invocations;
+pub(crate) mod invocations;
 pub(crate) mod limits;
-pub mod observe;
-pub mod ops;
-pub mod predict;
-pub mod server;
-pub mod state;
-pub mod v2;
+pub(crate) mod observe;
+pub(crate) mod ops;
+pub(crate) mod predict;
+pub(crate) mod server;
+pub(crate) mod state;
+pub(crate) mod v2;
 
 use std::sync::Arc;
 
@@ -23,7 +23,8 @@ use axum::{
     routing::{get, post},
 };
 
-pub use self::state::{AppState, Phase, ServingModel, Snapshot};
+pub(crate) use self::state::Snapshot;
+pub use self::state::{AppState, ServingModel};
 
 /// The v1 route: matchit cannot split `{name}:predict`, so the handler does.
 pub(crate) const V1_PREDICT_ROUTE: &str = "/v1/models/{model_and_verb}";

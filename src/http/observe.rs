@@ -54,7 +54,7 @@ impl Drop for Observation<'_> {
     }
 }
 
-pub async fn record(
+pub(crate) async fn record(
     State(state): State<Arc<AppState>>,
     matched: Option<MatchedPath>,
     request: Request,

@@ -18,7 +18,7 @@ use super::{
 };
 
 /// `GET /health`: 200 only once the model has loaded and answered its warm-up inference.
-pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn health(State(state): State<Arc<AppState>>) -> Response {
     let now = state.snapshot();
     let labels = now.labels();
     let mut body = json!({
@@ -46,17 +46,17 @@ fn readiness_status(now: &Snapshot) -> StatusCode {
 }
 
 /// `GET /livez`: the process runs and its HTTP stack answers.
-pub async fn livez() -> Response {
+pub(crate) async fn livez() -> Response {
     JsonLine(json!({ "status": "alive" })).into_response()
 }
 
 /// `GET /v2/health/live`.
-pub async fn v2_live() -> Response {
+pub(crate) async fn v2_live() -> Response {
     JsonLine(json!({ "live": true })).into_response()
 }
 
 /// `GET /v2/health/ready`: follows the same phase as `/health`.
-pub async fn v2_ready(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn v2_ready(State(state): State<Arc<AppState>>) -> Response {
     let now = state.snapshot();
     let ready = now.is_ready();
     (readiness_status(&now), JsonLine(json!({ "ready": ready }))).into_response()
@@ -64,13 +64,13 @@ pub async fn v2_ready(State(state): State<Arc<AppState>>) -> Response {
 
 /// `GET /ping`: MLflow's (and SageMaker's) health check, answered as `mlflow models serve`
 /// answers it once its model has loaded; 503 until then, following the same phase as `/health`.
-pub async fn ping(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn ping(State(state): State<Arc<AppState>>) -> Response {
     let status = readiness_status(&state.snapshot());
     (status, [(header::CONTENT_TYPE, "application/json")], "\n").into_response()
 }
 
 /// `GET /version`: pinserve's version, bare, as MLflow's `/version` answers with its own.
-pub async fn version() -> Response {
+pub(crate) async fn version() -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         env!("CARGO_PKG_VERSION"),
@@ -79,7 +79,7 @@ pub async fn version() -> Response {
 }
 
 /// `GET /metrics`: Prometheus text exposition format.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let text = state.metrics.as_ref().map_or_else(String::new, |handle| {
         handle.run_upkeep();
         handle.render()
@@ -94,14 +94,14 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-pub async fn not_found(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+pub(crate) async fn not_found(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
     ApiError::RouteNotFound {
         method: method.to_string(),
         path: uri.path().to_owned(),
     }
 }
 
-pub async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+pub(crate) async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
     ApiError::MethodNotAllowed {
         method: method.to_string(),
         path: uri.path().to_owned(),

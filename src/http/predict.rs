@@ -16,7 +16,7 @@ use super::{
 };
 use crate::protocol::predict::{self, Outputs};
 
-pub async fn predict(
+pub(crate) async fn predict(
     State(state): State<Arc<AppState>>,
     body: RequestBody,
 ) -> Result<Response, ApiError> {
@@ -24,7 +24,7 @@ pub async fn predict(
 }
 
 /// The route captures `{name}:predict` as one segment; anything else there is not a route.
-pub async fn predict_v1(
+pub(crate) async fn predict_v1(
     State(state): State<Arc<AppState>>,
     Path(segment): Path<String>,
     method: Method,

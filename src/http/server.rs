@@ -54,11 +54,11 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Limits applied to every connection (`--header-read-timeout`, `--idle-timeout`,
 /// `--max-connections`, `--http2-max-concurrent-streams`).
 #[derive(Debug, Clone)]
-pub struct ConnectionLimits {
-    pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_connections: usize,
-    pub http2_max_concurrent_streams: u32,
+pub(crate) struct ConnectionLimits {
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) http2_max_concurrent_streams: u32,
 }
 
 /// The shutdown stages, each cancelled once, in order.

@@ -20,7 +20,7 @@ use crate::{
 
 /// Where the server is in its life; `/health` and the v2 ready endpoints report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Fetching (when the model comes from a registry), loading the model and running the
     /// warm-up inference.
     Loading,
@@ -32,7 +32,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Phase::Loading => "loading",
             Phase::Ready => "ready",
@@ -58,8 +58,8 @@ pub struct ServingModel {
 /// Whom the server serves: the labels every metric and answer carries, and the request series
 /// recorded under them. Until an alias or stage is resolved the version may be empty; then it
 /// is replaced, whole.
-pub struct Identity {
-    pub labels: ModelLabels,
+pub(crate) struct Identity {
+    pub(crate) labels: ModelLabels,
     requests: RequestSeries,
 }
 
@@ -74,25 +74,25 @@ impl Identity {
 
 /// The server at one moment.
 #[derive(Clone)]
-pub struct Snapshot {
-    pub phase: Phase,
-    pub identity: Arc<Identity>,
+pub(crate) struct Snapshot {
+    pub(crate) phase: Phase,
+    pub(crate) identity: Arc<Identity>,
     /// Set once the model has loaded; kept while draining, which still serves.
-    pub model: Option<Arc<ServingModel>>,
+    pub(crate) model: Option<Arc<ServingModel>>,
 }
 
 impl Snapshot {
     /// Ready: loaded, warmed up, and not shutting down.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.phase == Phase::Ready
     }
 
-    pub fn labels(&self) -> &ModelLabels {
+    pub(crate) fn labels(&self) -> &ModelLabels {
         &self.identity.labels
     }
 
     /// The model, if it takes requests: ready, or draining after having been ready.
-    pub fn model(&self) -> Result<&Arc<ServingModel>, ApiError> {
+    pub(crate) fn model(&self) -> Result<&Arc<ServingModel>, ApiError> {
         match (&self.phase, &self.model) {
             (Phase::Ready | Phase::Draining, Some(model)) => Ok(model),
             (phase, _) => Err(ApiError::NotReady {
@@ -104,7 +104,7 @@ impl Snapshot {
     }
 
     /// Checks that a request addresses the model served here (any version when none is named).
-    pub fn check_model(&self, name: &str, version: Option<&str>) -> Result<(), ApiError> {
+    pub(crate) fn check_model(&self, name: &str, version: Option<&str>) -> Result<(), ApiError> {
         let labels = self.labels();
         let version_matches = version.is_none_or(|v| v == labels.version);
         if name == labels.model && version_matches {
@@ -119,11 +119,11 @@ impl Snapshot {
 }
 
 pub struct AppState {
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// `--body-read-timeout`; `None` reads bodies for as long as they take.
-    pub body_read_timeout: Option<Duration>,
-    pub body_budget: BodyBudget,
-    pub metrics: Option<PrometheusHandle>,
+    pub(crate) body_read_timeout: Option<Duration>,
+    pub(crate) body_budget: BodyBudget,
+    pub(crate) metrics: Option<PrometheusHandle>,
     /// Every change is one `send`, so readers see the phase, identity and model together.
     serving: watch::Sender<Snapshot>,
 }
@@ -150,7 +150,7 @@ impl AppState {
     }
 
     /// Requests' bodies must arrive within `limit` (see [`super::limits::limit_body_time`]).
-    pub fn with_body_read_timeout(self, limit: Duration) -> AppState {
+    pub(crate) fn with_body_read_timeout(self, limit: Duration) -> AppState {
         AppState {
             body_read_timeout: Some(limit),
             ..self
@@ -158,30 +158,30 @@ impl AppState {
     }
 
     /// Sets `--max-inflight-body-bytes` (else the default derived from the body limit).
-    pub fn with_body_budget(mut self, configured: Option<usize>) -> AppState {
+    pub(crate) fn with_body_budget(mut self, configured: Option<usize>) -> AppState {
         self.body_budget = BodyBudget::new(self.max_body_bytes, configured);
         self
     }
 
     /// The server now: a cheap copy (three reference counts), consistent in itself.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         self.serving.borrow().clone()
     }
 
     /// The server now and every change from here on.
-    pub fn watch(&self) -> watch::Receiver<Snapshot> {
+    pub(crate) fn watch(&self) -> watch::Receiver<Snapshot> {
         self.serving.subscribe()
     }
 
     /// Records the resolved identity (an alias resolved to its version).
-    pub fn identify(&self, labels: ModelLabels) {
+    pub(crate) fn identify(&self, labels: ModelLabels) {
         labels.set_ready(false);
         self.serving
             .send_modify(|now| now.identity = Arc::new(Identity::new(labels)));
     }
 
     /// Records an answered (or abandoned) API request under the current identity.
-    pub fn record_request(&self, route: &str, code: u16, seconds: f64) {
+    pub(crate) fn record_request(&self, route: &str, code: u16, seconds: f64) {
         self.serving
             .borrow()
             .identity
@@ -215,11 +215,11 @@ impl AppState {
         });
     }
 
-    pub fn set_failed(&self, error: String) {
+    pub(crate) fn set_failed(&self, error: String) {
         self.set_phase(Phase::Failed(error));
     }
 
-    pub fn begin_draining(&self) {
+    pub(crate) fn begin_draining(&self) {
         self.set_phase(Phase::Draining);
     }
 

@@ -24,7 +24,7 @@ use crate::protocol::{
 
 /// `{name}` and, on the versioned routes, `{version}`.
 #[derive(Deserialize)]
-pub struct ModelPath {
+pub(crate) struct ModelPath {
     name: String,
     version: Option<String>,
 }
@@ -36,11 +36,11 @@ fn addressed(state: &AppState, path: &ModelPath) -> Result<Snapshot, ApiError> {
     Ok(now)
 }
 
-pub async fn server_metadata() -> Response {
+pub(crate) async fn server_metadata() -> Response {
     JsonLine(ServerMetadata::current()).into_response()
 }
 
-pub async fn model_metadata(
+pub(crate) async fn model_metadata(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
 ) -> Result<Response, ApiError> {
@@ -54,7 +54,7 @@ pub async fn model_metadata(
 }
 
 /// The statistics extension (Triton's format): the served model's figures.
-pub async fn model_stats(
+pub(crate) async fn model_stats(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
 ) -> Result<Response, ApiError> {
@@ -62,7 +62,7 @@ pub async fn model_stats(
 }
 
 /// The statistics extension for every model: pinserve serves one.
-pub async fn server_stats(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+pub(crate) async fn server_stats(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     stats(&state.snapshot())
 }
 
@@ -73,7 +73,7 @@ fn stats(now: &Snapshot) -> Result<Response, ApiError> {
     Ok(JsonLine(json!({ "model_stats": [report] })).into_response())
 }
 
-pub async fn model_ready(
+pub(crate) async fn model_ready(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
 ) -> Result<Response, ApiError> {
@@ -89,7 +89,7 @@ pub async fn model_ready(
     Ok((status, JsonLine(body)).into_response())
 }
 
-pub async fn infer(
+pub(crate) async fn infer(
     State(state): State<Arc<AppState>>,
     Path(path): Path<ModelPath>,
     headers: HeaderMap,

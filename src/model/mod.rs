@@ -1,22 +1,22 @@
 //! Models as the batcher sees them: a synchronous [`Model`] that owns its runtime session and
 //! runs on a dedicated thread. Nothing here knows about HTTP or JSON.
 
-pub mod onnx;
+pub(crate) mod onnx;
 mod onnx_proto;
 pub mod runtime;
-pub mod signature;
-pub mod tensor;
+pub(crate) mod signature;
+pub(crate) mod tensor;
 pub(crate) mod zipmap;
 
 use std::{path::PathBuf, sync::Arc};
 
 pub use self::{
     onnx::OnnxModel,
-    runtime::{Device, GraphOptimization, SessionOptions},
-    signature::{Dim, InputError, Signature, TensorSpec},
+    runtime::{Device, SessionOptions},
+    signature::{Dim, Signature, TensorSpec},
     tensor::{DataType, Tensor, TensorData},
-    zipmap::ClassLabels,
 };
+pub(crate) use self::{runtime::GraphOptimization, signature::InputError, zipmap::ClassLabels};
 
 /// A loaded model. `run` takes `&mut self` because ONNX Runtime sessions do; one instance
 /// therefore serves one thread.

@@ -15,11 +15,11 @@ use std::{
 use ort::environment::Environment;
 
 /// The ONNX Runtime release pinserve is built and tested against (the PyPI wheel's version).
-pub const ONNXRUNTIME_VERSION: &str = "1.31.1";
+pub(crate) const ONNXRUNTIME_VERSION: &str = "1.31.1";
 
 /// Where to look for the library when neither `--onnxruntime-lib` nor `ORT_DYLIB_PATH` names it,
 /// in order. Documented in the README; `scripts/install-onnxruntime.sh` installs to the last one.
-pub fn default_library_locations() -> Vec<PathBuf> {
+fn default_library_locations() -> Vec<PathBuf> {
     let file = library_file_name();
     let mut locations = Vec::new();
     if let Some(exe_dir) = std::env::current_exe()
@@ -57,7 +57,7 @@ fn user_data_dir() -> Option<PathBuf> {
 
 /// The library to load: the one named explicitly, else the first default location that exists,
 /// else the bare file name, which the system loader resolves (`LD_LIBRARY_PATH`, ldconfig).
-pub fn locate_library(explicit: Option<&Path>) -> PathBuf {
+fn locate_library(explicit: Option<&Path>) -> PathBuf {
     if let Some(path) = explicit {
         return path.to_path_buf();
     }
@@ -74,7 +74,7 @@ pub fn locate_library(explicit: Option<&Path>) -> PathBuf {
 /// completely. The API switch (`with_telemetry(false)`) comes too late: by then ONNX Runtime
 /// 1.31 has written a device id and queued events (OS, CPU, executable path) under
 /// `$HOME/.cache/Microsoft`.
-pub const TELEMETRY_OPT_OUT_VARIABLE: &str = "ORT_DISABLE_TELEMETRY";
+const TELEMETRY_OPT_OUT_VARIABLE: &str = "ORT_DISABLE_TELEMETRY";
 
 /// Sets [`TELEMETRY_OPT_OUT_VARIABLE`] to `1` unless the user set it. Returns whether it was
 /// set here.

@@ -21,11 +21,11 @@ pub enum Dim {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorSpec {
     pub name: String,
-    pub datatype: DataType,
-    pub dims: Vec<Dim>,
+    pub(crate) datatype: DataType,
+    pub(crate) dims: Vec<Dim>,
     /// Set for an output that is a ZipMap in the graph (`seq(map(int64|string, float))`),
     /// served as FP32 `[N, C]` with its columns in this label order.
-    pub class_labels: Option<ClassLabels>,
+    pub(crate) class_labels: Option<ClassLabels>,
 }
 
 impl TensorSpec {
@@ -39,7 +39,7 @@ impl TensorSpec {
     }
 
     /// A ZipMap output: FP32 `[N, C]`, one column per label.
-    pub fn zipmap(name: impl Into<String>, labels: ClassLabels) -> TensorSpec {
+    pub(crate) fn zipmap(name: impl Into<String>, labels: ClassLabels) -> TensorSpec {
         let dims = vec![Dim::Dynamic(None), Dim::Fixed(labels.len())];
         TensorSpec {
             class_labels: Some(labels),
@@ -48,7 +48,7 @@ impl TensorSpec {
     }
 
     /// The shape as the protocol reports it: `-1` for a dynamic dimension.
-    pub fn protocol_shape(&self) -> Vec<i64> {
+    pub(crate) fn protocol_shape(&self) -> Vec<i64> {
         self.dims
             .iter()
             .map(|dim| match dim {
@@ -58,7 +58,7 @@ impl TensorSpec {
             .collect()
     }
 
-    pub fn check_datatype(&self, given: DataType) -> Result<(), InputError> {
+    pub(crate) fn check_datatype(&self, given: DataType) -> Result<(), InputError> {
         if given == self.datatype {
             return Ok(());
         }
@@ -69,7 +69,7 @@ impl TensorSpec {
         })
     }
 
-    pub fn check_shape(&self, shape: &[usize]) -> Result<(), InputError> {
+    pub(crate) fn check_shape(&self, shape: &[usize]) -> Result<(), InputError> {
         let wrong = |reason: String| InputError::WrongShape {
             name: self.name.clone(),
             given: shape.to_vec(),
@@ -96,7 +96,7 @@ impl TensorSpec {
     }
 
     /// Whether dimension 0 is dynamic, so that requests can be stacked along it.
-    pub fn has_dynamic_batch(&self) -> bool {
+    fn has_dynamic_batch(&self) -> bool {
         matches!(self.dims.first(), Some(Dim::Dynamic(_)))
     }
 }
@@ -153,7 +153,7 @@ pub enum InputError {
 }
 
 impl InputError {
-    pub fn bad_data(name: &str, reason: impl ToString) -> InputError {
+    pub(crate) fn bad_data(name: &str, reason: impl ToString) -> InputError {
         InputError::BadData {
             name: name.to_owned(),
             reason: reason.to_string(),
@@ -183,7 +183,7 @@ fn quoted_names(specs: &[TensorSpec]) -> String {
 }
 
 impl Signature {
-    pub fn input(&self, name: &str) -> Result<&TensorSpec, InputError> {
+    pub(crate) fn input(&self, name: &str) -> Result<&TensorSpec, InputError> {
         self.input_index(name).map(|index| &self.inputs[index])
     }
 
@@ -199,7 +199,10 @@ impl Signature {
 
     /// Orders named tensors as the graph declares its inputs, refusing duplicates, missing
     /// inputs and named dimensions that differ between inputs.
-    pub fn bind_inputs(&self, provided: Vec<(String, Tensor)>) -> Result<Vec<Tensor>, InputError> {
+    pub(crate) fn bind_inputs(
+        &self,
+        provided: Vec<(String, Tensor)>,
+    ) -> Result<Vec<Tensor>, InputError> {
         let mut slots: Vec<Option<Tensor>> = vec![None; self.inputs.len()];
         for (name, tensor) in provided {
             let index = self.input_index(&name)?;
@@ -228,7 +231,7 @@ impl Signature {
     /// Whether requests can be stacked along dimension 0: every input and output has a dynamic
     /// first dimension. Such models treat dimension 0 as one shared batch dimension, as Triton
     /// does, even where the graph leaves it unnamed (skl2onnx does).
-    pub fn is_batchable(&self) -> bool {
+    pub(crate) fn is_batchable(&self) -> bool {
         self.inputs
             .iter()
             .chain(&self.outputs)
@@ -267,7 +270,7 @@ impl Signature {
     }
 
     /// Indices of the requested outputs, in request order; all outputs when none are named.
-    pub fn select_outputs<'a>(
+    pub(crate) fn select_outputs<'a>(
         &self,
         requested: Option<impl IntoIterator<Item = &'a str>>,
     ) -> Result<Vec<usize>, InputError> {
@@ -318,22 +321,22 @@ impl Signature {
 pub(crate) mod examples {
     use super::*;
 
-    pub fn batch() -> Dim {
+    pub(crate) fn batch() -> Dim {
         Dim::Dynamic(Some("batch".to_owned()))
     }
 
     /// `width` values per row.
-    pub fn matrix(name: &str, datatype: DataType, width: usize) -> TensorSpec {
+    pub(crate) fn matrix(name: &str, datatype: DataType, width: usize) -> TensorSpec {
         TensorSpec::new(name, datatype, vec![batch(), Dim::Fixed(width)])
     }
 
     /// One value per row.
-    pub fn column(name: &str, datatype: DataType) -> TensorSpec {
+    pub(crate) fn column(name: &str, datatype: DataType) -> TensorSpec {
         TensorSpec::new(name, datatype, vec![batch()])
     }
 
     /// A model of one input, `width` FP32 features per row, and `outputs`.
-    pub fn one_input(input: &str, width: usize, outputs: Vec<TensorSpec>) -> Signature {
+    pub(crate) fn one_input(input: &str, width: usize, outputs: Vec<TensorSpec>) -> Signature {
         Signature {
             inputs: vec![matrix(input, DataType::Fp32, width)],
             outputs,
@@ -341,7 +344,7 @@ pub(crate) mod examples {
     }
 
     /// A churn model: a string and a number in, a label and class probabilities out.
-    pub fn two_inputs() -> Signature {
+    pub(crate) fn two_inputs() -> Signature {
         Signature {
             inputs: vec![
                 TensorSpec::new("plan", DataType::Bytes, vec![batch(), Dim::Fixed(1)]),

@@ -64,7 +64,7 @@ impl DataType {
         }
     }
 
-    pub fn from_protocol_name(name: &str) -> Option<DataType> {
+    pub(crate) fn from_protocol_name(name: &str) -> Option<DataType> {
         DataType::ALL.into_iter().find(|dt| dt.as_str() == name)
     }
 }
@@ -147,7 +147,7 @@ impl TensorData {
 
     /// Element `index` as a number (`false`/`true` as 0 and 1); `None` for strings or past the
     /// end. What statistics over any numeric tensor read.
-    pub fn number_at(&self, index: usize) -> Option<f64> {
+    pub(crate) fn number_at(&self, index: usize) -> Option<f64> {
         Some(match self {
             TensorData::Bool(v) => f64::from(u8::from(*v.get(index)?)),
             TensorData::Uint8(v) => f64::from(*v.get(index)?),
@@ -167,7 +167,7 @@ impl TensorData {
     }
 
     /// Element `index` of a string tensor; `None` for numbers or past the end.
-    pub fn text_at(&self, index: usize) -> Option<&str> {
+    pub(crate) fn text_at(&self, index: usize) -> Option<&str> {
         match self {
             TensorData::Bytes(v) => v.get(index).map(String::as_str),
             _ => None,
@@ -175,7 +175,7 @@ impl TensorData {
     }
 
     /// `len` default values of `datatype`: zeros, `false` or empty strings.
-    pub fn filled_default(datatype: DataType, len: usize) -> TensorData {
+    pub(crate) fn filled_default(datatype: DataType, len: usize) -> TensorData {
         match datatype {
             DataType::Bool => TensorData::Bool(vec![false; len]),
             DataType::Uint8 => TensorData::Uint8(vec![0; len]),
@@ -196,7 +196,7 @@ impl TensorData {
 }
 
 /// The number of elements a shape holds, or `None` when the product overflows `usize`.
-pub fn element_count(shape: &[usize]) -> Option<usize> {
+pub(crate) fn element_count(shape: &[usize]) -> Option<usize> {
     shape
         .iter()
         .try_fold(1usize, |acc, &dim| acc.checked_mul(dim))
@@ -213,9 +213,9 @@ pub struct Tensor {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("shape {shape:?} holds {expected} values, but {actual} were given")]
 pub struct ShapeMismatch {
-    pub shape: Vec<usize>,
-    pub expected: String,
-    pub actual: usize,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) expected: String,
+    pub(crate) actual: usize,
 }
 
 impl Tensor {
@@ -239,12 +239,8 @@ impl Tensor {
         &self.data
     }
 
-    pub fn datatype(&self) -> DataType {
+    pub(crate) fn datatype(&self) -> DataType {
         self.data.datatype()
-    }
-
-    pub fn into_parts(self) -> (Vec<usize>, TensorData) {
-        (self.shape, self.data)
     }
 }
 

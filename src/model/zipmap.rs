@@ -14,25 +14,25 @@ use std::borrow::Cow;
 
 /// The class labels of a ZipMap output, in the order of its probability columns.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClassLabels {
+pub(crate) enum ClassLabels {
     Int64(Vec<i64>),
     Strings(Vec<String>),
 }
 
 impl ClassLabels {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             ClassLabels::Int64(labels) => labels.len(),
             ClassLabels::Strings(labels) => labels.len(),
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Label `index` as text: `7`, `setosa`.
-    pub fn text(&self, index: usize) -> Cow<'_, str> {
+    pub(crate) fn text(&self, index: usize) -> Cow<'_, str> {
         match self {
             ClassLabels::Int64(labels) => Cow::Owned(labels[index].to_string()),
             ClassLabels::Strings(labels) => Cow::Borrowed(&labels[index]),
@@ -40,7 +40,7 @@ impl ClassLabels {
     }
 
     /// The ONNX key type the maps must have: `int64` or `string`.
-    pub fn key_type(&self) -> &'static str {
+    pub(crate) fn key_type(&self) -> &'static str {
         match self {
             ClassLabels::Int64(_) => "int64",
             ClassLabels::Strings(_) => "string",

@@ -20,14 +20,14 @@ use crate::{
 const MAX_DISTINCT: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Quantile bins per numeric feature or score.
-    pub bins: usize,
+    pub(crate) bins: usize,
     /// Categories listed per categorical feature; the rest are "other".
-    pub max_categories: usize,
+    pub(crate) max_categories: usize,
     /// Rows kept in the sample the bins are computed from.
-    pub sample_rows: usize,
-    pub seed: u64,
+    pub(crate) sample_rows: usize,
+    pub(crate) seed: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +200,7 @@ struct Feature {
 }
 
 /// The features' statistics, fed one batch of model inputs at a time.
-pub struct FeatureStats {
+pub(crate) struct FeatureStats {
     features: Vec<Feature>,
     reservoir: Reservoir,
     settings: Settings,
@@ -209,7 +209,7 @@ pub struct FeatureStats {
 impl FeatureStats {
     /// One feature per column of `columns` (each input's column names, in signature order, as
     /// the data maps them).
-    pub fn new(
+    pub(crate) fn new(
         signature: &Signature,
         columns: &[(&str, &[String])],
         settings: Settings,
@@ -243,7 +243,7 @@ impl FeatureStats {
     }
 
     /// Counts one batch of inputs, bound in signature order.
-    pub fn observe(&mut self, inputs: &[Tensor]) {
+    pub(crate) fn observe(&mut self, inputs: &[Tensor]) {
         let rows = inputs
             .first()
             .and_then(|t| t.shape().first())
@@ -265,12 +265,12 @@ impl FeatureStats {
     }
 
     /// Rows seen, and rows the sample holds.
-    pub fn rows(&self) -> (u64, u64) {
+    pub(crate) fn rows(&self) -> (u64, u64) {
         let seen = self.reservoir.seen;
         (seen, seen.min(self.reservoir.capacity as u64))
     }
 
-    pub fn finish(self) -> Vec<FeatureProfile> {
+    pub(crate) fn finish(self) -> Vec<FeatureProfile> {
         let rows = self.reservoir.seen.max(1) as f64;
         self.features
             .into_iter()
@@ -305,7 +305,7 @@ impl FeatureStats {
 
 /// What the model predicted: class counts from a label output, a sampled score from a score
 /// output (a regressor's value, a binary classifier's positive-class column).
-pub struct PredictionStats {
+pub(crate) struct PredictionStats {
     label: Option<String>,
     score: Option<String>,
     classes: BTreeMap<String, u64>,
@@ -318,7 +318,7 @@ pub struct PredictionStats {
 }
 
 impl PredictionStats {
-    pub fn new(plan: &TaskPlan, settings: Settings) -> PredictionStats {
+    pub(crate) fn new(plan: &TaskPlan, settings: Settings) -> PredictionStats {
         PredictionStats {
             label: plan.label_output.clone(),
             score: plan.score_output.clone(),
@@ -331,7 +331,7 @@ impl PredictionStats {
     }
 
     /// Counts one answer: the plan's outputs, label first.
-    pub fn observe(&mut self, outputs: &[Tensor]) -> Result<(), BuildError> {
+    pub(crate) fn observe(&mut self, outputs: &[Tensor]) -> Result<(), BuildError> {
         let mut outputs = outputs.iter();
         if let Some(name) = &self.label {
             let labels = outputs.next().ok_or_else(|| missing(name))?;
@@ -380,7 +380,7 @@ impl PredictionStats {
         Ok(())
     }
 
-    pub fn finish(self, task: Task) -> Vec<PredictionProfile> {
+    pub(crate) fn finish(self, task: Task) -> Vec<PredictionProfile> {
         let mut profiles = Vec::new();
         if let Some(output) = &self.label {
             let total = self.classes.values().sum::<u64>().max(1) as f64;

@@ -13,11 +13,11 @@ use serde::{Deserialize, Serialize};
 use crate::model::{DataType, Dim, Signature};
 
 /// The `format` every profile names, so a stray JSON file is not taken for one.
-pub const FORMAT: &str = "pinserve-reference-profile";
+pub(crate) const FORMAT: &str = "pinserve-reference-profile";
 /// The version this build writes and reads.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 /// Where a profile lives in a model version's directory, beside `model.onnx`.
-pub const FILE_NAME: &str = "reference.json";
+pub(crate) const FILE_NAME: &str = "reference.json";
 
 /// How far the fractions of a distribution may add up from 1 (they are rounded in JSON).
 const FRACTION_TOLERANCE: f64 = 1e-6;
@@ -29,8 +29,8 @@ pub(crate) const MAX_BINS: usize = 1001;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReferenceProfile {
-    pub format: String,
-    pub version: u32,
+    pub(crate) format: String,
+    pub(crate) version: u32,
     /// The model version the profile was computed with.
     pub model: ModelSummary,
     /// The data it was computed from.
@@ -44,14 +44,14 @@ pub struct ReferenceProfile {
 pub struct ModelSummary {
     pub name: String,
     pub version: String,
-    pub sha256: String,
+    pub(crate) sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetSummary {
-    pub path: String,
-    pub sha256: String,
+    pub(crate) path: String,
+    pub(crate) sha256: String,
     pub rows: u64,
     /// Rows the bins and fractions were computed from: all of them, or a uniform sample.
     pub sampled_rows: u64,
@@ -59,7 +59,7 @@ pub struct DatasetSummary {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FeatureKind {
+pub(crate) enum FeatureKind {
     Numeric,
     Categorical,
 }
@@ -74,7 +74,7 @@ pub struct FeatureProfile {
     /// an input of shape [N] or [N, 1]).
     pub input: String,
     pub index: usize,
-    pub kind: FeatureKind,
+    pub(crate) kind: FeatureKind,
     /// Missing values (NaN; an empty string for a categorical feature) among all rows.
     pub missing_rate: f64,
     /// For a numeric feature.
@@ -107,13 +107,13 @@ pub struct Categories {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Share {
-    pub value: String,
-    pub fraction: f64,
+    pub(crate) value: String,
+    pub(crate) fraction: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PredictionKind {
+pub(crate) enum PredictionKind {
     /// Predicted class labels.
     Classes,
     /// A score or value per row, binned.
@@ -125,7 +125,7 @@ pub enum PredictionKind {
 #[serde(deny_unknown_fields)]
 pub struct PredictionProfile {
     pub output: String,
-    pub kind: PredictionKind,
+    pub(crate) kind: PredictionKind,
     /// For scores of shape [N, C]: the column binned (a binary classifier's positive class).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub column: Option<usize>,
@@ -157,7 +157,7 @@ pub enum ProfileError {
 
 impl Bins {
     /// The bin `value` falls in (see the module's documentation); NaN has none.
-    pub fn bin_of(&self, value: f64) -> Option<usize> {
+    pub(crate) fn bin_of(&self, value: f64) -> Option<usize> {
         (!value.is_nan()).then(|| self.edges.partition_point(|edge| *edge <= value))
     }
 
@@ -222,7 +222,7 @@ impl ReferenceProfile {
     }
 
     /// The profile as its file holds it.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         let mut text = serde_json::to_string_pretty(self).expect("a profile is plain data");
         text.push('\n');
         text

@@ -4,8 +4,9 @@
 //! feature and prediction distributions in one bounded pass; [`format`] is the file serving
 //! reads back and checks against the model.
 
-pub mod build;
+pub(crate) mod build;
 pub mod command;
 pub mod format;
 
-pub use self::format::{FILE_NAME, ProfileError, ReferenceProfile};
+pub use self::format::ReferenceProfile;
+pub(crate) use self::format::{FILE_NAME, ProfileError};

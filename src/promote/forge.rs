@@ -19,7 +19,7 @@ use url::Url;
 
 /// Which forge hosts the repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ForgeKind {
+pub(crate) enum ForgeKind {
     Github,
     Gitlab,
     Gitea,

@@ -21,7 +21,7 @@ use self::{
     overlay::{MODEL_SHA256, Overlay},
     report::Report,
 };
-pub use self::{
+pub(crate) use self::{
     forge::{ForgeError, ForgeKind},
     git::GitError,
     overlay::OverlayError,

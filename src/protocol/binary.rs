@@ -9,7 +9,7 @@ use crate::model::{DataType, TensorData};
 
 /// Why a tensor's bytes cannot be read as its datatype.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum BinaryError {
+pub(crate) enum BinaryError {
     #[error("{got} bytes cannot hold {elements} {datatype} values ({width} bytes each)")]
     WrongSize {
         got: usize,
@@ -26,7 +26,7 @@ pub enum BinaryError {
 }
 
 /// Reads `elements` values of `datatype` from `bytes`, which must hold exactly those.
-pub fn decode(
+pub(crate) fn decode(
     datatype: DataType,
     bytes: &[u8],
     elements: usize,

@@ -18,7 +18,7 @@ use serde::{Serialize, Serializer, ser::SerializeMap};
 use crate::model::{ClassLabels, Tensor, TensorData, tensor::with_buffer};
 
 /// The labels as JSON array text, in column order.
-pub fn labels_json(labels: &ClassLabels) -> String {
+pub(crate) fn labels_json(labels: &ClassLabels) -> String {
     let text = match labels {
         ClassLabels::Int64(labels) => serde_json::to_string(labels),
         ClassLabels::Strings(labels) => serde_json::to_string(labels),
@@ -28,7 +28,7 @@ pub fn labels_json(labels: &ClassLabels) -> String {
 
 /// The top `count` classes of each row of `tensor` as Triton's classification strings. Rows are
 /// along dimension 0 for a tensor of rank 2 or more, the whole tensor otherwise.
-pub fn classify(tensor: &Tensor, count: usize, labels: Option<&ClassLabels>) -> Tensor {
+pub(crate) fn classify(tensor: &Tensor, count: usize, labels: Option<&ClassLabels>) -> Tensor {
     let shape = tensor.shape();
     let (rows, classes) = match shape {
         [rows, rest @ ..] if !rest.is_empty() => (*rows, rest.iter().product()),
@@ -72,14 +72,14 @@ fn descending<T: PartialOrd>(a: &T, b: &T) -> Ordering {
 }
 
 /// One row of a ZipMap output as `{label: probability, ...}`, in label order.
-pub struct LabeledRow<'a> {
-    pub labels: &'a ClassLabels,
-    pub values: &'a [f32],
+pub(crate) struct LabeledRow<'a> {
+    pub(crate) labels: &'a ClassLabels,
+    pub(crate) values: &'a [f32],
 }
 
 impl LabeledRow<'_> {
     /// The row's labels (as text) with their probabilities.
-    pub fn entries(&self) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, f32)> {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, f32)> {
         (0..self.values.len()).map(|index| (self.labels.text(index), self.values[index]))
     }
 }

@@ -25,19 +25,19 @@ use pb::{
 
 /// A `ModelInfer` request checked against the model's signature.
 #[derive(Debug)]
-pub struct GrpcInferRequest {
-    pub id: String,
+pub(crate) struct GrpcInferRequest {
+    pub(crate) id: String,
     /// Inputs bound in signature order.
-    pub inputs: Vec<Tensor>,
+    pub(crate) inputs: Vec<Tensor>,
     /// Signature indices of the outputs to return, in the order they were requested.
-    pub outputs: Vec<usize>,
+    pub(crate) outputs: Vec<usize>,
     /// For each of `outputs`: the number of top classes asked for with the classification
     /// extension, if any.
-    pub classification: Vec<Option<usize>>,
+    pub(crate) classification: Vec<Option<usize>>,
 }
 
 /// Decodes a `ModelInfer` request into the model's inputs and the outputs it asks for.
-pub fn decode_request(
+pub(crate) fn decode_request(
     request: ModelInferRequest,
     signature: &Signature,
 ) -> Result<GrpcInferRequest, RequestError> {
@@ -272,7 +272,7 @@ fn class_count(output: &InferRequestedOutputTensor) -> Result<Option<usize>, Req
 /// The answer to a request: each output's values in `raw_output_contents`, in order (its top
 /// classes as BYTES where classification was asked for), a ZipMap output with its class labels
 /// in the `class_labels` parameter as over REST.
-pub fn encode_response(
+pub(crate) fn encode_response(
     model: (&str, &str),
     request: &GrpcInferRequest,
     signature: &Signature,

@@ -215,7 +215,7 @@ fn flatten<'de, T: JsonElement, D: Deserializer<'de>>(
 /// Decodes a JSON scalar or (nested) array of `datatype` elements into a flat buffer.
 /// `capacity` is a hint; callers bound it by the input size so a lying shape cannot make us
 /// allocate more than the body could hold.
-pub fn decode<'de, D: Deserializer<'de>>(
+pub(crate) fn decode<'de, D: Deserializer<'de>>(
     datatype: DataType,
     deserializer: D,
     capacity: usize,
@@ -239,7 +239,7 @@ pub fn decode<'de, D: Deserializer<'de>>(
 }
 
 /// Decodes raw JSON text (a `RawValue` captured from a request) into a flat buffer.
-pub fn decode_raw(
+pub(crate) fn decode_raw(
     datatype: DataType,
     raw: &str,
     expected_len: usize,
@@ -397,7 +397,7 @@ fn nested<T: JsonElement>(
 /// Decodes JSON text of (nested) arrays of `datatype` elements into a flat buffer and the shape
 /// of the nesting, without a `Value` tree; ragged nesting is an error. With `stacked`, each of
 /// `texts` is one row: all must have the same shape, and the result's is `[rows, ...that]`.
-pub fn decode_nested(
+pub(crate) fn decode_nested(
     datatype: DataType,
     texts: &[&str],
     stacked: bool,
@@ -419,7 +419,7 @@ pub fn decode_nested(
 }
 
 /// A buffer written as a flat JSON array.
-pub struct FlatJson<'a>(pub &'a TensorData);
+pub(crate) struct FlatJson<'a>(pub(crate) &'a TensorData);
 
 impl Serialize for FlatJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -429,10 +429,10 @@ impl Serialize for FlatJson<'_> {
 
 /// Part of a buffer written as nested JSON arrays following `shape` (a scalar for `[]`).
 /// `values` must hold exactly the shape's element count.
-pub struct NestedJson<'a> {
-    pub data: &'a TensorData,
-    pub shape: &'a [usize],
-    pub range: std::ops::Range<usize>,
+pub(crate) struct NestedJson<'a> {
+    pub(crate) data: &'a TensorData,
+    pub(crate) shape: &'a [usize],
+    pub(crate) range: std::ops::Range<usize>,
 }
 
 impl Serialize for NestedJson<'_> {

@@ -30,7 +30,7 @@ use crate::model::{DataType, Dim, InputError, Signature, Tensor, TensorSpec};
 
 /// How MLflow's ONNX pyfunc shapes the answer: by what the request decoded into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Form {
+pub(crate) enum Form {
     /// A data frame: one record per row.
     Frame { rows: usize },
     /// A feed dict (`instances`, `inputs`): one whole tensor per output.
@@ -38,13 +38,13 @@ pub enum Form {
 }
 
 #[derive(Debug)]
-pub struct ScoringRequest {
-    pub form: Form,
+pub(crate) struct ScoringRequest {
+    pub(crate) form: Form,
     /// Inputs bound in signature order.
-    pub inputs: Vec<Tensor>,
+    pub(crate) inputs: Vec<Tensor>,
     /// Whether the request carried `params`, which an ONNX model has no schema for: MLflow
     /// ignores them (with a warning), and so does pinserve.
-    pub ignored_params: bool,
+    pub(crate) ignored_params: bool,
 }
 
 const FORMATS: &str = "'dataframe_split', 'dataframe_records', 'instances' or 'inputs'";
@@ -64,7 +64,10 @@ struct WireRequest<'a> {
 }
 
 /// Decodes an `application/json` body (also the form of MLflow's `serving_input_example.json`).
-pub fn decode_json(body: &[u8], signature: &Signature) -> Result<ScoringRequest, RequestError> {
+pub(crate) fn decode_json(
+    body: &[u8],
+    signature: &Signature,
+) -> Result<ScoringRequest, RequestError> {
     let text = std::str::from_utf8(body).map_err(RequestError::malformed)?;
     if !text.trim_start().starts_with('{') {
         return Err(RequestError::Malformed(format!(
@@ -117,7 +120,10 @@ impl<'a> WireRequest<'a> {
 }
 
 /// Decodes a `text/csv` body: a header row of column names, then one line per row.
-pub fn decode_csv(body: &[u8], signature: &Signature) -> Result<ScoringRequest, RequestError> {
+pub(crate) fn decode_csv(
+    body: &[u8],
+    signature: &Signature,
+) -> Result<ScoringRequest, RequestError> {
     let frame = Frame::from_csv(body, signature)?;
     let (form, named) = frame_request(frame, signature)?;
     Ok(ScoringRequest {
@@ -396,7 +402,7 @@ fn quoted<'n>(names: impl Iterator<Item = &'n str>) -> String {
 /// turning a data frame into a feed dict, which its ONNX flavor answers as it answers
 /// `inputs`; without a signature (or with a column-based one) the frame reaches the model and
 /// the answer is one record per row.
-pub fn answer_form(form: Form, mlflow_signature: Option<&serde_json::Value>) -> Form {
+pub(crate) fn answer_form(form: Form, mlflow_signature: Option<&serde_json::Value>) -> Form {
     let tensor_based = mlflow_signature
         .and_then(|signature| signature["inputs"].as_array())
         .is_some_and(|inputs| inputs.iter().any(|input| input["type"] == "tensor"));
@@ -404,7 +410,7 @@ pub fn answer_form(form: Form, mlflow_signature: Option<&serde_json::Value>) -> 
 }
 
 /// Writes MLflow's answer for the request's form.
-pub fn encode_response(form: Form, outputs: &Outputs<'_>) -> Result<Vec<u8>, RequestError> {
+pub(crate) fn encode_response(form: Form, outputs: &Outputs<'_>) -> Result<Vec<u8>, RequestError> {
     if let Form::Frame { rows } = form {
         predict::check_rows(outputs, rows)?;
     }

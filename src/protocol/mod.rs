@@ -6,9 +6,9 @@
 pub mod binary;
 pub(crate) mod classes;
 pub mod grpc;
-pub mod json;
-pub mod mlflow;
-pub mod predict;
+pub(crate) mod json;
+pub(crate) mod mlflow;
+pub(crate) mod predict;
 pub mod v2;
 
 use crate::model::InputError;

@@ -18,16 +18,16 @@ use crate::model::{ClassLabels, InputError, Signature, Tensor, TensorData, Tenso
 
 /// Which of the two forms a request used; the answer uses the same one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Form {
+pub(crate) enum Form {
     Rows { count: usize },
     Columns,
 }
 
 #[derive(Debug)]
-pub struct PredictRequest {
-    pub form: Form,
+pub(crate) struct PredictRequest {
+    pub(crate) form: Form,
     /// Inputs bound in signature order.
-    pub inputs: Vec<Tensor>,
+    pub(crate) inputs: Vec<Tensor>,
 }
 
 #[derive(Deserialize)]
@@ -41,7 +41,10 @@ struct WireRequest<'a> {
 /// Decodes a request straight into tensors: the body's JSON is read once, each input's values
 /// land in their typed buffer, and no `serde_json::Value` tree is built (one costs 10-30 times
 /// the body's size).
-pub fn decode_request(body: &[u8], signature: &Signature) -> Result<PredictRequest, RequestError> {
+pub(crate) fn decode_request(
+    body: &[u8],
+    signature: &Signature,
+) -> Result<PredictRequest, RequestError> {
     let text = std::str::from_utf8(body).map_err(RequestError::malformed)?;
     if first_char(text) != Some('{') {
         return Err(RequestError::Malformed(
@@ -192,16 +195,16 @@ pub(crate) fn decode_column(
 }
 
 /// The named outputs of one prediction, in the answer's order.
-pub struct Outputs<'a> {
-    pub names: Vec<&'a str>,
+pub(crate) struct Outputs<'a> {
+    pub(crate) names: Vec<&'a str>,
     /// For each output, a ZipMap's labels: its rows are written as `{label: probability}`.
-    pub labels: Vec<Option<&'a ClassLabels>>,
-    pub tensors: &'a [Tensor],
+    pub(crate) labels: Vec<Option<&'a ClassLabels>>,
+    pub(crate) tensors: &'a [Tensor],
 }
 
 impl<'a> Outputs<'a> {
     /// Every output of the model, as the signature orders them.
-    pub fn all(signature: &'a Signature, tensors: &'a [Tensor]) -> Outputs<'a> {
+    pub(crate) fn all(signature: &'a Signature, tensors: &'a [Tensor]) -> Outputs<'a> {
         Outputs {
             names: signature
                 .outputs
@@ -272,7 +275,7 @@ fn zipmap<'a>(
 }
 
 /// Writes the answer in the request's form.
-pub fn encode_response(form: Form, outputs: &Outputs<'_>) -> Result<Vec<u8>, RequestError> {
+pub(crate) fn encode_response(form: Form, outputs: &Outputs<'_>) -> Result<Vec<u8>, RequestError> {
     let body = match form {
         Form::Rows { count } => {
             check_rows(outputs, count)?;

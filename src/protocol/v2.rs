@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// The platform name Triton and KServe report for ONNX Runtime models.
-pub const PLATFORM: &str = "onnxruntime_onnx";
+const PLATFORM: &str = "onnxruntime_onnx";
 
 #[derive(Deserialize)]
 struct WireRequest<'a> {
@@ -250,7 +250,7 @@ pub(crate) fn check_output_parameters(
 /// The longest request `id` echoed back. Ids name requests in logs and traces; a longer one is
 /// refused rather than copied into the answer, where serialising it would cost the runtime
 /// time that probes and small requests need.
-pub const MAX_ID_BYTES: usize = 1024;
+const MAX_ID_BYTES: usize = 1024;
 
 pub(crate) fn check_id(id: Option<&str>) -> Result<(), RequestError> {
     match id {
@@ -263,7 +263,7 @@ pub(crate) fn check_id(id: Option<&str>) -> Result<(), RequestError> {
 }
 
 /// The header of the binary tensor data extension: the length of the JSON part of the body.
-pub const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
+pub(crate) const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 
 fn unsupported_input(name: &str, problem: &str) -> RequestError {
     RequestError::Input(InputError::bad_data(name, problem.to_owned()))
@@ -390,8 +390,8 @@ impl ResponseParameters {
 /// A response body, and the length of its JSON part when binary output data follows it (the
 /// value of the `Inference-Header-Content-Length` header).
 pub struct EncodedResponse {
-    pub body: Vec<u8>,
-    pub json_length: Option<usize>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) json_length: Option<usize>,
 }
 
 /// Writes the response for `outputs`, which hold the tensors for `request.outputs` in order.
@@ -485,14 +485,14 @@ fn wire_output<'a>(
 
 /// `GET /v2`.
 #[derive(Serialize)]
-pub struct ServerMetadata {
-    pub name: &'static str,
-    pub version: &'static str,
-    pub extensions: Vec<&'static str>,
+pub(crate) struct ServerMetadata {
+    pub(crate) name: &'static str,
+    pub(crate) version: &'static str,
+    pub(crate) extensions: Vec<&'static str>,
 }
 
 impl ServerMetadata {
-    pub fn current() -> ServerMetadata {
+    pub(crate) fn current() -> ServerMetadata {
         ServerMetadata {
             name: "pinserve",
             version: env!("CARGO_PKG_VERSION"),
@@ -503,31 +503,31 @@ impl ServerMetadata {
 
 /// `GET /v2/models/{name}[/versions/{version}]`.
 #[derive(Serialize)]
-pub struct ModelMetadata<'a> {
-    pub name: &'a str,
-    pub versions: Vec<&'a str>,
-    pub platform: &'static str,
-    pub inputs: Vec<TensorMetadata<'a>>,
-    pub outputs: Vec<TensorMetadata<'a>>,
+pub(crate) struct ModelMetadata<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) versions: Vec<&'a str>,
+    pub(crate) platform: &'static str,
+    pub(crate) inputs: Vec<TensorMetadata<'a>>,
+    pub(crate) outputs: Vec<TensorMetadata<'a>>,
     /// Extra facts about the model, such as its MLflow signature.
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
-    pub parameters: serde_json::Map<String, serde_json::Value>,
+    pub(crate) parameters: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Serialize)]
-pub struct TensorMetadata<'a> {
-    pub name: &'a str,
-    pub datatype: &'static str,
-    pub shape: Vec<i64>,
+pub(crate) struct TensorMetadata<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) datatype: &'static str,
+    pub(crate) shape: Vec<i64>,
     /// A ZipMap output's labels and the ONNX type it has in the graph.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<ZipMapParameters>,
+    pub(crate) parameters: Option<ZipMapParameters>,
 }
 
 #[derive(Serialize)]
-pub struct ZipMapParameters {
-    pub class_labels: String,
-    pub onnx_type: String,
+pub(crate) struct ZipMapParameters {
+    pub(crate) class_labels: String,
+    onnx_type: String,
 }
 
 impl<'a> From<&'a TensorSpec> for TensorMetadata<'a> {
@@ -545,7 +545,7 @@ impl<'a> From<&'a TensorSpec> for TensorMetadata<'a> {
 }
 
 impl<'a> ModelMetadata<'a> {
-    pub fn new(name: &'a str, version: &'a str, signature: &'a Signature) -> Self {
+    pub(crate) fn new(name: &'a str, version: &'a str, signature: &'a Signature) -> Self {
         ModelMetadata {
             name,
             versions: vec![version],
@@ -557,7 +557,7 @@ impl<'a> ModelMetadata<'a> {
     }
 
     /// Adds the signature from the model's MLmodel file as `parameters.mlflow_signature`.
-    pub fn with_mlflow_signature(mut self, signature: Option<&serde_json::Value>) -> Self {
+    pub(crate) fn with_mlflow_signature(mut self, signature: Option<&serde_json::Value>) -> Self {
         if let Some(signature) = signature {
             self.parameters
                 .insert("mlflow_signature".to_owned(), signature.clone());
@@ -566,7 +566,7 @@ impl<'a> ModelMetadata<'a> {
     }
 
     /// The verified signer and the SHA-256 of the statement it signed.
-    pub fn with_model_signature(mut self, signed: Option<&Signed>) -> Self {
+    pub(crate) fn with_model_signature(mut self, signed: Option<&Signed>) -> Self {
         if let Some(signed) = signed {
             self.parameters
                 .insert("signer".to_owned(), signed.signer.clone().into());

@@ -59,13 +59,13 @@ struct SignatureText {
 
 /// Where a logged model lives and what it holds.
 pub(crate) struct LoggedModelFacts<'a> {
-    pub artifact_uri: &'a str,
-    pub model_id: &'a str,
-    pub run_id: &'a str,
+    pub(crate) artifact_uri: &'a str,
+    pub(crate) model_id: &'a str,
+    pub(crate) run_id: &'a str,
     /// The model file's name in the artifact directory.
-    pub data: &'a str,
+    pub(crate) data: &'a str,
     /// Bytes of every file registered with it.
-    pub size: u64,
+    pub(crate) size: u64,
 }
 
 /// The `MLmodel` text for `facts`; `signature` is `None` when the graph has a type MLflow's

@@ -17,7 +17,7 @@ use std::{
 
 use serde_json::json;
 
-pub use self::external_data::ExternalDataError;
+pub(crate) use self::external_data::ExternalDataError;
 use self::mlmodel::LoggedModelFacts;
 use crate::{
     config::RegisterConfig,
@@ -36,7 +36,7 @@ use crate::{
 };
 
 /// The tag `pinserve fetch` verifies a version's model file against.
-pub const SHA256_TAG: &str = "sha256";
+const SHA256_TAG: &str = "sha256";
 /// Retries of idempotent calls and uploads.
 const RETRIES: usize = 3;
 /// How long an upload or answer may stall before it is retried.
