@@ -18,6 +18,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::{path::Path, sync::Arc, time::Instant};
 
@@ -30,6 +32,7 @@ use pinserve::{
     model::{Model, TensorData},
 };
 use rand::{Rng, SeedableRng};
+use support::median;
 
 const FEATURES: usize = 32;
 
@@ -222,11 +225,6 @@ fn run_eval(subject: &Subject, data: &Path, batch: usize, extra: &[&str]) -> Eva
         rows_per_second: report["latency"]["rows_per_second"].as_f64().unwrap(),
         peak_mib: usage.ru_maxrss as f64 / 1024.0,
     }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// What one round measures for a model, each in rows per second.

@@ -13,14 +13,16 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::{
     process::Command,
     time::{Duration, Instant},
 };
 
-use common::Server;
 use serde_json::Value;
+use support::{median, time_to_ready};
 
 struct Registration {
     name: String,
@@ -136,22 +138,6 @@ fn fetch(
         .duration_since(logged_at("fetching"))
         .unwrap();
     (total, transfer)
-}
-
-async fn time_to_ready(args: &[&str], env: &[(&str, String)]) -> Duration {
-    let started = Instant::now();
-    let server = Server::start_with_env(args, env);
-    loop {
-        if server.get("/health").await.0 == 200 {
-            return started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 #[tokio::main]

@@ -11,10 +11,13 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
 use common::{Server, golden, status_kib};
+use support::median;
 
 struct Run {
     to_ready: Duration,
@@ -48,11 +51,6 @@ async fn measure(model: &str, requests: usize) -> Run {
         peak_loaded_kib,
         peak_served_kib: status_kib(server.pid(), "VmHWM:"),
     }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 #[tokio::main]
