@@ -47,6 +47,12 @@ impl Digest {
     }
 }
 
+impl From<[u8; 32]> for Digest {
+    fn from(bytes: [u8; 32]) -> Digest {
+        Digest(bytes)
+    }
+}
+
 impl From<Sha256> for Digest {
     fn from(hasher: Sha256) -> Digest {
         Digest(hasher.finalize().into())

@@ -58,35 +58,56 @@ pub(crate) struct Decoded {
     pub signature: Vec<u8>,
 }
 
+/// Why a bundle is not one `model_signing` writes, or not one the trust given can check.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("the bundle: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("the bundle is not UTF-8 text: {0}")]
+    NotUtf8(#[source] std::str::Utf8Error),
+    /// What `sigstore-verify` refuses to read as a bundle (keyless signatures only).
+    #[error("the bundle: {0}")]
+    Sigstore(#[source] sigstore_verify::types::Error),
+    #[error("media type '{0}' is not a Sigstore bundle")]
+    MediaType(String),
+    #[error("payload type '{0}' is not an in-toto statement")]
+    PayloadType(String),
+    #[error("{0} signatures in the envelope, expected one")]
+    SignatureCount(usize),
+    #[error("the {what} is not base64: {source}")]
+    Base64 {
+        what: &'static str,
+        #[source]
+        source: base64::DecodeError,
+    },
+    #[error(
+        "a keyless Sigstore signature (one Fulcio certificate): verify it with --sigstore-trust-root"
+    )]
+    Keyless,
+    #[error("no certificate in the bundle (was it signed with a key?)")]
+    NoCertificate,
+}
+
 impl Bundle {
-    pub(crate) fn parse(text: &[u8]) -> Result<Bundle, String> {
-        let bundle: Bundle = serde_json::from_slice(text).map_err(|err| err.to_string())?;
+    pub(crate) fn parse(text: &[u8]) -> Result<Bundle, BundleError> {
+        let bundle: Bundle = serde_json::from_slice(text).map_err(BundleError::Json)?;
         if !bundle
             .media_type
             .starts_with("application/vnd.dev.sigstore.bundle")
         {
-            return Err(format!(
-                "media type '{}' is not a Sigstore bundle",
-                bundle.media_type
-            ));
+            return Err(BundleError::MediaType(bundle.media_type));
         }
         Ok(bundle)
     }
 
     /// The payload and its one signature, base64-decoded.
-    pub(crate) fn decoded(&self) -> Result<Decoded, String> {
+    pub(crate) fn decoded(&self) -> Result<Decoded, BundleError> {
         let envelope = &self.dsse_envelope;
         if envelope.payload_type != IN_TOTO {
-            return Err(format!(
-                "payload type '{}' is not an in-toto statement",
-                envelope.payload_type
-            ));
+            return Err(BundleError::PayloadType(envelope.payload_type.clone()));
         }
         let [signature] = envelope.signatures.as_slice() else {
-            return Err(format!(
-                "{} signatures in the envelope, expected one",
-                envelope.signatures.len()
-            ));
+            return Err(BundleError::SignatureCount(envelope.signatures.len()));
         };
         Ok(Decoded {
             payload: decode(&envelope.payload, "payload")?,
@@ -98,24 +119,24 @@ impl Bundle {
     /// is Sigstore's keyless form (Fulcio, with a Rekor entry), which a certificate chain
     /// cannot vouch for: a Fulcio certificate lives minutes, and only the transparency log
     /// checked against a trust root makes it worth anything later.
-    pub(crate) fn certificates(&self) -> Result<Vec<Vec<u8>>, String> {
+    pub(crate) fn certificates(&self) -> Result<Vec<Vec<u8>>, BundleError> {
         let material = &self.verification_material;
         match (&material.x509_certificate_chain, &material.certificate) {
-            (Some(chain), _) => chain
+            (Some(chain), _) if !chain.certificates.is_empty() => chain
                 .certificates
                 .iter()
                 .map(|certificate| decode(&certificate.raw_bytes, "certificate"))
                 .collect(),
-            (None, Some(_)) => Err("a keyless Sigstore signature (one Fulcio certificate): verify it with --sigstore-trust-root".to_owned()),
-            (None, None) => Err("no certificate in the bundle (was it signed with a key?)".to_owned()),
+            (None, Some(_)) => Err(BundleError::Keyless),
+            _ => Err(BundleError::NoCertificate),
         }
     }
 }
 
-fn decode(text: &str, what: &str) -> Result<Vec<u8>, String> {
+fn decode(text: &str, what: &'static str) -> Result<Vec<u8>, BundleError> {
     STANDARD
         .decode(text)
-        .map_err(|err| format!("the {what} is not base64: {err}"))
+        .map_err(|source| BundleError::Base64 { what, source })
 }
 
 /// DSSE's pre-authentication encoding, which is what the signature covers (DSSE v1.0).
@@ -146,7 +167,7 @@ mod tests {
         });
         let bundle = Bundle::parse(text.to_string().as_bytes()).unwrap();
         let err = bundle.certificates().unwrap_err();
-        assert!(err.contains("keyless"), "{err}");
+        assert!(err.to_string().contains("keyless"), "{err}");
         assert_eq!(bundle.decoded().unwrap().payload, b"{}");
     }
 
@@ -163,8 +184,8 @@ mod tests {
         let err = bundle("text/plain", serde_json::json!([{"sig": ""}]))
             .decoded()
             .err();
-        assert!(err.is_some_and(|err| err.contains("text/plain")));
+        assert!(err.is_some_and(|err| err.to_string().contains("text/plain")));
         let err = bundle(IN_TOTO, serde_json::json!([])).decoded().err();
-        assert!(err.is_some_and(|err| err.contains("0 signatures")));
+        assert!(err.is_some_and(|err| err.to_string().contains("0 signatures")));
     }
 }

@@ -12,24 +12,45 @@ use x509_cert::{
     time::Time,
 };
 
-use super::{SigningError, keys::PublicKey};
+use super::keys::{KeyError, PublicKey};
 
 const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 const ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
 const ECDSA_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.4");
 const CODE_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3");
 
+/// Why the bundle's certificates do not vouch for the signer.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("a bundled certificate: {0}")]
+    Der(#[source] der::Error),
+    #[error("the bundle's certificate chain is empty")]
+    Empty,
+    #[error(
+        "the certificate for '{subject}' was not issued by a certificate of --signature-certificate-chain"
+    )]
+    NotIssued { subject: String },
+    #[error(
+        "the certificate for '{subject}' was not valid when the signing certificate was issued"
+    )]
+    NotValid { subject: String },
+    #[error(
+        "the signing certificate may not be used for signing (no digitalSignature key usage nor codeSigning extended key usage)"
+    )]
+    Usage,
+    #[error("the signing certificate's subject alternative names: {0}")]
+    AltNames(#[source] der::Error),
+    #[error("the certificate names {names} and not the expected --signature-identity '{expected}'")]
+    Identity { names: String, expected: String },
+    #[error("the signing certificate's key: {0}")]
+    Key(#[source] KeyError),
+}
+
 /// Reads the trusted certificates of a PEM file.
-pub(crate) fn trusted(pem: &[u8], what: &str) -> Result<Vec<Certificate>, SigningError> {
-    let certificates = Certificate::load_pem_chain(pem).map_err(|err| SigningError::Key {
-        what: what.to_owned(),
-        reason: format!("not PEM certificates: {err}"),
-    })?;
+pub(crate) fn trusted(pem: &[u8]) -> Result<Vec<Certificate>, KeyError> {
+    let certificates = Certificate::load_pem_chain(pem).map_err(KeyError::Certificates)?;
     if certificates.is_empty() {
-        return Err(SigningError::Key {
-            what: what.to_owned(),
-            reason: "holds no certificate".to_owned(),
-        });
+        return Err(KeyError::NoCertificate);
     }
     Ok(certificates)
 }
@@ -40,15 +61,13 @@ pub(crate) fn verify(
     bundled: &[Vec<u8>],
     roots: &[Certificate],
     identity: Option<&str>,
-) -> Result<(PublicKey, String), String> {
+) -> Result<(PublicKey, String), ChainError> {
     let certificates = bundled
         .iter()
-        .map(|der| {
-            Certificate::from_der(der).map_err(|err| format!("a bundled certificate: {err}"))
-        })
+        .map(|der| Certificate::from_der(der).map_err(ChainError::Der))
         .collect::<Result<Vec<_>, _>>()?;
     let Some((leaf, intermediates)) = certificates.split_first() else {
-        return Err("no certificate in the bundle (was it signed with a key?)".to_owned());
+        return Err(ChainError::Empty);
     };
     let at = leaf.tbs_certificate().validity().not_before;
     chain_to_root(leaf, intermediates, roots, at)?;
@@ -57,10 +76,10 @@ pub(crate) fn verify(
     if let Some(expected) = identity
         && !names.iter().any(|name| name == expected)
     {
-        return Err(format!(
-            "the certificate names {} and not the expected --signature-identity '{expected}'",
-            names.join(", ")
-        ));
+        return Err(ChainError::Identity {
+            names: names.join(", "),
+            expected: expected.to_owned(),
+        });
     }
     let key = key_of(leaf)?;
     Ok((key, names.into_iter().next().unwrap_or_default()))
@@ -73,7 +92,7 @@ fn chain_to_root(
     intermediates: &[Certificate],
     roots: &[Certificate],
     at: Time,
-) -> Result<(), String> {
+) -> Result<(), ChainError> {
     let mut unused: Vec<&Certificate> = intermediates.iter().collect();
     let mut current = leaf;
     loop {
@@ -86,26 +105,25 @@ fn chain_to_root(
         if let Some(root) = roots.iter().find(issued_by) {
             return within_validity(root, at);
         }
-        let next = unused.iter().position(issued_by).ok_or_else(|| {
-            format!(
-                "the certificate for '{}' was not issued by a certificate of --signature-certificate-chain",
-                current.tbs_certificate().subject()
-            )
-        })?;
+        let next = unused
+            .iter()
+            .position(issued_by)
+            .ok_or_else(|| ChainError::NotIssued {
+                subject: current.tbs_certificate().subject().to_string(),
+            })?;
         current = unused.swap_remove(next);
     }
 }
 
-fn within_validity(certificate: &Certificate, at: Time) -> Result<(), String> {
+fn within_validity(certificate: &Certificate, at: Time) -> Result<(), ChainError> {
     let validity = certificate.tbs_certificate().validity();
     let at = at.to_unix_duration();
     if validity.not_before.to_unix_duration() <= at && at <= validity.not_after.to_unix_duration() {
         Ok(())
     } else {
-        Err(format!(
-            "the certificate for '{}' was not valid when the signing certificate was issued",
-            certificate.tbs_certificate().subject()
-        ))
+        Err(ChainError::NotValid {
+            subject: certificate.tbs_certificate().subject().to_string(),
+        })
     }
 }
 
@@ -140,23 +158,23 @@ fn signed_by(certificate: &Certificate, issuer: &Certificate) -> bool {
 
 /// As `model_signing` requires: key usage `digitalSignature`, or extended key usage
 /// `codeSigning`.
-fn check_usage(leaf: &Certificate) -> Result<(), String> {
+fn check_usage(leaf: &Certificate) -> Result<(), ChainError> {
     let tbs = leaf.tbs_certificate();
     let signs = matches!(tbs.get_extension::<KeyUsage>(), Ok(Some((_, usage))) if usage.digital_signature());
     let code = matches!(tbs.get_extension::<ExtendedKeyUsage>(), Ok(Some((_, usage))) if usage.0.contains(&CODE_SIGNING));
     if signs || code {
         Ok(())
     } else {
-        Err("the signing certificate may not be used for signing (no digitalSignature key usage nor codeSigning extended key usage)".to_owned())
+        Err(ChainError::Usage)
     }
 }
 
 /// The signer's names: the subject alternative names (e-mail, URI, DNS), else the subject.
-fn identities(leaf: &Certificate) -> Result<Vec<String>, String> {
+fn identities(leaf: &Certificate) -> Result<Vec<String>, ChainError> {
     let tbs = leaf.tbs_certificate();
     let alternatives = tbs
         .get_extension::<SubjectAltName>()
-        .map_err(|err| format!("the signing certificate's subject alternative names: {err}"))?;
+        .map_err(ChainError::AltNames)?;
     let mut names: Vec<String> = alternatives
         .map(|(_, names)| names.0)
         .unwrap_or_default()
@@ -174,8 +192,10 @@ fn identities(leaf: &Certificate) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-fn key_of(certificate: &Certificate) -> Result<PublicKey, String> {
+fn key_of(certificate: &Certificate) -> Result<PublicKey, ChainError> {
     let info = certificate.tbs_certificate().subject_public_key_info();
-    let der = info.to_der().map_err(|err| err.to_string())?;
-    PublicKey::from_spki(&der, "the certificate's key").map_err(|err| err.to_string())
+    let der = info
+        .to_der()
+        .map_err(|err| ChainError::Key(KeyError::Spki(err.into())))?;
+    PublicKey::from_spki(&der).map_err(ChainError::Key)
 }

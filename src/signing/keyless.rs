@@ -13,7 +13,7 @@ use sigstore_verify::{
     types::{Bundle, Sha256Hash},
 };
 
-use super::SigningError;
+use super::{SigningError, bundle::BundleError, malformed};
 
 /// A trust root and the one signer it may vouch for.
 pub(crate) struct Keyless {
@@ -54,20 +54,16 @@ impl Keyless {
     pub(crate) fn verify(
         &self,
         text: &[u8],
-        subject_sha256: &str,
+        subject_sha256: [u8; 32],
         path: &Path,
     ) -> Result<String, SigningError> {
-        let malformed = |reason: String| SigningError::Malformed {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let json = std::str::from_utf8(text).map_err(|err| malformed(err.to_string()))?;
-        let bundle = Bundle::from_json(json).map_err(|err| malformed(err.to_string()))?;
-        let subject =
-            Sha256Hash::from_hex(subject_sha256).map_err(|err| malformed(err.to_string()))?;
+        let json =
+            std::str::from_utf8(text).map_err(|err| malformed(path)(BundleError::NotUtf8(err)))?;
+        let bundle =
+            Bundle::from_json(json).map_err(|err| malformed(path)(BundleError::Sigstore(err)))?;
         let verified = self
             .verifier
-            .verify(subject, &bundle, &self.policy)
+            .verify(Sha256Hash::new(subject_sha256), &bundle, &self.policy)
             .map_err(|source| SigningError::Keyless {
                 path: path.to_path_buf(),
                 source,

@@ -5,11 +5,32 @@ use ecdsa::signature::{Verifier, hazmat::PrehashVerifier};
 use sha2::{Digest as _, Sha256};
 use spki::{DecodePublicKey, EncodePublicKey, SubjectPublicKeyInfoRef};
 
-use super::SigningError;
-
 const P256: spki::ObjectIdentifier = spki::ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const P384: spki::ObjectIdentifier = spki::ObjectIdentifier::new_unwrap("1.3.132.0.34");
 const P521: spki::ObjectIdentifier = spki::ObjectIdentifier::new_unwrap("1.3.132.0.35");
+
+/// Why a key or a certificate file cannot be trusted as given.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("not PEM: {0}")]
+    Pem(#[source] spki::der::pem::Error),
+    #[error("a PEM '{0}', not a 'PUBLIC KEY'")]
+    Label(String),
+    #[error("not a public key: {0}")]
+    Spki(#[source] spki::Error),
+    #[error(
+        "not an elliptic-curve key (model_signing signs with ECDSA P-256, P-384 or P-521): {0}"
+    )]
+    NotEllipticCurve(#[source] spki::Error),
+    #[error("unsupported curve {0} (P-256, P-384 and P-521 are)")]
+    Curve(spki::ObjectIdentifier),
+    #[error("invalid key: {0}")]
+    Invalid(#[source] spki::Error),
+    #[error("not PEM certificates: {0}")]
+    Certificates(#[source] der::Error),
+    #[error("holds no certificate")]
+    NoCertificate,
+}
 
 #[derive(Debug, Clone)]
 pub(crate) enum PublicKey {
@@ -19,53 +40,34 @@ pub(crate) enum PublicKey {
 }
 
 impl PublicKey {
-    /// A key from its DER `SubjectPublicKeyInfo`; `what` names it in errors.
-    pub(crate) fn from_spki(der: &[u8], what: &str) -> Result<PublicKey, SigningError> {
-        let unsupported = |reason: String| SigningError::Key {
-            what: what.to_owned(),
-            reason,
-        };
-        let info = SubjectPublicKeyInfoRef::try_from(der)
-            .map_err(|err| unsupported(format!("not a public key: {err}")))?;
-        let curve = info.algorithm.parameters_oid().map_err(|_| {
-            unsupported(
-                "not an elliptic-curve key (model_signing signs with ECDSA P-256, P-384 or P-521)"
-                    .to_owned(),
-            )
-        })?;
-        let invalid = |err: spki::Error| unsupported(format!("invalid key: {err}"));
+    /// A key from its DER `SubjectPublicKeyInfo`.
+    pub(crate) fn from_spki(der: &[u8]) -> Result<PublicKey, KeyError> {
+        let info = SubjectPublicKeyInfoRef::try_from(der).map_err(KeyError::Spki)?;
+        let curve = info
+            .algorithm
+            .parameters_oid()
+            .map_err(KeyError::NotEllipticCurve)?;
         Ok(match curve {
             P256 => PublicKey::P256(
-                p256::ecdsa::VerifyingKey::from_public_key_der(der).map_err(invalid)?,
+                p256::ecdsa::VerifyingKey::from_public_key_der(der).map_err(KeyError::Invalid)?,
             ),
             P384 => PublicKey::P384(
-                p384::ecdsa::VerifyingKey::from_public_key_der(der).map_err(invalid)?,
+                p384::ecdsa::VerifyingKey::from_public_key_der(der).map_err(KeyError::Invalid)?,
             ),
             P521 => PublicKey::P521(Box::new(
-                p521::ecdsa::VerifyingKey::from_public_key_der(der).map_err(invalid)?,
+                p521::ecdsa::VerifyingKey::from_public_key_der(der).map_err(KeyError::Invalid)?,
             )),
-            other => {
-                return Err(unsupported(format!(
-                    "unsupported curve {other} (P-256, P-384 and P-521 are)"
-                )));
-            }
+            other => return Err(KeyError::Curve(other)),
         })
     }
 
     /// A key from a PEM `PUBLIC KEY` file's contents.
-    pub(crate) fn from_pem(pem: &str, what: &str) -> Result<PublicKey, SigningError> {
-        let (label, der) =
-            spki::der::pem::decode_vec(pem.as_bytes()).map_err(|err| SigningError::Key {
-                what: what.to_owned(),
-                reason: format!("not PEM: {err}"),
-            })?;
+    pub(crate) fn from_pem(pem: &str) -> Result<PublicKey, KeyError> {
+        let (label, der) = spki::der::pem::decode_vec(pem.as_bytes()).map_err(KeyError::Pem)?;
         if label != "PUBLIC KEY" {
-            return Err(SigningError::Key {
-                what: what.to_owned(),
-                reason: format!("a PEM '{label}', not a 'PUBLIC KEY'"),
-            });
+            return Err(KeyError::Label(label.to_owned()));
         }
-        PublicKey::from_spki(&der, what)
+        PublicKey::from_spki(&der)
     }
 
     /// Checks a DER ECDSA signature over `message`, hashed with the curve's SHA-2.

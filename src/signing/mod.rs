@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use x509_cert::Certificate;
 
 use self::{bundle::Bundle, keyless::Keyless, keys::PublicKey, statement::Statement};
+pub use self::{bundle::BundleError, chain::ChainError, keys::KeyError, statement::StatementError};
 use crate::registry::{Digest, manifest::MANIFEST_FILE};
 
 /// Files pinserve writes into a version directory itself, which no signer can have listed.
@@ -55,8 +56,12 @@ pub struct Signed {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SigningError {
-    #[error("{what}: {reason}")]
-    Key { what: String, reason: String },
+    #[error("{}: {source}", path.display())]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: KeyError,
+    },
     #[error("{}: cannot read: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -65,12 +70,26 @@ pub enum SigningError {
     },
     #[error("{}: no signature; the model is not signed (or --signature-file names another file)", path.display())]
     MissingSignature { path: PathBuf },
-    #[error("{}: malformed signature: {reason}", path.display())]
-    Malformed { path: PathBuf, reason: String },
+    #[error("{}: malformed signature: {source}", path.display())]
+    Malformed {
+        path: PathBuf,
+        #[source]
+        source: BundleError,
+    },
+    #[error("{}: malformed signature: {source}", path.display())]
+    MalformedStatement {
+        path: PathBuf,
+        #[source]
+        source: StatementError,
+    },
     #[error("{}: the signature does not verify with {trusted}", path.display())]
     BadSignature { path: PathBuf, trusted: String },
-    #[error("{}: untrusted signer: {reason}", path.display())]
-    Untrusted { path: PathBuf, reason: String },
+    #[error("{}: untrusted signer: {source}", path.display())]
+    Untrusted {
+        path: PathBuf,
+        #[source]
+        source: ChainError,
+    },
     #[error("{}: the keyless signature does not verify: {source}", path.display())]
     Keyless {
         path: PathBuf,
@@ -101,8 +120,7 @@ impl Policy {
     /// Trusts the PEM public key at `path`.
     pub fn with_key(signature_file: String, path: &Path) -> Result<Policy, SigningError> {
         let pem = read(path)?;
-        let shown = path.display().to_string();
-        let key = PublicKey::from_pem(&String::from_utf8_lossy(&pem), &shown)?;
+        let key = PublicKey::from_pem(&String::from_utf8_lossy(&pem)).map_err(key_error(path))?;
         Ok(Policy {
             signature_file,
             trust: Trust::Key(key),
@@ -115,7 +133,7 @@ impl Policy {
         path: &Path,
         identity: Option<String>,
     ) -> Result<Policy, SigningError> {
-        let roots = chain::trusted(&read(path)?, &path.display().to_string())?;
+        let roots = chain::trusted(&read(path)?).map_err(key_error(path))?;
         Ok(Policy {
             signature_file,
             trust: Trust::Chain { roots, identity },
@@ -162,18 +180,14 @@ impl Policy {
                 source,
             })?,
         };
-        let malformed = |reason: String| SigningError::Malformed {
-            path: path.clone(),
-            reason,
-        };
-        let bundle = Bundle::parse(&text).map_err(malformed)?;
+        let bundle = Bundle::parse(&text).map_err(malformed(&path))?;
         let (payload, signer) = self.check_envelope(&text, &bundle, &path)?;
-        let statement = Statement::parse(&payload).map_err(malformed)?;
+        let statement = Statement::parse(&payload).map_err(malformed_statement(&path))?;
         let files = statement.check_dir(dir, |name| self.is_not_model(name), known)?;
         Ok(Signed {
             signer,
             statement_sha256: Digest::of_bytes(&payload),
-            model_digest: statement.model_digest,
+            model_digest: hex::encode(statement.model_sha256),
             files,
         })
     }
@@ -185,11 +199,7 @@ impl Policy {
         bundle: &Bundle,
         path: &Path,
     ) -> Result<(Vec<u8>, String), SigningError> {
-        let malformed = |reason: String| SigningError::Malformed {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let decoded = bundle.decoded().map_err(malformed)?;
+        let decoded = bundle.decoded().map_err(malformed(path))?;
         let signed_by = |key: &PublicKey, trusted: &str| {
             key.verify(&bundle::pae(&decoded.payload), &decoded.signature)
                 .then_some(())
@@ -204,18 +214,19 @@ impl Policy {
                 format!("key:{}", key.fingerprint())
             }
             Trust::Chain { roots, identity } => {
-                let certificates = bundle.certificates().map_err(malformed)?;
+                let certificates = bundle.certificates().map_err(malformed(path))?;
                 let (key, name) = chain::verify(&certificates, roots, identity.as_deref())
-                    .map_err(|reason| SigningError::Untrusted {
+                    .map_err(|source| SigningError::Untrusted {
                         path: path.to_path_buf(),
-                        reason,
+                        source,
                     })?;
                 signed_by(&key, "the signing certificate's key")?;
                 name
             }
             Trust::Keyless(keyless) => {
-                let statement = Statement::parse(&decoded.payload).map_err(malformed)?;
-                keyless.verify(text, &statement.model_digest, path)?
+                let statement =
+                    Statement::parse(&decoded.payload).map_err(malformed_statement(path))?;
+                keyless.verify(text, statement.model_sha256, path)?
             }
         };
         Ok((decoded.payload, signer))
@@ -232,9 +243,78 @@ impl Policy {
     }
 }
 
+fn key_error(path: &Path) -> impl FnOnce(KeyError) -> SigningError + '_ {
+    move |source| SigningError::Key {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn malformed(path: &Path) -> impl FnOnce(BundleError) -> SigningError + '_ {
+    move |source| SigningError::Malformed {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn malformed_statement(path: &Path) -> impl FnOnce(StatementError) -> SigningError + '_ {
+    move |source| SigningError::MalformedStatement {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, SigningError> {
     std::fs::read(path).map_err(|source| SigningError::Read {
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use spki::{EncodePublicKey, der::pem::LineEnding};
+
+    use super::*;
+    use crate::registry::redact::error_chain;
+
+    /// A policy trusting a fixed P-256 key, whose PEM file is written into `dir`: which key it
+    /// is does not matter to a bundle refused before its signature is looked at.
+    fn key_policy(dir: &Path) -> Policy {
+        let key = p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap();
+        let pem = key
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        let path = dir.join("signer.pub");
+        std::fs::write(&path, pem).unwrap();
+        Policy::with_key("model.sig".to_owned(), &path).unwrap()
+    }
+
+    /// serde_json's own error stays the cause, and the log line names its reason once.
+    #[test]
+    fn a_bundle_that_is_not_json_keeps_serde_json_s_reason_as_its_cause() {
+        let keys = tempfile::tempdir().unwrap();
+        let version = tempfile::tempdir().unwrap();
+        std::fs::write(version.path().join("model.sig"), "not json").unwrap();
+        let err = key_policy(keys.path())
+            .verify_dir(version.path())
+            .unwrap_err();
+        let cause = err
+            .source()
+            .and_then(|bundle| bundle.source())
+            .and_then(|json| json.downcast_ref::<serde_json::Error>());
+        assert!(cause.is_some(), "{err:?}");
+        let reason = serde_json::from_str::<serde_json::Value>("not json")
+            .unwrap_err()
+            .to_string();
+        let chain = error_chain(&err);
+        assert!(
+            chain.contains("model.sig: malformed signature: the bundle: "),
+            "{chain}"
+        );
+        assert_eq!(chain.matches(&reason).count(), 1, "{chain}");
+    }
 }

@@ -51,23 +51,45 @@ struct Resource {
     digest: String,
 }
 
+/// Why a signed statement is not one pinserve can check a directory against.
+#[derive(Debug, thiserror::Error)]
+pub enum StatementError {
+    #[error("the statement: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("predicate type '{0}' (expected {PREDICATE_TYPE})")]
+    PredicateType(String),
+    #[error(
+        "serialization '{method}' with '{hash}' (pinserve verifies the default, 'files' with 'sha256')"
+    )]
+    Serialization { method: String, hash: String },
+    #[error("resource '{name}' has no SHA-256 digest (its algorithm is '{algorithm}')")]
+    Algorithm { name: String, algorithm: String },
+    #[error("resource '{name}' has no SHA-256 digest: {source}")]
+    Digest {
+        name: String,
+        #[source]
+        source: hex::FromHexError,
+    },
+    #[error("{0} subjects, expected one")]
+    Subjects(usize),
+    #[error("the subject's digest does not match its resources")]
+    SubjectDigest,
+}
+
 impl Raw {
     /// `model_signing`'s predicate, serialized file by file with SHA-256 (its default; shards
     /// and other hashes are refused rather than half-checked).
-    fn check_format(&self) -> Result<(), String> {
+    fn check_format(&self) -> Result<(), StatementError> {
         if self.predicate_type != PREDICATE_TYPE {
-            return Err(format!(
-                "predicate type '{}' (expected {PREDICATE_TYPE})",
-                self.predicate_type
-            ));
+            return Err(StatementError::PredicateType(self.predicate_type.clone()));
         }
         let serialization = &self.predicate.serialization;
         let hash = serialization.hash_type.as_deref().unwrap_or("sha256");
         if serialization.method != "files" || hash != "sha256" {
-            return Err(format!(
-                "serialization '{}' with '{hash}' (pinserve verifies the default, 'files' with 'sha256')",
-                serialization.method
-            ));
+            return Err(StatementError::Serialization {
+                method: serialization.method.clone(),
+                hash: hash.to_owned(),
+            });
         }
         Ok(())
     }
@@ -76,22 +98,35 @@ impl Raw {
 impl Predicate {
     /// Each resource's digest by name, and the SHA-256 over all of them in order (what the
     /// subject's digest must be).
-    fn digests(&self) -> Result<(BTreeMap<String, Digest>, String), String> {
+    fn digests(&self) -> Result<(BTreeMap<String, Digest>, [u8; 32]), StatementError> {
         let mut files = BTreeMap::new();
         let mut all = Sha256::new();
         for resource in &self.resources {
-            let sha256 = (resource.algorithm == "sha256")
-                .then(|| hex::decode(&resource.digest).ok())
-                .flatten();
-            let digest: Digest = sha256
-                .and_then(|bytes| {
-                    all.update(&bytes);
-                    resource.digest.parse().ok()
-                })
-                .ok_or_else(|| format!("resource '{}' has no SHA-256 digest", resource.name))?;
-            files.insert(resource.name.clone(), digest);
+            let bytes = resource.sha256()?;
+            all.update(bytes);
+            files.insert(resource.name.clone(), Digest::from(bytes));
         }
-        Ok((files, hex::encode(all.finalize())))
+        Ok((files, all.finalize().into()))
+    }
+}
+
+impl Resource {
+    /// The digest's bytes: exactly 64 hexadecimal digits, as `model_signing` writes them.
+    fn sha256(&self) -> Result<[u8; 32], StatementError> {
+        if self.algorithm != "sha256" {
+            return Err(StatementError::Algorithm {
+                name: self.name.clone(),
+                algorithm: self.algorithm.clone(),
+            });
+        }
+        let mut bytes = [0; 32];
+        hex::decode_to_slice(&self.digest, &mut bytes).map_err(|source| {
+            StatementError::Digest {
+                name: self.name.clone(),
+                source,
+            }
+        })?;
+        Ok(bytes)
     }
 }
 
@@ -99,25 +134,24 @@ impl Predicate {
 #[derive(Debug)]
 pub(crate) struct Statement {
     /// The SHA-256 over every file's digest, which names the signed file set.
-    pub model_digest: String,
+    pub model_sha256: [u8; 32],
     files: BTreeMap<String, Digest>,
     ignored: Vec<String>,
 }
 
 impl Statement {
-    pub(crate) fn parse(payload: &[u8]) -> Result<Statement, String> {
-        let raw: Raw =
-            serde_json::from_slice(payload).map_err(|err| format!("the statement: {err}"))?;
+    pub(crate) fn parse(payload: &[u8]) -> Result<Statement, StatementError> {
+        let raw: Raw = serde_json::from_slice(payload).map_err(StatementError::Json)?;
         raw.check_format()?;
         let [subject] = raw.subject.as_slice() else {
-            return Err(format!("{} subjects, expected one", raw.subject.len()));
+            return Err(StatementError::Subjects(raw.subject.len()));
         };
-        let (files, model_digest) = raw.predicate.digests()?;
-        if subject.digest.get("sha256") != Some(&model_digest) {
-            return Err("the subject's digest does not match its resources".to_owned());
+        let (files, model_sha256) = raw.predicate.digests()?;
+        if subject.digest.get("sha256") != Some(&hex::encode(model_sha256)) {
+            return Err(StatementError::SubjectDigest);
         }
         Ok(Statement {
-            model_digest,
+            model_sha256,
             files,
             ignored: raw.predicate.serialization.ignore_paths,
         })
@@ -230,7 +264,7 @@ mod tests {
         assert!(Statement::parse(&statement(files, None)).is_ok());
         let wrong = "0".repeat(64);
         let err = Statement::parse(&statement(files, Some(&wrong))).unwrap_err();
-        assert!(err.contains("subject"), "{err}");
+        assert!(err.to_string().contains("subject"), "{err}");
     }
 
     #[test]
