@@ -76,6 +76,7 @@ pub enum SigningError {
         #[source]
         source: BundleError,
     },
+    /// A well-formed envelope over a statement pinserve cannot check the directory against.
     #[error("{}: malformed signature: {source}", path.display())]
     MalformedStatement {
         path: PathBuf,
