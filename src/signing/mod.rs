@@ -318,4 +318,22 @@ mod tests {
         );
         assert_eq!(chain.matches(&reason).count(), 1, "{chain}");
     }
+
+    /// A trusted-certificates file that is not PEM keeps der's error as the cause, under the
+    /// file's path.
+    #[test]
+    fn a_certificate_file_that_is_not_pem_keeps_der_s_error_as_its_cause() {
+        let keys = tempfile::tempdir().unwrap();
+        let path = keys.path().join("ca.pem");
+        std::fs::write(&path, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+        let err = Policy::with_chain("model.sig".to_owned(), &path, None).unwrap_err();
+        assert!(
+            matches!(&err, SigningError::Key { path: shown, source: KeyError::Certificates(_) } if *shown == path),
+            "{err:?}"
+        );
+        let cause = err.source().and_then(|key| key.source());
+        assert!(cause.is_some_and(|der| der.is::<der::Error>()), "{err:?}");
+        let chain = error_chain(&err);
+        assert!(chain.contains("ca.pem: not PEM certificates: "), "{chain}");
+    }
 }
