@@ -22,7 +22,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{median, time_to_ready};
+use support::{median, run_ok, time_to_ready, timed};
 
 struct Registration {
     name: String,
@@ -32,14 +32,10 @@ struct Registration {
 }
 
 fn register(tracking: &str) -> Registration {
-    let output = Command::new(".venv-services/bin/python")
-        .args(["benches/register_large_model.py", tracking])
-        .output()
-        .expect("run tests/support/services.sh start first (it creates .venv-services)");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    // tests/support/services.sh start creates .venv-services.
+    let output = run_ok(
+        Command::new(".venv-services/bin/python")
+            .args(["benches/register_large_model.py", tracking]),
     );
     let line = String::from_utf8_lossy(&output.stdout)
         .lines()
@@ -66,17 +62,6 @@ fn register(tracking: &str) -> Registration {
             .map(|file| file["size"].as_u64().unwrap())
             .sum(),
     }
-}
-
-fn timed(command: &mut Command) -> Duration {
-    let started = Instant::now();
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    started.elapsed()
 }
 
 /// curl fetching every file of the version to disk over one connection; and the same plus an

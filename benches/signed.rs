@@ -23,10 +23,10 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use support::{median, time_to_ready};
+use support::{median, run_ok, time_to_ready, timed};
 
 const MODEL: &str = "compute_mlp";
 
@@ -37,16 +37,12 @@ struct Signed {
     public_key: String,
 }
 
+/// Runs `tests/support/sign_model.py` in `.venv-signing` (which scripts/test.sh creates).
 fn sign_model(args: &[&Path]) {
-    let output = Command::new(".venv-signing/bin/python")
-        .arg("tests/support/sign_model.py")
-        .args(args)
-        .output()
-        .expect("scripts/test.sh creates .venv-signing");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        Command::new(".venv-signing/bin/python")
+            .arg("tests/support/sign_model.py")
+            .args(args),
     );
 }
 
@@ -96,24 +92,17 @@ fn signed_version(megabytes: usize) -> Signed {
 
 /// One `pinserve fetch` of the version into `dest`, process start to exit.
 fn fetch(binary: &Path, signed: &Signed, dest: &Path, flags: &[&str]) -> Duration {
-    let started = Instant::now();
-    let output = Command::new(binary)
-        .arg("fetch")
-        .args([
-            "--model-repository",
-            signed.repository.path().to_str().unwrap(),
-        ])
-        .args(["--model", MODEL, "--version", "1"])
-        .args(["--dest", dest.to_str().unwrap()])
-        .args(flags)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    started.elapsed()
+    timed(
+        Command::new(binary)
+            .arg("fetch")
+            .args([
+                "--model-repository",
+                signed.repository.path().to_str().unwrap(),
+            ])
+            .args(["--model", MODEL, "--version", "1"])
+            .args(["--dest", dest.to_str().unwrap()])
+            .args(flags),
+    )
 }
 
 /// Fetch, fetch again, and (for this build) time to ready from the fetched directory.

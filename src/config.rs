@@ -334,15 +334,24 @@ impl FetchArgs {
         }
     }
 
-    /// How to fetch, and the signing policy (reading its key, certificates or trust root).
+    /// How to fetch a model version, its signing policy included (reading its key,
+    /// certificates or trust root).
     pub(crate) fn options(&self) -> Result<FetchOptions, SigningError> {
         Ok(FetchOptions {
+            signing: self.signing.policy()?,
+            ..self.transfer_options()
+        })
+    }
+
+    /// How to fetch files that are no model version (held-out data): no signing policy.
+    pub(crate) fn transfer_options(&self) -> FetchOptions {
+        FetchOptions {
             retry: RetryPolicy::new(self.fetch_retries),
             timeout: self.fetch_timeout,
             stall_timeout: self.fetch_stall_timeout,
             max_bytes: self.fetch_max_bytes,
-            signing: self.signing.policy()?,
-        })
+            signing: None,
+        }
     }
 }
 

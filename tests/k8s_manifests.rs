@@ -105,12 +105,16 @@ fn flag<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
     })
 }
 
-fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+/// The container's environment entry `name` (with its `value` or `valueFrom`).
+fn env_entry<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
     container["env"]
         .as_sequence()?
         .iter()
         .find(|var| var["name"] == name)
-        .and_then(|var| var["value"].as_str())
+}
+
+fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+    env_entry(container, name).and_then(|var| var["value"].as_str())
 }
 
 fn labels(value: &Value) -> BTreeMap<String, String> {
@@ -1113,11 +1117,7 @@ fn keyless_signed_models_component_reads_trust_root_and_signer_from_a_config_map
                 ("PINSERVE_SIGNATURE_IDENTITY", "identity"),
                 ("PINSERVE_SIGNATURE_OIDC_ISSUER", "oidc-issuer"),
             ] {
-                let reference = container["env"]
-                    .as_sequence()
-                    .unwrap()
-                    .iter()
-                    .find(|var| var["name"] == variable)
+                let reference = env_entry(container, variable)
                     .map(|var| &var["valueFrom"]["configMapKeyRef"])
                     .unwrap_or_else(|| panic!("{shown} {name}: no {variable}"));
                 assert_eq!(reference["name"], "pinserve-sigstore", "{shown} {name}");

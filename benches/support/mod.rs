@@ -2,7 +2,10 @@
 //! `tests/common`), so each uses only part of it.
 #![allow(dead_code)]
 
-use std::time::{Duration, Instant};
+use std::{
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
 
 use crate::common::Server;
 
@@ -22,4 +25,24 @@ pub async fn time_to_ready(args: &[&str], env: &[(&str, String)]) -> Duration {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Runs `command` to its end; it must succeed (its stderr tells why not).
+pub fn run_ok(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// How long `command` takes to run to its end; it must succeed.
+pub fn timed(command: &mut Command) -> Duration {
+    let started = Instant::now();
+    run_ok(command);
+    started.elapsed()
 }

@@ -211,7 +211,7 @@ async fn download(
         .prefix(".eval-data-")
         .tempdir_in(cache_dir)
         .map_err(io)?;
-    let options = fetch.options().map_err(RegistryError::from)?;
+    let options = fetch.transfer_options();
     let path = obtain::file_into(url, dir.path(), &fetch.resolver(), &options).await?;
     Ok((path, dir))
 }

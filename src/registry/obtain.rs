@@ -109,7 +109,8 @@ fn cached_name<'a>(reference: &'a ModelReference, cache: &Cache) -> Option<(Stri
 
 /// Downloads the one file at `url` (held-out data for `eval`) into `dest`, an empty directory,
 /// verified against the `.sha256` sidecar beside it when there is one; returns its local path.
-/// Data at a URL may change under the same name, so nothing earlier is reused.
+/// Data at a URL may change under the same name, so nothing earlier is reused. Data is no model
+/// version: `options` carry no signing policy (`FetchArgs::transfer_options`).
 pub(crate) async fn file_into(
     url: &url::Url,
     dest: &Path,
@@ -123,12 +124,7 @@ pub(crate) async fn file_into(
             version: plan.version.clone(),
         };
         tracing::info!(source = %plan.source, dest = %dest.display(), "fetching");
-        // Held-out data is no model version: the model's signing policy is not its to meet.
-        let unsigned = FetchOptions {
-            signing: None,
-            ..options.clone()
-        };
-        let manifest = fetch(&plan, dest, &unsigned, &labels).await?;
+        let manifest = fetch(&plan, dest, options, &labels).await?;
         Ok(manifest.model_file.under(dest))
     })
     .await

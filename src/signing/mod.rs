@@ -16,8 +16,13 @@ use std::path::{Path, PathBuf};
 
 use x509_cert::Certificate;
 
-use self::{bundle::Bundle, keyless::Keyless, keys::PublicKey, statement::Statement};
 pub use self::{bundle::BundleError, chain::ChainError, keys::KeyError, statement::StatementError};
+use self::{
+    bundle::{Bundle, Decoded},
+    keyless::Keyless,
+    keys::PublicKey,
+    statement::Statement,
+};
 use crate::registry::{Digest, manifest::MANIFEST_FILE};
 
 /// Files pinserve writes into a version directory itself, which no signer can have listed.
@@ -172,65 +177,37 @@ impl Policy {
         known: &BTreeMap<String, Digest>,
     ) -> Result<Signed, SigningError> {
         let path = dir.join(&self.signature_file);
-        let text = match std::fs::read(&path) {
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                return Err(SigningError::MissingSignature { path });
-            }
-            other => other.map_err(|source| SigningError::Read {
-                path: path.clone(),
-                source,
-            })?,
-        };
+        let text = read_signature(&path)?;
         let bundle = Bundle::parse(&text).map_err(malformed(&path))?;
-        let (payload, signer) = self.check_envelope(&text, &bundle, &path)?;
-        let statement = Statement::parse(&payload).map_err(malformed_statement(&path))?;
+        let decoded = bundle.decoded().map_err(malformed(&path))?;
+        let statement =
+            |payload: &[u8]| Statement::parse(payload).map_err(malformed_statement(&path));
+        // A key or certificate signature is checked before its payload is read; a keyless one
+        // is checked against the statement's subject, so the statement is read first.
+        let (signer, statement) = match &self.trust {
+            Trust::Key(key) => {
+                signed_by(key, &decoded, "--signature-public-key", &path)?;
+                let signer = format!("key:{}", key.fingerprint());
+                (signer, statement(&decoded.payload)?)
+            }
+            Trust::Chain { roots, identity } => {
+                let (key, name) = certified_key(&bundle, roots, identity.as_deref(), &path)?;
+                signed_by(&key, &decoded, "the signing certificate's key", &path)?;
+                (name, statement(&decoded.payload)?)
+            }
+            Trust::Keyless(keyless) => {
+                let statement = statement(&decoded.payload)?;
+                let signer = keyless.verify(&text, statement.model_sha256, &path)?;
+                (signer, statement)
+            }
+        };
         let files = statement.check_dir(dir, |name| self.is_not_model(name), known)?;
         Ok(Signed {
             signer,
-            statement_sha256: Digest::of_bytes(&payload),
+            statement_sha256: Digest::of_bytes(&decoded.payload),
             model_digest: hex::encode(statement.model_sha256),
             files,
         })
-    }
-
-    /// The signed payload and the signer's name, once the signature checks out.
-    fn check_envelope(
-        &self,
-        text: &[u8],
-        bundle: &Bundle,
-        path: &Path,
-    ) -> Result<(Vec<u8>, String), SigningError> {
-        let decoded = bundle.decoded().map_err(malformed(path))?;
-        let signed_by = |key: &PublicKey, trusted: &str| {
-            key.verify(&bundle::pae(&decoded.payload), &decoded.signature)
-                .then_some(())
-                .ok_or_else(|| SigningError::BadSignature {
-                    path: path.to_path_buf(),
-                    trusted: trusted.to_owned(),
-                })
-        };
-        let signer = match &self.trust {
-            Trust::Key(key) => {
-                signed_by(key, "--signature-public-key")?;
-                format!("key:{}", key.fingerprint())
-            }
-            Trust::Chain { roots, identity } => {
-                let certificates = bundle.certificates().map_err(malformed(path))?;
-                let (key, name) = chain::verify(&certificates, roots, identity.as_deref())
-                    .map_err(|source| SigningError::Untrusted {
-                        path: path.to_path_buf(),
-                        source,
-                    })?;
-                signed_by(&key, "the signing certificate's key")?;
-                name
-            }
-            Trust::Keyless(keyless) => {
-                let statement =
-                    Statement::parse(&decoded.payload).map_err(malformed_statement(path))?;
-                keyless.verify(text, statement.model_sha256, path)?
-            }
-        };
-        Ok((decoded.payload, signer))
     }
 
     /// The signature itself, `pinserve.json` and pinserve's temporaries.
@@ -242,6 +219,49 @@ impl Policy {
                 .next()
                 .is_some_and(|base| base.starts_with(PINSERVE_PREFIX))
     }
+}
+
+/// The bundle at `path`; a missing one is named as such.
+fn read_signature(path: &Path) -> Result<Vec<u8>, SigningError> {
+    std::fs::read(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => SigningError::MissingSignature {
+            path: path.to_path_buf(),
+        },
+        _ => SigningError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
+}
+
+/// The envelope's signature must verify with `key` (which came from `trusted`).
+fn signed_by(
+    key: &PublicKey,
+    decoded: &Decoded,
+    trusted: &str,
+    path: &Path,
+) -> Result<(), SigningError> {
+    key.verify(&bundle::pae(&decoded.payload), &decoded.signature)
+        .then_some(())
+        .ok_or_else(|| SigningError::BadSignature {
+            path: path.to_path_buf(),
+            trusted: trusted.to_owned(),
+        })
+}
+
+/// The key of the bundle's signing certificate, and the identity it names, once the
+/// certificate chains to one of `roots` (and names `identity`, when given).
+fn certified_key(
+    bundle: &Bundle,
+    roots: &[Certificate],
+    identity: Option<&str>,
+    path: &Path,
+) -> Result<(PublicKey, String), SigningError> {
+    let certificates = bundle.certificates().map_err(malformed(path))?;
+    chain::verify(&certificates, roots, identity).map_err(|source| SigningError::Untrusted {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn key_error(path: &Path) -> impl FnOnce(KeyError) -> SigningError + '_ {
